@@ -1,0 +1,62 @@
+"""One output helper for every command: a rich table for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
+
+import typer
+
+
+def print_json(data: Any) -> None:
+    """Write `data` as JSON to stdout (no colour, no wrapping: it is for programs)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def print_table(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Render rows as a rich table; `columns` are keys of each row, `headers` optional labels."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col in columns:
+        table.add_column((headers or {}).get(col, col))
+    for row in rows:
+        table.add_row(*(_cell(row.get(col)) for col in columns))
+    Console().print(table)
+
+
+def print_fields(fields: Mapping[str, Any], *, title: str | None = None) -> None:
+    """Render one record as a two-column key/value table."""
+    print_table(({"field": k, "value": v} for k, v in fields.items()), ["field", "value"], title=title)
+
+
+def info(message: str) -> None:
+    """A note for people, on stderr so that `--json` output stays parseable."""
+    from rich.console import Console
+
+    Console(stderr=True).print(message)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear sentence on stderr and a non-zero exit."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v not in (None, "", [], {}))
+    return str(value)

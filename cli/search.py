@@ -1,0 +1,86 @@
+"""Find models in the catalog.
+
+    espzoo search bengali                       # by language name, code (bn) or a typo (bengli)
+    espzoo search librispeech --task asr --arch conformer
+    espzoo search --lang ja --tokens char --json
+    espzoo info espnet/bn_openslr53             # everything known about one entry
+
+Nothing here imports torch or espnet: these commands answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from espzoo.catalog import Catalog, CatalogEntry, CatalogError
+from espzoo.cli._options import JsonOpt, LimitOpt
+from espzoo.cli._output import fail, print_fields, print_json, print_table
+
+TaskOpt = Annotated[str | None, typer.Option("--task", "-t", help="Only this task: asr, s2t, tts, ...")]
+LangOpt = Annotated[
+    str | None, typer.Option("--lang", "-l", help="Only this language, by code or name (bn, bengali).")
+]
+CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Only models trained on this corpus.")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", help="Only this architecture (conformer, wavlm, ...).")]
+TokensOpt = Annotated[str | None, typer.Option("--tokens", help="Only this token type or size (char, bpe5000).")]
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for: a repo id, language, corpus, ...")] = "",
+    task: TaskOpt = None,
+    lang: LangOpt = None,
+    corpus: CorpusOpt = None,
+    arch: ArchOpt = None,
+    tokens: TokensOpt = None,
+    limit: LimitOpt = 20,
+    json: JsonOpt = False,
+) -> None:
+    """Search the catalog of ESPnet hub models. Example: espzoo search bengali --task asr"""
+    catalog = _load()
+    hits = catalog.search(query, task=task, lang=lang, corpus=corpus, arch=arch, tokens=tokens, limit=limit)
+    rows = [hit.entry.summary() for hit in hits]
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        fail(f"no catalog entry matches {query!r} with these filters; try fewer filters or `espzoo search`.")
+    title = f"{len(rows)} of {len(catalog)} models"
+    print_table(rows, ["repo_id", "task", "languages", "corpus", "architecture", "tokens", "wer", "cer"],
+                title=title)
+
+
+def info(
+    repo_id: Annotated[str, typer.Argument(help="A repo id from `espzoo search`.")],
+    json: JsonOpt = False,
+) -> None:
+    """Show everything the catalog knows about one model. Example: espzoo info espnet/bn_openslr53"""
+    catalog = _load()
+    entry = catalog.get(repo_id.split("@", 1)[0])
+    if entry is None:
+        close = catalog.suggest(repo_id)
+        hint = f" Did you mean {', '.join(close)}?" if close else " Try `espzoo search`."
+        fail(f"{repo_id} is not in the catalog.{hint}")
+    if json:
+        print_json(entry.to_dict())
+    else:
+        print_fields(_display(entry), title=entry.repo_id)
+
+
+def _load() -> Catalog:
+    try:
+        return Catalog.load()
+    except CatalogError as exc:
+        fail(str(exc))
+
+
+def _display(entry: CatalogEntry) -> dict[str, object]:
+    fields = entry.to_dict()
+    fields["results"] = [f"{r['test_set']} {r['metric'].upper()} {r['value']}" for r in fields["results"]]
+    return {k: v for k, v in fields.items() if v not in (None, [], {})}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)
+    app.command()(info)

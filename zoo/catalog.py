@@ -1,0 +1,490 @@
+"""The catalog of ESPnet models on the Hub: entries, validation, facets and ranked search.
+
+The shipped `catalog.yaml` is built from data/espnet_hub_repos.tsv by scripts/build_catalog.py;
+`espzoo catalog refresh` writes a user catalog under $ESPZOO_HOME that takes precedence.
+Nothing here imports torch or espnet: `espzoo search` must stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+CATALOG_FILE = "catalog.yaml"
+
+# English names (and common alternatives) of the languages a user is likely to search for.
+# Codes are ISO 639-1 where one exists, else ISO 639-3; "mul" stands for multilingual models.
+LANGUAGE_NAMES: dict[str, tuple[str, ...]] = {
+    "ar": ("arabic",), "bh": ("bihari",), "bn": ("bengali", "bangla"), "bzd": ("bribri",),
+    "ca": ("catalan",), "ch": ("chamorro",), "cs": ("czech",), "cy": ("welsh",), "de": ("german",),
+    "el": ("greek",), "en": ("english",), "es": ("spanish", "castilian"), "et": ("estonian",),
+    "eu": ("basque",), "fa": ("persian", "farsi"), "fi": ("finnish",), "fr": ("french",),
+    "gn": ("guarani",), "gu": ("gujarati",), "gug": ("paraguayan guarani", "guarani"),
+    "gvc": ("wanano", "guanano"), "he": ("hebrew",), "hi": ("hindi",), "hu": ("hungarian",),
+    "iba": ("iban",), "id": ("indonesian",), "is": ("icelandic",), "it": ("italian",),
+    "ja": ("japanese",), "jv": ("javanese",), "kk": ("kazakh",), "kn": ("kannada",), "ko": ("korean",),
+    "mg": ("malagasy",), "ml": ("malayalam",), "mr": ("marathi",), "ms": ("malay",), "mt": ("maltese",),
+    "my": ("burmese", "myanmar"), "ne": ("nepali",), "nl": ("dutch",), "or": ("odia", "oriya"),
+    "pa": ("punjabi", "panjabi"), "pl": ("polish",), "pt": ("portuguese",), "quy": ("quechua",),
+    "qwe": ("quechua",), "ro": ("romanian",), "ru": ("russian",), "rw": ("kinyarwanda",),
+    "sa": ("sanskrit",), "si": ("sinhala", "sinhalese"), "sv": ("swedish",), "sw": ("swahili",),
+    "ta": ("tamil",), "tav": ("tatuyo",), "te": ("telugu",), "th": ("thai",), "top": ("totonac",),
+    "tr": ("turkish",), "uk": ("ukrainian",), "ur": ("urdu",), "vi": ("vietnamese",), "yo": ("yoruba",),
+    "zh": ("chinese", "mandarin"), "zh-TW": ("taiwanese mandarin", "traditional chinese"),
+    "mul": ("multilingual",),
+}
+
+# How an architecture tag from the source table is classified.
+ENCODERS = {
+    "conformer", "e_branchformer", "transformer", "branchformer", "rnn", "multiconvformer",
+    "mfa_conformer", "contextual_block_conformer", "contextual_block_transformer",
+}
+FRONTENDS = {"wavlm", "hubert", "wav2vec2", "xlsr", "mms", "beats", "xeus", "avhubert", "whisper"}
+DECODERS = {"transducer": "transducer", "s4_decoder": "s4", "ctc": "none (CTC only)"}
+
+
+class CatalogError(ValueError):
+    """A catalog file that does not follow the schema; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class Result:
+    test_set: str
+    metric: str  # "wer" or "cer", in percent
+    value: float
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What the catalog knows about one hub repo holding an ESPnet model."""
+
+    repo_id: str
+    task: str
+    languages: list[str] = field(default_factory=list)
+    corpus: str | None = None
+    recipe: str | None = None
+    architecture: dict[str, Any] = field(default_factory=dict)  # encoder, decoder, frontend, tags
+    tokens: dict[str, Any] = field(default_factory=dict)  # type, size
+    sample_rate: int | None = None
+    results: list[Result] = field(default_factory=list)
+    license: str | None = None
+    source: str | None = None  # where the facts come from (file:line at a commit, or a URL)
+    status: str | None = None  # linked_at_head, hf_page_seen, historic_link, ..., hub
+    confidence: str | None = None
+    train_config: str | None = None
+    notes: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.repo_id.split("/", 1)[-1]
+
+    @property
+    def owner(self) -> str:
+        return self.repo_id.split("/", 1)[0]
+
+    def best(self, metric: str) -> float | None:
+        """The lowest reported value of `metric` over the test sets (a rough ranking aid)."""
+        values = [r.value for r in self.results if r.metric == metric]
+        return min(values) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form `espzoo search` shows."""
+        return {
+            "repo_id": self.repo_id,
+            "task": self.task,
+            "languages": self.languages,
+            "corpus": self.corpus,
+            "architecture": self.architecture.get("encoder"),
+            "tokens": tokens_label(self.tokens),
+            "wer": self.best("wer"),
+            "cer": self.best("cer"),
+        }
+
+
+def tokens_label(tokens: Mapping[str, Any]) -> str | None:
+    if not tokens.get("type"):
+        return None
+    return f"{tokens['type']}{tokens.get('size') or ''}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: loading and validating entries
+
+
+def entry_from_dict(data: Any, where: str) -> CatalogEntry:
+    """Validate one mapping from a catalog file; `where` names it in errors ("entry 12")."""
+    if not isinstance(data, Mapping):
+        raise CatalogError(f"{where}: an entry must be a mapping of fields, got {type(data).__name__}.")
+    repo_id = data.get("repo_id")
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise CatalogError(f"{where}: field 'repo_id' must be 'owner/name', got {repo_id!r}.")
+    where = f"{where} ({repo_id})"
+
+    def check(name: str, kinds: tuple[type, ...], default: Any) -> Any:
+        value = data.get(name, default)
+        if value is None:
+            return default
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            wanted = " or ".join(k.__name__ for k in kinds)
+            raise CatalogError(f"{where}: field '{name}' must be {wanted}, got {value!r}.")
+        return value
+
+    unknown = set(data) - {f for f in CatalogEntry.__dataclass_fields__}
+    if unknown:
+        raise CatalogError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}.")
+    task = check("task", (str,), None)
+    if not task:
+        raise CatalogError(f"{where}: field 'task' is required (asr, s2t, tts, ...).")
+    languages = check("languages", (list,), [])
+    if not all(isinstance(code, str) and code for code in languages):
+        raise CatalogError(f"{where}: field 'languages' must be a list of language codes, got {languages!r}.")
+    results = []
+    for i, res in enumerate(check("results", (list,), [])):
+        if not isinstance(res, Mapping) or not {"test_set", "metric", "value"} <= set(res):
+            raise CatalogError(f"{where}: field 'results' item {i} needs test_set, metric and value.")
+        value = res["value"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise CatalogError(f"{where}: field 'results' item {i} has a non-numeric value {value!r}.")
+        results.append(Result(str(res["test_set"]), str(res["metric"]), float(value)))
+    return CatalogEntry(
+        repo_id=repo_id,
+        task=task,
+        languages=list(languages),
+        corpus=check("corpus", (str,), None),
+        recipe=check("recipe", (str,), None),
+        architecture=dict(check("architecture", (dict,), {})),
+        tokens=dict(check("tokens", (dict,), {})),
+        sample_rate=check("sample_rate", (int,), None),
+        results=results,
+        license=check("license", (str,), None),
+        source=check("source", (str,), None),
+        status=check("status", (str,), None),
+        confidence=check("confidence", (str,), None),
+        train_config=check("train_config", (str,), None),
+        notes=check("notes", (str,), None),
+    )
+
+
+def espzoo_home() -> Path:
+    return Path(os.environ.get("ESPZOO_HOME") or Path.home() / ".cache" / "espzoo")
+
+
+def shipped_catalog_path() -> Path:
+    """The catalog inside the package (a checkout links it to the repo's catalog.yaml)."""
+    return Path(str(resources.files("espzoo").joinpath(CATALOG_FILE)))
+
+
+def user_catalog_path() -> Path:
+    return espzoo_home() / CATALOG_FILE
+
+
+def _read_entries(path: Path) -> list[dict[str, Any]]:
+    """Parse a catalog file, through a JSON cache beside the user catalog (YAML parsing dominates
+    `espzoo search`'s time; the cache is keyed by the file's size and mtime)."""
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache = espzoo_home() / "cache" / "catalog.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["entries"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path} is not valid YAML ({exc}); fix it or delete it.") from None
+    entries = data.get("entries") if isinstance(data, Mapping) else data
+    if not isinstance(entries, list):
+        raise CatalogError(f"{path} must hold a list of entries under 'entries'.")
+    try:  # best effort: a read-only home only costs speed
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "entries": entries}))
+        tmp.replace(cache)
+    except OSError:
+        pass
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Search
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: CatalogEntry
+    score: float
+    why: str
+
+
+class Catalog:
+    """All entries of one catalog file, with search and lookup."""
+
+    def __init__(self, entries: Iterable[CatalogEntry], path: Path | None = None):
+        self.entries = list(entries)
+        self.path = path
+        self._by_id = {e.repo_id.lower(): e for e in self.entries}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Catalog:
+        """The user catalog when present, else the shipped one; or the file given."""
+        if path is None:
+            user = user_catalog_path()
+            path = user if user.is_file() else shipped_catalog_path()
+        path = Path(path)
+        if not path.is_file():
+            raise CatalogError(f"catalog file {path} does not exist; reinstall espzoo or pass an existing file.")
+        raw = _read_entries(path)
+        entries = [entry_from_dict(item, f"{path.name}: entry {i + 1}") for i, item in enumerate(raw)]
+        seen: set[str] = set()
+        for entry in entries:
+            if entry.repo_id.lower() in seen:
+                raise CatalogError(f"{path.name}: entry {entry.repo_id} appears twice; keep one.")
+            seen.add(entry.repo_id.lower())
+        return cls(entries, path)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, repo_id: str) -> CatalogEntry | None:
+        return self._by_id.get(repo_id.lower())
+
+    def suggest(self, repo_id: str, n: int = 3) -> list[str]:
+        """Ids close to `repo_id` (by whole id, then by name alone)."""
+        ids = [e.repo_id for e in self.entries]
+        lowered = {i.lower(): i for i in ids}
+        close = difflib.get_close_matches(repo_id.lower(), list(lowered), n=n, cutoff=0.6)
+        if len(close) < n:
+            names = {i.split("/", 1)[-1].lower(): i.lower() for i in ids}
+            name = repo_id.split("/", 1)[-1].lower()
+            for match in difflib.get_close_matches(name, list(names), n=n, cutoff=0.6):
+                if names[match] not in close:
+                    close.append(names[match])
+        return [lowered[c] for c in close[:n]]
+
+    def facets(self) -> dict[str, dict[str, int]]:
+        """How many entries per task, language, corpus, encoder and token type."""
+        counts: dict[str, dict[str, int]] = {k: {} for k in ("task", "language", "corpus", "arch", "tokens")}
+
+        def bump(facet: str, value: str | None) -> None:
+            if value:
+                counts[facet][value] = counts[facet].get(value, 0) + 1
+
+        for e in self.entries:
+            bump("task", e.task)
+            for lang in e.languages:
+                bump("language", lang)
+            bump("corpus", e.corpus)
+            bump("arch", e.architecture.get("encoder"))
+            bump("tokens", e.tokens.get("type"))
+        return {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in counts.items()}
+
+    def search(
+        self,
+        query: str = "",
+        *,
+        task: str | None = None,
+        lang: str | None = None,
+        corpus: str | None = None,
+        arch: str | None = None,
+        tokens: str | None = None,
+        limit: int = 20,
+    ) -> list[Hit]:
+        """Entries passing every facet filter, ranked by how well they match `query`:
+        the exact id first, then name matches, then metadata matches; close spellings count too."""
+        hits = []
+        for entry in self.entries:
+            if not _passes(entry, task=task, lang=lang, corpus=corpus, arch=arch, tokens=tokens):
+                continue
+            if query.strip():
+                score, why = _score(entry, query)
+                if score <= 0:
+                    continue
+            else:
+                score, why = 1.0, "filter"
+            # Prefer ASR models with reported results among equals: they are what users fine-tune.
+            bonus = (0.2 if entry.task == "asr" else 0) + (0.1 if entry.results else 0)
+            hits.append(Hit(entry, score + bonus, why))
+        hits.sort(key=lambda h: (-h.score, h.entry.repo_id.lower()))
+        return hits if limit <= 0 else hits[:limit]
+
+
+def language_codes(text: str) -> set[str]:
+    """Codes a word may mean: a code itself or an English name ('bangla' -> {'bn'})."""
+    word = text.strip().lower()
+    codes = {code for code in LANGUAGE_NAMES if code.lower() == word}
+    codes |= {code for code, names in LANGUAGE_NAMES.items() if word in names}
+    return codes
+
+
+def _language_matches(entry: CatalogEntry, lang: str) -> bool:
+    wanted = language_codes(lang) or {lang.lower()}
+    have = {code.lower() for code in entry.languages}
+    return any(w.lower() in have or w.lower().split("-")[0] in have for w in wanted)
+
+
+def _passes(entry: CatalogEntry, **facets: str | None) -> bool:
+    if facets["task"] and entry.task.lower() != facets["task"].lower():
+        return False
+    if facets["lang"] and not _language_matches(entry, facets["lang"]):
+        return False
+    if facets["corpus"] and facets["corpus"].lower() not in (entry.corpus or "").lower():
+        return False
+    if facets["arch"]:
+        wanted = facets["arch"].lower()
+        tags = {str(v).lower() for v in entry.architecture.values() if isinstance(v, str)}
+        tags |= {str(t).lower() for t in entry.architecture.get("tags", [])}
+        if wanted not in tags:
+            return False
+    if facets["tokens"]:
+        wanted = facets["tokens"].lower()
+        label = (tokens_label(entry.tokens) or "").lower()
+        if wanted not in (label, str(entry.tokens.get("type", "")).lower()):
+            return False
+    return True
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _metadata_words(entry: CatalogEntry) -> set[str]:
+    words: set[str] = {entry.task.lower()}
+    for code in entry.languages:
+        words.add(code.lower())
+        words.update(LANGUAGE_NAMES.get(code, ()))
+    for text in (entry.corpus, entry.recipe, entry.train_config, tokens_label(entry.tokens)):
+        words.update(_WORD.findall((text or "").lower()))
+    words.update(str(v).lower() for v in entry.architecture.values() if isinstance(v, str))
+    words.update(str(t).lower() for t in entry.architecture.get("tags", []))
+    return words
+
+
+def _score(entry: CatalogEntry, query: str) -> tuple[float, str]:
+    """Rank one entry against a query: exact id 1000, exact name 500, name substring 200+,
+    each query word in the metadata 100 (a language by its name counts), close spellings 60."""
+    q = query.strip().lower()
+    rid, name = entry.repo_id.lower(), entry.name.lower()
+    if q == rid:
+        return 1000.0, "exact id"
+    if q == name:
+        return 500.0, "exact name"
+    score, why = 0.0, []
+    if q in rid:
+        score += 200 + 100 * len(q) / len(rid)
+        why.append("name")
+    meta = _metadata_words(entry)
+    name_words = set(_WORD.findall(rid))
+    for word in _WORD.findall(q):
+        if word in meta or language_codes(word) & set(entry.languages):
+            score += 100
+            why.append(word)
+        elif word in name_words or (len(word) >= 3 and word in rid):
+            score += 80
+            why.append(word)
+        elif len(word) >= 4:
+            close = difflib.get_close_matches(word, meta | name_words, n=1, cutoff=0.8)
+            if close:
+                score += 60
+                why.append(f"{word}~{close[0]}")
+    return score, ", ".join(why)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building entries from the source table (scripts/build_catalog.py) and merging a refresh
+
+
+def _split(cell: str) -> list[str]:
+    return [p.strip() for p in re.split(r"[;,]", cell or "") if p.strip()]
+
+
+def parse_languages(cell: str) -> list[str]:
+    """'en;zh' -> [en, zh]; 'en-bn' (a language pair) -> [en, bn]; 'zh-TW' stays; 'multilingual' -> [mul]."""
+    codes: list[str] = []
+    for part in _split(cell):
+        if part == "multilingual":
+            codes.append("mul")
+        elif re.fullmatch(r"[a-z]{2,3}-[a-z]{2,3}", part):
+            codes.extend(part.split("-"))
+        else:
+            codes.append(part)
+    return list(dict.fromkeys(codes))
+
+
+def parse_tokens(cell: str) -> dict[str, Any]:
+    m = re.fullmatch(r"(bpe|unigram|char|phn|word)(\d+)?", (cell or "").strip())
+    if m:
+        return {"type": m.group(1), "size": int(m.group(2))} if m.group(2) else {"type": m.group(1)}
+    return {"type": cell.strip()} if cell and cell.strip() else {}
+
+
+def parse_sample_rate(cell: str) -> int | None:
+    m = re.match(r"\s*(\d+)\s*(k)?", cell or "")
+    if not m:
+        return None
+    value = int(m.group(1))
+    if m.group(2) or value < 1000:  # "44khz (as named)", "22k": kilohertz
+        value = {44: 44100, 22: 22050, 11: 11025}.get(value, value * 1000)
+    return value
+
+
+def parse_architecture(cell: str) -> dict[str, Any]:
+    tags = _split(cell)
+    arch: dict[str, Any] = {}
+    for tag in tags:
+        if tag in ENCODERS and "encoder" not in arch:
+            arch["encoder"] = tag
+        elif tag in FRONTENDS and "frontend" not in arch:
+            arch["frontend"] = tag
+        elif tag in DECODERS and "decoder" not in arch:
+            arch["decoder"] = DECODERS[tag]
+    if tags:
+        arch["tags"] = tags
+    return arch
+
+
+def parse_results(wer: str, cer: str) -> list[dict[str, Any]]:
+    results = []
+    for metric, cell in (("wer", wer), ("cer", cer)):
+        for part in _split(cell):
+            test_set, _, value = part.partition("=")
+            try:
+                results.append({"test_set": test_set.strip(), "metric": metric, "value": float(value)})
+            except ValueError:
+                continue
+    return results
+
+
+def entry_from_row(row: Mapping[str, str]) -> dict[str, Any]:
+    """One row of data/espnet_hub_repos.tsv as a catalog mapping (empty cells left out)."""
+    entry: dict[str, Any] = {
+        "repo_id": row["repo_id"],
+        "task": row["task"] or "unknown",
+        "languages": parse_languages(row["language"]),
+        "corpus": row["corpus"] or None,
+        "recipe": row["recipe"] or None,
+        "architecture": parse_architecture(row["arch"]),
+        "tokens": parse_tokens(row["token_type"]),
+        "sample_rate": parse_sample_rate(row["sample_rate"]),
+        "results": parse_results(row["wer"], row["cer"]),
+        "license": row.get("license") or None,
+        "source": row["sources"] or None,
+        "status": row["status"] or None,
+        "confidence": row["confidence"] or None,
+        "train_config": row["train_config"] or None,
+        "notes": row["notes"] or None,
+    }
+    return {k: v for k, v in entry.items() if v not in (None, [], {})}
