@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-
 from espzoo import __version__
 from espzoo.cli import search
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-
 from espzoo.catalog import Catalog, CatalogEntry, CatalogError
 from espzoo.cli._options import JsonOpt, LimitOpt
 from espzoo.cli._output import fail, print_fields, print_json, print_table
