@@ -1,0 +1,62 @@
+"""Time `espzoo search` against the peer `espnet_model_zoo_query` on equivalent queries.
+
+    python bench/search.py [--repeat 5]
+
+Both run as fresh processes (what a user waits for); the peer's table ships in its package, so both
+are offline. Prints each query's median time, then the ratio (espzoo / peer) last. Goal: <= 0.25.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+# (espzoo arguments, espnet_model_zoo_query arguments) asking the same question.
+QUERIES = [
+    (["search", "--task", "asr"], ["task=asr"]),
+    (["search", "--task", "asr", "--lang", "en"], ["task=asr", "lang=en"]),
+    (["search", "--corpus", "librispeech"], ["corpus=librispeech"]),
+    (["search", "--task", "asr", "--lang", "ja"], ["task=asr", "lang=jp"]),
+]
+
+
+def wall(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, timeout=120)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    peer = BIN / "espnet_model_zoo_query"
+    if not peer.exists() and not shutil.which("espnet_model_zoo_query"):
+        print("the peer is missing: pip install 'espzoo[bench]' (espnet_model_zoo==0.1.7)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "ESPZOO_HOME": home, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+        ours_total, peer_total = 0.0, 0.0
+        print(f"{'query':40} {'espzoo':>8} {'peer':>8}")
+        for ours_args, peer_args in QUERIES:
+            wall([str(BIN / "espzoo"), *ours_args], env)  # warm the page cache and espzoo's parse cache
+            wall([str(peer), *peer_args], env)
+            ours = statistics.median(wall([str(BIN / "espzoo"), *ours_args], env) for _ in range(args.repeat))
+            theirs = statistics.median(wall([str(peer), *peer_args], env) for _ in range(args.repeat))
+            ours_total += ours
+            peer_total += theirs
+            print(f"{' '.join(ours_args):40} {ours:8.3f} {theirs:8.3f}")
+    print(f"espzoo search / espnet_model_zoo_query time ratio: {ours_total / peer_total:.3f} (goal <= 0.25)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
