@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from espzoo.catalog import entry_from_dict, entry_from_row
 
 ROOT = Path(__file__).resolve().parent.parent
