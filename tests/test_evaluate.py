@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
-from espzoo.evaluate import Score, align, chars, error_rates, words
+import soundfile
+from _tiny_out import build_tiny_out, small_data_dir
+from espzoo.evaluate import (
+    AudioError,
+    DecodeOptions,
+    ModelNotFoundError,
+    Recognizer,
+    Score,
+    align,
+    chars,
+    decode,
+    error_rates,
+    evaluate,
+    load_audio,
+    load_recognizer,
+    load_state_dict,
+    read_utterances,
+    transcribe,
+    words,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Metrics: every expected count below was worked out by hand.
@@ -87,3 +111,137 @@ def test_whitespace_is_normalized_and_spaces_count_in_cer() -> None:
 def test_mismatched_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="one hypothesis per reference"):
         error_rates(["a", "b"], ["a"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Audio and data sets
+
+
+def test_load_audio_mixes_to_mono_and_resamples(tmp_path: Path) -> None:
+    rate = 8000
+    t = np.arange(rate) / rate
+    left, right = np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t)
+    soundfile.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1) * 0.5, rate)
+    wave = load_audio(tmp_path / "stereo.wav", 16000)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert len(wave) == 16000  # one second at the model's rate
+    same_rate = load_audio(tmp_path / "stereo.wav", rate)
+    np.testing.assert_allclose(same_rate, ((left + right) * 0.25).astype(np.float32), atol=1e-4)
+
+
+def test_unreadable_audio_is_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(AudioError, match="broken.wav"):
+        load_audio(tmp_path / "broken.wav", 16000)
+
+
+def test_read_kaldi_dir_and_manifest(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "kaldi", count=2)
+    kaldi = read_utterances(data)
+    assert [u.text for u in kaldi] == [line.split(maxsplit=1)[1] for line in (data / "text").read_text().splitlines()]
+    assert all(u.audio.is_file() for u in kaldi)
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("id\taudio\ttext\n" + "".join(f"{u.id}\t{u.audio}\t{u.text}\n" for u in kaldi))
+    assert read_utterances(manifest) == kaldi
+
+
+def test_bad_data_sets_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="wav.scp and text"):
+        read_utterances(tmp_path)
+    (tmp_path / "wav.scp").write_text("u1 sox a.wav -t wav - |\n")
+    (tmp_path / "text").write_text("u1 hello\n")
+    with pytest.raises(ValueError, match="pipe command"):
+        read_utterances(tmp_path)
+    (tmp_path / "wav.scp").write_text("u2 a.wav\n")
+    with pytest.raises(ValueError, match="u1 has no audio"):
+        read_utterances(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real tiny ESPnet model
+
+
+@pytest.fixture(scope="module")
+def tiny_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_out(tmp_path_factory.mktemp("tiny") / "out")
+
+
+@pytest.fixture(scope="module")
+def recognizer(tiny_out: Path) -> Recognizer:
+    return load_recognizer(tiny_out)
+
+
+def test_recognizer_settings_come_from_the_model(recognizer: Recognizer) -> None:
+    assert recognizer.sample_rate == 16000
+    assert recognizer.speech2text.beam_search.beam_size == DecodeOptions().beam_size
+    assert recognizer.speech2text.beam_search.weights["ctc"] == pytest.approx(0.3)  # model_conf.ctc_weight
+    assert recognizer.model.kind == "experiment"
+
+
+def test_weights_are_the_checkpoint_s(recognizer: Recognizer, tiny_out: Path) -> None:
+    import torch
+
+    saved = torch.load(tiny_out / "model.pth", weights_only=True)
+    loaded = recognizer.speech2text.asr_model.state_dict()
+    assert saved.keys() == loaded.keys()
+    # Speech2Text casts the model to float32 (GlobalMVN's stats are saved in float64), as ESPnet does.
+    assert all(torch.equal(saved[k].to(loaded[k].dtype), loaded[k]) for k in saved)
+
+
+def test_evaluate_writes_files_that_match_its_numbers(recognizer: Recognizer, tiny_out: Path, tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "test", count=2)
+    report = evaluate(recognizer, data)
+    assert report.utterances == 2
+    assert report.out_dir == tiny_out / "eval" / "test"  # an experiment's results live in it, for export
+    refs = (report.out_dir / "ref.trn").read_text(encoding="utf-8").splitlines()
+    hyps = (report.out_dir / "hyp.trn").read_text(encoding="utf-8").splitlines()
+    assert [line.rsplit(" (", 1)[0] for line in refs] == [u.text for u in read_utterances(data)]
+    recomputed = error_rates([r.rsplit(" (", 1)[0] for r in refs], [h.rsplit(" (", 1)[0] for h in hyps])
+    assert (recomputed.wer, recomputed.cer) == (report.wer, report.cer)
+    saved = json.loads((report.out_dir / "result.json").read_text(encoding="utf-8"))
+    assert saved["utterances"] == 2 and saved["wer"] == report.wer.rate and saved["cer"] == report.cer.rate
+    assert [row["hypothesis"] for row in saved["rows"]] == [h.rsplit(" (", 1)[0] for h in hyps]
+    assert report.audio_seconds > 1.0 and report.decode_seconds > 0.0
+    # transcribing the same files gives the same text
+    assert transcribe(recognizer, [u.audio for u in read_utterances(data)]) == [r.hypothesis for r in report.rows]
+
+
+def test_decode_of_a_stereo_copy_matches_the_mono_file(recognizer: Recognizer, tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "d", count=1)
+    source = read_utterances(data)[0].audio
+    wave, rate = soundfile.read(source, dtype="float32")
+    soundfile.write(tmp_path / "stereo.wav", np.stack([wave, wave], axis=1), rate)  # same audio, 2 channels
+    assert decode(recognizer, [tmp_path / "stereo.wav"]) == decode(recognizer, [source])
+
+
+def test_unknown_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="neither a folder nor a repo id"):
+        load_recognizer(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no such audio file"):
+        transcribe(tmp_path, [tmp_path / "missing.wav"])
+
+
+def test_malicious_checkpoint_is_not_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # what an attacker's pickle does on load
+            return (os.system, (f"touch {marker}",))
+
+    import torch
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="untrusted"):
+        load_state_dict(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_checkpoint_from_another_model_is_refused(tiny_out: Path, tmp_path: Path) -> None:
+    import torch
+
+    other = tmp_path / "out"
+    shutil.copytree(tiny_out, other, ignore=shutil.ignore_patterns("eval"))
+    state = torch.load(other / "model.pth", weights_only=True)
+    torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, other / "model.pth")
+    with pytest.raises(ValueError, match="do not belong together"):
+        load_recognizer(other)

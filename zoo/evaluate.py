@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPACE = "<space>"
 
@@ -150,3 +155,553 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRa
     wer = sum((w for w, _ in pairs), Score())
     cer = sum((c for _, c in pairs), Score())
     return ErrorRates(wer=wer, cer=cer, per_utterance=pairs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models: an experiment dir, a hub-layout folder or a repo id, opened as ESPnet's Speech2Text
+
+# Config keys that hold paths (DESIGN.md); only these are resolved, never token strings that look like paths.
+_PATH_KEYS = ("bpemodel", "token_list", "non_linguistic_symbols")
+_NESTED_PATH_KEYS = (("normalize_conf", "stats_file"),)
+
+
+class ModelNotFoundError(ValueError):
+    """The model named is not an experiment dir, a model folder or a repo id."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What decoding needs, wherever the model came from. `config` has its paths made absolute."""
+
+    source: str  # what the user named: an OUT dir, a folder, a repo id
+    kind: str  # "experiment" (espzoo finetune's OUT) or "hub" (ESPnet hub layout)
+    root: Path
+    config: dict[str, Any]
+    checkpoint: Path
+    sample_rate: int
+    commit: str | None = None  # the hub commit, for a pulled repo
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Beam search settings for ESPnet's Speech2Text (its own defaults are beam 20, ctc_weight 0.5)."""
+
+    beam_size: int = 4  # small: on CPU a beam of 20 is ~5x slower for a fraction of a point of WER
+    ctc_weight: float | None = None  # None: the weight the model was trained with (model_conf.ctc_weight)
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    maxlenratio: float = 0.0  # 0: up to the encoder length, as ESPnet's default
+    minlenratio: float = 0.0
+    penalty: float = 0.0
+
+
+@dataclass
+class Recognizer:
+    """ESPnet's Speech2Text with the rate it expects; call it on a mono float waveform at that rate."""
+
+    speech2text: Any
+    sample_rate: int
+    model: ModelFiles
+    options: DecodeOptions
+
+    def __call__(self, wave: np.ndarray) -> str:
+        import torch
+
+        with torch.inference_mode():
+            results = self.speech2text(wave)
+        text, tokens, _, _ = results[0]
+        # Speech2Text leaves `text` None when it has no detokenizer (bpe without a model file): join tokens.
+        return text if text is not None else " ".join(tokens)
+
+
+def locate_model(model: str | Path) -> ModelFiles:
+    """Find a model's files: an experiment dir OUT, a hub-layout folder, or a repo id `org/name[@rev]` (pulled)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.yaml").is_file() and (path / "model.pth").is_file():
+            return _experiment_files(path)
+        return _hub_files(path, source=str(model))
+    text = str(model)
+    if path.exists():
+        raise ModelNotFoundError(f"{text} is a file; pass an experiment dir, a model folder or a repo id.")
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise ModelNotFoundError(
+            f"{text} is neither a folder nor a repo id; pass an experiment dir (espzoo finetune --out), "
+            "a pulled model folder, or a repo id such as espnet/bn_openslr53."
+        )
+    from espzoo.hub import parse_repo_ref, pull
+
+    repo_id, revision = parse_repo_ref(text)
+    snapshot = pull(repo_id, revision)
+    return _hub_files(snapshot.path, source=text, commit=snapshot.commit)
+
+
+def _experiment_files(root: Path) -> ModelFiles:
+    config = _read_yaml(root / "config.yaml")
+    return ModelFiles(
+        source=str(root),
+        kind="experiment",
+        root=root.resolve(),
+        config=resolve_paths(config, root),
+        checkpoint=(root / "model.pth").resolve(),
+        sample_rate=model_sample_rate(config),
+    )
+
+
+def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFiles:
+    from espzoo.bundle import open_bundle
+
+    bundle = open_bundle(root)
+    if bundle.task != "asr":
+        raise ModelNotFoundError(f"{source} is an ESPnet {bundle.task} model; espzoo evaluates asr models only.")
+    return ModelFiles(
+        source=source,
+        kind="hub",
+        root=Path(bundle.root).resolve(),
+        config=bundle.resolved_config(),
+        checkpoint=Path(bundle.checkpoint),
+        sample_rate=bundle.sample_rate or model_sample_rate(bundle.config),
+        commit=commit,
+    )
+
+
+def resolve_paths(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A copy of `config` whose path keys, when relative and naming a file under `root`, are made absolute."""
+    resolved = dict(config)
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (root / value).exists():
+            return str((root / value).resolve())
+        return value
+
+    for key in _PATH_KEYS:
+        if key in resolved:
+            resolved[key] = fix(resolved[key])
+    for outer, inner in _NESTED_PATH_KEYS:
+        if isinstance(resolved.get(outer), dict) and inner in resolved[outer]:
+            resolved[outer] = {**resolved[outer], inner: fix(resolved[outer][inner])}
+    return resolved
+
+
+def model_sample_rate(config: dict[str, Any]) -> int:
+    """The rate the model's frontend expects: frontend_conf.fs (an int or "16k"), ESPnet's default 16000."""
+    fs = (config.get("frontend_conf") or {}).get("fs", 16000)
+    if isinstance(fs, str):
+        import humanfriendly
+
+        fs = humanfriendly.parse_size(fs)
+    return int(fs)
+
+
+def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | None = None) -> Recognizer:
+    """ESPnet's Speech2Text for `model` (see `locate_model`), on CPU with a small beam by default.
+
+    The checkpoint is loaded with `weights_only=True` by espzoo, not by ESPnet (whose
+    `build_model_from_file` unpickles with `weights_only=False`): hub checkpoints are untrusted input.
+    """
+    import tempfile
+
+    import torch
+    from espzoo._espnet import import_asr_task
+
+    files = model if isinstance(model, ModelFiles) else locate_model(model)
+    options = options or DecodeOptions()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
+    from espnet2.bin.asr_inference import Speech2Text
+
+    ctc_weight = options.ctc_weight
+    if ctc_weight is None:
+        ctc_weight = float((files.config.get("model_conf") or {}).get("ctc_weight", 0.5))
+    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp:
+        # Speech2Text reads the config once, at construction; the paths inside it are absolute.
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(yaml_dump(files.config), encoding="utf-8")
+        speech2text = Speech2Text(
+            asr_train_config=str(config_path),
+            asr_model_file=None,  # weights loaded below, safely
+            device=options.device,
+            beam_size=options.beam_size,
+            ctc_weight=ctc_weight,
+            maxlenratio=options.maxlenratio,
+            minlenratio=options.minlenratio,
+            penalty=options.penalty,
+            nbest=1,
+        )
+    state = load_state_dict(files.checkpoint)
+    result = speech2text.asr_model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise ValueError(
+            f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
+            f"({shown}, ...); the checkpoint and config.yaml do not belong together."
+        )
+    speech2text.asr_model.to(options.device).eval()
+    return Recognizer(speech2text=speech2text, sample_rate=files.sample_rate, model=files, options=options)
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensors, never unpickling anything else (weights_only=True; mmap when the format allows)."""
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds objects other than tensors and was not loaded (checkpoints are untrusted); "
+            "re-save it as a plain state dict."
+        ) from error
+    if isinstance(state, dict) and "module" in state and isinstance(state["module"], dict):
+        state = state["module"]  # deepspeed checkpoints, as ESPnet accepts them
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict (got {type(state).__name__}).")
+    return state
+
+
+def yaml_dump(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    with path.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not an ESPnet config (expected a mapping at the top).")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Audio and data sets
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing to decode: an id, its audio (a segment of it when `end` is set), its reference if known."""
+
+    id: str
+    audio: Path
+    text: str | None = None
+    start: float = 0.0  # seconds (Kaldi `segments`)
+    end: float | None = None
+
+
+def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """A file (any format soundfile reads) as mono float32 at `sample_rate`: channels averaged, soxr-resampled."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+        first = int(round(start * info.samplerate))
+        last = None if end is None else int(round(end * info.samplerate))
+        wave, rate = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
+        raise AudioError(f"cannot read audio {path} ({error}); check the path or convert it to WAV/FLAC.") from error
+    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    if wave.size == 0:
+        raise AudioError(f"audio {path} is empty; remove it from the data set.")
+    if rate != sample_rate:
+        import soxr
+
+        wave = soxr.resample(wave, rate, sample_rate, quality="HQ").astype("float32", copy=False)
+    return wave
+
+
+def read_utterances(data: str | Path) -> list[Utterance]:
+    """A data set with references: a Kaldi dir (`wav.scp`, `text`, optional `segments`) or a manifest
+    (`.tsv`/`.csv` with `audio` and `text` columns and an optional `id`, or `.jsonl` with those keys).
+    Relative audio paths are taken from the data dir (or the manifest's folder), else the working dir."""
+    path = Path(data)
+    if path.is_dir():
+        return _read_kaldi_dir(path)
+    if path.is_file() and path.suffix in (".tsv", ".csv", ".jsonl"):
+        return _read_manifest(path)
+    raise FileNotFoundError(
+        f"{data} is neither a Kaldi data dir (with wav.scp and text) nor a .tsv/.csv/.jsonl manifest; "
+        "point --data at one."
+    )
+
+
+def _read_kaldi_dir(root: Path) -> list[Utterance]:
+    wav_scp, text_file = root / "wav.scp", root / "text"
+    for needed in (wav_scp, text_file):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{root} has no {needed.name}; a Kaldi data dir needs wav.scp and text.")
+    recordings = _two_columns(wav_scp)
+    texts = _two_columns(text_file)
+    for rec_id, location in recordings.items():
+        if location.rstrip().endswith("|"):
+            raise ValueError(
+                f"{wav_scp}: {rec_id} is a pipe command; espzoo reads audio files only, convert it to a file first."
+            )
+    segments: dict[str, tuple[str, float, float]] = {}
+    if (root / "segments").is_file():
+        for line in _lines(root / "segments"):
+            utt_id, rec_id, start, end = line.split()[:4]
+            segments[utt_id] = (rec_id, float(start), float(end))
+    utterances = []
+    for utt_id, text in texts.items():
+        rec_id, start, end = segments.get(utt_id, (utt_id, 0.0, None))
+        if rec_id not in recordings:
+            raise ValueError(f"{text_file}: {utt_id} has no audio in {wav_scp.name}; add it or drop the line.")
+        end = None if end is not None and end < 0 else end  # Kaldi: -1 means to the end
+        utterances.append(Utterance(utt_id, _audio_path(recordings[rec_id], root), text, start, end))
+    return utterances
+
+
+def _read_manifest(path: Path) -> list[Utterance]:
+    import csv
+    import json
+
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in _lines(path)]
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+    utterances = []
+    for number, row in enumerate(rows, 1):
+        if "audio" not in row or "text" not in row:
+            raise ValueError(f"{path}: row {number} lacks an `audio` or `text` field; both are needed.")
+        audio = _audio_path(str(row["audio"]), path.parent)
+        utterances.append(Utterance(str(row.get("id") or audio.stem), audio, str(row["text"])))
+    return utterances
+
+
+def _audio_path(location: str, base: Path) -> Path:
+    path = Path(location.strip())
+    if not path.is_absolute() and (base / path).exists():
+        return base / path
+    return path
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _two_columns(path: Path) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for line in _lines(path):
+        key, _, value = line.strip().partition(" ")
+        if key in table:
+            raise ValueError(f"{path}: id {key} appears twice; ids must be unique.")
+        table[key] = value.strip()
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding, evaluation, transcription
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def decode(
+    recognizer: Recognizer,
+    utterances: str | Path | Iterable[Utterance | str | Path],
+    *,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Transcripts of a data set (Kaldi dir or manifest) or of audio files, in order.
+
+    One utterance at a time, as ESPnet's own asr_inference does (it refuses batch_size > 1): batching the
+    encoder would change results, since a conformer's convolution modules see the padding of shorter inputs.
+    Use `DecodeOptions.threads` to spread each utterance over cores.
+    """
+    if isinstance(utterances, (str, Path)):
+        utterances = read_utterances(utterances)
+    items = [u if isinstance(u, Utterance) else Utterance(Path(u).stem, Path(u)) for u in utterances]
+    hypotheses, _ = _decode_all(recognizer, items, progress)
+    return hypotheses
+
+
+def _decode_all(
+    recognizer: Recognizer, items: list[Utterance], progress: Progress | None
+) -> tuple[list[str], float]:
+    """Hypotheses and the seconds of audio they cover."""
+    hypotheses, audio_seconds = [], 0.0
+    for done, utterance in enumerate(items, 1):
+        wave = load_audio(utterance.audio, recognizer.sample_rate, start=utterance.start, end=utterance.end)
+        audio_seconds += len(wave) / recognizer.sample_rate
+        hypotheses.append(recognizer(wave))
+        if progress:
+            progress(done, len(items))
+    return hypotheses, audio_seconds
+
+
+@dataclass(frozen=True)
+class UtteranceResult:
+    id: str
+    reference: str
+    hypothesis: str
+    word: Score
+    char: Score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reference": self.reference,
+            "hypothesis": self.hypothesis,
+            "word": self.word.to_dict(),
+            "char": self.char.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What `evaluate` measured; `to_dict()` is what `espzoo evaluate --json` prints and result.json holds."""
+
+    model: str
+    data: str
+    wer: Score
+    cer: Score
+    rows: list[UtteranceResult]
+    beam_size: int
+    ctc_weight: float
+    audio_seconds: float
+    decode_seconds: float
+    commit: str | None = None
+    out_dir: Path | None = None
+
+    @property
+    def utterances(self) -> int:
+        return len(self.rows)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.decode_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    def to_dict(self, *, rows: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.model,
+            "commit": self.commit,
+            "data": self.data,
+            "wer": self.wer.to_dict()["rate"],
+            "cer": self.cer.to_dict()["rate"],
+            "utterances": self.utterances,
+            "word": self.wer.to_dict(),
+            "char": self.cer.to_dict(),
+            "beam_size": self.beam_size,
+            "ctc_weight": self.ctc_weight,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "decode_seconds": round(self.decode_seconds, 3),
+            "real_time_factor": round(self.real_time_factor, 4),
+            "out_dir": str(self.out_dir) if self.out_dir else None,
+        }
+        if rows:
+            data["rows"] = [row.to_dict() for row in self.rows]
+        return data
+
+
+def evaluate(
+    model: str | Path | Recognizer,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    options: DecodeOptions | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Decode a data set with references and score it.
+
+    Writes `ref.trn`, `hyp.trn` (sclite's trn format), `text` (hypotheses, Kaldi style) and `result.json` to
+    `out_dir`; by default, for an experiment dir, to `OUT/eval/<data name>/` (where `espzoo export` finds the
+    results for the model card), and nowhere for other models. The folder is replaced whole, never half-written.
+    """
+    import time
+
+    utterances = read_utterances(data)
+    if not utterances:
+        raise ValueError(f"{data} holds no utterances; nothing to evaluate.")
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    started = time.perf_counter()
+    hypotheses, audio_seconds = _decode_all(recognizer, utterances, progress)
+    decode_seconds = time.perf_counter() - started
+
+    references = [u.text or "" for u in utterances]
+    rates = error_rates(references, hypotheses)
+    rows = [
+        UtteranceResult(u.id, ref, hyp, word, char)
+        for u, ref, hyp, (word, char) in zip(utterances, references, hypotheses, rates.per_utterance, strict=True)
+    ]
+    files = recognizer.model
+    if out_dir is None and files.kind == "experiment":
+        out_dir = files.root / "eval" / _data_name(Path(data))
+    report = EvalReport(
+        model=files.source,
+        data=str(data),
+        wer=rates.wer,
+        cer=rates.cer,
+        rows=rows,
+        beam_size=recognizer.speech2text.beam_search.beam_size if recognizer.speech2text.beam_search else 0,
+        ctc_weight=_ctc_weight(recognizer),
+        audio_seconds=audio_seconds,
+        decode_seconds=decode_seconds,
+        commit=files.commit,
+        out_dir=Path(out_dir) if out_dir else None,
+    )
+    if report.out_dir:
+        write_report(report, report.out_dir)
+    return report
+
+
+def transcribe(
+    model: str | Path | Recognizer,
+    files: Sequence[str | Path],
+    *,
+    options: DecodeOptions | None = None,
+    progress: Progress | None = None,
+) -> list[str]:
+    """One transcript per audio file, in order."""
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such audio file: {', '.join(missing)}; check the path.")
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    return decode(recognizer, [Path(f) for f in files], progress=progress)
+
+
+def write_report(report: EvalReport, out_dir: Path) -> Path:
+    """ref.trn, hyp.trn, text and result.json, written to a temp folder that then replaces `out_dir`."""
+    import json
+    import shutil
+    import tempfile
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "ref.trn").write_text("".join(f"{r.reference} ({r.id})\n" for r in report.rows), encoding="utf-8")
+        (tmp / "hyp.trn").write_text("".join(f"{r.hypothesis} ({r.id})\n" for r in report.rows), encoding="utf-8")
+        (tmp / "text").write_text("".join(f"{r.id} {r.hypothesis}\n" for r in report.rows), encoding="utf-8")
+        (tmp / "result.json").write_text(
+            json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old.{tmp.name}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _data_name(data: Path) -> str:
+    return (data.name if data.is_dir() else data.stem) or "data"
+
+
+def _ctc_weight(recognizer: Recognizer) -> float:
+    beam_search = recognizer.speech2text.beam_search
+    return float(beam_search.weights.get("ctc", 0.0)) if beam_search is not None else 0.0
