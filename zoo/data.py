@@ -1,0 +1,629 @@
+"""A user's speech data, checked and turned into a Kaldi data dir that ESPnet's trainer reads.
+
+    from espzoo.data import prepare
+
+    train = prepare("data/train", "exp/bn_ft/data/train", sample_rate=16000)      # a Kaldi data dir
+    dev = prepare("dev.tsv", "exp/bn_ft/data/dev", sample_rate=16000, skip_bad=True)  # or a manifest
+    print(train.num_utterances, train.total_seconds, train.dir / "wav.scp")
+
+Input is either a Kaldi data dir (`wav.scp`, `text`, optional `utt2spk` and `segments`) or a manifest: a
+CSV/TSV/JSONL file with an audio path column and a text column (optional id and speaker columns), its paths
+relative to the manifest. Relative paths in a wav.scp are read from the data dir first, then from the current
+directory (Kaldi's own convention, for dirs made by a recipe).
+
+Everything is checked before anything is written or converted, and every problem is reported in one
+`DataError` (file:line, what is wrong, how to fix it); with `skip_bad=True` the offending utterances are
+dropped and listed in `Dataset.skipped` instead.
+
+Audio in any format soundfile reads is accepted. Files that are already mono WAV/FLAC at the model's rate are
+used where they are; everything else (another rate, several channels, another format, a segment of a
+recording, a pipe command's output) is converted once — mixed to mono, resampled with soxr — into a cache
+keyed by the source file's path, size and modification time, so the next run converts nothing.
+
+The Kaldi dir is written under a temporary name and renamed into place when complete: a failed prepare leaves
+nothing that a later run would trust. It holds `wav.scp` (absolute paths), `text`, `utt2spk`, `speech_shape`
+(samples per utterance, ESPnet's shape file for raw audio) and `dataset.json` (the summary).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+AUDIO_COLUMNS = ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav", "wav_path")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text", "label")
+ID_COLUMNS = ("id", "utt_id", "utterance_id", "uttid", "key")
+SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
+# Formats ESPnet's sound reader takes as they are; anything else is converted into the cache.
+DIRECT_FORMATS = ("WAV", "FLAC")
+MAX_LISTED = 10  # problems shown in a DataError message; all of them are in DataError.problems
+PIPE_TIMEOUT_S = 600
+CACHE_VERSION = "1"  # bump when the conversion changes, so old cache entries are not reused
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, where it is and how to fix it."""
+
+    where: str  # "wav.scp:12" (the file and 1-based line that holds the offending entry)
+    what: str
+    fix: str
+    utt_id: str | None = None
+    # A repeated id drops only the repeat (the first entry stays); every other problem drops the utterance.
+    drops_utterance: bool = True
+
+    def __str__(self) -> str:
+        utt = f" [{self.utt_id}]" if self.utt_id else ""
+        return f"{self.where}{utt}: {self.what} (fix: {self.fix})"
+
+
+class DataError(ValueError):
+    """The input data cannot be used as it is; `problems` lists every offending entry."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared Kaldi data dir, ready for ESPnet (`dir/wav.scp` holds absolute paths at `sample_rate`)."""
+
+    name: str
+    dir: Path
+    num_utterances: int
+    total_seconds: float
+    sample_rate: int
+    skipped: list[str] = field(default_factory=list)  # one line per dropped utterance (skip_bad=True)
+    converted: int = 0  # files resampled/mixed/cut in this run
+    cached: int = 0  # converted files found in the cache (no work done)
+    source: str = ""
+
+    @property
+    def wav_scp(self) -> Path:
+        return self.dir / "wav.scp"
+
+    @property
+    def text(self) -> Path:
+        return self.dir / "text"
+
+    @property
+    def speech_shape(self) -> Path:
+        return self.dir / "speech_shape"
+
+    def texts(self) -> list[str]:
+        """The transcripts, in the order of the text file (e.g. to train a BPE model on)."""
+        return [line.split(maxsplit=1)[1] for line in _lines(self.text) if len(line.split(maxsplit=1)) == 2]
+
+    def transcripts(self) -> dict[str, str]:
+        """Utterance id -> transcript."""
+        return dict(line.split(maxsplit=1) for line in _lines(self.text) if len(line.split(maxsplit=1)) == 2)
+
+
+def load_dataset(directory: str | Path) -> Dataset:
+    """The Dataset of a dir written by `prepare` (read from its dataset.json)."""
+    directory = Path(directory).resolve()
+    summary_path = directory / "dataset.json"
+    if not summary_path.is_file():
+        raise DataError(f"{directory} was not prepared by espzoo (no dataset.json); run prepare on the source data.")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary["dir"] = directory
+    return Dataset(**{k: v for k, v in summary.items() if k in Dataset.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the input
+
+
+@dataclass
+class _Utterance:
+    id: str
+    audio: str  # an absolute path, or a shell command when is_pipe
+    text: str
+    speaker: str
+    where: str  # file:line of the audio entry (wav.scp, segments or manifest row)
+    is_pipe: bool = False
+    start: float | None = None  # segment bounds in seconds (a segments file)
+    end: float | None = None
+    # Filled in by the probe.
+    frames: int = 0
+    rate: int = 0
+    channels: int = 0
+    format: str = ""
+
+
+@dataclass
+class _Reading:
+    utterances: list[_Utterance]
+    problems: list[Problem]
+    bad_ids: set[str]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _numbered(path: Path) -> Iterable[tuple[str, int, str]]:
+    """(where, lineno, stripped line) for each non-blank line."""
+    for lineno, line in enumerate(_lines(path), start=1):
+        if line.strip():
+            yield f"{path.name}:{lineno}", lineno, line.strip()
+
+
+def _read_table(path: Path, problems: list[Problem], what: str) -> dict[str, tuple[str, str]]:
+    """A Kaldi `id value` file: id -> (value, where). Duplicate ids are problems."""
+    table: dict[str, tuple[str, str]] = {}
+    for where, _, line in _numbered(path):
+        parts = line.split(maxsplit=1)
+        key, value = parts[0], (parts[1].strip() if len(parts) == 2 else "")
+        if key in table:
+            problems.append(
+                Problem(
+                    where,
+                    f"duplicate id (first at {table[key][1]})",
+                    f"give each line of {path.name} its own id",
+                    key,
+                    False,
+                )
+            )
+            continue
+        table[key] = (value, where)
+    if not table:
+        problems.append(Problem(path.name, f"{path.name} is empty", f"add one line per utterance: '<id> <{what}>'"))
+    return table
+
+
+def _resolve_audio(value: str, base: Path) -> str:
+    """An absolute path for a wav.scp/manifest entry: relative to `base`, else to the current directory."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if (base / path).exists() or not path.exists():
+        return str((base / path).resolve())
+    return str(path.resolve())
+
+
+def _audio_entry(value: str, where: str, utt_id: str, base: Path, problems: list[Problem]) -> tuple[str, bool] | None:
+    """(path or command, is_pipe) for a wav.scp value, or None with a problem recorded."""
+    if not value:
+        problems.append(Problem(where, "no audio path after the id", "write '<id> <path to audio file>'", utt_id))
+        return None
+    if value.endswith("|"):
+        return value[:-1].strip(), True
+    if ".ark:" in value or value.startswith("ark:"):
+        problems.append(
+            Problem(
+                where,
+                "Kaldi archive entries (file.ark:offset) are not supported",
+                "dump the audio to files (e.g. wav-copy) and list their paths",
+                utt_id,
+            )
+        )
+        return None
+    return _resolve_audio(value, base), False
+
+
+def _read_kaldi_dir(directory: Path) -> _Reading:
+    problems: list[Problem] = []
+    for required, what in (("wav.scp", "audio path"), ("text", "transcript")):
+        if not (directory / required).is_file():
+            raise DataError(
+                f"{directory} has no {required}: give a Kaldi data dir (wav.scp and text, one '<id> <{what}>' "
+                "per line) or a manifest file (.csv, .tsv or .jsonl with audio and text columns).",
+                [Problem(str(directory), f"no {required}", f"add {required}")],
+            )
+    wavs = _read_table(directory / "wav.scp", problems, "audio path")
+    texts = _read_table(directory / "text", problems, "transcript")
+    speakers = _read_table(directory / "utt2spk", [], "speaker") if (directory / "utt2spk").is_file() else {}
+
+    # With a segments file, utterances are pieces of the recordings that wav.scp lists.
+    segments: dict[str, tuple[str, float, float | None, str]] = {}
+    if (directory / "segments").is_file():
+        for where, _, line in _numbered(directory / "segments"):
+            parts = line.split()
+            if len(parts) != 4:
+                problems.append(Problem(where, "expected '<utt id> <recording id> <start> <end>'", "fix the line"))
+                continue
+            seg, rec, start_s, end_s = parts
+            try:
+                start, end = float(start_s), float(end_s)
+            except ValueError:
+                problems.append(Problem(where, f"start/end are not numbers: {start_s} {end_s}", "use seconds", seg))
+                continue
+            if seg in segments:
+                problems.append(Problem(where, "duplicate segment id", "give each segment its own id", seg, False))
+            elif rec not in wavs:
+                problems.append(Problem(where, f"recording '{rec}' is not in wav.scp", "add it to wav.scp", seg))
+            elif start < 0 or (end != -1 and end <= start):
+                problems.append(Problem(where, f"segment bounds {start}..{end} are empty or negative", "fix them", seg))
+            else:
+                segments[seg] = (rec, start, None if end == -1 else end, where)
+
+    utterances: list[_Utterance] = []
+    audio_ids = set(segments) if (directory / "segments").is_file() else set(wavs)
+    for utt_id in sorted(audio_ids):
+        if utt_id in segments:
+            rec, start, end, where = segments[utt_id]
+            value, _ = wavs[rec]
+        else:
+            (value, where), start, end = wavs[utt_id], None, None
+        entry = _audio_entry(value, where, utt_id, directory, problems)
+        if entry is None:
+            continue
+        if utt_id not in texts:
+            problems.append(
+                Problem(
+                    where, "no transcript in text", f"add '{utt_id} <transcript>' to text or remove the line", utt_id
+                )
+            )
+            continue
+        text, text_where = texts[utt_id]
+        audio, is_pipe = entry
+        speaker = speakers.get(utt_id, (utt_id, ""))[0] or utt_id
+        utterances.append(_Utterance(utt_id, audio, text, speaker, where, is_pipe, start, end))
+        if not text:
+            problems.append(
+                Problem(text_where, "empty transcript", "write the transcript or drop the utterance", utt_id)
+            )
+    for utt_id, (_, where) in texts.items():
+        if utt_id not in audio_ids:
+            listing = "segments" if segments or (directory / "segments").is_file() else "wav.scp"
+            problems.append(
+                Problem(where, f"no audio for this transcript in {listing}", f"add it to {listing}", utt_id)
+            )
+    return _Reading(utterances, problems, {p.utt_id for p in problems if p.utt_id and p.drops_utterance})
+
+
+def _column(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, source: Path) -> str | None:
+    if wanted is not None:
+        if wanted not in names:
+            raise DataError(f"{source.name} has no column '{wanted}' (its columns: {', '.join(names)}).")
+        return wanted
+    lowered = {n.lower().strip(): n for n in names}
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered[candidate]
+    if what in ("audio", "text"):
+        raise DataError(
+            f"{source.name} has no {what} column (its columns: {', '.join(names) or 'none'}); name one of "
+            f"{', '.join(candidates[:4])}, or pass {what}_column=."
+        )
+    return None
+
+
+def _manifest_rows(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str]]], list[Problem]]:
+    """(column names, [(where, row)], problems) of a CSV/TSV/JSONL manifest."""
+    rows: list[tuple[str, dict[str, str]]] = []
+    problems: list[Problem] = []
+    delimiter = MANIFEST_SUFFIXES[path.suffix.lower()]
+    if delimiter is None:
+        names: dict[str, None] = {}
+        for where, _, line in _numbered(path):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(Problem(where, f"not a JSON object ({err.msg})", "write one JSON object per line"))
+                continue
+            if not isinstance(row, dict):
+                problems.append(Problem(where, "not a JSON object", "write one JSON object per line"))
+                continue
+            names.update(dict.fromkeys(row))
+            rows.append((where, {k: "" if v is None else str(v) for k, v in row.items()}))
+        return list(names), rows, problems
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+        for row in reader:
+            rows.append((f"{path.name}:{reader.line_num}", {k: (v or "") for k, v in row.items() if k is not None}))
+        return list(reader.fieldnames or []), rows, problems
+
+
+def _read_manifest(path: Path, audio_column: str | None, text_column: str | None, id_column: str | None) -> _Reading:
+    names, rows, problems = _manifest_rows(path)
+    if not rows:
+        raise DataError(f"{path} holds no rows; write one row per utterance with an audio path and its text.")
+    audio_col = _column(names, audio_column, AUDIO_COLUMNS, "audio", path)
+    text_col = _column(names, text_column, TEXT_COLUMNS, "text", path)
+    id_col = _column(names, id_column, ID_COLUMNS, "id", path)
+    speaker_col = _column(names, None, SPEAKER_COLUMNS, "speaker", path)
+    assert audio_col is not None and text_col is not None
+
+    # Without an id column, ids come from the file names (their relative path where names repeat).
+    stems = [Path(row.get(audio_col, "")).with_suffix("").name for _, row in rows]
+    unique_stems = len(set(stems)) == len(stems)
+    utterances: list[_Utterance] = []
+    seen: dict[str, str] = {}
+    for (where, row), stem in zip(rows, stems, strict=True):
+        value = row.get(audio_col, "").strip()
+        if id_col is not None and row.get(id_col, "").strip():
+            utt_id = row[id_col].strip()
+        else:
+            utt_id = stem if unique_stems else str(Path(value).with_suffix("")).strip("/").replace("/", "-")
+        utt_id = "_".join(utt_id.split())  # Kaldi ids cannot hold whitespace
+        if not utt_id:
+            problems.append(Problem(where, "no audio path and no id", f"fill the '{audio_col}' column"))
+            continue
+        if utt_id in seen:
+            problems.append(
+                Problem(where, f"duplicate id (first at {seen[utt_id]})", "give each row its own id", utt_id, False)
+            )
+            continue
+        seen[utt_id] = where
+        entry = _audio_entry(value, where, utt_id, path.parent, problems)
+        if entry is None:
+            continue
+        text = " ".join(row.get(text_col, "").split())
+        speaker = "_".join(row.get(speaker_col, "").split()) if speaker_col else ""
+        utterances.append(_Utterance(utt_id, entry[0], text, speaker or utt_id, where, entry[1]))
+        if not text:
+            problems.append(Problem(where, "empty transcript", f"fill the '{text_col}' column or drop the row", utt_id))
+    return _Reading(utterances, problems, {p.utt_id for p in problems if p.utt_id and p.drops_utterance})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Probing and converting audio
+
+
+@dataclass(frozen=True)
+class _Limits:
+    sample_rate: int
+    min_seconds: float
+    max_seconds: float
+    allow_pipes: bool
+    cache_dir: Path
+
+
+def _run_pipe(command: str) -> bytes:
+    done = subprocess.run(command, shell=True, capture_output=True, timeout=PIPE_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(f"the command failed with exit code {done.returncode}: {message[-1] if message else ''}")
+    return done.stdout
+
+
+def _cache_path(utt: _Utterance, limits: _Limits) -> Path:
+    """Where `utt`'s converted audio lives: keyed by what it is made from, so a changed source is redone."""
+    if utt.is_pipe:
+        source = f"pipe:{utt.audio}"
+    else:
+        stat = os.stat(utt.audio)
+        source = f"file:{utt.audio}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = hashlib.sha256(f"{CACHE_VERSION}|{source}|{utt.start}|{utt.end}|{limits.sample_rate}".encode()).hexdigest()
+    return limits.cache_dir / key[:2] / f"{key[2:24]}.flac"
+
+
+def _needs_conversion(utt: _Utterance, rate: int) -> bool:
+    return (
+        utt.is_pipe
+        or utt.start is not None
+        or utt.channels != 1
+        or utt.rate != rate
+        or utt.format not in DIRECT_FORMATS
+    )
+
+
+def _probe(utt: _Utterance, limits: _Limits) -> Problem | None:
+    """Read `utt`'s audio header (pipes: run and convert) and check its length; a Problem if unusable."""
+    import soundfile as sf
+
+    if utt.is_pipe:
+        if not limits.allow_pipes:
+            return Problem(
+                utt.where,
+                f"a pipe command ('{utt.audio} |') would run a shell command",
+                "convert the audio to files, or pass allow_pipes=True (--allow-pipes) if you trust this wav.scp",
+                utt.id,
+            )
+        cached = _cache_path(utt, limits)
+        try:
+            if cached.is_file():  # converted by an earlier run: the command is not run again
+                utt.frames, utt.rate, utt.channels = sf.info(str(cached)).frames, limits.sample_rate, 1
+            else:
+                _convert(utt, limits, _run_pipe(utt.audio))
+        except (OSError, RuntimeError, subprocess.TimeoutExpired, sf.LibsndfileError) as err:
+            return Problem(utt.where, f"pipe command failed: {err}", "run it by hand and fix it", utt.id)
+    else:
+        if not os.path.isfile(utt.audio):
+            return Problem(
+                utt.where, f"audio file not found: {utt.audio}", "fix the path or drop the utterance", utt.id
+            )
+        try:
+            info = sf.info(utt.audio)
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            return Problem(
+                utt.where,
+                f"unreadable audio {utt.audio} ({err})",
+                "re-encode it as WAV or FLAC (e.g. ffmpeg -i IN OUT.flac)",
+                utt.id,
+            )
+        utt.frames, utt.rate, utt.channels, utt.format = info.frames, info.samplerate, info.channels, info.format
+    return _check_length(utt, limits)
+
+
+def _check_length(utt: _Utterance, limits: _Limits) -> Problem | None:
+    seconds = utt.frames / utt.rate if utt.rate else 0.0
+    if utt.start is not None:
+        end = seconds if utt.end is None else utt.end
+        if end > seconds + 0.01:
+            return Problem(
+                utt.where, f"segment ends at {end:.2f} s but the recording lasts {seconds:.2f} s", "fix it", utt.id
+            )
+        seconds = end - utt.start
+    if utt.frames == 0:
+        return Problem(utt.where, "the audio is empty (0 samples)", "drop the utterance or replace the file", utt.id)
+    if seconds < limits.min_seconds:
+        return Problem(
+            utt.where, f"the audio lasts {seconds:.3f} s, too short to hold speech", "drop the utterance", utt.id
+        )
+    if seconds > limits.max_seconds:
+        return Problem(
+            utt.where,
+            f"the audio lasts {seconds:.1f} s (over {limits.max_seconds:.0f} s)",
+            "cut it into utterances (a segments file), or raise max_seconds",
+            utt.id,
+        )
+    return None
+
+
+def _convert(utt: _Utterance, limits: _Limits, data: bytes | None = None) -> tuple[str, int, bool]:
+    """(path ESPnet reads, samples at the model's rate, whether work was done) for one utterance."""
+    import numpy as np
+    import soundfile as sf
+
+    if data is None and not _needs_conversion(utt, limits.sample_rate):
+        return utt.audio, utt.frames, False
+    target = _cache_path(utt, limits)
+    if data is None and target.is_file():
+        return str(target), sf.info(str(target)).frames, False
+
+    if data is not None:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    else:
+        start = 0 if utt.start is None else int(round(utt.start * utt.rate))
+        stop = None if utt.end is None else int(round(utt.end * utt.rate))
+        audio, rate = sf.read(utt.audio, start=start, stop=stop, dtype="float32", always_2d=True)
+    utt.frames, utt.rate, utt.channels = len(audio), rate, audio.shape[1]
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if rate != limits.sample_rate:
+        import soxr
+
+        mono = soxr.resample(mono, rate, limits.sample_rate, quality="HQ")
+    mono = np.clip(mono, -1.0, 1.0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(utt)}.tmp")
+    sf.write(str(tmp), mono, limits.sample_rate, format="FLAC", subtype="PCM_16")
+    tmp.replace(target)
+    return str(target), len(mono), True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    sample_rate: int,
+    name: str | None = None,
+    skip_bad: bool = False,
+    allow_pipes: bool = False,
+    min_seconds: float = 0.1,
+    max_seconds: float = 60.0,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    audio_column: str | None = None,
+    text_column: str | None = None,
+    id_column: str | None = None,
+) -> Dataset:
+    """Check `source` (a Kaldi data dir or a manifest), convert its audio, and write a Kaldi dir at `out_dir`.
+
+    Raises DataError naming every offending entry unless `skip_bad`, which drops them instead. Converted audio
+    goes to `cache_dir` (default: an `audio` folder beside `out_dir`, shared by train and valid sets).
+    """
+    source = Path(source).expanduser().resolve()
+    out_dir = Path(out_dir).expanduser().resolve()
+    name = name or out_dir.name
+    if source.is_dir():
+        reading = _read_kaldi_dir(source)
+    elif source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
+        reading = _read_manifest(source, audio_column, text_column, id_column)
+    elif source.is_file():
+        raise DataError(
+            f"{source} is neither a Kaldi data dir nor a manifest; give a dir with wav.scp and text, "
+            "or a .csv/.tsv/.jsonl file with audio and text columns."
+        )
+    else:
+        raise DataError(f"{source} does not exist; give a Kaldi data dir or a manifest file.")
+
+    limits = _Limits(
+        sample_rate=sample_rate,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        allow_pipes=allow_pipes,
+        cache_dir=Path(cache_dir).resolve() if cache_dir else out_dir.parent / "audio",
+    )
+    workers = workers or min(8, os.cpu_count() or 1)
+    candidates = [u for u in reading.utterances if u.id not in reading.bad_ids]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = reading.problems + [p for p in pool.map(lambda u: _probe(u, limits), candidates) if p]
+    bad_ids = {p.utt_id for p in problems if p.utt_id and p.drops_utterance}
+    kept = [u for u in candidates if u.id not in bad_ids]
+    if problems and not skip_bad:
+        raise _data_error(source, problems)
+    if not kept:
+        raise DataError(
+            f"No usable utterances in {source}: all {len(reading.utterances)} were dropped "
+            f"({problems[0] if problems else 'none listed'}); fix the data."
+        )
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda u: _convert(u, limits), kept))
+    dataset = Dataset(
+        name=name,
+        dir=out_dir,
+        num_utterances=len(kept),
+        total_seconds=round(sum(samples for _, samples, _ in results) / sample_rate, 3),
+        sample_rate=sample_rate,
+        skipped=[str(p) for p in problems],
+        converted=sum(1 for _, _, work in results if work) + sum(1 for u in kept if u.is_pipe),
+        cached=sum(
+            1 for u, (path, _, work) in zip(kept, results, strict=True) if not (work or u.is_pipe or path == u.audio)
+        ),
+        source=str(source),
+    )
+    _write_kaldi_dir(dataset, kept, results)
+    return dataset
+
+
+def _data_error(source: Path, problems: list[Problem]) -> DataError:
+    utts = len({p.utt_id for p in problems if p.utt_id})
+    shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return DataError(
+        f"{len(problems)} problem(s) in {source} ({utts} utterance(s)); fix them, or pass skip_bad=True "
+        f"(--skip-bad) to drop those utterances:\n{shown}{more}",
+        problems,
+    )
+
+
+def _write_kaldi_dir(dataset: Dataset, utterances: list[_Utterance], results: list[tuple[str, int, bool]]) -> None:
+    """Write the dir under a temporary name, then swap it in (an old dir is replaced only when complete)."""
+    out_dir = dataset.dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        rows = sorted(zip(utterances, results, strict=True), key=lambda r: r[0].id)
+        _write_lines(tmp / "wav.scp", (f"{u.id} {path}" for u, (path, _, _) in rows))
+        _write_lines(tmp / "text", (f"{u.id} {u.text}" for u, _ in rows))
+        _write_lines(tmp / "utt2spk", (f"{u.id} {u.speaker}" for u, _ in rows))
+        _write_lines(tmp / "speech_shape", (f"{u.id} {samples}" for u, (_, samples, _) in rows))
+        summary = {k: v for k, v in asdict(dataset).items() if k != "dir"}
+        (tmp / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        if out_dir.exists():
+            out_dir.replace(old)
+        tmp.replace(out_dir)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
