@@ -19,6 +19,46 @@ os.environ.pop("HF_TOKEN", None)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tiny_repo(variant: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real ESPnet model in hub layout (tests/fixtures/make_tiny_repo.py; cached across runs).
+
+    Its files are shared by every test of the session: copy the folder before changing anything in it.
+    """
+    from fixtures.make_tiny_repo import build_tiny_repo
+
+    with pytest.MonkeyPatch.context() as mp:  # the build's own ESPZOO_HOME, not the user's
+        mp.setenv("ESPZOO_HOME", str(tmp_path_factory.mktemp("fixture_home")))
+        return build_tiny_repo(variant)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo_char(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_repo("char", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo_bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_repo("bpe", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo_nometa(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_repo("nometa", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mirror_root(
+    tiny_repo_char: Path, tiny_repo_bpe: Path, tiny_repo_nometa: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`<root>/espzoo-test/tiny-{char,bpe,nometa}/`: copies of the three repos, for `mirror serve --root`."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("mirror_root")
+    for name, repo in (("tiny-char", tiny_repo_char), ("tiny-bpe", tiny_repo_bpe), ("tiny-nometa", tiny_repo_nometa)):
+        shutil.copytree(repo, root / "espzoo-test" / name)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _isolated_homes(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh ESPZOO_HOME per test, so a user catalog or cache on this machine never leaks in."""
