@@ -1,0 +1,848 @@
+"""An HF-compatible HTTP endpoint over a folder of repos or the local HF cache.
+
+Point `HF_ENDPOINT=http://host:port` at it and the real huggingface_hub client downloads from it
+(`hf_hub_download`, `snapshot_download`, `model_info`, `list_repo_tree`, `list_models`): an air-gapped
+cluster gets the models its users pulled once, and the tests get a Hub on 127.0.0.1.
+
+    server = MirrorServer(root="mirror/")          # mirror/<org>/<name>/ holds a repo's files
+    url = server.start()                           # serves in a thread; http://127.0.0.1:PORT
+    ...
+    server.stop()
+
+What the client needs from each route is written down in HUB_PROTOCOL.md. In short: resolve answers
+HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Content-Length`, honours `Range`; files the
+Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
+`X-Linked-Size`; errors carry `X-Error-Code` so the client raises its own exception types.
+
+A folder repo has one branch, `main`, whose commit id is a hash of its files' paths and contents:
+the same files give the same id, any change gives a new one. `--from-cache` serves every cached
+revision with the cache's refs as branches. `Faults` injects failures for tests (500s, a connection
+cut mid-body, slow or throttled bodies); `Stats` counts the requests served (`GET /_espzoo/stats`).
+Standard library only: nothing here imports torch, espnet or huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# Files the Hub stores in LFS whatever their size (a subset of the Hub's default .gitattributes),
+# and the size above which any file is LFS. LFS files are answered with a redirect to the second origin.
+LFS_PATTERNS = (
+    "*.pth", "*.pt", "*.bin", "*.ckpt", "*.safetensors", "*.onnx", "*.npz", "*.npy", "*.h5", "*.pkl",
+    "*.pickle", "*.model", "*.zip", "*.tar", "*.tar.*", "*.tgz", "*.gz", "*.xz", "*.zst", "*.7z", "*.flac",
+    "*.wav", "*.mp3", "*.parquet", "*.arrow", "*tfevents*",
+)
+LFS_THRESHOLD = 10 * 1024 * 1024
+# Marker files a mirror folder may hold; never served as repo files.
+GATED_MARKER = ".espzoo-gated"
+HIDDEN = {".git", GATED_MARKER}
+HEX40 = re.compile(r"[0-9a-f]{40}")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1024 * 1024
+
+
+class MirrorError(Exception):
+    """A request the mirror answers with an error: status, X-Error-Code and a message."""
+
+    def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.commit = status, code, message, commit
+
+
+# ---------------------------------------------------------------------------------------------
+# What is served: repos, revisions, files
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of one revision: where its bytes are and the ids the Hub gives it."""
+
+    path: str  # inside the repo, with '/'
+    local: Path
+    size: int
+    blob_id: str  # git blob sha1 (of the LFS pointer for LFS files), as the Hub's `blobId`/`oid`
+    sha256: str | None = None  # set for LFS files
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 or self.blob_id
+
+    def lfs_pointer(self) -> bytes:
+        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
+
+
+@dataclass(frozen=True)
+class Revision:
+    repo_id: str
+    commit: str
+    files: dict[str, RepoFile]
+    last_modified: float
+    gated: str | None = None  # the token a gated repo wants ("" = any token)
+
+    def card_data(self) -> dict[str, Any]:
+        readme = self.files.get("README.md")
+        return read_front_matter(readme.local) if readme else {}
+
+
+def read_front_matter(path: Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (`---` ... `---` at the top), {} when absent or malformed."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def hash_file(path: Path, *, lfs: bool) -> tuple[str, str | None]:
+    """(git blob sha1, None) for a regular file; (sha1 of its LFS pointer, sha256) for an LFS file."""
+    size = path.stat().st_size
+    digest = hashlib.sha256() if lfs else hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    if not lfs:
+        return digest.hexdigest(), None
+    sha256 = digest.hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return git_blob_sha1(pointer), sha256
+
+
+def is_lfs(path: str, size: int, threshold: int = LFS_THRESHOLD) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return size > threshold or any(fnmatch.fnmatch(name, pattern) for pattern in LFS_PATTERNS)
+
+
+def folder_commit(files: dict[str, RepoFile]) -> str:
+    """A folder repo's commit id: a hash of its sorted (path, content id) pairs."""
+    digest = hashlib.sha1(b"espzoo-folder-v1\n")
+    for path in sorted(files):
+        digest.update(f"{path}\0{files[path].etag}\n".encode())
+    return digest.hexdigest()
+
+
+class FolderSource:
+    """Repos as plain folders: ROOT/<org>/<name>/ holds one repo's files (a hub clone without .git)."""
+
+    def __init__(self, root: str | Path, lfs_threshold: int = LFS_THRESHOLD):
+        self.root = Path(root)
+        self.lfs_threshold = lfs_threshold
+        self._hashes: dict[tuple[str, int, int, int], tuple[str, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def repo_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            f"{org.name}/{repo.name}"
+            for org in self.root.iterdir() if org.is_dir() and not org.name.startswith(".")
+            for repo in org.iterdir() if repo.is_dir() and not repo.name.startswith(".")
+        )
+
+    def revisions(self, repo_id: str) -> dict[str, Revision]:
+        """Ref name -> revision; a folder has one branch, main."""
+        folder = self._folder(repo_id)
+        if folder is None:
+            return {}
+        files: dict[str, RepoFile] = {}
+        newest = 0.0
+        for local in sorted(_walk(folder)):
+            rel = local.relative_to(folder).as_posix()
+            stat = local.stat()
+            newest = max(newest, stat.st_mtime)
+            files[rel] = self._file(rel, local, stat)
+        gate = folder / GATED_MARKER
+        gated = gate.read_text().strip() if gate.is_file() else None
+        revision = Revision(repo_id, folder_commit(files), files, newest or folder.stat().st_mtime, gated)
+        return {"main": revision}
+
+    def _folder(self, repo_id: str) -> Path | None:
+        parts = repo_id.split("/")
+        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            return None
+        folder = self.root / parts[0] / parts[1]
+        return folder if folder.is_dir() else None
+
+    def _file(self, rel: str, local: Path, stat: os.stat_result) -> RepoFile:
+        lfs = is_lfs(rel, stat.st_size, self.lfs_threshold)
+        key = (str(local), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        # Hash each file once per content (hashing a big checkpoint takes seconds); the lock keeps
+        # concurrent first requests from hashing the same repo several times.
+        with self._lock:
+            ids = self._hashes.get(key)
+            if ids is None or (ids[1] is not None) != lfs:
+                ids = self._hashes[key] = hash_file(local, lfs=lfs)
+        return RepoFile(rel, local, stat.st_size, ids[0], ids[1])
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d not in HIDDEN]
+        for name in filenames:
+            if name not in HIDDEN and not name.endswith(".incomplete"):
+                yield Path(dirpath) / name
+
+
+class CacheSource:
+    """Every cached revision of every model in an HF cache (HF_HUB_CACHE); refs become branches.
+
+    The cache names each blob by its etag (sha256 for LFS files, git sha1 otherwise), so no file is re-hashed."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.cache_dir = Path(cache_dir)
+
+    def repo_ids(self) -> list[str]:
+        if not self.cache_dir.is_dir():
+            return []
+        ids = []
+        for folder in self.cache_dir.glob("models--*"):
+            parts = folder.name.split("--")
+            if len(parts) == 3 and (folder / "snapshots").is_dir():
+                ids.append(f"{parts[1]}/{parts[2]}")
+        return sorted(ids)
+
+    def revisions(self, repo_id: str) -> dict[str, Revision]:
+        folder = self.cache_dir / ("models--" + repo_id.replace("/", "--"))
+        snapshots = folder / "snapshots"
+        if "/" not in repo_id or not snapshots.is_dir():
+            return {}
+        by_commit = {
+            snap.name: self._revision(repo_id, snap) for snap in snapshots.iterdir() if HEX40.fullmatch(snap.name)
+        }
+        revisions: dict[str, Revision] = {}
+        refs = folder / "refs"
+        if refs.is_dir():
+            for ref in refs.rglob("*"):
+                if ref.is_file():
+                    commit = ref.read_text().strip()
+                    if commit in by_commit:
+                        revisions[ref.relative_to(refs).as_posix()] = by_commit[commit]
+        if "main" not in revisions and by_commit:  # no ref (pulled by commit only): newest snapshot stands in
+            revisions["main"] = max(by_commit.values(), key=lambda r: r.last_modified)
+        for commit, revision in by_commit.items():
+            revisions.setdefault(commit, revision)
+        return revisions
+
+    def _revision(self, repo_id: str, snapshot: Path) -> Revision:
+        files: dict[str, RepoFile] = {}
+        for local in _walk(snapshot):
+            rel = local.relative_to(snapshot).as_posix()
+            try:
+                blob = local.resolve(strict=True)
+                size = blob.stat().st_size
+            except OSError:
+                continue  # a dangling link: the blob was deleted
+            if HEX64.fullmatch(blob.name):
+                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{blob.name}\nsize {size}\n"
+                files[rel] = RepoFile(rel, blob, size, git_blob_sha1(pointer.encode()), blob.name)
+            elif HEX40.fullmatch(blob.name):
+                files[rel] = RepoFile(rel, blob, size, blob.name)
+            else:  # not a symlinked cache (e.g. Windows copies): hash it
+                blob_id, sha256 = hash_file(blob, lfs=is_lfs(rel, size))
+                files[rel] = RepoFile(rel, blob, size, blob_id, sha256)
+        return Revision(repo_id, snapshot.name, files, snapshot.stat().st_mtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection and request counting (for tests)
+
+
+@dataclass
+class Faults:
+    """Failures to inject. `fail_first`: answer the first K requests with `fail_status`;
+    `drop_after`: cut the connection after N body bytes, the first time each file is sent;
+    `delay`: seconds to wait before answering; `rate`: bytes per second a body is sent at."""
+
+    fail_first: int = 0
+    fail_status: int = 500
+    drop_after: int | None = None
+    delay: float = 0.0
+    rate: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Faults:
+        """'fail_first=2,drop_after=1000000,delay=0.5,rate=5000000' (the ESPZOO_MIRROR_FAULTS form)."""
+        faults = cls()
+        for item in filter(None, (p.strip() for p in (text or "").split(","))):
+            key, _, value = item.partition("=")
+            if key not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown mirror fault {key!r}; use fail_first, fail_status, drop_after, delay, rate.")
+            setattr(faults, key, float(value) if key == "delay" else int(float(value)))
+        return faults
+
+
+@dataclass
+class Stats:
+    """Requests served (the /_espzoo/ control routes are not counted)."""
+
+    requests: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, entry: dict[str, Any]) -> int:
+        with self._lock:
+            self.requests += 1
+            self.log.append(entry)
+            return self.requests
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.log.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": self.requests, "log": list(self.log)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class MirrorServer:
+    """Serve `root` (a folder of ORG/NAME repos) or, with from_cache, the HF cache, on host:port.
+
+    LFS files are served by a second server on `lfs_port` (the client needs the redirect to leave the origin).
+    `start()` runs both in daemon threads and returns the URL; `serve_forever()` blocks (the CLI)."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        from_cache: bool = False,
+        cache_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lfs_port: int = 0,
+        lfs_threshold: int = LFS_THRESHOLD,
+        faults: Faults | None = None,
+        log_file: str | Path | None = None,
+        verbose: bool = False,
+    ):
+        if (root is None) == (not from_cache):
+            raise ValueError("serve either a folder (root) or the HF cache (from_cache=True), not both or neither.")
+        if from_cache:
+            self.source: FolderSource | CacheSource = CacheSource(cache_dir or hf_hub_cache())
+        else:
+            if not Path(root).is_dir():  # type: ignore[arg-type]
+                raise FileNotFoundError(f"mirror root {root} is not a folder; create it or pass --from-cache.")
+            self.source = FolderSource(root, lfs_threshold)  # type: ignore[arg-type]
+        self.faults = faults or Faults()
+        self.stats = Stats()
+        self.verbose = verbose
+        self.log_file = Path(log_file) if log_file else None
+        self._dropped: set[str] = set()
+        self._fault_lock = threading.Lock()
+        self._blobs: dict[str, RepoFile] = {}  # sha256 -> file, for the LFS origin
+        self._http = _Server((host, port), _ApiHandler, self)
+        self._lfs = _Server((host, lfs_port), _LfsHandler, self)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return _url(self._http)
+
+    @property
+    def lfs_url(self) -> str:
+        return _url(self._lfs)
+
+    def start(self) -> str:
+        for server in (self._http, self._lfs):
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self.url
+
+    def serve_forever(self) -> None:
+        thread = threading.Thread(target=self._lfs.serve_forever, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        try:
+            self._http.serve_forever()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        for server in (self._http, self._lfs):
+            server.shutdown() if self._threads else None
+            server.server_close()
+        self._threads.clear()
+
+    def __enter__(self) -> MirrorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def repo_ids(self) -> list[str]:
+        return self.source.repo_ids()
+
+    def revision(self, repo_id: str, rev: str | None = None, token: str | None = None) -> Revision:
+        revisions = self.source.revisions(repo_id)
+        if not revisions:
+            raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
+        main = revisions.get("main") or next(iter(revisions.values()))
+        if main.gated is not None and (not token or (main.gated and token != main.gated)):
+            raise MirrorError(401, "GatedRepo", f"Access to model {repo_id} is restricted; pass a token")
+        rev = rev or "main"
+        found = revisions.get(rev) or next((r for r in revisions.values() if r.commit == rev), None)
+        if found is None:
+            raise MirrorError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        for file in found.files.values():
+            if file.sha256:
+                self._blobs[file.sha256] = file
+        return found
+
+    def blob(self, sha256: str) -> RepoFile:
+        file = self._blobs.get(sha256)
+        if file is None or not file.local.is_file():
+            raise MirrorError(404, "EntryNotFound", f"No LFS object {sha256}")
+        return file
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def should_fail(self, count: int) -> bool:
+        return count <= self.faults.fail_first
+
+    def drop_point(self, etag: str) -> int | None:
+        """How many bytes to send before cutting the connection, the first time this file is sent."""
+        with self._fault_lock:
+            if self.faults.drop_after is None or etag in self._dropped:
+                return None
+            self._dropped.add(etag)
+            return self.faults.drop_after
+
+    def reset(self) -> None:
+        self.stats.reset()
+        with self._fault_lock:
+            self._dropped.clear()
+
+    def record(self, entry: dict[str, Any]) -> int:
+        count = self.stats.add(entry)
+        if self.log_file is not None:
+            with self._fault_lock, open(self.log_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        return count
+
+
+def hf_hub_cache() -> Path:
+    """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (huggingface_hub's rule, without importing it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type, mirror: MirrorServer):
+        self.mirror = mirror
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length
+    server: _Server
+    _entry: dict[str, Any] | None = None
+
+    @property
+    def mirror(self) -> MirrorServer:
+        return self.server.mirror
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        if self.mirror.verbose:
+            super().log_message(format, *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        entry = getattr(self, "_entry", None)
+        if entry is not None:
+            entry["status"] = code  # the logged entry learns how it was answered
+        super().send_response(code, message)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    def do_POST(self) -> None:
+        self._entry = None
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
+        if parts[:1] != ["_espzoo"]:
+            return self._send_error(MirrorError(405, None, "the mirror is read-only"), head=False)
+        if parts[1:] == ["reset"]:
+            self.mirror.reset()
+        elif parts[1:] == ["faults"]:
+            self.mirror.faults = Faults(**json.loads(body or b"{}"))
+        else:
+            return self._send_error(MirrorError(404, None, "unknown control route"), head=False)
+        self._send_json({"ok": True}, head=False)
+
+    def _dispatch(self, head: bool) -> None:
+        split = urllib.parse.urlsplit(self.path)
+        self._entry = None
+        if split.path.startswith("/_espzoo/"):
+            if split.path == "/_espzoo/stats":
+                return self._send_json(self.mirror.stats.to_json(), head=head)
+            return self._send_error(MirrorError(404, None, "unknown control route"), head=head)
+        self._entry = {
+            "method": self.command, "path": split.path, "query": split.query, "range": self.headers.get("Range"),
+        }
+        try:
+            count = self.mirror.record(self._entry)
+            if self.mirror.faults.delay:
+                time.sleep(self.mirror.faults.delay)
+            if self.mirror.should_fail(count):
+                status = self.mirror.faults.fail_status
+                raise MirrorError(status, None, f"injected failure {count} of {self.mirror.faults.fail_first}")
+            # Split the raw path first, unquote each piece after: a revision arrives as refs%2Fpr%2F1.
+            pieces = [urllib.parse.unquote(p) for p in split.path.split("/")[1:]]
+            query = dict(urllib.parse.parse_qsl(split.query))
+            self.route(pieces, query, head)
+        except MirrorError as exc:
+            self._send_error(exc, head=head)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def route(self, pieces: list[str], query: dict[str, str], head: bool) -> None:
+        raise NotImplementedError
+
+    def token(self) -> str | None:
+        auth = self.headers.get("Authorization") or ""
+        return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def _send_json(self, data: Any, *, head: bool, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _send_error(self, exc: MirrorError, *, head: bool) -> None:
+        headers = {"X-Error-Message": exc.message}
+        if exc.code:
+            headers["X-Error-Code"] = exc.code
+        if exc.commit:
+            headers["X-Repo-Commit"] = exc.commit
+        self._send_json({"error": exc.message}, head=head, status=exc.status, headers=headers)
+
+    def _send_file(self, file: RepoFile, *, head: bool, headers: dict[str, str]) -> None:
+        """The file's bytes (or the Range asked for) with Content-Length, honouring the injected faults."""
+        start, end = 0, file.size - 1
+        status = 200
+        wanted = self.headers.get("Range")
+        if wanted:
+            parsed = _parse_range(wanted, file.size)
+            if parsed is None:
+                raise MirrorError(416, None, f"range {wanted} is outside 0-{file.size - 1}")
+            start, end = parsed
+            status = 206
+        length = max(end - start + 1, 0)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{file.size}")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if head or length == 0:
+            return
+        drop = self.mirror.drop_point(file.etag)
+        rate = self.mirror.faults.rate
+        with open(file.local, "rb") as f:
+            if drop is None and not rate:
+                self.wfile.flush()
+                self.connection.sendfile(f, start, length)  # zero-copy: the bench compares with curl
+                return
+            f.seek(start)
+            left = length if drop is None else min(length, drop)
+            began = time.monotonic()
+            sent = 0
+            while left > 0:
+                chunk = f.read(min(left, 64 * 1024))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                left -= len(chunk)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        if drop is not None and drop < length:
+            # Cut the connection mid-body, as a flaky network would.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """'bytes=a-b' / 'bytes=a-' / 'bytes=-n' -> (start, end) inclusive; None when unsatisfiable."""
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    if not m.group(1):  # suffix range: the last n bytes
+        n = int(m.group(2))
+        return (max(size - n, 0), size - 1) if n > 0 and size > 0 else None
+    start = int(m.group(1))
+    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+class _ApiHandler(_Handler):
+    """The Hub's API and resolve routes."""
+
+    def route(self, pieces: list[str], query: dict[str, str], head: bool) -> None:
+        if pieces[:2] == ["api", "agent-harnesses"]:
+            return self._send_json({"standardEnvVars": [], "harnesses": {}}, head=head)
+        if pieces[:2] == ["api", "models"]:
+            rest = pieces[2:]
+            if not rest or rest == [""]:
+                return self._send_json(self._list(query), head=head)
+            if len(rest) < 2:
+                raise MirrorError(404, "RepoNotFound", f"Repository {'/'.join(rest)} not found")
+            repo_id, rest = "/".join(rest[:2]), rest[2:]
+            if not rest:
+                return self._send_json(self._info(repo_id, None, query), head=head)
+            if rest[0] == "revision" and len(rest) >= 2:
+                return self._send_json(self._info(repo_id, "/".join(rest[1:]), query), head=head)
+            if rest[0] == "tree" and len(rest) >= 2:
+                return self._send_json(self._tree(repo_id, rest[1], "/".join(rest[2:]), query), head=head)
+            raise MirrorError(404, None, f"unknown API route {'/'.join(pieces)}")
+        if pieces[:1] == ["models"]:  # /models/org/name/resolve/... is the long form of /org/name/resolve/...
+            pieces = pieces[1:]
+        if len(pieces) >= 5 and pieces[2] == "resolve":
+            return self._resolve("/".join(pieces[:2]), pieces[3], "/".join(pieces[4:]), head)
+        raise MirrorError(404, None, f"unknown route /{'/'.join(pieces)}")
+
+    def _resolve(self, repo_id: str, rev: str, path: str, head: bool) -> None:
+        revision = self.mirror.revision(repo_id, rev, self.token())
+        file = revision.files.get(path)
+        if file is None:
+            raise MirrorError(404, "EntryNotFound", f"{path} does not exist at {rev}", commit=revision.commit)
+        headers = {"X-Repo-Commit": revision.commit, "ETag": f'"{file.blob_id}"'}
+        if file.sha256:
+            location = f"{self.mirror.lfs_url}/lfs/{file.sha256}"
+            headers |= {"Location": location, "X-Linked-Etag": f'"{file.sha256}"', "X-Linked-Size": str(file.size)}
+            self.send_response(302)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send_file(file, head=head, headers=headers)
+
+    def _info(self, repo_id: str, rev: str | None, query: dict[str, str]) -> dict[str, Any]:
+        revision = self.mirror.revision(repo_id, rev, self.token())
+        blobs = query.get("blobs", "").lower() == "true"
+        return model_json(revision, siblings=True, blobs=blobs)
+
+    def _tree(self, repo_id: str, rev: str, prefix: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        revision = self.mirror.revision(repo_id, rev, self.token())
+        recursive = query.get("recursive", "").lower() == "true"
+        prefix = prefix.strip("/")
+        if prefix and prefix not in revision.files and not any(p.startswith(prefix + "/") for p in revision.files):
+            raise MirrorError(404, "EntryNotFound", f"{prefix} does not exist at {rev}", commit=revision.commit)
+        entries: dict[str, dict[str, Any]] = {}
+        for path, file in sorted(revision.files.items()):
+            if prefix and not path.startswith(prefix + "/"):
+                continue
+            rel = path[len(prefix) + 1:] if prefix else path
+            dirs = rel.split("/")[:-1]
+            for depth in range(1, len(dirs) + 1):
+                if not recursive and depth > 1:
+                    break
+                sub = "/".join(([prefix] if prefix else []) + dirs[:depth])
+                oid = hashlib.sha1(f"{revision.commit}:{sub}".encode()).hexdigest()
+                entries.setdefault(sub, {"type": "directory", "oid": oid, "path": sub})
+            if recursive or not dirs:
+                entries[path] = file_json(file)
+        return list(entries.values())
+
+    def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        author = (query.get("author") or "").lower()
+        search = (query.get("search") or "").lower()
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
+        full = any(query.get(k, "").lower() == "true" for k in ("cardData", "full"))
+        models = []
+        for repo_id in self.mirror.repo_ids():
+            if author and repo_id.split("/")[0].lower() != author:
+                continue
+            if search and search not in repo_id.lower():
+                continue
+            try:
+                revision = self.mirror.revision(repo_id, None, self.token())
+            except MirrorError:
+                continue  # gated without a token: listed by the Hub, but we keep it simple
+            models.append(model_json(revision, siblings=full, blobs=False, card=True))
+            if limit and len(models) >= limit:
+                break
+        return models
+
+
+class _LfsHandler(_Handler):
+    """The second origin: /lfs/<sha256> serves an LFS file's bytes."""
+
+    def route(self, pieces: list[str], query: dict[str, str], head: bool) -> None:
+        if len(pieces) == 2 and pieces[0] == "lfs" and HEX64.fullmatch(pieces[1]):
+            file = self.mirror.blob(pieces[1])
+            return self._send_file(file, head=head, headers={"ETag": f'"{file.sha256}"'})
+        raise MirrorError(404, None, f"unknown route /{'/'.join(pieces)}")
+
+
+def file_json(file: RepoFile) -> dict[str, Any]:
+    """A tree entry, as /api/models/{repo}/tree answers it."""
+    entry: dict[str, Any] = {"type": "file", "oid": file.blob_id, "size": file.size, "path": file.path}
+    if file.sha256:
+        entry["lfs"] = {"oid": file.sha256, "size": file.size, "pointerSize": len(file.lfs_pointer())}
+    return entry
+
+
+def model_json(revision: Revision, *, siblings: bool, blobs: bool, card: bool = True) -> dict[str, Any]:
+    """The model info document (GET /api/models/{repo}[/revision/{rev}])."""
+    card_data = revision.card_data() if card else {}
+    tags = card_data.get("tags") if isinstance(card_data.get("tags"), list) else []
+    tags = [str(t) for t in tags]
+    languages = card_data.get("language")
+    tags += [str(lang) for lang in (languages if isinstance(languages, list) else [languages] if languages else [])]
+    modified = _dt.datetime.fromtimestamp(revision.last_modified, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    info: dict[str, Any] = {
+        "_id": revision.commit[:24],
+        "id": revision.repo_id,
+        "modelId": revision.repo_id,
+        "author": revision.repo_id.split("/")[0],
+        "sha": revision.commit,
+        "lastModified": modified,
+        "createdAt": modified,
+        "private": False,
+        "gated": "manual" if revision.gated is not None else False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": tags,
+        "library_name": card_data.get("library_name") or ("espnet" if "espnet" in tags else None),
+        "pipeline_tag": card_data.get("pipeline_tag")
+        or next((t for t in tags if t in ("automatic-speech-recognition", "text-to-speech")), None),
+    }
+    if card_data:
+        info["cardData"] = json.loads(json.dumps(card_data, default=str))
+    if siblings:
+        info["siblings"] = [_sibling(f, blobs) for f in sorted(revision.files.values(), key=lambda f: f.path)]
+        info["usedStorage"] = sum(f.size for f in revision.files.values())
+    return info
+
+
+def _sibling(file: RepoFile, blobs: bool) -> dict[str, Any]:
+    if not blobs:
+        return {"rfilename": file.path}
+    sibling: dict[str, Any] = {"rfilename": file.path, "size": file.size, "blobId": file.blob_id}
+    if file.sha256:
+        sibling["lfs"] = {"sha256": file.sha256, "size": file.size, "pointerSize": len(file.lfs_pointer())}
+    return sibling
+
+
+# ---------------------------------------------------------------------------------------------
+# `espzoo mirror add`: copy a cached repo into a mirror folder
+
+
+@dataclass(frozen=True)
+class AddedRepo:
+    repo_id: str
+    source_commit: str
+    path: Path
+    files: list[str]
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def add_from_cache(
+    repo_id: str, revision: str | None, root: str | Path, *, cache_dir: str | Path | None = None
+) -> AddedRepo:
+    """Copy the cached snapshot of repo_id@revision (default main) into ROOT/<org>/<name>/, atomically."""
+    source = CacheSource(cache_dir or hf_hub_cache())
+    revisions = source.revisions(repo_id)
+    if not revisions:
+        raise FileNotFoundError(
+            f"{repo_id} is not in the HF cache at {source.cache_dir}; run `espzoo pull {repo_id} --all` first."
+        )
+    found = revisions.get(revision or "main") or next((r for r in revisions.values() if r.commit == revision), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"revision {revision} of {repo_id} is not cached; run `espzoo pull {repo_id}@{revision} --all` first."
+        )
+    org, name = repo_id.split("/")
+    dest = Path(root) / org / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for path, file in found.files.items():
+            target = tmp / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file.local, target)
+        old = dest.parent / f".{name}.old-{os.getpid()}"
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return AddedRepo(repo_id, found.commit, dest, sorted(found.files), sum(f.size for f in found.files.values()))
