@@ -1,0 +1,413 @@
+"""An ESPnet model repo (a pulled snapshot folder) opened as one object: config, checkpoint, tokens, stats.
+
+    bundle = open_bundle(snapshot.path)
+    bundle.task, bundle.sample_rate, bundle.architecture()
+    config = bundle.resolved_config()            # paths made absolute, everything else as published
+    state = load_state_dict(bundle.checkpoint)   # tensors only; a pickle that would run code is refused
+
+A snapshot's files are symlinks into the HF cache's blobs: nothing here ever writes into the snapshot.
+ESPnet writes the paths in config.yaml relative to the recipe folder it trained in (`exp/...`, `data/...`),
+which is the repo root once packed; some repos hold absolute paths from the training machine, or files
+at other places than the config says, so each path is looked up in the repo by its trailing parts, then
+by its file name. Only keys that hold paths are rewritten (`bpemodel`, `normalize_conf.stats_file`,
+`non_linguistic_symbols`, `tokenizer_conf.*`, a string `token_list`): a token such as `exp` or `.` is
+vocabulary, not a path, and stays as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Files ESPnet's ASR/S2T recipes ship; these names are conventions, found by content when meta.yaml is absent.
+STATS_NAME = "feats_stats.npz"
+BPE_NAME = "bpe.model"
+TOKENS_NAME = "tokens.txt"
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+_MAX_CONFIG_BYTES = 20_000_000  # an ESPnet config with an inline 50k-token list is ~1 MB
+
+
+class BundleError(Exception):
+    """A folder that cannot be used as an ESPnet ASR/S2T model; the message names the problem and the fix."""
+
+
+class UnsafeCheckpointError(BundleError):
+    """A checkpoint whose pickle would build arbitrary objects (run code) instead of only tensors."""
+
+
+@dataclass
+class Bundle:
+    root: Path
+    task: str  # "asr" or "s2t"
+    config: dict[str, Any]  # as read from config_path, never modified
+    config_path: Path
+    checkpoint: Path
+    token_list: list[str]
+    token_type: str
+    bpemodel: Path | None
+    stats_file: Path | None
+    sample_rate: int | None
+    meta: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """A copy of the config whose path-holding keys point at absolute paths inside this repo."""
+        config = copy.deepcopy(self.config)
+        if self.bpemodel is not None:
+            config["bpemodel"] = str(self.bpemodel)
+        if self.stats_file is not None and isinstance(config.get("normalize_conf"), dict):
+            config["normalize_conf"]["stats_file"] = str(self.stats_file)
+        if isinstance(config.get("token_list"), str):
+            found = _locate(self.root, config["token_list"], fallback=TOKENS_NAME)
+            if found is not None:
+                config["token_list"] = str(found)
+        nlsyms = config.get("non_linguistic_symbols")
+        if isinstance(nlsyms, str) and nlsyms.lower() != "none":
+            found = _locate(self.root, nlsyms)
+            if found is not None:
+                config["non_linguistic_symbols"] = str(found)
+        tokenizer_conf = config.get("tokenizer_conf")
+        if isinstance(tokenizer_conf, dict):
+            for key, value in tokenizer_conf.items():
+                if isinstance(value, str) and _looks_like_path(value):
+                    found = _locate(self.root, value)
+                    if found is not None:
+                        tokenizer_conf[key] = str(found)
+        return config
+
+    def write_resolved_config(self, dest: str | os.PathLike[str]) -> Path:
+        """Write resolved_config() to `dest` (a file, or `dest/config.yaml` for a folder); never half-written."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / "config.yaml"
+        if _inside(dest, self.root):
+            raise BundleError(f"Refusing to write {dest} inside the model snapshot {self.root}; choose another path.")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            yaml.safe_dump(self.resolved_config(), f, indent=4, sort_keys=False, allow_unicode=True)
+        tmp.replace(dest)
+        return dest
+
+    def architecture(self) -> dict[str, Any]:
+        """The facts a person compares models by: blocks, sizes, vocabulary, CTC weight, rate."""
+        c = self.config
+        enc = c.get("encoder_conf") or {}
+        dec = c.get("decoder_conf") or {}
+        frontend = c.get("frontend_conf") or {}
+        return {
+            "task": self.task,
+            "frontend": c.get("frontend", "default"),
+            "n_mels": frontend.get("n_mels"),
+            "preencoder": c.get("preencoder"),
+            "normalize": c.get("normalize"),
+            "encoder": c.get("encoder"),
+            "encoder_blocks": enc.get("num_blocks"),
+            "encoder_output_size": enc.get("output_size"),
+            "attention_heads": enc.get("attention_heads"),
+            "linear_units": enc.get("linear_units"),
+            "input_layer": enc.get("input_layer"),
+            "decoder": c.get("decoder"),
+            "decoder_blocks": dec.get("num_blocks"),
+            "ctc_weight": (c.get("model_conf") or {}).get("ctc_weight"),
+            "token_type": self.token_type,
+            "vocab_size": len(self.token_list),
+            "sample_rate": self.sample_rate,
+            "checkpoint_bytes": self.checkpoint.stat().st_size,
+        }
+
+
+# ------------------------------------------------------------------------------------------ open_bundle
+
+
+def open_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Open a repo folder (a pulled snapshot or a plain copy) as an ESPnet ASR or S2T model."""
+    root = Path(path).expanduser().absolute()
+    if not root.is_dir():
+        raise BundleError(f"Model folder {root} does not exist; pull the model first (espzoo pull REPO).")
+    meta = _read_meta(root)
+    warnings: list[str] = []
+    if meta is not None:
+        task, config_path, checkpoint = _files_from_meta(root, meta)
+    else:
+        config_path = _find_config(root)
+        task = "s2t" if _looks_like_s2t(_load_yaml(config_path) or {}) else "asr"
+        checkpoint = _find_checkpoint(root, config_path.parent)
+    config = _load_yaml(config_path)
+    if not isinstance(config, dict) or not _looks_like_train_config(config):
+        raise BundleError(f"{config_path} is not an ESPnet ASR/S2T training config (no encoder or token_list key).")
+
+    token_type = str(config.get("token_type") or "char")
+    bpemodel = None
+    if token_type in ("bpe", "hugging_face") or config.get("bpemodel") not in (None, "none", "None"):
+        bpemodel = _locate(root, config.get("bpemodel") or "", fallback=BPE_NAME)
+        if bpemodel is None and token_type == "bpe":
+            raise BundleError(
+                f"{root} has token_type bpe but no {BPE_NAME} (config says {config.get('bpemodel')!r}); "
+                "pull the whole repo (espzoo pull REPO --all)."
+            )
+    stats_file = None
+    normalize_conf = config.get("normalize_conf") or {}
+    if config.get("normalize") == "global_mvn" or "stats_file" in normalize_conf:
+        stats_file = _locate(root, str(normalize_conf.get("stats_file") or ""), fallback=STATS_NAME)
+        if stats_file is None:
+            raise BundleError(
+                f"{root} uses global_mvn but has no {STATS_NAME} (config says "
+                f"{normalize_conf.get('stats_file')!r}); pull the whole repo (espzoo pull REPO --all)."
+            )
+    token_list = _token_list(root, config)
+    if not token_list:
+        raise BundleError(f"{config_path} has no token_list and {root} holds no {TOKENS_NAME}; the repo is incomplete.")
+    for key in ("non_linguistic_symbols",):
+        value = config.get(key)
+        if isinstance(value, str) and value.lower() != "none" and _locate(root, value) is None:
+            warnings.append(f"{key} {value!r} is not in the repo; it is left as published.")
+    return Bundle(
+        root=root,
+        task=task,
+        config=config,
+        config_path=config_path,
+        checkpoint=checkpoint,
+        token_list=token_list,
+        token_type=token_type,
+        bpemodel=bpemodel,
+        stats_file=stats_file,
+        sample_rate=_sample_rate(root, config),
+        meta=meta,
+        warnings=warnings,
+    )
+
+
+def _read_meta(root: Path) -> dict[str, Any] | None:
+    path = root / "meta.yaml"
+    if not path.is_file():
+        return None
+    meta = _load_yaml(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+        raise BundleError(f"{path} is not an ESPnet meta.yaml (no `files:` mapping); the repo may be damaged.")
+    return meta
+
+
+def _files_from_meta(root: Path, meta: dict[str, Any]) -> tuple[str, Path, Path]:
+    files, yaml_files = meta.get("files") or {}, meta.get("yaml_files") or {}
+    for task in ("asr", "s2t"):
+        if f"{task}_model_file" in files:
+            break
+    else:
+        kinds = sorted(k.removesuffix("_model_file").removesuffix("_file") for k in files)
+        raise BundleError(
+            f"{root} is not an ESPnet ASR or S2T model (its meta.yaml lists {', '.join(kinds) or 'no'} files); "
+            "choose an ASR model (espzoo search --task asr)."
+        )
+    found = {}
+    for kind, name in (("checkpoint", files[f"{task}_model_file"]), ("config", yaml_files.get(f"{task}_train_config"))):
+        path = _locate(root, str(name)) if name else None
+        if path is None:
+            raise BundleError(
+                f"{root}: meta.yaml names the {kind} {name!r} but it is not in the folder; "
+                "pull the whole repo (espzoo pull REPO --all)."
+            )
+        found[kind] = path
+    return task, found["config"], found["checkpoint"]
+
+
+def _find_config(root: Path) -> Path:
+    """The ESPnet training config among the repo's YAML files (decode, LM and stats configs lose)."""
+    candidates = []
+    for path in _repo_files(root, (".yaml", ".yml")):
+        if path.name == "meta.yaml" or path.stat().st_size > _MAX_CONFIG_BYTES:
+            continue
+        config = _load_yaml(path, quiet=True)
+        if isinstance(config, dict) and _looks_like_train_config(config):
+            # A collect_stats run saves the same config with collect_stats: true beside the stats.
+            rank = (bool(config.get("collect_stats")), not _has_checkpoint(path.parent), len(path.parts))
+            candidates.append((rank, str(path), path))
+    if not candidates:
+        raise BundleError(
+            f"{root} is not an ESPnet ASR model: no ESPnet training config (a YAML with encoder, decoder and "
+            "token_list keys) was found; check the repo id, or pull everything (espzoo pull REPO --all)."
+        )
+    return min(candidates)[2]
+
+
+def _find_checkpoint(root: Path, config_dir: Path) -> Path:
+    """The averaged `valid.acc.ave*` checkpoint if there is one, else the best-named, else the largest."""
+    checkpoints = _repo_files(root, CHECKPOINT_SUFFIXES)
+    if not checkpoints:
+        raise BundleError(
+            f"{root} has an ESPnet config but no checkpoint (*.pth); pull the whole repo (espzoo pull REPO --all)."
+        )
+
+    def rank(path: Path) -> tuple:
+        name = path.name
+        if name.startswith("valid.acc.ave"):
+            kind = 0
+        elif ".ave" in name:
+            kind = 1
+        elif "best" in name:
+            kind = 2
+        elif name.startswith("checkpoint") or re.fullmatch(r"\d+epoch\.pth", name):
+            kind = 4  # training state / single epochs: a last resort
+        else:
+            kind = 3
+        return (kind, path.parent != config_dir, -path.stat().st_size, str(path))
+
+    return min(checkpoints, key=rank)
+
+
+def _repo_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under root with these suffixes, skipping hidden folders (.cache/huggingface, .git)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / n for n in sorted(filenames) if n.endswith(suffixes)]
+    return found
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return any(p.suffix in CHECKPOINT_SUFFIXES for p in folder.iterdir())
+
+
+def _looks_like_train_config(config: dict[str, Any]) -> bool:
+    keys = set(config)
+    return "encoder" in keys and bool(keys & {"token_list", "decoder", "model_conf", "ctc_conf"})
+
+
+def _looks_like_s2t(config: dict[str, Any]) -> bool:
+    model_conf = config.get("model_conf") or {}
+    return config.get("preprocessor") == "s2t" or "sym_na" in model_conf or "sym_sop" in model_conf
+
+
+def _load_yaml(path: Path, quiet: bool = False) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        if quiet:
+            return None
+        raise BundleError(f"{path} is not readable YAML ({type(e).__name__}); the repo may be damaged.") from e
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or bool(re.search(r"\.(model|txt|npz|json|vocab|yaml|pth)$", value))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.absolute().relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _locate(root: Path, value: str, fallback: str | None = None) -> Path | None:
+    """A path from a config, found inside the repo: as written, then by trailing parts, then by name.
+
+    Returns the path inside the repo (not resolved through symlinks: the snapshot's name for the file).
+    """
+    value = value.strip()
+    if value and value.lower() != "none":
+        parts = [p for p in Path(value).parts if p not in ("/", "..", ".")]
+        for start in range(len(parts)):
+            candidate = root.joinpath(*parts[start:])
+            if candidate.is_file():
+                return candidate
+    name = fallback or (Path(value).name if value else None)
+    if name:
+        matches = [p for p in _repo_files(root, (name,)) if p.name == name]
+        if matches:
+            return min(matches, key=lambda p: (len(p.parts), str(p)))
+    return None
+
+
+def _token_list(root: Path, config: dict[str, Any]) -> list[str]:
+    tokens = config.get("token_list")
+    if isinstance(tokens, list):
+        return [str(t) for t in tokens]
+    path = _locate(root, tokens if isinstance(tokens, str) else "", fallback=TOKENS_NAME)
+    if path is None:
+        return []
+    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
+    """frontend_conf.fs (ESPnet writes "16k" or 16000), else the fs a README's config shows."""
+    for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
+        rate = _parse_rate(conf.get("fs"))
+        if rate:
+            return rate
+    readme = root / "README.md"
+    if readme.is_file():
+        match = re.search(r"^\s*fs:\s*(\S+)\s*$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
+        if match:
+            return _parse_rate(match.group(1))
+    return None
+
+
+def _parse_rate(value: Any) -> int | None:
+    if isinstance(value, int | float) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kK]?)\s*", value)
+        if match:
+            return int(float(match.group(1)) * (1000 if match.group(2) else 1))
+    return None
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's tensors, loaded without unpickling arbitrary objects (memory-mapped where possible).
+
+    Raises UnsafeCheckpointError when the pickle asks for anything but tensors and containers (it could
+    run code), and BundleError when the file is not a readable checkpoint.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"Checkpoint {path} does not exist; pull the model again (espzoo pull REPO).")
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # Checkpoints saved before torch 1.6's zip format cannot be memory-mapped.
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e) or "Unsupported" in str(e):
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f" ({found.group(1)})" if found else ""
+            raise UnsafeCheckpointError(
+                f"Refusing to load checkpoint {path}: its pickle asks for Python objects{what}, not only tensors, "
+                "and loading it could run code; use a checkpoint from a source you trust."
+            ) from None
+        raise BundleError(f"Checkpoint {path} is not a readable PyTorch file ({e}); re-download it.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise BundleError(
+            f"Checkpoint {path} is not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]}); "
+            "it may be truncated or corrupt: check it with espzoo verify REPO --fix."
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict) and not _all_tensors(state):
+        state = state["model"]  # ESPnet's training checkpoint.pth: {"model": ..., "optimizers": ...}
+    if not isinstance(state, dict) or not _all_tensors(state):
+        raise BundleError(f"Checkpoint {path} holds no state dict (name -> tensor); it is not an ESPnet model file.")
+    return state
+
+
+def _all_tensors(state: dict[str, Any]) -> bool:
+    import torch
+
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
