@@ -13,22 +13,26 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+ASSETS = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
 TOKENS = ["<blank>", "<unk>", "<space>", *"abcdefghijklmnopqrstuvwxyz'", "<sos/eos>"]
 
 
-def build_tiny_out(dest: Path, *, seed: int = 0) -> Path:
-    """Write OUT/{config.yaml, model.pth, tokens.txt, feats_stats.npz, provenance.json} and return OUT."""
+def build_tiny_out(dest: Path, *, token_type: str = "char", seed: int = 0) -> Path:
+    """Write OUT/{config.yaml, model.pth, tokens.txt, feats_stats.npz, provenance.json} (and bpe.model for
+    token_type "bpe", a sentencepiece unigram model of the English train transcripts) and return OUT."""
     import torch
     from espzoo._espnet import import_asr_task
 
     asr_task = import_asr_task()
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "tokens.txt").write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    tokens = TOKENS if token_type == "char" else _train_sentencepiece(dest)
+    (dest / "tokens.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     _write_stats(dest / "feats_stats.npz", dims=80, seed=seed)
 
-    args = asr_task.get_parser().parse_args(
-        ["--token_list", str(dest / "tokens.txt"), "--output_dir", str(dest / "espnet"), "--token_type", "char"]
-    )
+    argv = ["--token_list", str(dest / "tokens.txt"), "--output_dir", str(dest / "espnet"), "--token_type", token_type]
+    if token_type == "bpe":
+        argv += ["--bpemodel", str(dest / "bpe.model")]
+    args = asr_task.get_parser().parse_args(argv)
     args.normalize = "global_mvn"
     args.normalize_conf = {"stats_file": str(dest / "feats_stats.npz")}
     args.encoder = "conformer"
@@ -48,10 +52,30 @@ def build_tiny_out(dest: Path, *, seed: int = 0) -> Path:
     # OUT's config holds paths relative to OUT (COMMON.md), like a hub repo's are relative to its root.
     config["normalize_conf"] = {"stats_file": "feats_stats.npz"}
     config["output_dir"] = "espnet"
+    if token_type == "bpe":
+        config["bpemodel"] = "bpe.model"
     (dest / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     provenance = {"source": {"repo_id": "espzoo-test/tiny_char", "commit": "0" * 40}, "language": "en"}
     (dest / "provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     return dest
+
+
+def _train_sentencepiece(dest: Path) -> list[str]:
+    """bpe.model trained on the committed English transcripts; the token list in ESPnet's order."""
+    import sentencepiece
+
+    text = ASSETS / "en" / "train" / "text"
+    lines = [line.split(maxsplit=1)[1] for line in text.read_text(encoding="utf-8").splitlines() if line]
+    (dest / "bpe_train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(dest / "bpe_train.txt"), model_prefix=str(dest / "bpe"), vocab_size=40, model_type="unigram",
+        character_coverage=1.0, minloglevel=2,
+    )
+    (dest / "bpe_train.txt").unlink()
+    (dest / "bpe.vocab").unlink()
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(dest / "bpe.model"))
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    return ["<blank>", "<unk>", *[p for p in pieces if p not in ("<unk>", "<s>", "</s>")], "<sos/eos>"]
 
 
 def _write_stats(path: Path, *, dims: int, seed: int) -> None:
@@ -67,7 +91,7 @@ def small_data_dir(dest: Path, *, lang: str = "en", split: str = "test", count: 
     """A Kaldi dir with the `count` shortest committed utterances of zoo/assets/speech/<lang>/<split>."""
     import soundfile
 
-    source = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / lang / split
+    source = ASSETS / lang / split
     recordings = dict(line.split(maxsplit=1) for line in (source / "wav.scp").read_text().splitlines() if line)
     texts = dict(line.split(maxsplit=1) for line in (source / "text").read_text(encoding="utf-8").splitlines() if line)
     shortest = sorted(recordings, key=lambda utt: soundfile.info(str(source / recordings[utt])).frames)[:count]

@@ -1,0 +1,123 @@
+"""Export: the ESPnet Hub layout, loadable by ESPnet's Speech2Text from its own files, same transcripts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from _tiny_out import build_tiny_out, small_data_dir
+from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer, read_utterances
+from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
+
+
+@pytest.fixture(scope="module")
+def evaluated_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[str]]:
+    """A tiny char OUT with an evaluation in OUT/eval/test, its audio files and their transcripts."""
+    root = tmp_path_factory.mktemp("export")
+    out = build_tiny_out(root / "out")
+    data = small_data_dir(root / "test", count=2)
+    report = evaluate(out, data)
+    return out, [u.audio for u in read_utterances(data)], [r.hypothesis for r in report.rows]
+
+
+def _front_matter(readme: str) -> dict:
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---\n")[1])
+
+
+def _speech2text_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """ESPnet's Speech2Text built the way the model card says: from the repo folder, by meta.yaml's paths."""
+    from espnet2.bin.asr_inference import Speech2Text
+
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    monkeypatch.chdir(folder)
+    options = DecodeOptions()
+    return Speech2Text(
+        asr_train_config=meta["yaml_files"]["asr_train_config"],
+        asr_model_file=meta["files"]["asr_model_file"],
+        beam_size=options.beam_size,
+        ctc_weight=0.3,  # the tiny model's model_conf.ctc_weight, which espzoo's recognizer uses
+        nbest=1,
+    )
+
+
+def test_export_layout_and_card(evaluated_out, tmp_path: Path) -> None:
+    out, _, _ = evaluated_out
+    dest = export(out, tmp_path / "repo", ExportOptions(repo_id="me/tiny_en", datasets=["espeak_en"]))
+    meta = yaml.safe_load((dest / "meta.yaml").read_text())
+    assert (dest / meta["files"]["asr_model_file"]).is_file()
+    assert meta["files"]["asr_model_file"].endswith(MODEL_FILE)
+    assert meta["espnet"] == "202511" and meta["torch"] and meta["python"] and meta["timestamp"] > 0
+    config_path = dest / meta["yaml_files"]["asr_train_config"]
+    config = yaml.safe_load(config_path.read_text())
+    assert (dest / config["normalize_conf"]["stats_file"]).is_file()
+    assert config["normalize_conf"]["stats_file"].endswith("train/feats_stats.npz")
+    assert (dest / "data" / "token_list" / "char" / "tokens.txt").read_text().split() == config["token_list"]
+    assert str(tmp_path.parent) not in config_path.read_text()  # no path of this machine leaks out
+    assert (config_path.parent / "espzoo" / "provenance.json").is_file()
+
+    readme = (dest / "README.md").read_text()
+    front = _front_matter(readme)
+    assert front["tags"] == ["espnet", "audio", "automatic-speech-recognition"]
+    assert front["language"] == "en" and front["datasets"] == ["espeak_en"] and front["license"]
+    result = yaml.safe_load((out / "eval" / "test" / "result.json").read_text())
+    assert f"| test | 2 | {100 * result['wer']:.1f} | {100 * result['cer']:.1f} |" in readme
+    assert "espzoo transcribe me/tiny_en" in readme and "Speech2Text(" in readme
+    assert "espzoo-test/tiny_char" in readme  # where it was fine-tuned from
+
+
+def test_exported_files_alone_give_the_same_transcripts(evaluated_out, tmp_path: Path, monkeypatch) -> None:
+    out, audio, before = evaluated_out
+    dest = export(out, tmp_path / "repo")
+    # Nothing of OUT may be needed: move it away while ESPnet loads the export.
+    hidden = out.with_name("out.hidden")
+    out.rename(hidden)
+    try:
+        speech2text = _speech2text_in(dest, monkeypatch)
+        import soundfile
+
+        after = [speech2text(soundfile.read(a, dtype="float32")[0])[0][0] for a in audio]
+    finally:
+        hidden.rename(out)
+    assert after == before
+    assert any(before)  # the comparison is between real transcripts
+
+
+def test_bpe_model_exports_with_its_sentencepiece_model(tmp_path: Path, monkeypatch) -> None:
+    out = build_tiny_out(tmp_path / "bpe_out", token_type="bpe")
+    audio = [u.audio for u in read_utterances(small_data_dir(tmp_path / "d", count=1))]
+    import soundfile
+
+    wave = soundfile.read(audio[0], dtype="float32")[0]
+    before = load_recognizer(out)(wave)
+    dest = export(out, tmp_path / "repo")
+    config = yaml.safe_load((dest / yaml.safe_load((dest / "meta.yaml").read_text())["yaml_files"]
+                             ["asr_train_config"]).read_text())
+    assert config["bpemodel"] == "data/token_list/bpe_unigram40/bpe.model"
+    assert (dest / config["bpemodel"]).read_bytes() == (out / "bpe.model").read_bytes()
+    shutil.rmtree(out)
+    speech2text = _speech2text_in(dest, monkeypatch)
+    text = speech2text(wave)[0][0]
+    assert text == before and "▁" not in text  # detokenized by sentencepiece, as before export
+
+
+def test_export_refuses_to_overwrite_and_leaves_nothing_half_written(evaluated_out, tmp_path: Path) -> None:
+    out, _, _ = evaluated_out
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        export(out, dest)
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    export(out, dest, ExportOptions(overwrite=True))
+    assert not (dest / "keep.txt").exists() and (dest / "meta.yaml").is_file()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "model.pth").unlink()
+    with pytest.raises(ExportError, match="no model.pth"):
+        export(broken, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "repo"]  # no temp folders left

@@ -1,0 +1,339 @@
+"""An experiment dir, laid out as an ESPnet model repo on the Hugging Face Hub.
+
+    from espzoo.export import export
+    export("exp/bn_ft", "hub_repo/")            # then: huggingface-cli upload org/name hub_repo/
+
+The layout is the one ESPnet's recipes upload (and espnet_model_zoo / espzoo pull read):
+
+    README.md                                   model card: front matter, results, how to use, provenance
+    meta.yaml                                   files.asr_model_file, yaml_files.asr_train_config, versions
+    exp/<name>/config.yaml                      the training config, its paths relative to the repo root
+    exp/<name>/valid.acc.ave.pth                the averaged weights (OUT/model.pth)
+    exp/<name>/espzoo/{provenance,plan}.json    how the model was made
+    exp/asr_stats_raw_<tokens>/train/feats_stats.npz
+    data/token_list/<tokens>/tokens.txt         (and bpe.model for sentencepiece models)
+
+ESPnet resolves a config's relative paths from the working directory, and its recipes run from the repo
+root: `Speech2Text("exp/<name>/config.yaml", "exp/<name>/valid.acc.ave.pth")` works there, from these files
+alone. The folder appears complete or not at all (built under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from espzoo.evaluate import resolve_paths
+
+MODEL_FILE = "valid.acc.ave.pth"
+
+
+class ExportError(ValueError):
+    """An experiment dir that cannot be exported, or a destination that would be overwritten."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Model-card fields; None takes them from OUT/provenance.json where it says."""
+
+    name: str | None = None  # the exp/<name> folder; default asr_<OUT's name>
+    repo_id: str | None = None  # where it will be uploaded, for the card's usage snippets
+    language: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    license: str = "cc-by-4.0"  # what ESPnet's recipes put on their uploads
+    overwrite: bool = False
+
+
+def export(out_dir: str | Path, dest: str | Path, options: ExportOptions | None = None) -> Path:
+    """Write the ESPnet Hub layout of experiment dir `out_dir` to `dest`; return `dest`."""
+    out_dir, dest = Path(out_dir), Path(dest)
+    options = options or ExportOptions()
+    experiment = _read_experiment(out_dir)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not options.overwrite:
+        raise ExportError(f"{dest} exists and is not empty; choose another --out or pass --overwrite.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        _write_layout(experiment, tmp, options)
+        _replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+@dataclass(frozen=True)
+class _Experiment:
+    root: Path
+    config: dict[str, Any]  # as written in OUT (paths relative to OUT)
+    resolved: dict[str, Any]  # paths absolute
+    checkpoint: Path
+    stats_file: Path | None
+    bpemodel: Path | None
+    token_list: list[str]
+    provenance: dict[str, Any]
+    results: list[dict[str, Any]]  # OUT/eval/*/result.json, without per-utterance rows
+
+
+def _read_experiment(root: Path) -> _Experiment:
+    if not root.is_dir():
+        raise ExportError(f"{root} is not a folder; pass the experiment dir that espzoo finetune --out wrote.")
+    for name in ("config.yaml", "model.pth"):
+        if not (root / name).is_file():
+            raise ExportError(
+                f"{root} has no {name}; it is not a finished experiment dir (run espzoo finetune to the end, "
+                "or --resume it)."
+            )
+    import yaml
+
+    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ExportError(f"{root / 'config.yaml'} is not an ESPnet config (expected a mapping).")
+    resolved = resolve_paths(config, root)
+    token_list = resolved.get("token_list")
+    if isinstance(token_list, str):
+        token_list = Path(token_list).read_text(encoding="utf-8").split()
+    if not isinstance(token_list, list) or not token_list:
+        raise ExportError(f"{root / 'config.yaml'} has no token_list; the model cannot be decoded without it.")
+    stats_file = _existing(root, (resolved.get("normalize_conf") or {}).get("stats_file"), "feats_stats.npz")
+    if resolved.get("normalize") == "global_mvn" and stats_file is None:
+        raise ExportError(f"{root} has no feats_stats.npz, which the model's global_mvn normalization needs.")
+    bpemodel = _existing(root, resolved.get("bpemodel"), "bpe.model") if resolved.get("token_type") == "bpe" else None
+    if resolved.get("token_type") == "bpe" and bpemodel is None:
+        raise ExportError(f"{root} has no bpe.model, which the model's bpe tokens need to become text.")
+    provenance = _read_json(root / "provenance.json")
+    results = []
+    for path in sorted((root / "eval").glob("*/result.json")):
+        result = _read_json(path)
+        result.pop("rows", None)
+        result.setdefault("data", path.parent.name)
+        results.append(result)
+    return _Experiment(
+        root=root,
+        config=config,
+        resolved=resolved,
+        checkpoint=root / "model.pth",
+        stats_file=stats_file,
+        bpemodel=bpemodel,
+        token_list=[str(t) for t in token_list],
+        provenance=provenance,
+        results=results,
+    )
+
+
+def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -> None:
+    import yaml
+
+    config = dict(experiment.resolved)
+    token_type = str(config.get("token_type") or "char")
+    name = options.name or f"asr_{experiment.root.resolve().name}"
+    exp = Path("exp") / name
+    tokens_dir = Path("data") / "token_list" / _token_dir_name(token_type, experiment)
+    stats = Path("exp") / f"asr_stats_raw_{_token_dir_name(token_type, experiment)}" / "train" / "feats_stats.npz"
+
+    (dest / exp / "espzoo").mkdir(parents=True)
+    (dest / tokens_dir).mkdir(parents=True)
+    shutil.copyfile(experiment.checkpoint, dest / exp / MODEL_FILE)
+    (dest / tokens_dir / "tokens.txt").write_text("\n".join(experiment.token_list) + "\n", encoding="utf-8")
+    config["token_list"] = experiment.token_list  # inline, as ESPnet's own configs have it
+    if experiment.bpemodel is not None:
+        shutil.copyfile(experiment.bpemodel, dest / tokens_dir / "bpe.model")
+        config["bpemodel"] = str(tokens_dir / "bpe.model")
+    if experiment.stats_file is not None:
+        (dest / stats.parent).mkdir(parents=True)
+        shutil.copyfile(experiment.stats_file, dest / stats)
+        config["normalize_conf"] = {**(config.get("normalize_conf") or {}), "stats_file": str(stats)}
+    config["output_dir"] = str(exp)
+    # Training-time paths point into the user's machine: keep them readable but relative, never absolute.
+    for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
+        config[key] = [[_portable(entry[0], experiment.root), *entry[1:]] for entry in config.get(key) or []]
+    for key in ("train_shape_file", "valid_shape_file"):
+        config[key] = [_portable(path, experiment.root) for path in config.get(key) or []]
+    config["init_param"] = []  # a local path to the pretrained checkpoint; provenance.json names its source
+    (dest / exp / "config.yaml").write_text(
+        yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    for extra in ("provenance.json", "plan.json"):
+        if (experiment.root / extra).is_file():
+            shutil.copyfile(experiment.root / extra, dest / exp / "espzoo" / extra)
+
+    meta = {
+        "espnet": _version("espnet"),
+        "files": {"asr_model_file": str(exp / MODEL_FILE)},
+        "python": sys.version.split()[0],
+        "timestamp": time.time(),
+        "torch": _version("torch"),
+        "espzoo": _version("espzoo"),
+        "yaml_files": {"asr_train_config": str(exp / "config.yaml")},
+    }
+    (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    (dest / "README.md").write_text(model_card(experiment, options, exp, config), encoding="utf-8")
+
+
+def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, config: dict[str, Any]) -> str:
+    """README.md: front matter the Hub indexes, results, how to use the model, where it came from."""
+    import yaml
+
+    provenance = experiment.provenance
+    source = _source(provenance)
+    language = options.language or provenance.get("language") or (provenance.get("languages") or [None])[0]
+    datasets = options.datasets or list(provenance.get("datasets") or [])
+    front: dict[str, Any] = {"tags": ["espnet", "audio", "automatic-speech-recognition"]}
+    if language:
+        front["language"] = language
+    if datasets:
+        front["datasets"] = datasets
+    front["license"] = options.license
+    repo = options.repo_id or f"<org>/{exp.name}"
+    encoder, decoder = config.get("encoder"), config.get("decoder")
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"## ESPnet2 ASR model: `{repo}`",
+        "",
+        f"A {encoder} encoder / {decoder} decoder ASR model with {len(experiment.token_list)} "
+        f"{config.get('token_type')} tokens, trained with ESPnet's own trainer"
+        + (f", fine-tuned from [`{source[0]}`](https://huggingface.co/{source[0]})" if source[0] else "")
+        + (f" at commit `{source[1]}`" if source[1] else "")
+        + " with espzoo.",
+        "",
+        "### Results",
+        "",
+    ]
+    if experiment.results:
+        lines += [
+            "| data | utterances | WER (%) | CER (%) | beam | ctc weight |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in experiment.results:
+            lines.append(
+                f"| {Path(str(r.get('data'))).name} | {r.get('utterances')} | {_percent(r.get('wer'))} | "
+                f"{_percent(r.get('cer'))} | {r.get('beam_size', '')} | {r.get('ctc_weight', '')} |"
+            )
+        lines += ["", "WER and CER: (substitutions + deletions + insertions) / reference words or characters."]
+    else:
+        lines.append("No evaluation was run before export (`espzoo evaluate OUT --data DIR` adds one).")
+    lines += [
+        "",
+        "### How to use",
+        "",
+        "With espzoo:",
+        "",
+        "```bash",
+        f"espzoo pull {repo}",
+        f"espzoo transcribe {repo} audio.wav",
+        f"espzoo evaluate {repo} --data data/test",
+        "```",
+        "",
+        "With ESPnet alone, from the downloaded repo's folder (the config's paths are relative to it):",
+        "",
+        "```python",
+        "import soundfile",
+        "from espnet2.bin.asr_inference import Speech2Text",
+        "",
+        f'speech2text = Speech2Text("{exp}/config.yaml", "{exp}/{MODEL_FILE}", beam_size=4)',
+        'speech, rate = soundfile.read("audio.wav")  # mono, ' + f"{_rate(config)} Hz",
+        "text, tokens, token_ids, hypothesis = speech2text(speech)[0]",
+        "```",
+        "",
+        "### Provenance",
+        "",
+        "```json",
+        json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
+        "```",
+        "",
+        f"The training config is `{exp}/config.yaml`; the transfer plan (which pretrained tensors were loaded) "
+        f"is `{exp}/espzoo/plan.json` when present.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _source(provenance: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(repo id, commit) of the pretrained model, from the keys provenance.json may use."""
+    source = provenance.get("source")
+    if isinstance(source, dict):
+        return source.get("repo_id"), source.get("commit")
+    if isinstance(source, str):
+        return source, provenance.get("commit")
+    return provenance.get("source_repo") or provenance.get("repo_id"), provenance.get("commit")
+
+
+def _token_dir_name(token_type: str, experiment: _Experiment) -> str:
+    if token_type != "bpe" or experiment.bpemodel is None:
+        return token_type
+    return f"bpe_{_sentencepiece_kind(experiment.bpemodel)}{len(experiment.token_list)}"
+
+
+def _sentencepiece_kind(path: Path) -> str:
+    """"unigram" or "bpe" (ESPnet's bpemode), read from the model's own proto."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(path.read_bytes())
+        return {1: "unigram", 2: "bpe"}.get(proto.trainer_spec.model_type, "bpe")
+    except Exception:  # an unreadable proto still exports; only the folder name is less specific
+        return "bpe"
+
+
+def _existing(root: Path, configured: Any, default: str) -> Path | None:
+    for candidate in (configured, root / default):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _portable(path: Any, root: Path) -> str:
+    text = str(path)
+    try:
+        return str(Path(text).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return Path(text).name if Path(text).is_absolute() else text
+
+
+def _rate(config: dict[str, Any]) -> Any:
+    return (config.get("frontend_conf") or {}).get("fs", 16000)
+
+
+def _percent(rate: Any) -> str:
+    return f"{100 * rate:.1f}" if isinstance(rate, (int, float)) else "n/a"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path} is not valid JSON ({error}); fix or remove it.") from error
+    return data if isinstance(data, dict) else {}
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    """Move the finished folder into place; an existing `dest` is swapped out only after."""
+    if dest.exists() and dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old.{tmp.name}")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
