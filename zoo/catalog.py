@@ -488,3 +488,35 @@ def entry_from_row(row: Mapping[str, str]) -> dict[str, Any]:
         "notes": row["notes"] or None,
     }
     return {k: v for k, v in entry.items() if v not in (None, [], {})}
+
+
+def merge_entries(
+    base: list[dict[str, Any]], updates: Iterable[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Overlay entries listed by the Hub (`espzoo catalog refresh`) on catalog entries.
+
+    For a known repo the Hub's languages, license and source replace ours, its task and corpus fill gaps only
+    (the source table knows recipes and results the card does not); an unknown repo is appended.
+    Returns (merged entries, how many added, how many changed)."""
+    merged = [dict(entry) for entry in base]
+    by_id = {entry["repo_id"].lower(): entry for entry in merged}
+    added = updated = 0
+    for update in updates:
+        current = by_id.get(str(update["repo_id"]).lower())
+        if current is None:
+            entry = {"task": "unknown", **{k: v for k, v in update.items() if v not in (None, [], {})}}
+            merged.append(entry)
+            by_id[entry["repo_id"].lower()] = entry
+            added += 1
+            continue
+        before = dict(current)
+        for key in ("languages", "license", "source", "status"):
+            if update.get(key):
+                current[key] = update[key]
+        for key in ("corpus",):
+            if update.get(key) and not current.get(key):
+                current[key] = update[key]
+        if update.get("task") and current.get("task") in (None, "", "unknown"):
+            current["task"] = update["task"]
+        updated += current != before
+    return merged, added, updated

@@ -1,0 +1,135 @@
+"""Get models from the Hub (or a mirror) by revision, and manage the local cache.
+
+    espzoo pull espnet/bn_openslr53                  # what a fine-tune needs, at main; prints commit and path
+    espzoo pull espnet/bn_openslr53@v1.0 --all       # a tag, every file
+    espzoo pull espnet/bn_openslr53 --lock espzoo.lock   # pin: the first pull records the commit, later ones use it
+    espzoo pull espnet/bn_openslr53 --json           # {"repo_id", "commit", "path", "files"}
+    espzoo verify espnet/bn_openslr53 --fix          # re-hash cached files, re-download corrupted ones
+    espzoo ls                                        # cached ESPnet models: repo, commit, size, last used
+    espzoo rm espnet/bn_openslr53@<commit>
+    espzoo catalog refresh --author espnet           # rebuild the user catalog from the Hub's model cards
+
+HF_ENDPOINT (a mirror: `espzoo mirror serve`), HF_HOME, HF_TOKEN and HF_HUB_OFFLINE=1 are honoured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from espzoo.cli._options import JsonOpt, RepoArg
+from espzoo.cli._output import fail, info, print_fields, print_json, print_table
+
+AllOpt = Annotated[bool, typer.Option("--all", help="Every file of the repo, not only what a fine-tune needs.")]
+LockOpt = Annotated[
+    Path | None, typer.Option("--lock", help="Lock file (espzoo.lock): use the commit it pins, record the one pulled.")
+]
+FixOpt = Annotated[bool, typer.Option("--fix", help="Download corrupted or missing files again.")]
+
+
+def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt = False) -> None:
+    """Download a model by revision into the HF cache. Example: espzoo pull espnet/bn_openslr53@main"""
+    from espzoo.hub import HubError
+    from espzoo.hub import pull as hub_pull
+
+    try:
+        snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False)
+    except HubError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write to the cache ({exc.strerror or exc}); check HF_HOME points at a writable disk.")
+    for note in snap.notes:
+        info(f"note: {note}")
+    if json:
+        print_json(snap.to_json())
+        return
+    print_fields({"repo": snap.repo_id, "commit": snap.commit, "path": str(snap.path), "files": len(snap.files)},
+                 title="pulled (offline, from the cache)" if snap.offline else "pulled")
+    if lock:
+        info(f"recorded {snap.repo_id} -> {snap.commit} in {lock}")
+
+
+def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
+    """Re-hash a cached model's files against the Hub's ids. Example: espzoo verify espnet/bn_openslr53 --fix"""
+    from espzoo.hub import HubError
+    from espzoo.hub import verify as hub_verify
+
+    try:
+        report = hub_verify(repo, fix=fix)
+    except HubError as exc:
+        fail(str(exc))
+    if json:
+        print_json(report.to_json())
+    else:
+        rows = [{"file": c.path, "state": "ok" if c.actual == c.expected else ("fixed" if c.fixed else
+                 ("missing" if c.actual is None else "CORRUPTED")), "expected": c.expected[:16]}
+                for c in report.checks]
+        print_table(rows, ["file", "state", "expected"], title=f"{report.repo_id}@{report.commit[:12]}")
+    if not report.ok:
+        hint = "" if fix else "; run `espzoo verify " + repo + " --fix` to download them again"
+        fail(f"{len(report.bad)} of {len(report.checks)} cached files do not match the Hub's hashes{hint}.")
+
+
+def ls(json: JsonOpt = False) -> None:
+    """List the ESPnet models in the HF cache. Example: espzoo ls --json"""
+    from espzoo.hub import list_cached
+
+    rows = list_cached()
+    if json:
+        print_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        info("no ESPnet model is cached yet; `espzoo pull REPO` fetches one.")
+        return
+    print_table(
+        [{"repo": r.repo_id, "commit": r.commit[:12], "refs": r.refs, "size": f"{r.size / 1e6:.1f} MB",
+          "files": r.files, "last used": dt.datetime.fromtimestamp(r.last_used).strftime("%Y-%m-%d %H:%M")}
+         for r in rows],
+        ["repo", "commit", "refs", "size", "files", "last used"],
+    )
+
+
+def rm(repo: RepoArg, json: JsonOpt = False) -> None:
+    """Delete a cached model (one revision with @REV). Example: espzoo rm espnet/bn_openslr53@main"""
+    from espzoo.hub import HubError, remove
+
+    try:
+        commits, freed = remove(repo)
+    except HubError as exc:
+        fail(str(exc))
+    if json:
+        print_json({"repo": repo, "commits": commits, "freed_bytes": freed})
+    else:
+        info(f"removed {len(commits)} revision(s) of {repo}, freed {freed / 1e6:.1f} MB")
+
+
+catalog_app = typer.Typer(help="Maintain the model catalog.", no_args_is_help=True)
+
+
+@catalog_app.command()
+def refresh(
+    author: Annotated[str, typer.Option("--author", help="Whose models to list on the Hub.")] = "espnet",
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub or mirror URL (default HF_ENDPOINT).")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Rebuild the user catalog from the Hub's model cards. Example: espzoo catalog refresh --author espnet"""
+    from espzoo.catalog import CatalogError
+    from espzoo.hub import HubError, refresh_catalog
+
+    try:
+        result = refresh_catalog(author, endpoint=endpoint)
+    except (HubError, CatalogError) as exc:
+        fail(str(exc))
+    if json:
+        print_json(result.to_json())
+    else:
+        info(f"listed {result.listed} models of {author}: {result.added} new, {result.updated} updated; "
+             f"{result.total} entries written to {result.path}")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (pull, verify, ls, rm):
+        app.command()(command)
+    app.add_typer(catalog_app, name="catalog")
