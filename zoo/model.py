@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,12 +55,26 @@ def build_model(config: dict[str, Any], *, device: Device = "cpu") -> Any:
         raise ModelConfigError(f"ESPnet cannot build a model from this config ({type(err).__name__}: {err}).") from err
 
 
+@dataclass(frozen=True)
+class TargetModel:
+    """What a transfer needs to know of the model a config describes, without its memory."""
+
+    shapes: dict[str, tuple[int, ...]]  # every state-dict tensor, in state-dict order
+    parameters: frozenset[str]  # the keys that are parameters (the rest are buffers, which never train)
+    token_list: list[str]  # as the built model uses it (see model_token_list)
+
+
 def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor in the state dict of the model `config` describes (built on the meta device).
 
     A GlobalMVN stats file that does not exist yet (new stats, computed later by ESPnet's collect_stats) does not
     stop this: the normalization buffers then get the feature dimension the frontend produces.
     """
+    return describe_target(config).shapes
+
+
+def describe_target(config: dict[str, Any]) -> TargetModel:
+    """Shapes, parameter names and token list of the model `config` describes, built on the meta device."""
     config = dict(config)
     missing_stats = _missing_stats_file(config)
     if missing_stats:
@@ -70,7 +85,8 @@ def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     if missing_stats:
         dims = model.frontend.output_size() if model.frontend is not None else config["input_size"]
         shapes = {"normalize.mean": (dims,), "normalize.std": (dims,), **shapes}
-    return shapes
+    parameters = frozenset(name for name, _ in model.named_parameters())
+    return TargetModel(shapes=shapes, parameters=parameters, token_list=model_token_list(config))
 
 
 def _missing_stats_file(config: dict[str, Any]) -> bool:

@@ -1,0 +1,795 @@
+"""Transfer learning plans: ESPnet's `--init_param` specs made safe and readable, plus vocabulary adaptation.
+
+A spec is ESPnet's string `SOURCE:SRC:DST:EXCLUDES` (espnet2/torch_utils/load_pretrained_model.py), read the
+way an ESPnet user means it, with ESPnet's traps fixed:
+
+- prefixes match at module boundaries (`encoder.encoders.1` is not `encoder.encoders.10`);
+- an empty exclude excludes nothing (ESPnet's `m.pth:::` loads nothing, silently);
+- an exclude, SRC or DST that matches no key is an error naming the closest module names;
+- SOURCE may contain `:` (the longest existing path wins), or be a repo id `org/name[@rev]`.
+
+`make_plan` gives one row per tensor of the target model (action `load`, `rename`, `transplant`, `exclude`,
+`mismatch` or `init`); several specs may feed one plan, later specs winning where they overlap, as ESPnet
+applies its `--init_param` list in order. `apply_plan` writes the adapted checkpoint: a state dict ESPnet's
+trainer loads with `strict=True` through `--init_param`, holding exactly the tensors the plan loads (the rest
+keep ESPnet's fresh initialization of the new model), and the adapted config.
+
+For every vocabulary-sized tensor (CTC output, decoder embedding and output, a transducer's decoder embedding
+and joint output) a new vocabulary keeps the pretrained row of every token both vocabularies share.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from espzoo.model import TargetModel, describe_target, model_token_list
+from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
+
+Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
+ACTIONS: tuple[Action, ...] = ("load", "rename", "transplant", "exclude", "mismatch", "init")
+LOADED: frozenset[str] = frozenset({"load", "rename", "transplant"})
+NewRows = Literal["mean", "random"]
+Stats = Literal["pretrained", "new"]
+
+# Vocabulary-sized tensors of ESPnet ASR models, with the axis that runs over the tokens.
+VOCAB_AXES: dict[str, int] = {
+    "ctc.ctc_lo.weight": 0,
+    "ctc.ctc_lo.bias": 0,
+    "decoder.embed.0.weight": 0,  # transformer-family decoders
+    "decoder.output_layer.weight": 0,
+    "decoder.output_layer.bias": 0,
+    "decoder.embed.weight": 0,  # RNN and transducer decoders
+    "decoder.output.weight": 0,
+    "decoder.output.bias": 0,
+    "joint_network.lin_out.weight": 0,  # transducer joint network
+    "joint_network.lin_out.bias": 0,
+    "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
+}
+NORMALIZE_PREFIX = "normalize"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+class TransferError(ValueError):
+    """A spec, source or plan that cannot be carried out (the message says what to fix)."""
+
+
+# ---------------------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """One `--init_param`: take tensors from SOURCE (under SRC), put them under DST, except EXCLUDES.
+
+    `includes` is espzoo sugar (`--include encoder`): when given, only keys under these modules load.
+    """
+
+    source: str
+    src: str | None = None
+    dst: str | None = None
+    excludes: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        text = ":".join([self.source, self.src or "", self.dst or "", ",".join(self.excludes)]).rstrip(":")
+        return text + (f" (include {','.join(self.includes)})" if self.includes else "")
+
+
+def parse_spec(text: str) -> TransferSpec:
+    """Parse ESPnet's `SOURCE[:SRC[:DST[:EXCLUDES]]]`.
+
+    SOURCE is the longest `:`-joined prefix that names an existing file or folder (so paths holding `:` work),
+    otherwise a repo id `org/name[@rev]`. Empty fields mean "none"; empty excludes are ignored.
+    """
+    parts = text.split(":")
+    for n in range(len(parts), 0, -1):
+        candidate = ":".join(parts[:n])
+        if candidate and Path(candidate).expanduser().exists():
+            source, fields = str(Path(candidate).expanduser()), parts[n:]
+            break
+    else:
+        if not _REPO_ID.match(parts[0]):
+            raise TransferError(
+                f"The source of spec {text!r} ({parts[0]!r}) is neither an existing checkpoint or folder "
+                "nor a repo id like org/name[@rev]; check the path."
+            )
+        source, fields = parts[0], parts[1:]
+    if len(fields) > 3:
+        raise TransferError(
+            f"Spec {text!r} has {len(fields) + 1} fields; the form is SOURCE:SRC:DST:EXCLUDES "
+            "(EXCLUDES comma-separated)."
+        )
+    src, dst, excludes = (fields + ["", "", ""])[:3]
+    return TransferSpec(
+        source=source,
+        src=src.strip(" .") or None,
+        dst=dst.strip(" .") or None,
+        excludes=tuple(e.strip(" .") for e in excludes.split(",") if e.strip(" .")),
+    )
+
+
+def under(key: str, module: str) -> bool:
+    """Whether `key` is `module` itself or inside it (a module-boundary prefix match)."""
+    return key == module or key.startswith(module + ".")
+
+
+def module_names(keys: Iterable[str]) -> list[str]:
+    """Every module path (and key) in `keys`: `a.b.c` gives `a`, `a.b`, `a.b.c`."""
+    names: dict[str, None] = {}
+    for key in keys:
+        parts = key.split(".")
+        for i in range(1, len(parts) + 1):
+            names[".".join(parts[:i])] = None
+    return list(names)
+
+
+def _no_match(what: str, name: str, keys: Iterable[str]) -> TransferError:
+    modules = module_names(keys)
+    close = difflib.get_close_matches(name, modules, n=5, cutoff=0.4)
+    top = sorted({m.split(".")[0] for m in modules})
+    hint = f"closest: {', '.join(close)}" if close else f"top-level modules: {', '.join(top)}"
+    return TransferError(f"{what} {name!r} matches no tensor ({hint}).")
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    """A resolved spec source: a checkpoint and, where known, the config it was trained with."""
+
+    name: str
+    checkpoint: Path
+    config: dict[str, Any] | None = None  # with absolute paths
+    repo_id: str | None = None
+    commit: str | None = None
+
+    @property
+    def token_list(self) -> list[str] | None:
+        return model_token_list(self.config) if self.config and self.config.get("token_list") else None
+
+    def vocabulary(self) -> Vocabulary:
+        if not self.config or not self.config.get("token_list"):
+            raise TransferError(f"{self.name} has no config with a token list; a vocabulary change needs one.")
+        return pretrained_vocabulary(
+            _token_list_of(self.config), self.config.get("token_type", "bpe"), self.config.get("bpemodel")
+        )
+
+
+def open_source(text: str) -> Source:
+    """A checkpoint file, an experiment dir (OUT or ESPnet's exp dir), a hub-layout folder, or a repo id."""
+    path = Path(text).expanduser()
+    if path.is_file():
+        config_path = path.parent / "config.yaml"
+        config = _read_config(config_path, relative_to=path.parent) if config_path.is_file() else None
+        return Source(text, path, config)
+    if path.is_dir():
+        if (path / "config.yaml").is_file():
+            return Source(text, _experiment_checkpoint(path), _read_config(path / "config.yaml", relative_to=path))
+        return _bundle_source(text, path)
+    if _REPO_ID.match(text):
+        from espzoo import hub
+
+        repo_id, revision = hub.parse_repo_ref(text)
+        snapshot = hub.pull(repo_id, revision)
+        source = _bundle_source(text, Path(snapshot.path))
+        source.repo_id, source.commit = snapshot.repo_id, snapshot.commit
+        return source
+    raise TransferError(f"{text!r} is not a checkpoint, a model folder or a repo id org/name[@rev]; check the name.")
+
+
+def _bundle_source(text: str, path: Path) -> Source:
+    from espzoo.bundle import open_bundle
+
+    bundle = open_bundle(path)
+    return Source(text, Path(bundle.checkpoint), bundle.resolved_config())
+
+
+def _experiment_checkpoint(folder: Path) -> Path:
+    """The model of an experiment dir: espzoo's OUT/model.pth, else ESPnet's averaged or latest epoch model."""
+    for name in ("model.pth", "valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "valid.loss.best.pth"):
+        if (folder / name).is_file():
+            return folder / name
+    epochs = sorted(folder.glob("*epoch.pth"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    averaged = sorted(folder.glob("*.ave*.pth"))
+    found = averaged or epochs
+    if not found:
+        raise TransferError(f"{folder} holds config.yaml but no model (model.pth, *.ave.pth or N epoch.pth).")
+    return found[-1]
+
+
+def _read_config(path: Path, *, relative_to: Path) -> dict[str, Any]:
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise TransferError(f"{path} is not an ESPnet training config (a YAML mapping).")
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (relative_to / value).exists():
+            return str((relative_to / value).resolve())
+        return value
+
+    for key in ("bpemodel", "non_linguistic_symbols"):
+        if key in config:
+            config[key] = resolve(config[key])
+    if isinstance(config.get("token_list"), str):
+        config["token_list"] = resolve(config["token_list"])
+    if isinstance(config.get("normalize_conf"), dict) and "stats_file" in config["normalize_conf"]:
+        stats_file = resolve(config["normalize_conf"]["stats_file"])
+        config["normalize_conf"] = {**config["normalize_conf"], "stats_file": stats_file}
+    return config
+
+
+def _token_list_of(config: dict[str, Any]) -> list[str]:
+    tokens = config["token_list"]
+    if isinstance(tokens, str):
+        return [line.rstrip() for line in Path(tokens).read_text(encoding="utf-8").splitlines()]
+    return list(tokens)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A state dict, memory-mapped (`mmap=True`) and never unpickling anything but tensors (`weights_only=True`)."""
+    return _load_checkpoint(path)[0]
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
+    """(state dict, whether its storages are memory-mapped from the file)."""
+    import torch
+
+    mapped = True
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # the legacy (pre-zip) format cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            state, mapped = torch.load(path, map_location="cpu", weights_only=True), False
+    except pickle.UnpicklingError as err:
+        raise TransferError(
+            f"{path} holds Python objects other than tensors; refused (it could run code). Use a state-dict checkpoint."
+        ) from err
+    except (RuntimeError, OSError, EOFError) as err:
+        raise TransferError(f"{path} is not a readable PyTorch checkpoint ({err}).") from err
+    if isinstance(state, dict) and isinstance(state.get("module"), dict):  # as ESPnet's loader unwraps it
+        state = state["module"]
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # ESPnet's training checkpoint.pth
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TransferError(f"{path} is not a model state dict (a mapping of names to tensors).")
+    return state, mapped
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlanRow:
+    target_key: str
+    action: Action
+    target_shape: tuple[int, ...]
+    source_key: str | None = None
+    source_shape: tuple[int, ...] | None = None
+    spec: int | None = None  # index of the spec that supplies (or excludes) it
+    overrides: list[int] = field(default_factory=list)  # earlier specs this one replaces
+    frozen: bool = False
+    note: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.target_key.split(".")[0]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.target_shape:
+            n *= d
+        return n
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "target_key": self.target_key,
+            "action": self.action,
+            "source_key": self.source_key,
+            "source_shape": list(self.source_shape) if self.source_shape is not None else None,
+            "target_shape": list(self.target_shape),
+            "spec": self.spec,
+        }
+        if self.overrides:
+            row["overrides"] = self.overrides
+        if self.frozen:
+            row["frozen"] = True
+        if self.note:
+            row["note"] = self.note
+        return row
+
+
+@dataclass
+class TransferPlan:
+    rows: list[PlanRow]
+    specs: list[TransferSpec]
+    sources: list[Source]
+    target_config: dict[str, Any]
+    vocabulary: Vocabulary | None
+    new_rows: NewRows = "mean"
+    stats: Stats = "pretrained"
+    freeze: tuple[str, ...] = ()
+    ignore_init_mismatch: bool = False
+    # Per spec: new token index -> pretrained token index, for the vocabulary-sized tensors it transplants.
+    row_maps: dict[int, dict[int, int]] = field(default_factory=dict)
+    unused_source: dict[int, list[str]] = field(default_factory=dict)
+
+    def by_key(self) -> dict[str, PlanRow]:
+        return {row.target_key: row for row in self.rows}
+
+    def summary(self) -> dict[str, Any]:
+        def tally(rows: Iterable[PlanRow]) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for row in rows:
+                entry = out.setdefault(row.action, {"tensors": 0, "parameters": 0})
+                entry["tensors"] += 1
+                entry["parameters"] += row.numel
+            return {a: out[a] for a in ACTIONS if a in out}
+
+        modules: dict[str, list[PlanRow]] = {}
+        for row in self.rows:
+            modules.setdefault(row.module, []).append(row)
+        frozen = [r for r in self.rows if r.frozen]
+        return {
+            "actions": tally(self.rows),
+            "modules": {name: tally(rows) for name, rows in modules.items()},
+            "frozen": {
+                "tensors": len(frozen),
+                "parameters": sum(r.numel for r in frozen),
+                "modules": list(self.freeze),
+            },
+            "specs": [
+                {"spec": str(s), "source": str(src.checkpoint), "repo_id": src.repo_id, "commit": src.commit}
+                for s, src in zip(self.specs, self.sources, strict=True)
+            ],
+            "stats": self.stats,
+            "new_rows": self.new_rows,
+            "ignore_init_mismatch": self.ignore_init_mismatch,
+            "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
+            "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": [row.to_json() for row in self.rows], "summary": self.summary()}
+
+
+def make_plan(
+    specs: Sequence[TransferSpec],
+    target_config: dict[str, Any],
+    *,
+    vocabulary: Vocabulary | None = None,
+    ignore_init_mismatch: bool = False,
+    freeze: Sequence[str] = (),
+    new_rows: NewRows = "mean",
+    stats: Stats = "pretrained",
+    sources: Sequence[Source] | None = None,
+) -> TransferPlan:
+    """Plan how the model `target_config` describes gets its initial values from `specs` (later specs win).
+
+    Raises TransferError for an exclude/SRC/DST/freeze that matches nothing, and for shape mismatches unless
+    `ignore_init_mismatch` (as ESPnet does; vocabulary-sized tensors are transplanted, not mismatched).
+    """
+    if not specs:
+        raise TransferError("A transfer plan needs at least one spec (the pretrained model).")
+    if new_rows not in ("mean", "random"):
+        raise TransferError(f"new_rows must be 'mean' or 'random', not {new_rows!r}.")
+    if stats not in ("pretrained", "new"):
+        raise TransferError(f"stats must be 'pretrained' or 'new', not {stats!r}.")
+    target = describe_target(target_config)
+    sources = list(sources) if sources is not None else [open_source(spec.source) for spec in specs]
+    plan = TransferPlan(
+        rows=[PlanRow(key, "init", shape) for key, shape in target.shapes.items()],
+        specs=list(specs),
+        sources=sources,
+        target_config=target_config,
+        vocabulary=vocabulary,
+        new_rows=new_rows,
+        stats=stats,
+        freeze=tuple(freeze),
+        ignore_init_mismatch=ignore_init_mismatch,
+    )
+    rows = plan.by_key()
+    for index, (spec, source) in enumerate(zip(specs, sources, strict=True)):
+        state = load_checkpoint(source.checkpoint)
+        shapes = {key: tuple(value.shape) for key, value in state.items()}
+        del state  # only shapes are needed here; apply_plan reads the values
+        _plan_spec(plan, rows, index, spec, source, shapes, target)
+    if stats == "new":
+        for row in plan.rows:
+            if under(row.target_key, NORMALIZE_PREFIX):
+                row.action, row.note = "exclude", "--stats new: the new data's normalization stats"
+    _mark_frozen(plan, target)
+    mismatched = [r for r in plan.rows if r.action == "mismatch"]
+    if mismatched and not ignore_init_mismatch:
+        listed = "; ".join(f"{r.target_key} {r.source_shape} -> {r.target_shape}" for r in mismatched[:4])
+        more = f" and {len(mismatched) - 4} more" if len(mismatched) > 4 else ""
+        raise TransferError(
+            f"{len(mismatched)} tensors differ in shape ({listed}{more}); exclude them or pass --ignore-init-mismatch."
+        )
+    return plan
+
+
+def _plan_spec(
+    plan: TransferPlan,
+    rows: dict[str, PlanRow],
+    index: int,
+    spec: TransferSpec,
+    source: Source,
+    source_shapes: dict[str, tuple[int, ...]],
+    target: TargetModel,
+) -> None:
+    name = f"spec {index + 1} ({spec})"
+    for exclude in spec.excludes:
+        if not any(under(k, exclude) for k in source_shapes):
+            raise _no_match(f"In {name}, the exclude", exclude, source_shapes)
+    for include in spec.includes:
+        if not any(under(k, include) for k in source_shapes):
+            raise _no_match(f"In {name}, the include", include, source_shapes)
+    if spec.src and not any(under(k, spec.src) for k in source_shapes):
+        raise _no_match(f"In {name}, SRC", spec.src, source_shapes)
+    if spec.dst and not any(under(k, spec.dst) for k in target.shapes):
+        raise _no_match(f"In {name}, DST", spec.dst, target.shapes)
+
+    row_map = _row_map(source, target)
+    unused: list[str] = []
+    for source_key, source_shape in source_shapes.items():
+        if spec.src:
+            if not under(source_key, spec.src):
+                continue
+            rest = source_key[len(spec.src) + 1 :]
+        else:
+            rest = source_key
+        target_key = ".".join(p for p in (spec.dst, rest) if p)
+        row = rows.get(target_key)
+        if row is None:
+            unused.append(source_key)
+            continue
+        excluded_by = next((e for e in spec.excludes if under(source_key, e)), None)
+        if excluded_by is None and spec.includes and not any(under(source_key, i) for i in spec.includes):
+            excluded_by = "not under --include " + ",".join(spec.includes)
+        outcome, note = _outcome(target_key, source_shape, row.target_shape, row_map, excluded_by)
+        if outcome in LOADED:
+            if outcome == "load" and source_key != target_key:
+                outcome = "rename"
+            if row.action in LOADED and row.spec is not None:
+                row.overrides = [*row.overrides, row.spec]
+            row.action, row.source_key, row.source_shape, row.spec, row.note = (
+                outcome, source_key, source_shape, index, note,
+            )
+        elif row.action not in LOADED:
+            # An exclude or a mismatch in a later spec leaves what an earlier spec loaded (as in ESPnet).
+            row.action, row.source_key, row.source_shape, row.spec, row.note = (
+                outcome, source_key, source_shape, index, note,
+            )
+    if any(rows[k].action == "transplant" and rows[k].spec == index for k in rows):
+        plan.row_maps[index] = row_map or {}
+    plan.unused_source[index] = unused
+
+
+def _row_map(source: Source, target: TargetModel) -> dict[int, int] | None:
+    """New token index -> pretrained token index, when the source's token list is known and differs."""
+    old_tokens = source.token_list
+    if old_tokens is None or old_tokens == target.token_list:
+        return None
+    return {new: old for old, new in token_map(old_tokens, target.token_list).items()}
+
+
+def _outcome(
+    target_key: str,
+    source_shape: tuple[int, ...],
+    target_shape: tuple[int, ...],
+    row_map: dict[int, int] | None,
+    excluded_by: str | None,
+) -> tuple[Action, str]:
+    if excluded_by is not None:
+        return "exclude", excluded_by if excluded_by.startswith("not under") else f"excluded by {excluded_by!r}"
+    axis = VOCAB_AXES.get(target_key)
+    if axis is not None and row_map is not None and len(source_shape) == len(target_shape) > axis:
+        pairs = enumerate(zip(source_shape, target_shape, strict=True))
+        same_elsewhere = all(s == t for i, (s, t) in pairs if i != axis)
+        if same_elsewhere:
+            return "transplant", f"{len(row_map)}/{target_shape[axis]} token rows from the pretrained model"
+    if source_shape == target_shape:
+        return "load", ""
+    return "mismatch", "shape differs"
+
+
+def _mark_frozen(plan: TransferPlan, target: TargetModel) -> None:
+    """ESPnet's --freeze_param at module boundaries: parameters (not buffers) under each module stop training."""
+    for module in plan.freeze:
+        matched = [r for r in plan.rows if under(r.target_key, module) and r.target_key in target.parameters]
+        if not matched:
+            raise _no_match("--freeze", module, target.parameters)
+        for row in matched:
+            row.frozen = True
+
+
+# ---------------------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """What `espzoo plan` / `espzoo finetune` take on the command line, as data."""
+
+    excludes: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()
+    map: tuple[str, str] | None = None  # --map SRC=DST
+    init_params: tuple[str, ...] = ()  # further ESPnet specs, applied after the model's own
+    ignore_init_mismatch: bool = False
+    freeze: tuple[str, ...] = ()
+    vocab: str = "keep"
+    new_rows: NewRows = "mean"
+    stats: Stats = "pretrained"
+
+
+def plan_transfer(
+    model: str,
+    options: TransferOptions = TransferOptions(),
+    *,
+    texts: Sequence[str] | None = None,
+    workdir: Path | None = None,
+) -> TransferPlan:
+    """Plan the transfer from `model` (repo id, hub-layout folder, experiment dir) to the same architecture
+    with the vocabulary `options.vocab` asks for. `texts` are the training transcripts (for `bpe:N` without a
+    file and for the coverage report); a trained sentencepiece model goes to `workdir`."""
+    source = open_source(model)
+    if source.config is None:
+        raise TransferError(f"{model} has no config.yaml beside its checkpoint; give a model folder or repo id.")
+    old = source.vocabulary()
+    if options.vocab == "keep" and texts is None:
+        vocabulary = build_vocabulary("keep", None, old)
+    else:
+        vocabulary = build_vocabulary(options.vocab, texts, old, workdir=workdir)
+    src, dst = options.map if options.map else (None, None)
+    primary = TransferSpec(str(source.checkpoint), src, dst, tuple(options.excludes), tuple(options.includes))
+    extra = [parse_spec(text) for text in options.init_params]
+    specs = [primary, *extra]
+    sources = [source, *(open_source(spec.source) for spec in extra)]
+    return make_plan(
+        specs,
+        adapt_config(source.config, vocabulary),
+        vocabulary=vocabulary,
+        ignore_init_mismatch=options.ignore_init_mismatch,
+        freeze=options.freeze,
+        new_rows=options.new_rows,
+        stats=options.stats,
+        sources=sources,
+    )
+
+
+def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
+    """The pretrained training config with the new vocabulary (token list inline, token type, bpe model)."""
+    adapted = dict(config)
+    adapted["token_list"] = list(vocabulary.tokens)
+    adapted["token_type"] = vocabulary.token_type
+    adapted["bpemodel"] = str(vocabulary.bpemodel) if vocabulary.bpemodel else None
+    for key in ("init_param", "freeze_param"):  # the pretrained run's own transfer settings do not carry over
+        adapted[key] = []
+    return adapted
+
+
+# ---------------------------------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    checkpoint: Path  # the adapted state dict (only the tensors the plan loads)
+    config: Path  # the adapted ESPnet training config (init_param points at the checkpoint)
+    plan: Path  # plan.json
+    tokens: Path  # tokens.txt
+
+
+def adapted_state(plan: TransferPlan, *, seed: int = 0) -> dict[str, Any]:
+    """The tensors the plan loads, in the target's shapes; loaded tensors stay views of the mmapped sources."""
+    return _adapted_state(plan, seed=seed)[0]
+
+
+def _adapted_state(plan: TransferPlan, *, seed: int = 0) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """(the adapted state, the page ranges of memory-mapped source storages it may release once written)."""
+    import torch
+
+    states: dict[int, dict[str, Any]] = {}
+    regions: list[tuple[int, int]] = []
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {}
+    for row in plan.rows:
+        if row.action not in LOADED or row.spec is None or row.source_key is None:
+            continue
+        if row.spec not in states:
+            states[row.spec], mapped = _load_checkpoint(plan.sources[row.spec].checkpoint)
+            if mapped:
+                regions += _mapped_regions(states[row.spec].values())
+        value = states[row.spec][row.source_key]
+        if row.action == "transplant":
+            value = transplant_rows(
+                value, row.target_shape, VOCAB_AXES[row.target_key], plan.row_maps[row.spec], plan.new_rows, generator
+            )
+        out[row.target_key] = value
+    return out, regions
+
+
+def transplant_rows(
+    pretrained: Any,
+    target_shape: tuple[int, ...],
+    axis: int,
+    new_to_old: dict[int, int],
+    new_rows: NewRows,
+    generator: Any,
+) -> Any:
+    """A vocabulary-sized tensor for the new vocabulary: shared tokens keep their pretrained row.
+
+    New tokens start from the mean of the pretrained rows: at the output layers their logits then start at the
+    average of what the model gives known tokens (not dominating the softmax, not vanishing from it), and as
+    decoder inputs they start at the centre of the learned embeddings instead of a direction the decoder never
+    saw. `random` draws them from a normal with the pretrained rows' mean and spread instead.
+    """
+    import torch
+
+    old = pretrained.movedim(axis, 0)
+    shape = list(target_shape)
+    shape[0], shape[axis] = shape[axis], shape[0]
+    new = torch.empty(shape, dtype=old.dtype)
+    if new_rows == "mean":
+        new[:] = old.mean(dim=0, keepdim=True)
+    else:
+        values = old.float()
+        new.copy_(torch.normal(values.mean().item(), values.std().item(), size=new.shape, generator=generator))
+    if new_to_old:
+        index_new = torch.tensor(list(new_to_old.keys()), dtype=torch.long)
+        index_old = torch.tensor(list(new_to_old.values()), dtype=torch.long)
+        new[index_new] = old[index_old]
+    return new.movedim(0, axis).contiguous()
+
+
+def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResult:
+    """Write `dest/init.pth` (the adapted checkpoint), `dest/config.yaml`, `dest/tokens.txt`, `dest/plan.json`
+    (and `dest/bpe.model`, `dest/feats_stats.npz` when the model has them), each complete before it appears."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for row in plan.rows:
+        if row.action == "mismatch" and not plan.ignore_init_mismatch:
+            raise TransferError(f"{row.target_key} differs in shape; exclude it or pass --ignore-init-mismatch.")
+    checkpoint = dest / "init.pth"
+    _atomic(checkpoint, lambda tmp: _save_lean(*_adapted_state(plan, seed=seed), tmp))
+
+    config = dict(plan.target_config)
+    vocabulary = plan.vocabulary
+    if vocabulary and vocabulary.bpemodel:
+        _atomic(dest / "bpe.model", lambda tmp: shutil.copyfile(vocabulary.bpemodel, tmp))  # type: ignore[arg-type]
+        config["bpemodel"] = str((dest / "bpe.model").resolve())
+    stats_file = (config.get("normalize_conf") or {}).get("stats_file")
+    if stats_file and Path(stats_file).is_file():
+        _atomic(dest / "feats_stats.npz", lambda tmp: shutil.copyfile(stats_file, tmp))
+        config["normalize_conf"] = {**config["normalize_conf"], "stats_file": str((dest / "feats_stats.npz").resolve())}
+    config["init_param"] = [str(checkpoint.resolve())]
+    config["ignore_init_mismatch"] = False  # init.pth holds exactly the target's shapes
+    config["freeze_param"] = list(plan.freeze)
+    tokens = dest / "tokens.txt"
+    _atomic(tokens, lambda tmp: tmp.write_text("\n".join(config["token_list"]) + "\n", encoding="utf-8"))
+    config_path = dest / "config.yaml"
+    _atomic(config_path, lambda tmp: tmp.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False)))
+    plan_path = dest / "plan.json"
+    _atomic(plan_path, lambda tmp: tmp.write_text(json.dumps(plan.to_json(), indent=1, ensure_ascii=False)))
+    return TransferResult(checkpoint, config_path, plan_path, tokens)
+
+
+def _atomic(path: Path, write: Any) -> None:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _ReleasingWriter:
+    """A file that, every `every` bytes written, tells the kernel it may drop the memory-mapped source pages
+    already copied: they are clean file pages (re-read from disk if touched again), so the process's resident
+    memory stays near one chunk instead of growing to the whole checkpoint while torch.save streams it out."""
+
+    def __init__(self, path: Path, regions: list[tuple[int, int]], every: int = 64 << 20) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._regions = regions
+        self._every = every
+        self._pending = 0
+
+    def write(self, data: Any) -> int:
+        n = self._file.write(data)
+        self._pending += n
+        if self._pending >= self._every:
+            self._pending = 0
+            _drop_pages(self._regions)
+        return n
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        _drop_pages(self._regions)
+
+
+def _save_lean(state: dict[str, Any], regions: list[tuple[int, int]], path: Path) -> None:
+    import torch
+
+    writer = _ReleasingWriter(path, regions)
+    try:
+        torch.save(state, writer)
+    finally:
+        writer.close()
+
+
+def _mapped_regions(tensors: Iterable[Any]) -> list[tuple[int, int]]:
+    """Page-aligned address ranges of memory-mapped storages (Linux only; empty elsewhere). Only ever pass
+    tensors of a file mapping: releasing the pages of ordinary memory would zero them."""
+    if not sys.platform.startswith("linux"):
+        return []
+    page = os.sysconf("SC_PAGE_SIZE")
+    regions = []
+    for value in tensors:
+        storage = value.untyped_storage()
+        if storage.nbytes() == 0:
+            continue
+        start = storage.data_ptr()
+        end = start + storage.nbytes()
+        # Shrink to whole pages inside the storage: never touch a neighbour's bytes.
+        start = (start + page - 1) // page * page
+        end = end // page * page
+        if end > start:
+            regions.append((start, end - start))
+    return regions
+
+
+def _drop_pages(regions: list[tuple[int, int]]) -> None:
+    if not regions:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    madv_dontneed = 4
+    for start, length in regions:
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), madv_dontneed)
+
+
+def plan_from_json(path: Path) -> dict[str, Any]:
+    """A written plan.json, as data (for reports)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "ACTIONS",
+    "VOCAB_AXES",
+    "PlanRow",
+    "Source",
+    "TransferError",
+    "TransferOptions",
+    "TransferPlan",
+    "TransferResult",
+    "TransferSpec",
+    "adapt_config",
+    "adapted_state",
+    "apply_plan",
+    "load_checkpoint",
+    "make_plan",
+    "module_names",
+    "open_source",
+    "parse_spec",
+    "plan_transfer",
+    "transplant_rows",
+    "under",
+]
