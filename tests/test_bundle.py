@@ -205,3 +205,29 @@ def test_missing_folder_and_missing_pieces(tiny_repo_char: Path, tmp_path: Path)
     next(repo.rglob("feats_stats.npz")).unlink()
     with pytest.raises(BundleError, match="uses global_mvn but has no feats_stats.npz"):
         open_bundle(repo)
+
+
+def test_language_model_files_never_pass_for_the_asr_model(tiny_repo_nometa: Path, tmp_path: Path) -> None:
+    repo = _copy(tiny_repo_nometa, tmp_path / "repo")
+    lm = repo / "exp/lm_train_lm_transformer_en_char"
+    lm.mkdir(parents=True)
+    (lm / "config.yaml").write_text(yaml.safe_dump({"lm": "transformer", "token_list": ["<blank>", "a"]}))
+    torch.save({"lm.weight": torch.zeros(1000, 1000)}, lm / "valid.loss.ave.pth")  # larger than the ASR one
+    (repo / "exp/asr_train_conformer_tiny_raw_en_char_sp/valid.acc.ave_2best.pth").rename(repo / "model.pth")
+
+    bundle = open_bundle(repo)
+    assert bundle.config_path.parent.name.startswith("asr_train")
+    assert bundle.checkpoint.parent.name.startswith("asr_train")  # the remaining valid.acc.best.pth beside it
+
+
+def test_bpemodel_naming_a_tokenizer_is_not_a_path(tiny_repo_char: Path, tmp_path: Path) -> None:
+    repo = _copy(tiny_repo_char, tmp_path / "repo")
+    (repo / "bpe.model").write_bytes(b"unrelated")
+    config_path = next(repo.glob("exp/asr_train*/config.yaml"))
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config.update(token_type="hugging_face", bpemodel="facebook/mbart-large-50")
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+    bundle = open_bundle(repo)
+    assert bundle.bpemodel is None
+    assert bundle.resolved_config()["bpemodel"] == "facebook/mbart-large-50"

@@ -104,6 +104,7 @@ class Bundle:
         return {
             "task": self.task,
             "frontend": c.get("frontend", "default"),
+            "ssl_upstream": (frontend.get("frontend_conf") or {}).get("upstream"),  # s3prl frontends
             "n_mels": frontend.get("n_mels"),
             "preencoder": c.get("preencoder"),
             "normalize": c.get("normalize"),
@@ -141,17 +142,20 @@ def open_bundle(path: str | os.PathLike[str]) -> Bundle:
         checkpoint = _find_checkpoint(root, config_path.parent)
     config = _load_yaml(config_path)
     if not isinstance(config, dict) or not _looks_like_train_config(config):
-        raise BundleError(f"{config_path} is not an ESPnet ASR/S2T training config (no encoder or token_list key).")
+        raise BundleError(f"{config_path} is not an ESPnet ASR/S2T training config (no encoder or token_list).")
 
     token_type = str(config.get("token_type") or "char")
     bpemodel = None
-    if token_type in ("bpe", "hugging_face") or config.get("bpemodel") not in (None, "none", "None"):
-        bpemodel = _locate(root, config.get("bpemodel") or "", fallback=BPE_NAME)
-        if bpemodel is None and token_type == "bpe":
+    bpe_value = config.get("bpemodel")
+    if token_type == "bpe":  # a sentencepiece file; other token types name a tokenizer ("whisper_en", HF ids)
+        bpemodel = _locate(root, bpe_value or "", fallback=BPE_NAME)
+        if bpemodel is None:
             raise BundleError(
                 f"{root} has token_type bpe but no {BPE_NAME} (config says {config.get('bpemodel')!r}); "
                 "pull the whole repo (espzoo pull REPO --all)."
             )
+    elif isinstance(bpe_value, str) and bpe_value.endswith(".model"):
+        bpemodel = _locate(root, bpe_value)
     stats_file = None
     normalize_conf = config.get("normalize_conf") or {}
     if config.get("normalize") == "global_mvn" or "stats_file" in normalize_conf:
@@ -230,14 +234,14 @@ def _find_config(root: Path) -> Path:
             candidates.append((rank, str(path), path))
     if not candidates:
         raise BundleError(
-            f"{root} is not an ESPnet ASR model: no ESPnet training config (a YAML with encoder, decoder and "
-            "token_list keys) was found; check the repo id, or pull everything (espzoo pull REPO --all)."
+            f"{root} is not an ESPnet ASR model: no ESPnet training config (a YAML with encoder and token_list "
+            "keys) was found; check the repo id, or pull everything (espzoo pull REPO --all)."
         )
     return min(candidates)[2]
 
 
 def _find_checkpoint(root: Path, config_dir: Path) -> Path:
-    """The averaged `valid.acc.ave*` checkpoint if there is one, else the best-named, else the largest."""
+    """Beside the config first; then the averaged `valid.acc.ave*`, else a `*best*`, else the largest."""
     checkpoints = _repo_files(root, CHECKPOINT_SUFFIXES)
     if not checkpoints:
         raise BundleError(
@@ -256,7 +260,8 @@ def _find_checkpoint(root: Path, config_dir: Path) -> Path:
             kind = 4  # training state / single epochs: a last resort
         else:
             kind = 3
-        return (kind, path.parent != config_dir, -path.stat().st_size, str(path))
+        language_model = path.parent.name.startswith("lm")  # exp/lm_train_*/: a language model, never the ASR
+        return (path.parent != config_dir, language_model, kind, -path.stat().st_size, str(path))
 
     return min(checkpoints, key=rank)
 
@@ -275,8 +280,8 @@ def _has_checkpoint(folder: Path) -> bool:
 
 
 def _looks_like_train_config(config: dict[str, Any]) -> bool:
-    keys = set(config)
-    return "encoder" in keys and bool(keys & {"token_list", "decoder", "model_conf", "ctc_conf"})
+    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list."""
+    return "encoder" in config and "token_list" in config
 
 
 def _looks_like_s2t(config: dict[str, Any]) -> bool:
