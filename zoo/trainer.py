@@ -1,0 +1,887 @@
+"""Fine-tuning with ESPnet's own trainer: config, statistics, training, averaging, resume, DDP.
+
+    from espzoo.trainer import TrainOptions, run
+
+    result = run(
+        bundle.resolved_config(), vocabulary=vocab, init_checkpoint="exp/bn_ft/init.pth",
+        stats_file=bundle.stats_file, train=train_set, valid=dev_set, out="exp/bn_ft",
+        options=TrainOptions(max_epoch=20), on_epoch=lambda r: print(r.epoch, r.valid.get("acc")),
+    )
+    print(result.model)   # exp/bn_ft/model.pth: the n-best average, loads strictly into the model of config.yaml
+
+ESPnet trains: `run` writes the training config (the pretrained architecture, the new vocabulary, fine-tuning
+optimization), runs `espnet2.bin.asr_train` in a subprocess (through `espzoo._asr_train`, which first checks
+that the init checkpoint covers every tensor of the new model, then hands the same arguments to ESPnet), and
+follows ESPnet's log (OUT/train.log) to report each epoch. The library never prints; give callbacks.
+
+Fine-tuning defaults (TrainOptions), each overridable, and `conf` overrides any config key (`optim_conf.lr=1e-4`):
+  * Adam, peak lr 5e-4 with the warmuplr schedule (linear warmup, then inverse square root decay). ESPnet's
+    conformer recipes peak at 1e-3..4e-3 after 15k-40k warmup steps from random weights; a pretrained model
+    takes a quarter of that, and the warmup is 10% of this run's optimizer steps (a fixed 25k-step warmup
+    would never reach the peak on a small fine-tuning set).
+  * 20 epochs; `valid.acc` picks the best epochs (`valid.loss` for CTC-only models); the 5 best are averaged.
+  * batch_bins 1M on CPU (about 60 s of 16 kHz audio a batch), 16M per GPU; 0 data workers on 2 cores.
+
+The init checkpoint is passed as `--init_param PATH` without `--ignore_init_mismatch`, so ESPnet refuses any
+shape mismatch, and `espzoo._asr_train` refuses a checkpoint that lacks tensors (ESPnet would leave them at
+random silently). When new normalization statistics are collected, the checkpoint's `normalize.*` buffers
+(the pretrained statistics) are excluded (`PATH:::normalize`), so the new ones are really used.
+
+Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM to this process waits until ESPnet is not writing its
+checkpoint, then stops the training process group; `resume=True` continues from OUT/espnet/checkpoint.pth
+(ESPnet's `--resume true`: model, optimizer, scheduler and reporter state of the last finished epoch).
+
+Several GPUs, one machine: `ngpu=N` runs ESPnet's multiprocessing DDP (`--ngpu N
+--multiprocessing_distributed true`), one process per GPU; batch_bins is the total over all GPUs.
+
+Several machines: run the same call on every node with the same OUT on a shared file system and
+`num_nodes=M`, `node_rank=0..M-1`, `master_addr=<node 0's address>`, `master_port=<a free port>` (ESPnet's
+`--dist_world_size M --dist_rank R --dist_master_addr --dist_master_port`, env:// rendezvous); or, under
+Slurm, `srun --nodes=M --ntasks-per-node=1 ...` with `dist_launcher="slurm"`, which reads the ranks from
+Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `resume=True` the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from espzoo.data import Dataset
+from espzoo.vocab import Vocabulary
+
+# Keys of a pretrained model's training config that describe that run, not the model: dropped, then set
+# again for this run (from TrainOptions, the data, OUT) or left at ESPnet's defaults.
+RUN_KEYS = frozenset(
+    """config print_config log_level drop_last_iter dry_run iterator_type valid_iterator_type output_dir ngpu seed
+    num_workers num_att_plot dist_backend dist_init_method dist_world_size dist_rank local_rank dist_master_addr
+    dist_master_port dist_launcher multiprocessing_distributed unused_parameters sharded_ddp use_deepspeed
+    deepspeed_config gradient_as_bucket_view ddp_comm_hook cudnn_enabled cudnn_benchmark cudnn_deterministic
+    use_tf32 collect_stats write_collected_feats max_epoch patience val_scheduler_criterion early_stopping_criterion
+    best_model_criterion keep_nbest_models nbest_averaging_interval grad_clip grad_clip_type grad_noise accum_grad
+    no_forward_run resume train_dtype use_amp log_interval use_matplotlib use_tensorboard
+    create_graph_in_tensorboard use_wandb wandb_project wandb_id wandb_entity wandb_name wandb_model_log_interval
+    detect_anomaly pretrain_path init_param ignore_init_mismatch num_iters_per_epoch batch_size valid_batch_size
+    batch_bins valid_batch_bins train_shape_file valid_shape_file batch_type valid_batch_type fold_length
+    sort_in_batch shuffle_within_batch sort_batch multiple_iterator train_data_path_and_name_and_type
+    valid_data_path_and_name_and_type allow_variable_data_keys max_cache_size max_cache_fd valid_max_cache_size
+    optim optim_conf scheduler scheduler_conf version distributed token_list token_type bpemodel""".split()
+)
+CPU_BATCH_BINS = 1_000_000
+GPU_BATCH_BINS = 16_000_000
+STOP_GRACE_S = 30.0  # after SIGINT, how long ESPnet gets to exit before SIGTERM, then SIGKILL
+SAVE_WAIT_S = 120.0  # how long a stop waits for a checkpoint being written to be complete
+POLL_S = 0.2
+
+
+class TrainError(RuntimeError):
+    """Training could not start or did not finish; the message says why and what to do."""
+
+
+class TrainInterrupted(TrainError):
+    """The user stopped training (Ctrl-C / SIGTERM); OUT holds resumable state."""
+
+
+@dataclass
+class TrainOptions:
+    """How to fine-tune. Every field has a fine-tuning default; `conf` overrides config keys last."""
+
+    max_epoch: int = 20
+    lr: float = 5e-4  # peak learning rate (after warmup)
+    warmup_steps: int | None = None  # None: 10% of this run's optimizer steps, estimated from the data
+    optim: str = "adam"
+    weight_decay: float = 0.0
+    batch_bins: int | None = None  # None: 1M on CPU, 16M per GPU (ESPnet's numel batches: samples + tokens*vocab)
+    accum_grad: int = 1
+    grad_clip: float = 5.0
+    keep_nbest: int = 5  # checkpoints kept and averaged into model.pth
+    best_model_criterion: tuple[str, str, str] | None = None  # None: (valid, acc, max); CTC-only: (valid, loss, min)
+    patience: int | None = None  # early stopping after this many epochs without improvement
+    ngpu: int = 0
+    use_amp: bool = False  # mixed precision, GPU only
+    num_workers: int | None = None  # None: 0 on 2 cores or fewer, else 2
+    seed: int = 0
+    resume: bool = False
+    collect_stats: bool | None = None  # None: only when the config needs normalization stats it has not got
+    num_nodes: int = 1  # machines in a multi-node run (see the module docstring)
+    node_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+    dist_launcher: str | None = None  # "slurm" or "mpi": ranks come from the launcher
+    conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One finished epoch, parsed from ESPnet's `Nepoch results:` log line."""
+
+    epoch: int
+    max_epoch: int
+    train: dict[str, Any]
+    valid: dict[str, Any]
+    elapsed_s: float  # since training started in this run
+    eta_s: float | None  # to max_epoch, from this run's mean epoch time
+
+    @property
+    def loss(self) -> float | None:
+        return _number(self.train.get("loss"))
+
+    @property
+    def valid_loss(self) -> float | None:
+        return _number(self.valid.get("loss"))
+
+    @property
+    def valid_acc(self) -> float | None:
+        return _number(self.valid.get("acc"))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    model: Path  # OUT/model.pth
+    config: Path  # OUT/config.yaml
+    epochs: int  # the last finished epoch
+    averaged: str  # which ESPnet checkpoint model.pth is (e.g. valid.acc.ave_5best.pth)
+    normalize: str  # "pretrained", "collected" or "none": where the feature normalization stats came from
+    history: list[EpochReport]  # the epochs finished in this run
+    seconds: float
+    seconds_to_first_step: float | None  # from run() until ESPnet started the first epoch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training config
+
+
+def default_batch_bins(options: TrainOptions) -> int:
+    if options.batch_bins is not None:
+        return options.batch_bins
+    return GPU_BATCH_BINS * options.ngpu * options.num_nodes if options.ngpu > 0 else CPU_BATCH_BINS
+
+
+def default_num_workers(options: TrainOptions) -> int:
+    if options.num_workers is not None:
+        return options.num_workers
+    return 0 if (os.cpu_count() or 1) <= 2 else 2
+
+
+def best_model_criterion(config: dict[str, Any], options: TrainOptions) -> list[list[str]]:
+    """ESPnet's --best_model_criterion: accuracy needs the attention decoder (CTC-only models report none)."""
+    if options.best_model_criterion is not None:
+        return [list(options.best_model_criterion)]
+    ctc_only = (config.get("model_conf") or {}).get("ctc_weight", 0.3) >= 1.0 or config.get("decoder") in (None, "none")
+    return [["valid", "loss", "min"]] if ctc_only else [["valid", "acc", "max"]]
+
+
+def write_train_config(
+    base_config: dict[str, Any],
+    *,
+    vocabulary: Vocabulary,
+    init_checkpoint: str | Path | None,
+    stats_file: str | Path | None,
+    options: TrainOptions,
+    steps_per_epoch: int | None = None,
+) -> dict[str, Any]:
+    """The ESPnet training config: `base_config`'s architecture with the new vocabulary and this run's settings.
+
+    `base_config` is a pretrained model's config with absolute paths (Bundle.resolved_config()). `stats_file`
+    None with a global_mvn normalization means new statistics are collected (run() does it, then sets the
+    path). `init_checkpoint` must hold exactly the new model's tensors (transfer.apply_plan writes it).
+    """
+    config = {k: copy.deepcopy(v) for k, v in base_config.items() if k not in RUN_KEYS}
+    config["token_list"] = list(vocabulary.tokens)
+    config["token_type"] = vocabulary.token_type
+    config["bpemodel"] = str(Path(vocabulary.bpemodel).resolve()) if vocabulary.bpemodel else None
+    if config.get("normalize") == "global_mvn":
+        normalize_conf = dict(config.get("normalize_conf") or {})
+        normalize_conf["stats_file"] = str(Path(stats_file).resolve()) if stats_file else None
+        config["normalize_conf"] = normalize_conf
+
+    optim_conf = dict(base_config.get("optim_conf") or {}) if base_config.get("optim") == options.optim else {}
+    optim_conf.update(lr=options.lr, weight_decay=options.weight_decay)
+    warmup = options.warmup_steps
+    if warmup is None:
+        total = (steps_per_epoch or 0) * options.max_epoch // max(1, options.accum_grad)
+        warmup = max(1, round(0.1 * total)) if total else 1
+    config.update(
+        optim=options.optim,
+        optim_conf=optim_conf,
+        scheduler="warmuplr",
+        scheduler_conf={"warmup_steps": warmup},
+        max_epoch=options.max_epoch,
+        patience=options.patience,
+        batch_type="numel",
+        batch_bins=default_batch_bins(options),
+        accum_grad=options.accum_grad,
+        grad_clip=options.grad_clip,
+        # ESPnet averages only the 1 best when fewer epochs than keep_nbest_models exist: cap it.
+        keep_nbest_models=max(1, min(options.keep_nbest, options.max_epoch)),
+        best_model_criterion=best_model_criterion(config, options),
+        nbest_averaging_interval=0,
+        seed=options.seed,
+        num_workers=default_num_workers(options),
+        use_amp=options.use_amp,
+        use_preprocessor=True,
+        init_param=[str(Path(init_checkpoint).resolve())] if init_checkpoint else [],
+        ignore_init_mismatch=False,
+    )
+    for override in options.conf:
+        apply_override(config, override)
+    return config
+
+
+def apply_override(config: dict[str, Any], override: str) -> None:
+    """Set `key=value` in `config` (dotted keys reach into *_conf dicts; the value is parsed as YAML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise TrainError(f"Override {override!r} is not key=value; write e.g. optim_conf.lr=1e-4.")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 as a string
+            value = float(value)
+        except ValueError:
+            pass
+    *parents, leaf = key.strip().split(".")
+    node = config
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise TrainError(f"Override {override!r}: {part} is not a mapping in the config; check the key.")
+        node = child
+    node[leaf] = value
+
+
+def needs_new_stats(config: dict[str, Any], options: TrainOptions) -> bool:
+    if options.collect_stats is not None:
+        return options.collect_stats and config.get("normalize") == "global_mvn"
+    if config.get("normalize") != "global_mvn":
+        return False
+    stats = (config.get("normalize_conf") or {}).get("stats_file")
+    return not stats or not Path(stats).is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shapes, ESPnet's command line
+
+
+def text_shapes(dataset: Dataset, config: dict[str, Any], dest: Path) -> Path:
+    """`text_shape.<token_type>` as asr.sh writes it ("utt tokens,vocab_size"), for batch_bins counting."""
+    from espzoo.vocab import VocabularyError, tokenize
+
+    token_type = config.get("token_type") or "char"
+    transcripts = dataset.transcripts()
+    ids = list(transcripts)
+    try:
+        lengths = [len(t) for t in tokenize([transcripts[i] for i in ids], token_type, config.get("bpemodel"))]
+    except VocabularyError:  # phoneme tokens etc.: characters approximate the length well enough for batching
+        lengths = [len(transcripts[i]) for i in ids]
+    vocab_size = len(config["token_list"])
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"text_shape.{token_type}"
+    _write_text(path, "".join(f"{i} {max(1, n)},{vocab_size}\n" for i, n in zip(ids, lengths, strict=True)))
+    return path
+
+
+def estimate_steps_per_epoch(dataset: Dataset, text_shape: Path, batch_bins: int, ngpu: int = 0) -> int:
+    """Batches per epoch as ESPnet's NumElementsBatchSampler makes them (sorted by length, padded bins)."""
+    speech = _read_shape(dataset.speech_shape)
+    text = _read_shape(text_shape)
+    keys = sorted(speech, key=lambda k: speech[k][0])
+    batches, current = 0, 0
+    for i, key in enumerate(keys):
+        current += 1
+        bins = current * (speech[key][0] + text[key][0] * math.prod(text[key][1:]))
+        if bins > batch_bins or i == len(keys) - 1:
+            batches += 1
+            current = 0
+    return max(1, batches // max(1, ngpu)) if ngpu > 1 else max(1, batches)
+
+
+def _read_shape(path: Path) -> dict[str, list[int]]:
+    shapes = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            key, value = line.split(maxsplit=1)
+            shapes[key] = [int(x) for x in value.split(",")]
+    return shapes
+
+
+def espnet_args(
+    config_path: Path,
+    *,
+    train: Dataset,
+    valid: Dataset,
+    train_text_shape: Path,
+    valid_text_shape: Path,
+    output_dir: Path,
+    options: TrainOptions,
+) -> list[str]:
+    """The `asr_train` arguments besides the config: data, shapes, output dir, devices (shared with bench/)."""
+    args = ["--config", str(config_path), "--output_dir", str(output_dir)]
+    for mode, data, text_shape in (("train", train, train_text_shape), ("valid", valid, valid_text_shape)):
+        args += [f"--{mode}_data_path_and_name_and_type", f"{data.wav_scp},speech,sound"]
+        args += [f"--{mode}_data_path_and_name_and_type", f"{data.text},text,text"]
+        args += [f"--{mode}_shape_file", str(data.speech_shape), f"--{mode}_shape_file", str(text_shape)]
+    args += ["--use_tensorboard", "false", "--use_matplotlib", "false", "--use_wandb", "false"]
+    args += ["--ngpu", str(options.ngpu)]
+    if options.ngpu > 1 or options.num_nodes > 1 or options.dist_launcher:
+        args += ["--multiprocessing_distributed", "true"]
+    if options.num_nodes > 1:
+        args += ["--dist_world_size", str(options.num_nodes)]
+        if options.node_rank is not None:
+            args += ["--dist_rank", str(options.node_rank)]
+        if options.master_addr:
+            args += ["--dist_master_addr", options.master_addr]
+        if options.master_port:
+            args += ["--dist_master_port", str(options.master_port)]
+    if options.dist_launcher:
+        args += ["--dist_launcher", options.dist_launcher]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Following ESPnet's log
+
+_RESULTS = re.compile(r"\b(\d+)epoch results: (.*)$")
+_STARTED = re.compile(r"\b(\d+)/(\d+)epoch started")
+_SECTION = re.compile(r"\[(\w+)\] ")
+_VALUE = re.compile(r"(\w+)=(.*?)(?=, \w+=|$)")
+_SAVED = ("The best model has been updated", "There are no improvements in this epoch")
+
+
+def parse_results_line(line: str) -> tuple[int, dict[str, dict[str, Any]]] | None:
+    """(epoch, {"train": {...}, "valid": {...}}) from ESPnet's `Nepoch results: [train] k=v, ... [valid] ...`."""
+    match = _RESULTS.search(line.rstrip())
+    if match is None:
+        return None
+    sections: dict[str, dict[str, Any]] = {}
+    parts = _SECTION.split(match.group(2))
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        values: dict[str, Any] = {}
+        for key, raw in _VALUE.findall(body.strip().rstrip(",")):
+            number = _number(raw)
+            values[key] = raw.strip() if number is None else number
+        sections[name] = values
+    return int(match.group(1)), sections
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class _LogFollower:
+    """Reads lines ESPnet appends to train.log and turns them into progress."""
+
+    path: Path
+    offset: int
+    on_epoch: Callable[[EpochReport], None] | None
+    started_at: float
+    first_step_at: float | None = None
+    first_epoch: int | None = None
+    max_epoch: int = 0
+    last_epoch: int = 0
+    saving: bool = False  # between "epoch results" and the line that follows the checkpoint save
+    history: list[EpochReport] = field(default_factory=list)
+    _partial: str = ""
+
+    def poll(self) -> None:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        if not chunk:
+            return
+        self.offset += len(chunk)
+        text = self._partial + chunk.decode("utf-8", errors="replace")
+        *lines, self._partial = text.split("\n")
+        for line in lines:
+            self.feed(line)
+
+    def feed(self, line: str) -> None:
+        started = _STARTED.search(line)
+        if started:
+            epoch, self.max_epoch = int(started.group(1)), int(started.group(2))
+            if self.first_step_at is None:
+                self.first_step_at, self.first_epoch = time.monotonic(), epoch
+            return
+        results = parse_results_line(line)
+        if results:
+            epoch, sections = results
+            self.saving, self.last_epoch = True, epoch
+            elapsed = time.monotonic() - (self.first_step_at or self.started_at)
+            done = epoch - (self.first_epoch or epoch) + 1
+            eta = elapsed / done * max(0, self.max_epoch - epoch) if done > 0 else None
+            report = EpochReport(
+                epoch, self.max_epoch, sections.get("train", {}), sections.get("valid", {}), elapsed, eta
+            )
+            self.history.append(report)
+            if self.on_epoch is not None:
+                self.on_epoch(report)
+            return
+        if any(marker in line for marker in _SAVED):
+            self.saving = False
+
+    def tail(self, lines: int = 15) -> str:
+        with self.path.open("rb") as f:
+            f.seek(max(0, self.path.stat().st_size - 20000))
+            return "\n".join(f.read().decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+
+
+def run(
+    base_config: dict[str, Any],
+    *,
+    vocabulary: Vocabulary,
+    init_checkpoint: str | Path | None,
+    stats_file: str | Path | None,
+    train: Dataset,
+    valid: Dataset,
+    out: str | Path,
+    options: TrainOptions | None = None,
+    plan: Any = None,
+    provenance: dict[str, Any] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Fine-tune: write OUT/conf/train.yaml, collect stats if needed, train with ESPnet, assemble OUT.
+
+    OUT then holds config.yaml (paths relative to OUT), model.pth (the n-best average), tokens.txt, bpe.model,
+    feats_stats.npz, plan.json (when `plan` is given), provenance.json, train.log and ESPnet's exp dir espnet/.
+    `on_stage` hears "stats", "train", "average", "done"; `on_epoch` gets each finished epoch.
+    With `options.resume`, a previous run in OUT continues from its last finished epoch (its config is kept;
+    a new max_epoch extends it); without a previous run it starts afresh.
+    """
+    options = options or TrainOptions()
+    started = time.monotonic()
+    out = Path(out).expanduser().resolve()
+    stage = on_stage or (lambda _: None)
+    conf_path = out / "conf" / "train.yaml"
+    resuming = options.resume and conf_path.is_file()
+    _check_request(out, train, valid, options, resuming, init_checkpoint)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if resuming:
+        config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
+        if config.get("max_epoch") != options.max_epoch:
+            config["max_epoch"] = options.max_epoch
+            _write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        normalize = _normalize_source(config, out)
+    else:
+        config = write_train_config(
+            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
+        )
+        _check_sample_rate(config, train, valid)
+    shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
+    if not resuming:
+        steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"], options.ngpu)
+        config = write_train_config(
+            base_config,
+            vocabulary=vocabulary,
+            init_checkpoint=init_checkpoint,
+            stats_file=stats_file,
+            options=options,
+            steps_per_epoch=steps,
+        )
+        normalize = "none"
+        if needs_new_stats(config, options):
+            stage("stats")
+            config["normalize_conf"]["stats_file"] = str(
+                _collect_stats(config, train, valid, shapes, out, options) / "train" / "feats_stats.npz"
+            )
+            # The checkpoint's normalize.* buffers hold the pretrained statistics: keep the new ones.
+            config["init_param"] = [f"{p}:::normalize" for p in config["init_param"]]
+            normalize = "collected"
+        elif config.get("normalize") == "global_mvn":
+            normalize = "pretrained"
+        _write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+
+    args = espnet_args(
+        conf_path,
+        train=train,
+        valid=valid,
+        train_text_shape=shapes[train.name],
+        valid_text_shape=shapes[valid.name],
+        output_dir=out / "espnet",
+        options=options,
+    )
+    args += ["--resume", "true" if options.resume else "false"]
+    stage("train")
+    follower = _train(args, out, on_epoch, started, resuming)
+
+    stage("average")
+    result = _assemble(out, config, train, valid, options, follower, normalize, plan, provenance, started)
+    stage("done")
+    return result
+
+
+def _check_request(
+    out: Path, train: Dataset, valid: Dataset, options: TrainOptions, resuming: bool, init: str | Path | None
+) -> None:
+    if options.use_amp and options.ngpu < 1:
+        raise TrainError("use_amp (mixed precision) needs a GPU; set ngpu >= 1 or drop use_amp.")
+    if options.ngpu > 0:
+        import torch
+
+        if torch.cuda.device_count() < options.ngpu:
+            raise TrainError(
+                f"ngpu={options.ngpu} but this machine has {torch.cuda.device_count()} usable GPU(s); "
+                "lower ngpu (0 trains on the CPU)."
+            )
+    if options.max_epoch < 1:
+        raise TrainError("max_epoch must be at least 1.")
+    if train.name == valid.name:
+        raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
+    if resuming:
+        checkpoint = out / "espnet" / "checkpoint.pth"
+        if checkpoint.exists() and not _complete_zip(checkpoint):
+            raise TrainError(
+                f"{checkpoint} is incomplete (the training was killed while writing it); "
+                "restart without resume in a new out dir."
+            )
+        return
+    if (out / "model.pth").exists():
+        raise TrainError(f"{out} already holds a trained model (model.pth); choose another out dir or remove it.")
+    if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
+        raise TrainError(
+            f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
+            "or choose another out dir."
+        )
+    if init is not None and not Path(init).is_file():
+        raise TrainError(f"The init checkpoint {init} does not exist; write it with the transfer plan first.")
+    if init is not None and ":" in str(Path(init).resolve()):
+        raise TrainError(f"The init checkpoint path {init} holds ':', which ESPnet's --init_param splits on; move it.")
+
+
+def _complete_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.namelist()
+        return True
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _check_sample_rate(config: dict[str, Any], train: Dataset, valid: Dataset) -> None:
+    fs = (config.get("frontend_conf") or {}).get("fs", 16000)
+    if isinstance(fs, str):
+        fs = int(float(fs.lower().rstrip("k")) * 1000) if fs.lower().endswith("k") else int(fs)
+    for data in (train, valid):
+        if data.sample_rate != fs:
+            raise TrainError(
+                f"The {data.name} set is at {data.sample_rate} Hz but the model expects {fs} Hz; "
+                f"prepare it with sample_rate={fs}."
+            )
+
+
+def _normalize_source(config: dict[str, Any], out: Path) -> str:
+    if config.get("normalize") != "global_mvn":
+        return "none"
+    stats = str((config.get("normalize_conf") or {}).get("stats_file") or "")
+    return "collected" if stats.startswith(str(out / "stats")) else "pretrained"
+
+
+def _child_command(module: str, args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _collect_stats(
+    config: dict[str, Any], train: Dataset, valid: Dataset, shapes: dict[str, Path], out: Path, options: TrainOptions
+) -> Path:
+    """ESPnet's collect_stats (asr.sh stage 10) into OUT/stats, written under a temporary name first."""
+    stats_dir = out / "stats"
+    tmp = out / ".stats.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    stats_config = dict(config, normalize=None, normalize_conf={}, init_param=[])
+    conf_path = tmp / "collect_stats.yaml"
+    _write_text(conf_path, yaml.safe_dump(stats_config, allow_unicode=True, sort_keys=False))
+    args = espnet_args(
+        conf_path,
+        train=train,
+        valid=valid,
+        train_text_shape=shapes[train.name],
+        valid_text_shape=shapes[valid.name],
+        output_dir=tmp,
+        options=TrainOptions(ngpu=min(options.ngpu, 1)),
+    )
+    args += ["--collect_stats", "true"]
+    log = out / "collect_stats.log"
+    with log.open("wb") as f:
+        done = _supervise(subprocess.Popen(_child_command("espnet2.bin.asr_train", args), **_popen_kwargs(f)), None)
+    if done != 0 or not (tmp / "train" / "feats_stats.npz").is_file():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainError(f"ESPnet's collect_stats failed (exit {done}); see {log}. Its last lines:\n{tail}")
+    shutil.rmtree(stats_dir, ignore_errors=True)
+    tmp.replace(stats_dir)
+    return stats_dir
+
+
+def _popen_kwargs(log_file: Any) -> dict[str, Any]:
+    from espzoo._espnet import espnet_env
+
+    env = espnet_env()
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # A new session: the terminal's Ctrl-C reaches only us, and we stop ESPnet at a safe moment.
+    return {"stdout": log_file, "stderr": subprocess.STDOUT, "env": env, "start_new_session": True}
+
+
+def _train(
+    args: list[str], out: Path, on_epoch: Callable[[EpochReport], None] | None, started: float, resuming: bool
+) -> _LogFollower:
+    log = out / "train.log"
+    with log.open("ab") as f:
+        what = "resuming" if resuming else "starting"
+        f.write(f"# espzoo: {what} ESPnet training at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        offset = f.tell()
+        proc = subprocess.Popen(_child_command("espzoo._asr_train", args), **_popen_kwargs(f))
+    follower = _LogFollower(log, offset, on_epoch, started)
+    code = _supervise(proc, follower)
+    follower.poll()
+    if code != 0:
+        raise TrainError(
+            f"ESPnet's training failed (exit {code}); the full log is {log}. Its last lines:\n{follower.tail()}"
+        )
+    return follower
+
+
+class _Stop(Exception):
+    pass
+
+
+def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
+    """Wait for the child, feeding the log follower; on Ctrl-C/SIGTERM stop it cleanly and raise."""
+    previous = None
+    if _in_main_thread():
+
+        def _on_term(signum: int, frame: Any) -> None:
+            raise _Stop()
+
+        previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        while proc.poll() is None:
+            if follower is not None:
+                follower.poll()
+            time.sleep(POLL_S)
+        return proc.returncode
+    except (KeyboardInterrupt, _Stop):
+        epoch = _stop(proc, follower)
+        done = f" after epoch {epoch}" if epoch else " before the first epoch finished"
+        raise TrainInterrupted(
+            f"Training stopped{done}; continue it with resume=True (--resume) and the same out dir."
+        ) from None
+    except BaseException:
+        _stop(proc, follower)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
+    """Stop the child's process group, never while it writes checkpoint.pth. Returns the last finished epoch."""
+    deadline = time.monotonic() + SAVE_WAIT_S
+    while follower is not None and proc.poll() is None and time.monotonic() < deadline:
+        follower.poll()
+        if not follower.saving:
+            break
+        time.sleep(POLL_S)
+    for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    if follower is not None:
+        follower.poll()
+        return follower.last_epoch
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Assembling OUT
+
+
+def _averaged_checkpoint(espnet_dir: Path, config: dict[str, Any]) -> Path:
+    """ESPnet's n-best average for the first criterion that has one, else the last epoch."""
+    for phase, key, _ in config.get("best_model_criterion") or []:
+        candidate = espnet_dir / f"{phase}.{key}.ave.pth"
+        if candidate.exists():
+            return candidate
+    latest = espnet_dir / "latest.pth"
+    if latest.exists():
+        return latest
+    raise TrainError(f"ESPnet left no model in {espnet_dir}; see {espnet_dir.parent / 'train.log'}.")
+
+
+def _assemble(
+    out: Path,
+    config: dict[str, Any],
+    train: Dataset,
+    valid: Dataset,
+    options: TrainOptions,
+    follower: _LogFollower,
+    normalize: str,
+    plan: Any,
+    provenance: dict[str, Any] | None,
+    started: float,
+) -> TrainResult:
+    espnet_dir = out / "espnet"
+    averaged = _averaged_checkpoint(espnet_dir, config)
+    source = averaged.resolve()
+    espnet_config = yaml.safe_load((espnet_dir / "config.yaml").read_text(encoding="utf-8"))
+    tokens = [str(t) for t in espnet_config["token_list"]]
+    _write_text(out / "tokens.txt", "".join(f"{t}\n" for t in tokens))
+    if espnet_config.get("bpemodel"):
+        _copy(Path(espnet_config["bpemodel"]), out / "bpe.model")
+        espnet_config["bpemodel"] = "bpe.model"
+    stats = (espnet_config.get("normalize_conf") or {}).get("stats_file")
+    if espnet_config.get("normalize") == "global_mvn" and stats:
+        _copy(Path(stats), out / "feats_stats.npz")
+        espnet_config["normalize_conf"]["stats_file"] = "feats_stats.npz"
+    if plan is not None:
+        text = plan.to_json() if hasattr(plan, "to_json") else plan
+        _write_text(out / "plan.json", text if isinstance(text, str) else json.dumps(text, indent=2))
+    espnet_config = _relative_paths(espnet_config, out)
+    last_epoch = _last_epoch(espnet_dir) or follower.last_epoch
+    info = _provenance(out, config, train, valid, options, follower, normalize, averaged, provenance, last_epoch)
+    _write_text(out / "provenance.json", json.dumps(info, indent=2, default=str) + "\n")
+    _write_text(out / "config.yaml", yaml.safe_dump(espnet_config, allow_unicode=True, sort_keys=False))
+    _copy(source, out / "model.pth")  # last: its presence means OUT is complete
+    return TrainResult(
+        out=out,
+        model=out / "model.pth",
+        config=out / "config.yaml",
+        epochs=last_epoch,
+        averaged=source.name,
+        normalize=normalize,
+        history=follower.history,
+        seconds=time.monotonic() - started,
+        seconds_to_first_step=(follower.first_step_at - started) if follower.first_step_at else None,
+    )
+
+
+def _last_epoch(espnet_dir: Path) -> int:
+    epochs = [int(p.name[: -len("epoch.pth")]) for p in espnet_dir.glob("*epoch.pth") if p.name[0].isdigit()]
+    return max(epochs, default=0)
+
+
+def _relative_paths(node: Any, out: Path, key: str = "") -> Any:
+    """Every absolute path inside OUT becomes relative to OUT (token strings are left alone)."""
+    if key == "token_list":
+        return node
+    if isinstance(node, dict):
+        return {k: _relative_paths(v, out, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_relative_paths(v, out, key) for v in node]
+    if isinstance(node, str) and node.startswith(str(out) + os.sep):
+        head, sep, rest = node.partition(",")  # data entries are "path,name,type"
+        return str(Path(head).relative_to(out)) + sep + rest
+    if isinstance(node, str) and node == str(out):
+        return "."
+    return node
+
+
+def _provenance(
+    out: Path,
+    config: dict[str, Any],
+    train: Dataset,
+    valid: Dataset,
+    options: TrainOptions,
+    follower: _LogFollower,
+    normalize: str,
+    averaged: Path,
+    given: dict[str, Any] | None,
+    last_epoch: int,
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _version(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    previous = {}
+    if (out / "provenance.json").is_file():
+        previous = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    init = [str(p).split(":")[0] for p in config.get("init_param") or []]
+    info: dict[str, Any] = {
+        **previous,
+        **(given or {}),
+        "versions": {n: _version(n) for n in ("espzoo", "espnet", "torch", "torchaudio")} | {"python": sys.version},
+        "command": (given or {}).get("command") or previous.get("command") or sys.argv,
+        "options": asdict(options),
+        "init_checkpoint": [{"path": p, "sha256": _sha256(Path(p))} for p in init if Path(p).is_file()],
+        "normalize": normalize,
+        "data": {
+            d.name: {k: v for k, v in asdict(d).items() if k not in ("skipped",)} | {"skipped": len(d.skipped)}
+            for d in (train, valid)
+        },
+        "epochs": last_epoch,
+        "model": {"file": "model.pth", "averaged_from": averaged.resolve().name},
+        "history": previous.get("history", []) + [asdict(r) for r in follower.history],
+    }
+    return info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _copy(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(dest)
+
+
+def iter_epochs(log: str | Path) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
+    """Every `Nepoch results` line of an ESPnet train.log, parsed."""
+    for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines():
+        parsed = parse_results_line(line)
+        if parsed:
+            yield parsed
