@@ -94,8 +94,14 @@ def small_data_dir(dest: Path, *, lang: str = "en", split: str = "test", count: 
     source = ASSETS / lang / split
     recordings = dict(line.split(maxsplit=1) for line in (source / "wav.scp").read_text().splitlines() if line)
     texts = dict(line.split(maxsplit=1) for line in (source / "text").read_text(encoding="utf-8").splitlines() if line)
-    shortest = sorted(recordings, key=lambda utt: soundfile.info(str(source / recordings[utt])).frames)[:count]
+    # the shortest (decoding is the slow part of these tests), in id order as Kaldi dirs are sorted
+    shortest = sorted(sorted(recordings, key=lambda utt: soundfile.info(str(source / recordings[utt])).frames)[:count])
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "wav.scp").write_text("".join(f"{u} {(source / recordings[u]).resolve()}\n" for u in shortest))
     (dest / "text").write_text("".join(f"{u} {texts[u]}\n" for u in shortest), encoding="utf-8")
     return dest
+
+
+def audio_files(data_dir: Path) -> list[Path]:
+    """The audio files of a Kaldi dir made by `small_data_dir`, in its (id) order."""
+    return [Path(line.split(maxsplit=1)[1]) for line in (data_dir / "wav.scp").read_text().splitlines() if line]

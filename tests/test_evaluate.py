@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from _tiny_out import build_tiny_out, small_data_dir
+from _tiny_out import audio_files, build_tiny_out, small_data_dir
+from espzoo.data import DataError
 from espzoo.evaluate import (
     AudioError,
     DecodeOptions,
@@ -26,7 +27,7 @@ from espzoo.evaluate import (
     load_audio,
     load_recognizer,
     load_state_dict,
-    read_utterances,
+    prepared_utterances,
     transcribe,
     words,
 )
@@ -135,26 +136,36 @@ def test_unreadable_audio_is_named(tmp_path: Path) -> None:
         load_audio(tmp_path / "broken.wav", 16000)
 
 
-def test_read_kaldi_dir_and_manifest(tmp_path: Path) -> None:
+def test_data_sets_go_through_prepare(tmp_path: Path) -> None:
     data = small_data_dir(tmp_path / "kaldi", count=2)
-    kaldi = read_utterances(data)
-    assert [u.text for u in kaldi] == [line.split(maxsplit=1)[1] for line in (data / "text").read_text().splitlines()]
-    assert all(u.audio.is_file() for u in kaldi)
+    with prepared_utterances(data, 16000) as kaldi:
+        assert {u.id: u.text for u in kaldi} == dict(
+            line.split(maxsplit=1) for line in (data / "text").read_text().splitlines()
+        )
+        assert all(u.audio.is_file() for u in kaldi)
     manifest = tmp_path / "m.tsv"
     manifest.write_text("id\taudio\ttext\n" + "".join(f"{u.id}\t{u.audio}\t{u.text}\n" for u in kaldi))
-    assert read_utterances(manifest) == kaldi
+    with prepared_utterances(manifest, 16000) as listed:
+        assert listed == kaldi  # 16 kHz mono FLAC is used where it lies
+    with prepared_utterances(manifest, 8000) as resampled:
+        assert [u.audio for u in resampled] != [u.audio for u in kaldi]  # converted to the model's rate
+        assert soundfile.info(str(resampled[0].audio)).samplerate == 8000
 
 
-def test_bad_data_sets_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="wav.scp and text"):
-        read_utterances(tmp_path)
-    (tmp_path / "wav.scp").write_text("u1 sox a.wav -t wav - |\n")
-    (tmp_path / "text").write_text("u1 hello\n")
-    with pytest.raises(ValueError, match="pipe command"):
-        read_utterances(tmp_path)
-    (tmp_path / "wav.scp").write_text("u2 a.wav\n")
-    with pytest.raises(ValueError, match="u1 has no audio"):
-        read_utterances(tmp_path)
+def test_bad_data_sets_are_refused_before_the_model_loads(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wav.scp").write_text("u1 sox a.wav -t wav - |\n")
+    (tmp_path / "data" / "text").write_text("u1 hello\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("frontend_conf: {fs: 16k}\n")
+    (out / "model.pth").write_bytes(b"never loaded: the data is checked first")
+    with pytest.raises(DataError, match="pipe command"):
+        evaluate(out, tmp_path / "data")
+    (tmp_path / "data" / "wav.scp").write_text("u2 a.wav\n")
+    with pytest.raises(DataError, match="no audio for this transcript"):
+        evaluate(out, tmp_path / "data")
+    assert not (out / "eval").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,7 +206,9 @@ def test_evaluate_writes_files_that_match_its_numbers(recognizer: Recognizer, ti
     assert report.out_dir == tiny_out / "eval" / "test"  # an experiment's results live in it, for export
     refs = (report.out_dir / "ref.trn").read_text(encoding="utf-8").splitlines()
     hyps = (report.out_dir / "hyp.trn").read_text(encoding="utf-8").splitlines()
-    assert [line.rsplit(" (", 1)[0] for line in refs] == [u.text for u in read_utterances(data)]
+    with prepared_utterances(data, 16000) as utterances:
+        assert [line.rsplit(" (", 1)[0] for line in refs] == [u.text for u in utterances]
+        audio = [u.audio for u in utterances]
     recomputed = error_rates([r.rsplit(" (", 1)[0] for r in refs], [h.rsplit(" (", 1)[0] for h in hyps])
     assert (recomputed.wer, recomputed.cer) == (report.wer, report.cer)
     saved = json.loads((report.out_dir / "result.json").read_text(encoding="utf-8"))
@@ -203,12 +216,12 @@ def test_evaluate_writes_files_that_match_its_numbers(recognizer: Recognizer, ti
     assert [row["hypothesis"] for row in saved["rows"]] == [h.rsplit(" (", 1)[0] for h in hyps]
     assert report.audio_seconds > 1.0 and report.decode_seconds > 0.0
     # transcribing the same files gives the same text
-    assert transcribe(recognizer, [u.audio for u in read_utterances(data)]) == [r.hypothesis for r in report.rows]
+    assert transcribe(recognizer, audio) == [r.hypothesis for r in report.rows]
 
 
 def test_decode_of_a_stereo_copy_matches_the_mono_file(recognizer: Recognizer, tmp_path: Path) -> None:
     data = small_data_dir(tmp_path / "d", count=1)
-    source = read_utterances(data)[0].audio
+    source = audio_files(data)[0]
     wave, rate = soundfile.read(source, dtype="float32")
     soundfile.write(tmp_path / "stereo.wav", np.stack([wave, wave], axis=1), rate)  # same audio, 2 channels
     assert decode(recognizer, [tmp_path / "stereo.wav"]) == decode(recognizer, [source])

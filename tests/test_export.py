@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _tiny_out import build_tiny_out, small_data_dir
-from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer, read_utterances
+from _tiny_out import audio_files, build_tiny_out, small_data_dir
+from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer
 from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
 
 
@@ -19,7 +19,7 @@ def evaluated_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     out = build_tiny_out(root / "out")
     data = small_data_dir(root / "test", count=2)
     report = evaluate(out, data)
-    return out, [u.audio for u in read_utterances(data)], [r.hypothesis for r in report.rows]
+    return out, audio_files(data), [r.hypothesis for r in report.rows]
 
 
 def _front_matter(readme: str) -> dict:
@@ -87,7 +87,7 @@ def test_exported_files_alone_give_the_same_transcripts(evaluated_out, tmp_path:
 
 def test_bpe_model_exports_with_its_sentencepiece_model(tmp_path: Path, monkeypatch) -> None:
     out = build_tiny_out(tmp_path / "bpe_out", token_type="bpe")
-    audio = [u.audio for u in read_utterances(small_data_dir(tmp_path / "d", count=1))]
+    audio = audio_files(small_data_dir(tmp_path / "d", count=1))
     import soundfile
 
     wave = soundfile.read(audio[0], dtype="float32")[0]

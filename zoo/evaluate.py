@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -420,84 +421,35 @@ def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float |
     return wave
 
 
-def read_utterances(data: str | Path) -> list[Utterance]:
-    """A data set with references: a Kaldi dir (`wav.scp`, `text`, optional `segments`) or a manifest
-    (`.tsv`/`.csv` with `audio` and `text` columns and an optional `id`, or `.jsonl` with those keys).
-    Relative audio paths are taken from the data dir (or the manifest's folder), else the working dir."""
-    path = Path(data)
-    if path.is_dir():
-        return _read_kaldi_dir(path)
-    if path.is_file() and path.suffix in (".tsv", ".csv", ".jsonl"):
-        return _read_manifest(path)
-    raise FileNotFoundError(
-        f"{data} is neither a Kaldi data dir (with wav.scp and text) nor a .tsv/.csv/.jsonl manifest; "
-        "point --data at one."
-    )
+@contextmanager
+def prepared_utterances(
+    data: str | Path, sample_rate: int, *, skip_bad: bool = False
+) -> Iterator[list[Utterance]]:
+    """The utterances of a data set with references, checked and converted by `espzoo.data.prepare`.
 
+    `data` is a Kaldi dir (`wav.scp`, `text`, optional `segments`) or a manifest (.csv/.tsv/.jsonl with audio
+    and text); bad entries raise `DataError` listing them all, unless `skip_bad` drops them. Audio that is not
+    mono at `sample_rate` is converted into a temporary folder that lives as long as the context.
+    """
+    import tempfile
 
-def _read_kaldi_dir(root: Path) -> list[Utterance]:
-    wav_scp, text_file = root / "wav.scp", root / "text"
-    for needed in (wav_scp, text_file):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{root} has no {needed.name}; a Kaldi data dir needs wav.scp and text.")
-    recordings = _two_columns(wav_scp)
-    texts = _two_columns(text_file)
-    for rec_id, location in recordings.items():
-        if location.rstrip().endswith("|"):
-            raise ValueError(
-                f"{wav_scp}: {rec_id} is a pipe command; espzoo reads audio files only, convert it to a file first."
-            )
-    segments: dict[str, tuple[str, float, float]] = {}
-    if (root / "segments").is_file():
-        for line in _lines(root / "segments"):
-            utt_id, rec_id, start, end = line.split()[:4]
-            segments[utt_id] = (rec_id, float(start), float(end))
-    utterances = []
-    for utt_id, text in texts.items():
-        rec_id, start, end = segments.get(utt_id, (utt_id, 0.0, None))
-        if rec_id not in recordings:
-            raise ValueError(f"{text_file}: {utt_id} has no audio in {wav_scp.name}; add it or drop the line.")
-        end = None if end is not None and end < 0 else end  # Kaldi: -1 means to the end
-        utterances.append(Utterance(utt_id, _audio_path(recordings[rec_id], root), text, start, end))
-    return utterances
+    from espzoo.data import prepare
 
-
-def _read_manifest(path: Path) -> list[Utterance]:
-    import csv
-    import json
-
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in _lines(path)]
-    else:
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    utterances = []
-    for number, row in enumerate(rows, 1):
-        if "audio" not in row or "text" not in row:
-            raise ValueError(f"{path}: row {number} lacks an `audio` or `text` field; both are needed.")
-        audio = _audio_path(str(row["audio"]), path.parent)
-        utterances.append(Utterance(str(row.get("id") or audio.stem), audio, str(row["text"])))
-    return utterances
-
-
-def _audio_path(location: str, base: Path) -> Path:
-    path = Path(location.strip())
-    if not path.is_absolute() and (base / path).exists():
-        return base / path
-    return path
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="espzoo-eval-") as tmp:
+        dataset = prepare(data, Path(tmp) / "data", sample_rate=sample_rate, skip_bad=skip_bad)
+        texts = dataset.transcripts()
+        yield [
+            Utterance(utt_id, Path(location), texts.get(utt_id, ""))
+            for utt_id, location in _two_columns(dataset.wav_scp).items()
+        ]
 
 
 def _two_columns(path: Path) -> dict[str, str]:
     table: dict[str, str] = {}
-    for line in _lines(path):
+    for line in path.read_text(encoding="utf-8").splitlines():
         key, _, value = line.strip().partition(" ")
-        if key in table:
-            raise ValueError(f"{path}: id {key} appears twice; ids must be unique.")
-        table[key] = value.strip()
+        if key:
+            table[key] = value.strip()
     return table
 
 
@@ -513,17 +465,20 @@ def decode(
     *,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Transcripts of a data set (Kaldi dir or manifest) or of audio files, in order.
+    """Transcripts of a data set's utterances (Kaldi dir or manifest), or of audio files (any rate, any
+    channels), in order.
 
     One utterance at a time, as ESPnet's own asr_inference does (it refuses batch_size > 1): batching the
     encoder would change results, since a conformer's convolution modules see the padding of shorter inputs.
     Use `DecodeOptions.threads` to spread each utterance over cores.
     """
+    if isinstance(utterances, (str, Path)) and _is_data_set(Path(utterances)):
+        with prepared_utterances(utterances, recognizer.sample_rate) as items:
+            return _decode_all(recognizer, items, progress)[0]
     if isinstance(utterances, (str, Path)):
-        utterances = read_utterances(utterances)
+        utterances = [utterances]
     items = [u if isinstance(u, Utterance) else Utterance(Path(u).stem, Path(u)) for u in utterances]
-    hypotheses, _ = _decode_all(recognizer, items, progress)
-    return hypotheses
+    return _decode_all(recognizer, items, progress)[0]
 
 
 def _decode_all(
@@ -610,6 +565,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     *,
     options: DecodeOptions | None = None,
+    skip_bad: bool = False,
     progress: Progress | None = None,
 ) -> EvalReport:
     """Decode a data set with references and score it.
@@ -620,13 +576,13 @@ def evaluate(
     """
     import time
 
-    utterances = read_utterances(data)
-    if not utterances:
-        raise ValueError(f"{data} holds no utterances; nothing to evaluate.")
-    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
-    started = time.perf_counter()
-    hypotheses, audio_seconds = _decode_all(recognizer, utterances, progress)
-    decode_seconds = time.perf_counter() - started
+    # The data is checked before the model is built (seconds), so that bad data fails fast.
+    files = model.model if isinstance(model, Recognizer) else locate_model(model)
+    with prepared_utterances(data, files.sample_rate, skip_bad=skip_bad) as utterances:
+        recognizer = model if isinstance(model, Recognizer) else load_recognizer(files, options)
+        started = time.perf_counter()
+        hypotheses, audio_seconds = _decode_all(recognizer, utterances, progress)
+        decode_seconds = time.perf_counter() - started
 
     references = [u.text or "" for u in utterances]
     rates = error_rates(references, hypotheses)
@@ -634,7 +590,6 @@ def evaluate(
         UtteranceResult(u.id, ref, hyp, word, char)
         for u, ref, hyp, (word, char) in zip(utterances, references, hypotheses, rates.per_utterance, strict=True)
     ]
-    files = recognizer.model
     if out_dir is None and files.kind == "experiment":
         out_dir = files.root / "eval" / _data_name(Path(data))
     report = EvalReport(
@@ -696,6 +651,10 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _is_data_set(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json")
 
 
 def _data_name(data: Path) -> str:
