@@ -2,10 +2,86 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 RepoArg = Annotated[str, typer.Argument(help="A hub repo id, optionally pinned: ORG/NAME[@REVISION].")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", help="Show at most N results (0 = all).")]
+
+# Transfer options, shared by `espzoo plan` and `espzoo finetune` (ESPnet's --init_param semantics, made safe).
+ModelArg = Annotated[
+    str, typer.Argument(help="The pretrained model: repo id ORG/NAME[@REV], hub-layout folder or experiment dir.")
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="Do not load this module (at module boundaries: 'decoder', 'encoder.encoders.1').")
+]
+IncludeOpt = Annotated[list[str] | None, typer.Option("--include", help="Load only these modules (repeatable).")]
+MapOpt = Annotated[
+    str | None, typer.Option("--map", help="Load the source's module SRC into the model's module DST: SRC=DST.")
+]
+IgnoreMismatchOpt = Annotated[
+    bool, typer.Option("--ignore-init-mismatch", help="Leave tensors whose shapes differ at their fresh init.")
+]
+FreezeOpt = Annotated[
+    list[str] | None, typer.Option("--freeze", help="Do not train this module's parameters (ESPnet's --freeze_param).")
+]
+VocabOpt = Annotated[
+    str,
+    typer.Option(
+        "--vocab",
+        help="keep | char:TEXT | bpe:N[:TEXT] | unigram:N[:TEXT] | a token list | a bpe.model "
+        "(TEXT: a Kaldi data dir, its text file, or plain lines).",
+    ),
+]
+NewRowsOpt = Annotated[
+    str, typer.Option("--new-rows", help="Rows of new tokens start as the mean of the pretrained rows, or random.")
+]
+StatsOpt = Annotated[
+    str, typer.Option("--stats", help="Normalization stats: keep the pretrained ones, or compute new ones (new).")
+]
+InitParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
+]
+
+
+def transfer_options(
+    *,
+    exclude: list[str] | None,
+    include: list[str] | None,
+    map: str | None,
+    ignore_init_mismatch: bool,
+    freeze: list[str] | None,
+    vocab: str,
+    new_rows: str,
+    stats: str,
+    init_param: list[str] | None,
+) -> Any:
+    """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
+    from espzoo.cli._output import fail
+    from espzoo.transfer import TransferOptions
+
+    if new_rows not in ("mean", "random"):
+        fail(f"--new-rows {new_rows!r} is not one of mean, random.")
+    if stats not in ("pretrained", "new"):
+        fail(f"--stats {stats!r} is not one of pretrained, new.")
+    pair = None
+    if map is not None:
+        src, sep, dst = map.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            fail(f"--map {map!r} is not SRC=DST; write e.g. --map encoder=encoder.")
+        pair = (src.strip(), dst.strip())
+    return TransferOptions(
+        excludes=tuple(exclude or ()),
+        includes=tuple(include or ()),
+        map=pair,
+        init_params=tuple(init_param or ()),
+        ignore_init_mismatch=ignore_init_mismatch,
+        freeze=tuple(freeze or ()),
+        vocab=vocab,
+        new_rows=new_rows,  # type: ignore[arg-type]
+        stats=stats,  # type: ignore[arg-type]
+    )

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from espzoo import __version__
-from espzoo.cli import hub, mirror, search
+from espzoo.cli import hub, mirror, plan, search
 
 app = typer.Typer(
     name="espzoo",
@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Each command group registers itself; adding a group is one line here.
-for module in (search, mirror, hub):
+for module in (search, mirror, hub, plan):
     module.register(app)
 
 

@@ -10,9 +10,9 @@ way an ESPnet user means it, with ESPnet's traps fixed:
 
 `make_plan` gives one row per tensor of the target model (action `load`, `rename`, `transplant`, `exclude`,
 `mismatch` or `init`); several specs may feed one plan, later specs winning where they overlap, as ESPnet
-applies its `--init_param` list in order. `apply_plan` writes the adapted checkpoint: a state dict ESPnet's
-trainer loads with `strict=True` through `--init_param`, holding exactly the tensors the plan loads (the rest
-keep ESPnet's fresh initialization of the new model), and the adapted config.
+applies its `--init_param` list in order. `apply_plan` writes the adapted checkpoint: every tensor of the new
+model in its shape (the planned ones from the sources, the rest from ESPnet's own fresh initialization of the
+new model), so ESPnet loads it with `strict=True` and nothing is left at random silently; and the adapted config.
 
 For every vocabulary-sized tensor (CTC output, decoder embedding and output, a transducer's decoder embedding
 and joint output) a new vocabulary keeps the pretrained row of every token both vocabularies share.
@@ -24,7 +24,6 @@ import ctypes
 import difflib
 import json
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from espzoo.model import TargetModel, describe_target, model_token_list
+from espzoo.model import TargetModel, build_model, describe_target, model_token_list
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
@@ -244,30 +243,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
-    """(state dict, whether its storages are memory-mapped from the file)."""
-    import torch
+    """(state dict, whether its storages are memory-mapped from the file: zip-format checkpoints are)."""
+    import zipfile
 
-    mapped = True
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # the legacy (pre-zip) format cannot be memory-mapped
-            if "mmap" not in str(err):
-                raise
-            state, mapped = torch.load(path, map_location="cpu", weights_only=True), False
-    except pickle.UnpicklingError as err:
-        raise TransferError(
-            f"{path} holds Python objects other than tensors; refused (it could run code). Use a state-dict checkpoint."
-        ) from err
-    except (RuntimeError, OSError, EOFError) as err:
-        raise TransferError(f"{path} is not a readable PyTorch checkpoint ({err}).") from err
-    if isinstance(state, dict) and isinstance(state.get("module"), dict):  # as ESPnet's loader unwraps it
-        state = state["module"]
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # ESPnet's training checkpoint.pth
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise TransferError(f"{path} is not a model state dict (a mapping of names to tensors).")
-    return state, mapped
+    from espzoo.bundle import load_state_dict
+
+    return load_state_dict(path), zipfile.is_zipfile(path)
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -588,14 +569,15 @@ def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, An
 
 @dataclass(frozen=True)
 class TransferResult:
-    checkpoint: Path  # the adapted state dict (only the tensors the plan loads)
+    checkpoint: Path  # the adapted state dict: every tensor of the new model
     config: Path  # the adapted ESPnet training config (init_param points at the checkpoint)
     plan: Path  # plan.json
     tokens: Path  # tokens.txt
 
 
 def adapted_state(plan: TransferPlan, *, seed: int = 0) -> dict[str, Any]:
-    """The tensors the plan loads, in the target's shapes; loaded tensors stay views of the mmapped sources."""
+    """Every tensor of the new model: planned ones from the sources (loaded tensors stay views of the mmapped
+    checkpoints), the rest (`init`, `exclude`, `mismatch`) from ESPnet's initialization of the new model, seeded."""
     return _adapted_state(plan, seed=seed)[0]
 
 
@@ -606,9 +588,11 @@ def _adapted_state(plan: TransferPlan, *, seed: int = 0) -> tuple[dict[str, Any]
     states: dict[int, dict[str, Any]] = {}
     regions: list[tuple[int, int]] = []
     generator = torch.Generator().manual_seed(seed)
+    fresh = _fresh_tensors(plan, [r.target_key for r in plan.rows if r.action not in LOADED], seed)
     out: dict[str, Any] = {}
     for row in plan.rows:
         if row.action not in LOADED or row.spec is None or row.source_key is None:
+            out[row.target_key] = fresh[row.target_key]
             continue
         if row.spec not in states:
             states[row.spec], mapped = _load_checkpoint(plan.sources[row.spec].checkpoint)
@@ -621,6 +605,31 @@ def _adapted_state(plan: TransferPlan, *, seed: int = 0) -> tuple[dict[str, Any]
             )
         out[row.target_key] = value
     return out, regions
+
+
+def _fresh_tensors(plan: TransferPlan, keys: list[str], seed: int) -> dict[str, Any]:
+    """ESPnet's initialization of the new model for `keys` (built on CPU only when some tensor needs it)."""
+    import torch
+
+    if not keys:
+        return {}
+    config = dict(plan.target_config)
+    stats_file = (config.get("normalize_conf") or {}).get("stats_file")
+    missing_stats = config.get("normalize") == "global_mvn" and not (stats_file and Path(stats_file).is_file())
+    if missing_stats:  # new stats not computed yet: identity normalization until ESPnet's collect_stats runs
+        config["normalize"], config["normalize_conf"] = None, {}
+    torch.manual_seed(seed)
+    model = build_model(config, device="cpu")
+    state = model.state_dict()
+    shapes = plan.by_key()
+    fresh = {}
+    for key in keys:
+        if key in state:
+            fresh[key] = state[key]
+        elif missing_stats and under(key, NORMALIZE_PREFIX):
+            fresh[key] = (torch.zeros if key.endswith("mean") else torch.ones)(shapes[key].target_shape)
+    del model, state  # only the tensors kept above stay alive
+    return fresh
 
 
 def transplant_rows(

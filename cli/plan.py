@@ -1,0 +1,156 @@
+"""Show what a transfer will load, rename, transplant, exclude or leave at init, without training anything.
+
+    espzoo plan espnet/bn_openslr53                                  # everything loads: the collapsed table
+    espzoo plan espnet/bn_openslr53 --vocab bpe:500:data/train/text  # a new vocabulary: shared-token rows kept
+    espzoo plan exp/en_char --vocab char:data/train --exclude decoder --freeze encoder
+    espzoo plan espnet/bn_openslr53 --map encoder=encoder --init-param other/model.pth:decoder:decoder
+    espzoo plan espnet/bn_openslr53 --detail                         # one line per tensor
+    espzoo plan espnet/bn_openslr53 --json                           # {"rows": [...], "summary": {...}}
+
+MODEL is a repo id (pulled through the HF cache), a hub-layout folder or an experiment dir. The excludes,
+includes, --map and --init-param specs are ESPnet's `--init_param SOURCE:SRC:DST:EXCLUDES` at module boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from espzoo.cli._options import (
+    ExcludeOpt,
+    FreezeOpt,
+    IgnoreMismatchOpt,
+    IncludeOpt,
+    InitParamOpt,
+    JsonOpt,
+    MapOpt,
+    ModelArg,
+    NewRowsOpt,
+    StatsOpt,
+    VocabOpt,
+    transfer_options,
+)
+from espzoo.cli._output import fail, info, print_json, print_table
+
+DetailOpt = Annotated[bool, typer.Option("--detail", help="One row per tensor instead of one per module and action.")]
+
+
+def plan(
+    model: ModelArg,
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
+    map: MapOpt = None,
+    ignore_init_mismatch: IgnoreMismatchOpt = False,
+    freeze: FreezeOpt = None,
+    vocab: VocabOpt = "keep",
+    new_rows: NewRowsOpt = "mean",
+    stats: StatsOpt = "pretrained",
+    init_param: InitParamOpt = None,
+    detail: DetailOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Show the transfer plan for MODEL. Example: espzoo plan espnet/bn_openslr53 --vocab char:data/train"""
+    options = transfer_options(
+        exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
+        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param,
+    )
+    result = _plan(model, options)
+    if json:
+        print_json(result.to_json())
+        return
+    render(result.to_json(), detail=detail)
+
+
+def _plan(model: str, options: Any) -> Any:
+    from espzoo.bundle import BundleError
+    from espzoo.hub import HubError
+    from espzoo.model import ModelConfigError
+    from espzoo.transfer import TransferError, plan_transfer
+    from espzoo.vocab import VocabularyError
+
+    try:
+        return plan_transfer(model, options)
+    except (TransferError, VocabularyError, ModelConfigError, BundleError, HubError) as err:
+        fail(str(err))
+
+
+def render(plan: dict[str, Any], *, detail: bool = False) -> None:
+    """The plan for people: per module and action (or per tensor with `detail`), then the vocabulary and stats."""
+    summary = plan["summary"]
+    if detail:
+        rows = [
+            {
+                **row,
+                "source_key": "" if row["source_key"] in (None, row["target_key"]) else row["source_key"],
+                "shapes": _shapes(row),
+                "frozen": "frozen" if row.get("frozen") else "",
+            }
+            for row in plan["rows"]
+        ]
+        columns = ["target_key", "action", "source_key", "shapes", "frozen", "note"]
+        print_table(rows, columns, title="transfer plan (every tensor)")
+    else:
+        print_table(_collapsed(plan["rows"]), ["module", "action", "tensors", "parameters", "frozen", "note"],
+                    title="transfer plan (--detail: every tensor)")
+    totals = ", ".join(f"{a} {v['tensors']} ({v['parameters']:,} values)" for a, v in summary["actions"].items())
+    info(f"total: {totals}")
+    for i, spec in enumerate(summary["specs"]):
+        pinned = f" = {spec['repo_id']}@{spec['commit'][:12]}" if spec.get("repo_id") and spec.get("commit") else ""
+        info(f"spec {i + 1}: {spec['spec']}{pinned}")
+    vocab = summary.get("vocabulary")
+    if vocab:
+        parts = [f"{vocab['source']} ({vocab['token_type']}, {vocab['size']} tokens)"]
+        if vocab["new_in_old"] is not None:
+            parts.append(f"{vocab['new_in_old']:.0%} of its tokens in the pretrained vocabulary")
+        if vocab["text_coverage"] is not None:
+            parts.append(f"{vocab['text_coverage']:.0%} of the text's tokens shared")
+        if vocab["shared_tokens"] < vocab["size"]:
+            start = "the mean of the pretrained rows" if summary["new_rows"] == "mean" else "random"
+            parts.append(f"new tokens' rows start as {start}")
+        info(f"vocabulary: {', '.join(parts)}")
+    info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
+         else "normalization stats: new, computed on your data (normalize.* excluded)")
+    if summary["frozen"]["tensors"]:
+        info(f"frozen: {', '.join(summary['frozen']['modules'])} ({summary['frozen']['parameters']:,} parameters)")
+
+
+def _collapsed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        module = row["target_key"].split(".")[0]
+        group = groups.setdefault(
+            (module, row["action"]),
+            {"module": module, "action": row["action"], "tensors": 0, "values": 0, "frozen": 0, "notes": {}},
+        )
+        group["tensors"] += 1
+        group["values"] += _numel(row["target_shape"])
+        group["frozen"] += bool(row.get("frozen"))
+        if row.get("note"):
+            group["notes"][row["note"]] = None
+    return [
+        {
+            **g,
+            "parameters": f"{g['values']:,}",
+            "frozen": "all" if g["frozen"] == g["tensors"] else (g["frozen"] or ""),
+            "note": "; ".join(list(g["notes"])[:2]),
+        }
+        for g in groups.values()
+    ]
+
+
+def _shapes(row: dict[str, Any]) -> str:
+    target = "x".join(map(str, row["target_shape"])) or "scalar"
+    if row["source_shape"] is None or row["source_shape"] == row["target_shape"]:
+        return target
+    return "x".join(map(str, row["source_shape"])) + " -> " + target
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
