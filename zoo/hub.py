@@ -91,6 +91,32 @@ def parse_repo_ref(ref: str) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Settings, read when used (huggingface_hub reads its own once, at import: a notebook or test that sets
+# HF_ENDPOINT/HF_HOME/HF_HUB_OFFLINE later still gets what it asked for here)
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def hub_cache_dir() -> Path:
+    from espzoo.mirror import hf_hub_cache
+
+    return hf_hub_cache()
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    return constants.is_offline_mode()
+
+
+# ---------------------------------------------------------------------------------------------
 # Pull
 
 
@@ -105,20 +131,20 @@ def pull(
     token: str | bool | None = None,
     retries: int = 3,
     backoff: float = 0.5,
+    timeout: float = API_TIMEOUT,
     progress: bool | None = None,
 ) -> Snapshot:
     """Download `repo_id` at `revision` (branch, tag or commit; default main, or the commit in `lock_file`)
     into the HF cache and return the snapshot. Offline (HF_HUB_OFFLINE=1 or the Hub unreachable) a cached
     snapshot is used, with a note. `lock_file` records repo -> commit (created or updated)."""
-    from huggingface_hub import constants
 
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
-    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff)
+    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout)
     notes = list(clean_stale_downloads(repo_id, cache_dir=session.cache_dir))
-    offline = constants.is_offline_mode()
+    offline = hub_offline()
     commit: str | None = None
     if offline:
         notes.append("HF_HUB_OFFLINE is set; using the cached copy")
@@ -280,16 +306,16 @@ class _Unreachable(HubError):
 
 class _Session:
     def __init__(self, repo_id: str, cache_dir: str | Path | None, endpoint: str | None, token: Any,
-                 retries: int, backoff: float):
-        from huggingface_hub import HfApi, constants
+                 retries: int, backoff: float, timeout: float = API_TIMEOUT):
+        from huggingface_hub import HfApi
 
         _ensure_client_timeout()
         self.repo_id = repo_id
-        self.cache_dir = Path(cache_dir or constants.HF_HUB_CACHE)
+        self.cache_dir = Path(cache_dir or hub_cache_dir())
         self.storage = self.cache_dir / ("models--" + repo_id.replace("/", "--"))
-        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.endpoint = (endpoint or hub_endpoint()).rstrip("/")
         self.token = token
-        self.retries, self.backoff = retries, backoff
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.api = HfApi(endpoint=self.endpoint, token=token)
 
     # -- resolving -----------------------------------------------------------------------------
@@ -298,7 +324,7 @@ class _Session:
         """The commit `revision` names (a 40-hex commit is taken as is: no request)."""
         if revision and HEX40.fullmatch(revision):
             return revision
-        info = self.call(lambda: self.api.model_info(self.repo_id, revision=revision, timeout=API_TIMEOUT),
+        info = self.call(lambda: self.api.model_info(self.repo_id, revision=revision, timeout=self.timeout),
                          f"resolve {self.repo_id}@{revision or 'main'}", revision)
         if not info.sha:
             raise HubError(f"the Hub at {self.endpoint} gave no commit for {self.repo_id}; check HF_ENDPOINT.")
@@ -351,7 +377,7 @@ class _Session:
             from huggingface_hub import hf_hub_download
 
             self.call(lambda: hf_hub_download(self.repo_id, path, revision=commit, cache_dir=self.cache_dir,
-                                              endpoint=self.endpoint, token=self.token),
+                                              endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout),
                       f"download {path}", commit)
         try:
             return local.read_text(encoding="utf-8", errors="replace")
@@ -377,7 +403,7 @@ class _Session:
             tqdm_class = _Silent
         self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
                                             allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
-                                            tqdm_class=tqdm_class),
+                                            tqdm_class=tqdm_class, etag_timeout=self.timeout),
                   f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
 
     # -- errors and retries --------------------------------------------------------------------
@@ -518,9 +544,8 @@ def clean_stale_downloads(repo_id: str, *, cache_dir: str | Path | None = None) 
     """Remove `blobs/*.incomplete` files a killed process left behind (huggingface_hub names them per process, so
     no later download resumes them and nothing cleans them). A file is stale when nobody holds its download lock."""
     from filelock import FileLock, Timeout
-    from huggingface_hub import constants
 
-    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    cache = Path(cache_dir or hub_cache_dir())
     folder = "models--" + repo_id.replace("/", "--")
     blobs = cache / folder / "blobs"
     if not blobs.is_dir():
@@ -706,7 +731,7 @@ def list_cached(cache_dir: str | Path | None = None, *, espnet_only: bool = True
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        info = scan_cache_dir(cache_dir)
+        info = scan_cache_dir(cache_dir or hub_cache_dir())
     except CacheNotFound:
         return []
     rows = []
@@ -743,7 +768,7 @@ def remove(repo_id: str, revision: str | None = None, *, cache_dir: str | Path |
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at
     try:
-        info = scan_cache_dir(cache_dir)
+        info = scan_cache_dir(cache_dir or hub_cache_dir())
     except CacheNotFound:
         info = None
     repo = next((r for r in info.repos if r.repo_id == repo_id and r.repo_type == "model"), None) if info else None
