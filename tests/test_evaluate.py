@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
+from espzoo.bundle import UnsafeCheckpointError
 from espzoo.data import DataError
 from espzoo.evaluate import (
     AudioError,
@@ -26,7 +27,6 @@ from espzoo.evaluate import (
     evaluate,
     load_audio,
     load_recognizer,
-    load_state_dict,
     prepared_utterances,
     transcribe,
     words,
@@ -234,7 +234,7 @@ def test_unknown_model_is_refused(tmp_path: Path) -> None:
         transcribe(tmp_path, [tmp_path / "missing.wav"])
 
 
-def test_malicious_checkpoint_is_not_unpickled(tmp_path: Path) -> None:
+def test_malicious_checkpoint_is_not_unpickled(tiny_out: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -243,9 +243,11 @@ def test_malicious_checkpoint_is_not_unpickled(tmp_path: Path) -> None:
 
     import torch
 
-    torch.save({"x": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(ValueError, match="untrusted"):
-        load_state_dict(tmp_path / "evil.pth")
+    evil = tmp_path / "out"
+    shutil.copytree(tiny_out, evil, ignore=shutil.ignore_patterns("eval"))
+    torch.save({"encoder.x": Payload()}, evil / "model.pth")
+    with pytest.raises(UnsafeCheckpointError, match="could run code"):
+        load_recognizer(evil)
     assert not marker.exists()
 
 

@@ -330,7 +330,9 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
             penalty=options.penalty,
             nbest=1,
         )
-    state = load_state_dict(files.checkpoint)
+    from espzoo.bundle import load_state_dict
+
+    state = load_state_dict(files.checkpoint)  # weights_only: refuses a pickle that would run code
     result = speech2text.asr_model.load_state_dict(state, strict=False)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:5])
@@ -340,29 +342,6 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
         )
     speech2text.asr_model.to(options.device).eval()
     return Recognizer(speech2text=speech2text, sample_rate=files.sample_rate, model=files, options=options)
-
-
-def load_state_dict(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors, never unpickling anything else (weights_only=True; mmap when the format allows)."""
-    import pickle
-
-    import torch
-
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds objects other than tensors and was not loaded (checkpoints are untrusted); "
-            "re-save it as a plain state dict."
-        ) from error
-    if isinstance(state, dict) and "module" in state and isinstance(state["module"], dict):
-        state = state["module"]  # deepspeed checkpoints, as ESPnet accepts them
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a state dict (got {type(state).__name__}).")
-    return state
 
 
 def yaml_dump(data: Any) -> str:
