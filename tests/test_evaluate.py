@@ -260,3 +260,25 @@ def test_checkpoint_from_another_model_is_refused(tiny_out: Path, tmp_path: Path
     torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, other / "model.pth")
     with pytest.raises(ValueError, match="do not belong together"):
         load_recognizer(other)
+
+
+def test_hub_folder_and_repo_id_through_the_mirror(
+    tiny_repo_char: Path, mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from espzoo.mirror import MirrorServer
+
+    data = small_data_dir(tmp_path / "test", count=1)
+    options = DecodeOptions(beam_size=2)
+    folder = load_recognizer(tiny_repo_char, options)  # a hub-layout folder, opened by espzoo.bundle
+    assert folder.model.kind == "hub" and folder.sample_rate == 16000
+    expected = decode(folder, audio_files(data))
+    assert expected[0]  # a trained model says something
+    with MirrorServer(mirror_root) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        report = evaluate("espzoo-test/tiny-char", data, options=options)
+    assert report.commit and len(report.commit) == 40
+    assert [row.hypothesis for row in report.rows] == expected
+    assert report.out_dir is None  # a repo is not an experiment dir: nothing written unless asked
+    assert 0.0 <= report.cer.rate  # and a real score against the reference
+    assert report.cer.reference_length == len(chars(report.rows[0].reference))
