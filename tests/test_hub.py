@@ -1,0 +1,348 @@
+"""espzoo.hub against the mirror on 127.0.0.1: the real huggingface_hub client, real tiny ESPnet repos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from _hubtools import ESPZOO, client_env, make_espnet_repo, sha256_of
+from espzoo import hub
+from espzoo.catalog import Catalog, shipped_catalog_path
+from espzoo.cli.main import app
+from espzoo.mirror import Faults, MirrorServer
+from typer.testing import CliRunner
+
+CHAR, BPE, NOMETA = "espzoo-test/tiny-char", "espzoo-test/tiny-bpe", "espzoo-test/tiny-nometa"
+BIG = "espzoo-test/asr_big"
+BIG_CKPT = "exp/asr_train_asr_conformer_raw_en_char/valid.acc.ave_10best.pth"
+
+
+def serve(root: Path, monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> MirrorServer:
+    server = MirrorServer(root)
+    monkeypatch.setenv("HF_ENDPOINT", server.start())
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return server
+
+
+@pytest.fixture()
+def mirror(mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    server = serve(mirror_root, monkeypatch, tmp_path / "hf")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def big_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("big_root")
+    make_espnet_repo(root, BIG, big_mb=30)
+    return root
+
+
+@pytest.fixture()
+def big_mirror(big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    server = serve(big_root, monkeypatch, tmp_path / "hf")
+    yield server
+    server.stop()
+
+
+def espzoo(args: list[str], hf_home: Path, endpoint: str, timeout: float = 120, **env: str):
+    return subprocess.run([ESPZOO, *args], env=client_env(endpoint, hf_home, **env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is pulled
+
+
+def test_pull_fetches_what_a_finetune_needs(mirror: MirrorServer, mirror_root: Path):
+    snaps = {repo: hub.pull(repo, progress=False) for repo in (CHAR, BPE, NOMETA)}
+    assert snaps[CHAR].files == [
+        "README.md", "data/token_list/char/tokens.txt", "exp/asr_stats_raw_char/train/feats_stats.npz",
+        "exp/asr_train_asr_conformer_raw_char/config.yaml",
+        "exp/asr_train_asr_conformer_raw_char/valid.acc.ave_2best.pth", "meta.yaml",
+    ]
+    assert "data/token_list/bpe_unigram30/bpe.model" in snaps[BPE].files
+    # Without meta.yaml the training folder is found by content, and the averaged checkpoint wins.
+    assert snaps[NOMETA].files == [
+        "README.md", "data/en_token_list/char/tokens.txt", "exp/asr_stats_raw_en_char_sp/train/feats_stats.npz",
+        "exp/asr_train_conformer_tiny_raw_en_char_sp/config.yaml",
+        "exp/asr_train_conformer_tiny_raw_en_char_sp/valid.acc.ave_2best.pth",
+    ]
+    for repo, snap in snaps.items():
+        assert snap.commit == mirror.revision(repo).commit and snap.path.name == snap.commit
+        source = mirror_root / repo
+        for rel in snap.files:
+            assert sha256_of(snap.path / rel) == sha256_of(source / rel), rel
+        on_disk = sorted(p.relative_to(snap.path).as_posix() for p in snap.path.rglob("*") if p.is_file())
+        assert on_disk == snap.files
+    everything = hub.pull(NOMETA, all_files=True, progress=False)
+    assert {"conf/decode_asr.yaml", "exp/asr_train_conformer_tiny_raw_en_char_sp/valid.acc.best.pth"} <= set(
+        everything.files)
+
+
+def test_file_selection_rules():
+    assert hub.best_checkpoint(["e/checkpoint.pth", "e/3epoch.pth", "e/valid.loss.best.pth",
+                                "e/valid.acc.best.pth", "e/valid.acc.ave_10best.pth"]) == "e/valid.acc.ave_10best.pth"
+    assert hub.best_checkpoint(["e/3epoch.pth", "e/valid.loss.best.pth"]) == "e/valid.loss.best.pth"
+    listing = ["README.md", "exp/lm_train/config.yaml", "exp/lm_train/valid.loss.ave.pth",
+               "exp/asr_x/config.yaml", "exp/asr_x/valid.acc.ave.pth", "data/token_list/bpe_unigram50/bpe.model",
+               "exp/asr_x/images/acc.png"]
+    chosen = hub.select_files(listing, lambda path: "bpemodel: data/token_list/bpe_unigram50/bpe.model\n")
+    assert chosen == ["README.md", "data/token_list/bpe_unigram50/bpe.model", "exp/asr_x/config.yaml",
+                      "exp/asr_x/valid.acc.ave.pth"]
+    tts_meta = "files:\n  model_file: exp/tts/train.loss.ave.pth\nyaml_files:\n  train_config: exp/tts/config.yaml\n"
+    with pytest.raises(hub.NotAsrModel, match="names no ASR model"):
+        hub.select_files(["meta.yaml", "exp/tts/config.yaml", "exp/tts/train.loss.ave.pth"], lambda p: tts_meta)
+    with pytest.raises(hub.NotAsrModel, match="not an ESPnet ASR model"):
+        hub.select_files(["README.md", "model.safetensors"], lambda p: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducible and offline
+
+
+def test_cached_pinned_pull_makes_zero_requests(mirror: MirrorServer, tmp_path: Path):
+    first = hub.pull(CHAR, progress=False)
+    mirror.reset()
+    again = hub.pull(f"{CHAR}@{first.commit}", progress=False)
+    assert mirror.stats.requests == 0 and again.files == first.files
+    hub.pull(CHAR, progress=False)  # a branch must be resolved: one model-info request, no file request
+    assert [e["path"] for e in mirror.stats.log] == [f"/api/models/{CHAR}"]
+    # The console script, in its own process, pinned to the cached commit: zero requests too.
+    mirror.reset()
+    proc = espzoo(["pull", f"{CHAR}@{first.commit}", "--json"], tmp_path / "hf", mirror.url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["commit"] == first.commit
+    assert mirror.stats.requests == 0
+
+
+def test_lock_file_pins_the_commit(mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "root"
+    shutil.copytree(mirror_root / CHAR, root / CHAR)
+    server = serve(root, monkeypatch, tmp_path / "hf")
+    lock = tmp_path / "espzoo.lock"
+    try:
+        first = hub.pull(CHAR, lock_file=lock, progress=False)
+        assert hub.read_lock(lock)[CHAR]["commit"] == first.commit
+        (root / CHAR / "README.md").write_text((root / CHAR / "README.md").read_text() + "\nA new line.\n")
+        assert server.revision(CHAR).commit != first.commit  # main moved
+        server.reset()
+        pinned = hub.pull(CHAR, lock_file=lock, progress=False)
+        assert pinned.commit == first.commit and server.stats.requests == 0
+        moved = hub.pull(f"{CHAR}@main", lock_file=lock, progress=False)
+        assert moved.commit == server.revision(CHAR).commit
+        assert hub.read_lock(lock)[CHAR]["commit"] == moved.commit
+    finally:
+        server.stop()
+
+
+def test_offline_uses_the_cache_and_says_so(mirror: MirrorServer, tmp_path: Path):
+    home = tmp_path / "hf"
+    snap = hub.pull(CHAR, progress=False)
+    offline = espzoo(["pull", CHAR, "--json"], home, mirror.url, HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["commit"] == snap.commit and "HF_HUB_OFFLINE" in offline.stderr
+    refused = espzoo(["pull", CHAR, "--json"], home, "http://127.0.0.1:9")
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["path"] == str(snap.path) and "cannot be reached" in refused.stderr
+    uncached = espzoo(["pull", BPE], home, mirror.url, HF_HUB_OFFLINE="1")
+    assert uncached.returncode == 1 and "is not in the cache" in uncached.stderr
+    assert uncached.stderr.count("\n") == 1  # one sentence, no traceback
+    partial = espzoo(["pull", CHAR, "--all"], home, "http://127.0.0.1:9")
+    assert partial.returncode == 0  # the tiny char repo has nothing beyond what a fine-tune needs
+
+
+def test_offline_partial_snapshot_is_reported(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch):
+    hub.pull(NOMETA, progress=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.pull(NOMETA, progress=False).offline
+    with pytest.raises(hub.NotCached, match="only partly cached"):
+        hub.pull(NOMETA, all_files=True, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures
+
+
+def test_server_errors_are_retried_then_reported(mirror: MirrorServer):
+    mirror.faults = Faults(fail_first=2)
+    snap = hub.pull(CHAR, backoff=0.01, progress=False)
+    statuses = [e["status"] for e in mirror.stats.log]
+    assert statuses[:3] == [500, 500, 200] and snap.commit == mirror.revision(CHAR).commit
+    mirror.reset()
+    mirror.faults = Faults(fail_first=1000)
+    with pytest.raises(hub.HubUnavailable, match=r"kept failing .* \(HTTP 500, 3 tries\)"):
+        hub.pull(BPE, retries=2, backoff=0.01, progress=False)
+    assert mirror.stats.requests == 3
+
+
+def test_slow_hub_times_out(mirror: MirrorServer):
+    mirror.faults = Faults(delay=2.0)
+    started = time.monotonic()
+    with pytest.raises(hub.HubUnavailable, match="kept failing"):
+        hub.pull(CHAR, timeout=0.3, retries=1, backoff=0.01, progress=False)
+    assert time.monotonic() - started < 10
+
+
+def test_errors_are_one_clear_sentence(mirror: MirrorServer, mirror_root: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(hub.RepoNotFound, match="espnet/bn_openslr5 does not exist .* did you mean espnet/bn_openslr53"):
+        hub.pull("espnet/bn_openslr5", progress=False)
+    with pytest.raises(hub.RevisionNotFound, match="has no revision 'v9'"):
+        hub.pull(f"{CHAR}@v9", progress=False)
+    with pytest.raises(hub.HubError, match="not a repo reference"):
+        hub.pull("no-slash", progress=False)
+    root = tmp_path / "root"
+    shutil.copytree(mirror_root / CHAR, root / "espzoo-test/gated")
+    (root / "espzoo-test/gated/.espzoo-gated").write_text("")
+    (root / "espnet/tts_model").mkdir(parents=True)
+    (root / "espnet/tts_model/README.md").write_text("---\ntags: [espnet, text-to-speech]\n---\n")
+    (root / "espnet/tts_model/meta.yaml").write_text("files:\n  model_file: exp/tts/model.pth\n")
+    server = serve(root, monkeypatch, tmp_path / "hf2")
+    try:
+        with pytest.raises(hub.GatedRepo, match="set HF_TOKEN"):
+            hub.pull("espzoo-test/gated", progress=False)
+        monkeypatch.setenv("HF_TOKEN", "hf_anything")
+        assert hub.pull("espzoo-test/gated", progress=False).files
+        with pytest.raises(hub.NotAsrModel, match="names no ASR model"):
+            hub.pull("espnet/tts_model", progress=False)
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability: killed downloads, concurrent pulls, corruption
+
+
+def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorServer, big_root: Path,
+                                                            tmp_path: Path):
+    home = tmp_path / "hf"
+    big_mirror.faults = Faults(rate=5_000_000)  # 30 MB at 5 MB/s: time to kill it halfway
+    proc = subprocess.Popen([ESPZOO, "pull", BIG], env=client_env(big_mirror.url, home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    deadline = time.monotonic() + 60
+    partial: list[Path] = []
+    while time.monotonic() < deadline:
+        partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size > 0] if blobs.is_dir() else []
+        if partial:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert partial, "the download never started"
+    killed_at = partial[0].stat().st_size
+    assert 0 < killed_at < (big_root / BIG / BIG_CKPT).stat().st_size
+    big_mirror.faults = Faults()
+    snap = hub.pull(BIG, progress=False)
+    assert any("removed 1 partial download" in note for note in snap.notes)
+    assert sha256_of(snap.path / BIG_CKPT) == sha256_of(big_root / BIG / BIG_CKPT)
+    assert not list(blobs.glob("*.incomplete"))
+    print(f"\nkilled at {killed_at / 1e6:.1f} MB of {(big_root / BIG / BIG_CKPT).stat().st_size / 1e6:.1f} MB;"
+          f" next pull: {snap.notes[0]}")
+
+
+def test_four_processes_pulling_at_once_share_one_copy(big_mirror: MirrorServer, big_root: Path, tmp_path: Path):
+    home = tmp_path / "hf"
+    procs = [subprocess.Popen([ESPZOO, "pull", BIG, "--all", "--json"], env=client_env(big_mirror.url, home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-500:] for o in outputs]
+    results = [json.loads(out) for out, _ in outputs]
+    assert len({r["commit"] for r in results}) == 1 and len({r["path"] for r in results}) == 1
+    snapshot = Path(results[0]["path"])
+    source = big_root / BIG
+    for rel in results[0]["files"]:
+        assert sha256_of(snapshot / rel) == sha256_of(source / rel), rel
+    blobs = list((home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs").iterdir())
+    assert len(blobs) == len(results[0]["files"]) and not [b for b in blobs if b.name.endswith(".incomplete")]
+    big_gets = [e for e in big_mirror.stats.log if e["method"] == "GET" and e["path"].endswith(
+        sha256_of(source / BIG_CKPT))]
+    print(f"\n4 concurrent pulls: {big_mirror.stats.requests} requests, the 31 MB checkpoint sent {len(big_gets)}x")
+
+
+def test_verify_finds_and_fixes_a_corrupted_blob(mirror: MirrorServer, mirror_root: Path, tmp_path: Path):
+    snap = hub.pull(CHAR, progress=False)
+    assert hub.verify(CHAR).ok
+    ckpt = "exp/asr_train_asr_conformer_raw_char/valid.acc.ave_2best.pth"
+    blob = (snap.path / ckpt).resolve()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00corrupted\x00")
+    # Offline: the ids recorded at pull time are enough to find it.
+    offline = espzoo(["verify", CHAR], tmp_path / "hf", "http://127.0.0.1:9", HF_HUB_OFFLINE="1")
+    assert offline.returncode == 1 and "1 of 6 cached files do not match" in offline.stderr, offline.stderr
+    assert "CORRUPTED" in offline.stdout
+    report = hub.verify(CHAR)
+    assert [c.path for c in report.bad] == [ckpt]
+    fixed = hub.verify(CHAR, fix=True)
+    assert fixed.ok and [c.path for c in fixed.checks if c.fixed] == [ckpt]
+    assert sha256_of(snap.path / ckpt) == sha256_of(mirror_root / CHAR / ckpt)
+    assert hub.verify(CHAR).ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache management, catalog refresh, the CLI
+
+
+def test_ls_and_rm(mirror: MirrorServer):
+    runner = CliRunner()
+    snap = hub.pull(CHAR, progress=False)
+    hub.pull(BPE, progress=False)
+    listed = runner.invoke(app, ["ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {r["repo_id"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {CHAR, BPE} and rows[CHAR]["commit"] == snap.commit and rows[CHAR]["refs"] == ["main"]
+    assert rows[CHAR]["size"] > 100_000
+    removed = runner.invoke(app, ["rm", f"{CHAR}@main", "--json"])
+    assert removed.exit_code == 0 and json.loads(removed.stdout)["commits"] == [snap.commit]
+    assert [r["repo_id"] for r in json.loads(runner.invoke(app, ["ls", "--json"]).stdout)] == [BPE]
+    missing = runner.invoke(app, ["rm", CHAR])
+    assert missing.exit_code == 1 and "is not in the cache" in missing.output
+
+
+def test_catalog_refresh_merges_hub_cards(mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "root"
+    shutil.copytree(mirror_root / "espzoo-test", root / "espzoo-test")
+    (root / "espnet/bn_openslr53").mkdir(parents=True)
+    (root / "espnet/bn_openslr53/README.md").write_text(
+        "---\ntags: [espnet, audio, automatic-speech-recognition]\nlanguage: bn\nlicense: cc-by-4.0\n---\n")
+    server = serve(root, monkeypatch, tmp_path / "hf")
+    try:
+        shipped = Catalog.load(shipped_catalog_path())
+        result = CliRunner().invoke(app, ["catalog", "refresh", "--author", "espzoo-test", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["added"] == 3
+        catalog = Catalog.load()  # the user catalog now
+        assert len(catalog) == len(shipped) + 3
+        entry = catalog.get(CHAR)
+        assert entry is not None and entry.task == "asr" and entry.languages
+        assert any(h.entry.repo_id == CHAR for h in catalog.search("tiny-char"))
+        updated = hub.refresh_catalog("espnet")
+        assert updated.updated == 1 and updated.total == len(shipped)  # rebuilt over the shipped entries
+        merged = Catalog.load().get("espnet/bn_openslr53")
+        assert merged is not None and merged.license == "cc-by-4.0" and merged.results  # results kept
+    finally:
+        server.stop()
+
+
+def test_cli_pull_json_and_errors(mirror: MirrorServer, tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["pull", CHAR, "--json", "--lock", str(tmp_path / "espzoo.lock")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"repo_id", "commit", "path", "files"} and Path(data["path"]).is_dir()
+    assert (tmp_path / "espzoo.lock").read_text().count(data["commit"]) == 1
+    bad = runner.invoke(app, ["pull", "espzoo-test/nope"])
+    assert bad.exit_code == 1 and "espzoo-test/nope does not exist" in bad.output
+    table = espzoo(["pull", CHAR], tmp_path / "hf", mirror.url)
+    assert table.returncode == 0 and data["commit"] in table.stdout
