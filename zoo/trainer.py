@@ -479,7 +479,6 @@ def run(
     resuming = options.resume and conf_path.is_file()
     _check_request(out, train, valid, options, resuming, init_checkpoint)
 
-    out.mkdir(parents=True, exist_ok=True)
     if resuming:
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
         if config.get("max_epoch") != options.max_epoch:
@@ -491,6 +490,7 @@ def run(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
         )
         _check_sample_rate(config, train, valid)
+    out.mkdir(parents=True, exist_ok=True)
     shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
         steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"], options.ngpu)

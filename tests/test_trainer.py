@@ -1,0 +1,364 @@
+"""espzoo.trainer: real ESPnet training runs (tiny conformer, committed speech), stop/resume, OUT, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from espzoo.data import Dataset, prepare
+from espzoo.trainer import (
+    RUN_KEYS,
+    EpochReport,
+    TrainError,
+    TrainOptions,
+    apply_override,
+    iter_epochs,
+    parse_results_line,
+    run,
+    write_train_config,
+)
+from espzoo.vocab import Vocabulary
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
+ENCODER = {
+    "output_size": 64,
+    "attention_heads": 2,
+    "linear_units": 128,
+    "num_blocks": 2,
+    "input_layer": "conv2d",
+    "cnn_module_kernel": 7,
+    "pos_enc_layer_type": "rel_pos",
+    "selfattention_layer_type": "rel_selfattn",
+    "rel_pos_type": "latest",
+}
+
+
+@dataclass
+class Tiny:
+    """A pretrained-model stand-in: its config (with run keys, as a hub config has), stats, init checkpoint."""
+
+    base: dict[str, Any]
+    vocabulary: Vocabulary
+    stats: Path
+    init: Path
+    train: Dataset
+    valid: Dataset
+
+
+def _subset(source: Path, dest: Path, count: int) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("wav.scp", "text"):
+        lines = (source / name).read_text(encoding="utf-8").splitlines()[:count]
+        if name == "wav.scp":
+            lines = [f"{k} {(source / v).resolve()}" for k, v in (line.split(maxsplit=1) for line in lines)]
+        (dest / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+def _build_model(config: dict[str, Any]) -> Any:
+    import torch
+    from espzoo._espnet import import_asr_task
+
+    asr_task = import_asr_task()
+    args = asr_task.get_parser().parse_args(["--token_list", "unused"])
+    for key, value in config.items():
+        setattr(args, key, value)
+    torch.manual_seed(0)
+    return asr_task.build_model(args)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny")
+    texts = [line.split(maxsplit=1)[1] for line in (SPEECH / "train" / "text").read_text().splitlines()]
+    tokens = ["<blank>", "<unk>", "<space>", *sorted({c for t in texts for c in t} - {" "}), "<sos/eos>"]
+    rng = np.random.default_rng(0)
+    mean, var = rng.normal(-4.0, 1.0, 80), rng.uniform(1.0, 4.0, 80)
+    stats = root / "pretrained_stats.npz"
+    np.savez(stats, count=np.array(1000), sum=mean * 1000, sum_square=(var + mean**2) * 1000)
+    base = {
+        "output_dir": "exp/asr_pretrained",  # run keys a hub config carries; write_train_config drops them
+        "ngpu": 1,
+        "batch_bins": 35000000,
+        "optim": "adam",
+        "optim_conf": {"lr": 0.002, "betas": [0.9, 0.98], "eps": 1e-9},
+        "frontend": "default",
+        "frontend_conf": {"n_fft": 512, "hop_length": 160, "fs": 16000},
+        "normalize": "global_mvn",
+        "normalize_conf": {"stats_file": str(stats)},
+        "encoder": "conformer",
+        "encoder_conf": ENCODER,
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": 2, "linear_units": 128, "num_blocks": 1},
+        "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1},
+    }
+    # Until transfer.apply_plan writes one, the init checkpoint is the state dict of the model ESPnet builds
+    # from the training config itself: exactly the new model's tensors.
+    model = _build_model(dict(base, token_list=tokens, token_type="char"))
+    init = root / "init.pth"
+    torch.save(model.state_dict(), init)
+    train = prepare(_subset(SPEECH / "train", root / "src" / "train", 24), root / "data" / "train", sample_rate=16000)
+    valid = prepare(_subset(SPEECH / "dev", root / "src" / "dev", 4), root / "data" / "dev", sample_rate=16000)
+    return Tiny(base, Vocabulary(tokens, "char"), stats, init, train, valid)
+
+
+def _run(tiny: Tiny, out: Path, **kwargs: Any) -> Any:
+    options = kwargs.pop("options", TrainOptions(max_epoch=2))
+    return run(
+        tiny.base,
+        vocabulary=tiny.vocabulary,
+        init_checkpoint=kwargs.pop("init", tiny.init),
+        stats_file=kwargs.pop("stats", tiny.stats),
+        train=kwargs.pop("train", tiny.train),
+        valid=tiny.valid,
+        out=out,
+        options=options,
+        **kwargs,
+    )
+
+
+RUNNER = """
+import json, sys
+from espzoo.data import load_dataset
+from espzoo.trainer import TrainInterrupted, TrainOptions, run
+from espzoo.vocab import Vocabulary
+spec = json.loads(sys.argv[1])
+try:
+    run(spec["base"], vocabulary=Vocabulary(spec["tokens"], "char"), init_checkpoint=spec["init"],
+        stats_file=spec["stats"], train=load_dataset(spec["train"]), valid=load_dataset(spec["valid"]),
+        out=spec["out"], options=TrainOptions(max_epoch=3))
+except TrainInterrupted as err:
+    print(err, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text(errors="replace"):
+            return
+        assert proc.poll() is None, f"runner exited early: {proc.communicate()}"
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+@pytest.mark.slow
+def test_interrupt_resume_and_experiment_dir(tiny: Tiny, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "exp"
+    spec = {
+        "base": tiny.base,
+        "tokens": tiny.vocabulary.tokens,
+        "init": str(tiny.init),
+        "stats": str(tiny.stats),
+        "train": str(tiny.train.dir),
+        "valid": str(tiny.valid.dir),
+        "out": str(out),
+    }
+    # Like Ctrl-C in a terminal: SIGINT to the runner's process group, right after epoch 1's results (while
+    # ESPnet saves its checkpoint, which the stop must wait for).
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, json.dumps(spec)], start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(out / "train.log", "1epoch results", runner)
+        os.killpg(runner.pid, signal.SIGINT)
+        _, stderr = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode == 3, stderr
+    assert not _processes_mentioning(str(out / "espnet")), "ESPnet's training process outlived the stop"
+    assert "Training stopped after epoch 1" in stderr and "resume=True" in stderr
+    checkpoint = out / "espnet" / "checkpoint.pth"
+    with zipfile.ZipFile(checkpoint) as zf:  # complete, not cut off mid-write
+        assert zf.namelist()
+    assert not (out / "model.pth").exists() and not (out / "config.yaml").exists()
+    assert not (out / "espnet" / "3epoch.pth").exists()
+
+    with pytest.raises(TrainError, match="unfinished training; pass resume=True"):
+        _run(tiny, out, options=TrainOptions(max_epoch=3))
+
+    reports: list[EpochReport] = []
+    stages: list[str] = []
+    result = _run(
+        tiny,
+        out,
+        options=TrainOptions(max_epoch=3, resume=True),
+        plan={"rows": [], "summary": "test"},
+        provenance={"source": {"repo_id": "espzoo-test/tiny", "commit": "c" * 40}},
+        on_epoch=reports.append,
+        on_stage=stages.append,
+    )
+    log = (out / "train.log").read_text()
+    assert "The training was resumed using" in log
+    assert [r.epoch for r in reports] == [2, 3] and result.epochs == 3
+    assert all(r.max_epoch == 3 and r.valid_acc is not None and r.loss is not None for r in reports)
+    assert reports[-1].eta_s == 0.0 and reports[0].eta_s is not None and reports[0].eta_s > 0
+    assert stages == ["train", "average", "done"]
+    assert [epoch for epoch, _ in iter_epochs(out / "train.log")] == [1, 2, 3]
+    assert result.averaged == "valid.acc.ave_3best.pth" and result.normalize == "pretrained"
+
+    # OUT: everything evaluate/export need, paths inside OUT relative to it.
+    for name in ("config.yaml", "model.pth", "tokens.txt", "feats_stats.npz", "plan.json", "provenance.json"):
+        assert (out / name).is_file(), name
+    text = (out / "config.yaml").read_text()
+    assert str(out) not in text
+    config = yaml.safe_load(text)
+    assert config["normalize_conf"]["stats_file"] == "feats_stats.npz"
+    assert config["token_list"] == tiny.vocabulary.tokens
+    assert (out / "tokens.txt").read_text().splitlines() == tiny.vocabulary.tokens
+    assert config["max_epoch"] == 3 and config["optim_conf"]["lr"] == 5e-4
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["source"]["commit"] == "c" * 40 and provenance["versions"]["espnet"] == "202511"
+    assert [h["epoch"] for h in provenance["history"]] == [2, 3]
+    assert json.loads((out / "plan.json").read_text())["summary"] == "test"
+
+    config["normalize_conf"]["stats_file"] = str(out / "feats_stats.npz")
+    model = _build_model(config)
+    state = torch.load(out / "model.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    # The average of the 3 epochs, not the init checkpoint.
+    init = torch.load(tiny.init, weights_only=True)
+    assert not torch.equal(
+        state["encoder.encoders.0.feed_forward.w_1.weight"], init["encoder.encoders.0.feed_forward.w_1.weight"]
+    )
+
+    with pytest.raises(TrainError, match="already holds a trained model"):
+        _run(tiny, out)
+
+
+@pytest.mark.slow
+def test_new_stats_are_collected_and_not_overwritten(tiny: Tiny, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "exp"
+    result = _run(tiny, out, stats=None, options=TrainOptions(max_epoch=1))
+    assert result.normalize == "collected"
+    conf = yaml.safe_load((out / "conf" / "train.yaml").read_text())
+    assert conf["init_param"] == [f"{tiny.init}:::normalize"]
+    collected = np.load(out / "feats_stats.npz")
+    assert int(collected["count"]) > 1000  # frames of the 24 training utterances, not the fake pretrained count
+    mean = collected["sum"] / collected["count"]
+    state = torch.load(out / "model.pth", weights_only=True)
+    np.testing.assert_allclose(state["normalize.mean"].numpy(), mean, rtol=1e-4)
+    assert (out / "collect_stats.log").is_file() and not (out / ".stats.tmp").exists()
+
+
+@pytest.mark.slow
+def test_init_checkpoint_missing_tensors_is_refused(tiny: Tiny, tmp_path: Path) -> None:
+    import torch
+
+    state = torch.load(tiny.init, weights_only=True)
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith("decoder.")}, partial)
+    with pytest.raises(TrainError, match=r"lacks \d+ of the model's \d+ tensors \(decoder\."):
+        _run(tiny, tmp_path / "exp", init=partial)
+    assert not (tmp_path / "exp" / "model.pth").exists()
+
+
+def test_refusals_before_any_work(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="use_amp .* needs a GPU"):
+        _run(tiny, tmp_path / "a", options=TrainOptions(use_amp=True))
+    with pytest.raises(TrainError, match="init checkpoint .* does not exist"):
+        _run(tiny, tmp_path / "b", init=tmp_path / "nope.pth")
+    at_8k = replace(tiny.train, sample_rate=8000)
+    with pytest.raises(TrainError, match="train set is at 8000 Hz but the model expects 16000 Hz"):
+        _run(tiny, tmp_path / "c", train=at_8k)
+    with pytest.raises(TrainError, match="not key=value"):
+        _run(tiny, tmp_path / "d", options=TrainOptions(conf=["optim_conf.lr"]))
+    assert not any((tmp_path / d).exists() for d in "abcd")  # refused before OUT was created
+
+
+def test_write_train_config(tiny: Tiny) -> None:
+    options = TrainOptions(max_epoch=10, lr=1e-4, conf=["encoder_conf.dropout_rate=0.2", "optim_conf.lr=3e-4"])
+    config = write_train_config(
+        tiny.base,
+        vocabulary=tiny.vocabulary,
+        init_checkpoint=tiny.init,
+        stats_file=tiny.stats,
+        options=options,
+        steps_per_epoch=50,
+    )
+    assert "output_dir" not in config and "ngpu" not in config  # the pretrained run's own settings are gone
+    assert config["encoder_conf"]["num_blocks"] == 2 and config["encoder_conf"]["dropout_rate"] == 0.2
+    assert config["optim_conf"] == {"lr": 3e-4, "betas": [0.9, 0.98], "eps": 1e-9, "weight_decay": 0.0}
+    assert config["scheduler"] == "warmuplr" and config["scheduler_conf"] == {"warmup_steps": 50}  # 10% of 500
+    assert config["init_param"] == [str(tiny.init)] and config["ignore_init_mismatch"] is False
+    assert config["best_model_criterion"] == [["valid", "acc", "max"]] and config["keep_nbest_models"] == 5
+    assert config["batch_bins"] == 1_000_000 and config["token_list"] == tiny.vocabulary.tokens
+    ctc_only = write_train_config(
+        dict(tiny.base, model_conf={"ctc_weight": 1.0}),
+        vocabulary=tiny.vocabulary,
+        init_checkpoint=None,
+        stats_file=None,
+        options=TrainOptions(),
+    )
+    assert ctc_only["best_model_criterion"] == [["valid", "loss", "min"]]
+    assert ctc_only["normalize_conf"]["stats_file"] is None and ctc_only["init_param"] == []
+    assert {"optim", "scheduler", "max_epoch"} <= RUN_KEYS
+
+
+def test_apply_override() -> None:
+    config: dict[str, Any] = {"a": 1, "encoder_conf": {"x": 1}}
+    apply_override(config, "encoder_conf.x=2")
+    apply_override(config, "new.deep.key=[1, 2]")
+    apply_override(config, "flag=true")
+    apply_override(config, "lr=1e-4")
+    assert config == {"a": 1, "encoder_conf": {"x": 2}, "new": {"deep": {"key": [1, 2]}}, "flag": True, "lr": 1e-4}
+    with pytest.raises(TrainError, match="a is not a mapping"):
+        apply_override(config, "a.b=1")
+
+
+# Lines as ESPnet 202511 logs them (taken from a train.log of the tiny model above).
+REAL_LINES = [
+    "[host] 2026-11-24 14:36:52,131 (trainer:394) INFO: 1epoch results: [train] iter_time=0.209, "
+    "forward_time=1.636, loss_ctc=122.181, loss_att=106.252, acc=0.024, loss=111.031, backward_time=1.718, "
+    "grad_norm=56.242, clip=100.000, loss_scale=1.000, optim_step_time=0.418, optim0_lr0=2.640e-04, "
+    "train_time=4.011, time=20.06 seconds, total_count=5, gpu_max_cached_mem_GB=0.000, [valid] loss_ctc=112.967, "
+    "cer_ctc=1.000, loss_att=108.951, acc=0.024, cer=1.160, wer=1.000, loss=110.155, time=0.6 seconds, "
+    "total_count=1, gpu_max_cached_mem_GB=0.000",
+    "[host] 2026-11-24 15:36:52,131 (trainer:394) INFO: 12epoch results: [train] loss=3.5e-05, acc=0.991, "
+    "time=1 hour, 2 minutes and 3.5 seconds, total_count=1200, [valid] loss=1.234e+03, acc=0.812, "
+    "time=5 minutes and 2 seconds",
+]
+
+
+def test_parse_results_lines() -> None:
+    epoch, sections = parse_results_line(REAL_LINES[0]) or (0, {})
+    assert epoch == 1
+    assert sections["train"]["loss"] == 111.031 and sections["train"]["optim0_lr0"] == 2.64e-4
+    assert sections["train"]["time"] == "20.06 seconds" and sections["train"]["total_count"] == 5
+    assert sections["valid"]["acc"] == 0.024 and sections["valid"]["loss"] == 110.155
+    epoch, sections = parse_results_line(REAL_LINES[1]) or (0, {})
+    assert epoch == 12 and sections["train"]["time"] == "1 hour, 2 minutes and 3.5 seconds"
+    assert sections["train"]["loss"] == 3.5e-05 and sections["valid"]["loss"] == 1234.0
+    assert sections["valid"]["time"] == "5 minutes and 2 seconds" and sections["train"]["total_count"] == 1200
+    assert parse_results_line("[host] ... INFO: 2/3epoch started") is None
