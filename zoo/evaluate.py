@@ -208,7 +208,7 @@ class Recognizer:
     def __call__(self, wave: np.ndarray) -> str:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), _quiet_espnet():
             results = self.speech2text(wave)
         text, tokens, _, _ = results[0]
         # Speech2Text leaves `text` None when it has no detokenizer (bpe without a model file): join tokens.
@@ -309,13 +309,14 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
     options = options or DecodeOptions()
     if options.threads:
         torch.set_num_threads(options.threads)
-    import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
-    from espnet2.bin.asr_inference import Speech2Text
+    with _quiet_espnet():
+        import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
+        from espnet2.bin.asr_inference import Speech2Text
 
     ctc_weight = options.ctc_weight
     if ctc_weight is None:
         ctc_weight = float((files.config.get("model_conf") or {}).get("ctc_weight", 0.5))
-    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet():
         # Speech2Text reads the config once, at construction; the paths inside it are absolute.
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(yaml_dump(files.config), encoding="utf-8")
@@ -342,6 +343,19 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
         )
     speech2text.asr_model.to(options.device).eval()
     return Recognizer(speech2text=speech2text, sample_rate=files.sample_rate, model=files, options=options)
+
+
+@contextmanager
+def _quiet_espnet() -> Iterator[None]:
+    """ESPnet prints import notes to stdout (flash_attn missing) and raises FutureWarnings from torch.cuda.amp:
+    moved to stderr / hidden, so that stdout stays what espzoo's commands print (JSON, transcripts)."""
+    import contextlib
+    import sys
+    import warnings
+
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def yaml_dump(data: Any) -> str:
