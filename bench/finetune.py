@@ -1,0 +1,156 @@
+"""espzoo's trainer.run against the same training run straight through `python -m espnet2.bin.asr_train`.
+
+    .venv/bin/python bench/finetune.py [--utterances 48] [--epochs 2] [--keep]
+
+Both train the same tiny ESPnet model (conformer 2 blocks d=64, transformer decoder 1 block, char tokens)
+from the same init checkpoint on the same committed English speech, with the identical config file and
+data/shape arguments (espzoo's OUT/conf/train.yaml and `espnet_args`), in this one run. espzoo's time counts
+everything `run()` does (text shapes, config, the init checkpoint check, ESPnet, reading the log, assembling
+OUT); the peer's is the asr_train process alone. Printed last: the time ratio (goal <= 1.05x). Also printed:
+the time from the call to the first training step for both (ESPnet's "1/Nepoch started" log line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from espzoo._espnet import espnet_env, import_asr_task
+from espzoo.data import prepare
+from espzoo.trainer import TrainOptions, espnet_args, run
+from espzoo.vocab import Vocabulary
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
+BASE = {
+    "frontend": "default",
+    "frontend_conf": {"n_fft": 512, "hop_length": 160, "fs": 16000},
+    "normalize": "global_mvn",
+    "encoder": "conformer",
+    "encoder_conf": {
+        "output_size": 64,
+        "attention_heads": 2,
+        "linear_units": 128,
+        "num_blocks": 2,
+        "input_layer": "conv2d",
+        "cnn_module_kernel": 7,
+        "pos_enc_layer_type": "rel_pos",
+        "selfattention_layer_type": "rel_selfattn",
+        "rel_pos_type": "latest",
+    },
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 128, "num_blocks": 1},
+    "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1},
+}
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?1/\d+epoch started")
+
+
+def _subset(source: Path, dest: Path, count: int) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = (source / "wav.scp").read_text().splitlines()[:count]
+    keep = {line.split()[0] for line in lines}
+    (dest / "wav.scp").write_text("".join(f"{k} {(source / v).resolve()}\n" for k, v in (x.split() for x in lines)))
+    texts = [t for t in (source / "text").read_text().splitlines() if t.split()[0] in keep]
+    (dest / "text").write_text("\n".join(texts) + "\n")
+    return dest
+
+
+def _first_step_seconds(log: Path, started_wall: float) -> float | None:
+    match = _STAMP.search(log.read_text(errors="replace"))
+    if match is None:
+        return None
+    stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return stamp - started_wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--utterances", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (printed) instead of removing it")
+    opts = parser.parse_args()
+
+    import torch
+
+    root = Path(tempfile.mkdtemp(prefix="espzoo_bench_finetune_"))
+    texts = [line.split(maxsplit=1)[1] for line in (SPEECH / "train" / "text").read_text().splitlines()]
+    tokens = ["<blank>", "<unk>", "<space>", *sorted({c for t in texts for c in t} - {" "}), "<sos/eos>"]
+    rng = np.random.default_rng(0)
+    mean, var = rng.normal(-4.0, 1.0, 80), rng.uniform(1.0, 4.0, 80)
+    stats = root / "feats_stats.npz"
+    np.savez(stats, count=np.array(1000), sum=mean * 1000, sum_square=(var + mean**2) * 1000)
+    base = dict(BASE, normalize_conf={"stats_file": str(stats)})
+
+    asr_task = import_asr_task()  # also warms the page cache for both runs
+    args = asr_task.get_parser().parse_args(["--token_list", "unused"])
+    for key, value in dict(base, token_list=tokens, token_type="char").items():
+        setattr(args, key, value)
+    torch.manual_seed(0)
+    init = root / "init.pth"
+    torch.save(asr_task.build_model(args).state_dict(), init)
+    train = prepare(
+        _subset(SPEECH / "train", root / "src" / "train", opts.utterances), root / "data" / "train", sample_rate=16000
+    )
+    valid = prepare(SPEECH / "dev", root / "data" / "dev", sample_rate=16000)
+    print(f"data: {train.num_utterances} train utterances ({train.total_seconds:.0f} s), {valid.num_utterances} valid")
+
+    options = TrainOptions(max_epoch=opts.epochs)
+    out = root / "espzoo"
+    t0 = time.perf_counter()
+    result = run(
+        base,
+        vocabulary=Vocabulary(tokens, "char"),
+        init_checkpoint=init,
+        stats_file=stats,
+        train=train,
+        valid=valid,
+        out=out,
+        options=options,
+    )
+    espzoo_s = time.perf_counter() - t0
+
+    peer_out = root / "espnet"
+    peer_out.mkdir()
+    peer_args = espnet_args(
+        out / "conf" / "train.yaml",
+        train=train,
+        valid=valid,
+        train_text_shape=out / "shapes" / train.name / "text_shape.char",
+        valid_text_shape=out / "shapes" / valid.name / "text_shape.char",
+        output_dir=peer_out / "espnet",
+        options=options,
+    ) + ["--resume", "false"]
+    log = peer_out / "train.log"
+    started_wall = time.time()
+    t0 = time.perf_counter()
+    with log.open("wb") as f:
+        code = subprocess.call(
+            [sys.executable, "-m", "espnet2.bin.asr_train", *peer_args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=espnet_env(),
+        )
+    peer_s = time.perf_counter() - t0
+    if code != 0:
+        sys.exit(f"the peer run failed (exit {code}); see {log}")
+    peer_first = _first_step_seconds(log, started_wall)
+
+    print(f"epochs: {result.epochs}; final valid acc {result.history[-1].valid_acc}; OUT {out}")
+    first = f"{result.seconds_to_first_step:.2f} s" if result.seconds_to_first_step is not None else "n/a"
+    print(f"time to first training step: espzoo {first}, asr_train {peer_first:.2f} s" if peer_first else first)
+    if not opts.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"espzoo trainer.run: {espzoo_s:.2f} s")
+    print(f"python -m espnet2.bin.asr_train: {peer_s:.2f} s")
+    print(f"ratio espzoo / asr_train: {espzoo_s / peer_s:.3f}x (goal <= 1.05x)")
+
+
+if __name__ == "__main__":
+    main()
