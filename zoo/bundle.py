@@ -346,18 +346,18 @@ def _token_list(root: Path, config: dict[str, Any]) -> list[str]:
 def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
     """frontend_conf.fs (ESPnet writes "16k" or 16000), else the fs a README's config shows."""
     for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
-        rate = _parse_rate(conf.get("fs"))
+        rate = parse_rate(conf.get("fs"))
         if rate:
             return rate
     readme = root / "README.md"
     if readme.is_file():
         match = re.search(r"^\s*fs:\s*(\S+)\s*$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
         if match:
-            return _parse_rate(match.group(1))
+            return parse_rate(match.group(1))
     return None
 
 
-def _parse_rate(value: Any) -> int | None:
+def parse_rate(value: Any) -> int | None:
     if isinstance(value, int | float) and value > 0:
         return int(value)
     if isinstance(value, str):

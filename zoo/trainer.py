@@ -78,7 +78,7 @@ RUN_KEYS = frozenset(
     batch_bins valid_batch_bins train_shape_file valid_shape_file batch_type valid_batch_type fold_length
     sort_in_batch shuffle_within_batch sort_batch multiple_iterator train_data_path_and_name_and_type
     valid_data_path_and_name_and_type allow_variable_data_keys max_cache_size max_cache_fd valid_max_cache_size
-    optim optim_conf scheduler scheduler_conf version distributed token_list token_type bpemodel""".split()
+    optim optim_conf scheduler scheduler_conf version distributed required token_list token_type bpemodel""".split()
 )
 CPU_BATCH_BINS = 1_000_000
 GPU_BATCH_BINS = 16_000_000
@@ -296,8 +296,11 @@ def text_shapes(dataset: Dataset, config: dict[str, Any], dest: Path) -> Path:
     return path
 
 
-def estimate_steps_per_epoch(dataset: Dataset, text_shape: Path, batch_bins: int, ngpu: int = 0) -> int:
-    """Batches per epoch as ESPnet's NumElementsBatchSampler makes them (sorted by length, padded bins)."""
+def estimate_steps_per_epoch(dataset: Dataset, text_shape: Path, batch_bins: int) -> int:
+    """Batches per epoch as ESPnet's NumElementsBatchSampler makes them (sorted by length, padded bins).
+
+    Under DDP each batch is split across the processes, so this is also the number of optimizer steps.
+    """
     speech = _read_shape(dataset.speech_shape)
     text = _read_shape(text_shape)
     keys = sorted(speech, key=lambda k: speech[k][0])
@@ -308,7 +311,7 @@ def estimate_steps_per_epoch(dataset: Dataset, text_shape: Path, batch_bins: int
         if bins > batch_bins or i == len(keys) - 1:
             batches += 1
             current = 0
-    return max(1, batches // max(1, ngpu)) if ngpu > 1 else max(1, batches)
+    return max(1, batches)
 
 
 def _read_shape(path: Path) -> dict[str, list[int]]:
@@ -493,7 +496,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
-        steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"], options.ngpu)
+        steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"])
         config = write_train_config(
             base_config,
             vocabulary=vocabulary,

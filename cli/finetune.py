@@ -1,0 +1,185 @@
+"""Fine-tune a pretrained hub model on your data with ESPnet's own trainer.
+
+    espzoo finetune espnet/bn_openslr53 --train data/train --valid data/dev --out exp/bn_ft
+    espzoo finetune espnet/bn_openslr53 --train data/train --valid data/dev --out exp/bn_ft \\
+        --exclude decoder --vocab bpe:500 --max-epoch 20
+    espzoo finetune exp/bn_ft --train more.jsonl --valid dev.jsonl --out exp/bn_ft2 --freeze encoder
+    espzoo finetune espnet/bn_openslr53 ... --resume              # continue after Ctrl-C or a crash
+    espzoo finetune espnet/bn_openslr53 ... --ngpu 4 --use-amp    # ESPnet's DDP, one process per GPU
+    espzoo finetune espnet/bn_openslr53 ... --conf optim_conf.lr=1e-4 --conf encoder_conf.dropout_rate=0.2
+
+--train/--valid take a Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest. The transfer options are
+`espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file trains on the training
+transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and provenance.json.
+Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from espzoo.cli._options import (
+    ExcludeOpt,
+    FreezeOpt,
+    IgnoreMismatchOpt,
+    IncludeOpt,
+    InitParamOpt,
+    JsonOpt,
+    MapOpt,
+    ModelArg,
+    NewRowsOpt,
+    StatsOpt,
+    VocabOpt,
+    transfer_options,
+)
+from espzoo.cli._output import fail, info, print_json
+
+DataOpt = Annotated[Path, typer.Option(help="A Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="The experiment dir to write (resumable).")]
+
+
+def finetune(
+    model: ModelArg,
+    train: DataOpt = ...,  # type: ignore[assignment]
+    valid: DataOpt = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
+    map: MapOpt = None,
+    ignore_init_mismatch: IgnoreMismatchOpt = False,
+    freeze: FreezeOpt = None,
+    vocab: VocabOpt = "keep",
+    new_rows: NewRowsOpt = "mean",
+    stats: StatsOpt = "pretrained",
+    init_param: InitParamOpt = None,
+    max_epoch: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
+    lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warmup.")] = 5e-4,
+    warmup_steps: Annotated[int | None, typer.Option(help="Warmup steps (default: 10% of the run).")] = None,
+    batch_bins: Annotated[int | None, typer.Option(help="ESPnet numel batch size (default: 1M CPU, 16M/GPU).")] = None,
+    accum_grad: Annotated[int, typer.Option(help="Accumulate gradients over N batches.")] = 1,
+    keep_nbest: Annotated[int, typer.Option(help="Average the N best epochs into model.pth.")] = 5,
+    patience: Annotated[int | None, typer.Option(help="Stop after N epochs without improvement.")] = None,
+    ngpu: Annotated[int, typer.Option(help="GPUs to train on (DDP when more than one).")] = 0,
+    use_amp: Annotated[bool, typer.Option("--use-amp", help="Mixed precision (GPU only).")] = False,
+    num_workers: Annotated[int | None, typer.Option(help="Data loader workers.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (data order, fresh rows).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last epoch.")] = False,
+    conf: Annotated[
+        list[str] | None, typer.Option("--conf", help="Override any training config key: key=value (dotted).")
+    ] = None,
+    num_nodes: Annotated[int, typer.Option(help="Machines in a multi-node run.")] = 1,
+    node_rank: Annotated[int | None, typer.Option(help="This machine's rank in a multi-node run.")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="Node 0's address in a multi-node run.")] = None,
+    master_port: Annotated[int | None, typer.Option(help="A free port on node 0 in a multi-node run.")] = None,
+    dist_launcher: Annotated[str | None, typer.Option(help="slurm or mpi: ranks come from the launcher.")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop bad utterances instead of stopping.")] = False,
+    allow_pipes: Annotated[bool, typer.Option("--allow-pipes", help="Run pipe commands in wav.scp.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Fine-tune MODEL on your data. Example: espzoo finetune ORG/NAME --train d/train --valid d/dev --out exp/ft"""
+    from espzoo.finetune import FinetuneRequest
+    from espzoo.trainer import TrainOptions
+
+    transfer = transfer_options(
+        exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
+        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param,
+    )
+    training = TrainOptions(
+        max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
+        keep_nbest=keep_nbest, patience=patience, ngpu=ngpu, use_amp=use_amp, num_workers=num_workers, seed=seed,
+        resume=resume, num_nodes=num_nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+        dist_launcher=dist_launcher, conf=list(conf or []),
+    )
+    request = FinetuneRequest(
+        model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,
+        skip_bad=skip_bad, allow_pipes=allow_pipes, command=["espzoo", *sys.argv[1:]],
+    )
+    summary = _run(request, dry_run=dry_run, quiet=json)
+    if json:
+        print_json(summary)
+
+
+def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
+    from espzoo.bundle import BundleError
+    from espzoo.data import DataError
+    from espzoo.finetune import finetune, prepare_finetune
+    from espzoo.hub import HubError
+    from espzoo.model import ModelConfigError
+    from espzoo.trainer import TrainError, TrainInterrupted
+    from espzoo.transfer import TransferError
+    from espzoo.vocab import VocabularyError
+
+    progress = _Progress(request.training.max_epoch, quiet=quiet)
+    try:
+        if dry_run:
+            prepared = prepare_finetune(request, on_stage=progress.stage)
+            return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
+                    "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
+                    "plan": prepared.plan.to_json()["summary"]}
+        with progress:
+            result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
+    except TrainInterrupted as err:
+        fail(f"{err} Continue with the same command and --resume.", code=130)
+    except (DataError, TransferError, VocabularyError, ModelConfigError, BundleError, HubError, TrainError) as err:
+        fail(str(err))
+    last = result.history[-1] if result.history else None
+    summary = {
+        "out": str(result.out), "model": str(result.model), "config": str(result.config), "epochs": result.epochs,
+        "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
+        "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
+    }
+    if not quiet:
+        info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
+             f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")
+    return summary
+
+
+class _Progress:
+    """A rich progress bar over epochs, fed by the trainer's callbacks (stderr, so --json stays clean)."""
+
+    STAGES = {"model": "resolving the pretrained model", "data": "checking and converting the data",
+              "plan": "planning the transfer", "apply": "writing the init checkpoint",
+              "stats": "computing normalization statistics", "train": "training with ESPnet",
+              "average": "averaging the best epochs", "done": "done"}
+
+    def __init__(self, max_epoch: int, *, quiet: bool) -> None:
+        self.max_epoch, self.quiet = max_epoch, quiet
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[metrics]}"), console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.max_epoch, metrics="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def stage(self, name: str) -> None:
+        if not self.quiet and name != "done":
+            message = f"[dim]{self.STAGES.get(name, name)}[/dim]"
+            (self.bar.console.print if self.bar else info)(message)
+
+    def epoch(self, report: Any) -> None:
+        if self.bar is None:
+            return
+        parts = [f"loss {report.loss:.3f}" if report.loss is not None else "",
+                 f"valid acc {report.valid_acc:.3f}" if report.valid_acc is not None else "",
+                 f"valid loss {report.valid_loss:.3f}" if report.valid_loss is not None else ""]
+        self.bar.update(self.task, completed=report.epoch, total=report.max_epoch,
+                        metrics="  ".join(p for p in parts if p))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(finetune)

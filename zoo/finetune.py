@@ -1,0 +1,130 @@
+"""The fine-tuning recipe: a user's data in, a fine-tuned ESPnet model out, starting from a hub model.
+
+    from espzoo.finetune import FinetuneRequest, finetune
+    from espzoo.trainer import TrainOptions
+    from espzoo.transfer import TransferOptions
+
+    result = finetune(FinetuneRequest(
+        model="espnet/bn_openslr53", train="data/train", valid="data/dev", out="exp/bn_ft",
+        transfer=TransferOptions(excludes=("decoder",), vocab="bpe:500"),
+        training=TrainOptions(max_epoch=20),
+    ))
+
+Each step is one call into the library, in the order of the design's data flow; read it top to bottom:
+the pretrained model is resolved (and pinned to a commit), the data checked and converted to the model's
+sample rate, the transfer planned (new vocabulary, shared-token rows kept) and applied into an init
+checkpoint with exactly the new model's shapes, and ESPnet's trainer takes it from there.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from espzoo.data import Dataset, prepare
+from espzoo.trainer import EpochReport, TrainOptions, TrainResult, run
+from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """Everything `espzoo finetune` takes, as data."""
+
+    model: str  # repo id org/name[@rev], hub-layout folder or experiment dir
+    train: str | Path  # Kaldi data dir or manifest
+    valid: str | Path
+    out: str | Path
+    transfer: TransferOptions = field(default_factory=TransferOptions)
+    training: TrainOptions = field(default_factory=TrainOptions)
+    skip_bad: bool = False  # drop bad utterances (and say how many) instead of stopping
+    allow_pipes: bool = False  # run pipe commands found in wav.scp
+    command: list[str] | None = None  # the command line, for provenance
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the steps before training produced (also what `espzoo finetune --dry-run` shows)."""
+
+    source: Source
+    train: Dataset
+    valid: Dataset
+    plan: TransferPlan
+    init_checkpoint: Path
+    config: dict[str, Any]  # the adapted training config (new vocabulary, init checkpoint)
+
+
+def finetune(
+    request: FinetuneRequest,
+    *,
+    on_stage: Callable[[str], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainResult:
+    """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance."""
+    prepared = prepare_finetune(request, on_stage=on_stage)
+    provenance = {
+        "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
+        "command": request.command or sys.argv,
+    }
+    stats_file = None
+    if request.transfer.stats == "pretrained":
+        stats_file = (prepared.config.get("normalize_conf") or {}).get("stats_file")
+    return run(
+        prepared.config,
+        vocabulary=prepared.plan.vocabulary,
+        init_checkpoint=prepared.init_checkpoint,
+        stats_file=stats_file,
+        train=prepared.train,
+        valid=prepared.valid,
+        out=request.out,
+        options=request.training,
+        plan=prepared.plan,
+        provenance=provenance,
+        on_epoch=on_epoch,
+        on_stage=on_stage,
+    )
+
+
+def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None] | None = None) -> Prepared:
+    """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
+    stage = on_stage or (lambda _: None)
+    out = Path(request.out).expanduser().resolve()
+
+    stage("model")
+    source = open_source(request.model)
+    # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
+    model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
+    rate = sample_rate(source.config or {})
+
+    stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
+    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
+                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
+                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+
+    stage("plan")
+    plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
+    init_dir = out / "init"
+    resuming = request.training.resume and (init_dir / "init.pth").is_file() and (init_dir / "config.yaml").is_file()
+    if not resuming:  # a resumed run keeps the init checkpoint it started from
+        stage("apply")
+        apply_plan(plan, init_dir, seed=request.training.seed)
+    config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
+    return Prepared(source, train, valid, plan, init_dir / "init.pth", config)
+
+
+def sample_rate(config: dict[str, Any]) -> int:
+    """The rate the model's frontend expects (ESPnet writes 16000 or "16k"), 16 kHz when the config is silent."""
+    from espzoo.bundle import parse_rate
+
+    for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
+        rate = parse_rate(conf.get("fs"))
+        if rate:
+            return rate
+    return DEFAULT_SAMPLE_RATE
+
