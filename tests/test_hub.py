@@ -250,6 +250,18 @@ def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorSe
           f" next pull: {snap.notes[0]}")
 
 
+def test_cut_connection_resumes_where_it_stopped(big_mirror: MirrorServer, big_root: Path):
+    big_mirror.faults = Faults(drop_after=3_000_000)
+    snap = hub.pull(BIG, progress=False)
+    assert sha256_of(snap.path / BIG_CKPT) == sha256_of(big_root / BIG / BIG_CKPT)
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    gets = [e for e in big_mirror.stats.log if e["path"] == f"/lfs/{digest}"]
+    # Cut after 3 MB; the client asks for the rest only (64 KiB pieces: at most one piece is fetched twice).
+    assert [g["range"] is None for g in gets] == [True, False]
+    resumed_at = int(gets[1]["range"].split("=")[1].rstrip("-"))
+    assert 3_000_000 - hub.DOWNLOAD_CHUNK <= resumed_at <= 3_000_000
+
+
 def test_four_processes_pulling_at_once_share_one_copy(big_mirror: MirrorServer, big_root: Path, tmp_path: Path):
     home = tmp_path / "hf"
     procs = [subprocess.Popen([ESPZOO, "pull", BIG, "--all", "--json"], env=client_env(big_mirror.url, home),

@@ -30,6 +30,10 @@ from typing import Any, TypeVar
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 API_TIMEOUT = 30.0  # seconds for each API call (model info, tree listing)
+# huggingface_hub reads a download in 10 MiB pieces, each copied into one buffer before it is written: on loopback
+# that runs at a third of curl's speed (bench/pull.py), and a connection cut before 10 MiB restarts from byte 0.
+# Pieces the size of a socket read match curl and let a cut download resume from where it stopped.
+DOWNLOAD_CHUNK = 64 * 1024
 LOCK_HEADER = "# espzoo.lock: the exact commit of each model, written by `espzoo pull --lock`. Commit it.\n"
 T = TypeVar("T")
 
@@ -310,6 +314,7 @@ class _Session:
         from huggingface_hub import HfApi
 
         _ensure_client_timeout()
+        _ensure_small_chunks()
         self.repo_id = repo_id
         self.cache_dir = Path(cache_dir or hub_cache_dir())
         self.storage = self.cache_dir / ("models--" + repo_id.replace("/", "--"))
@@ -525,6 +530,13 @@ def _ensure_client_timeout() -> None:
                              timeout=httpx2.Timeout(API_TIMEOUT, connect=10.0))
 
     _http.set_client_factory(factory)
+
+
+def _ensure_small_chunks() -> None:
+    from huggingface_hub import constants
+
+    if constants.DOWNLOAD_CHUNK_SIZE > DOWNLOAD_CHUNK:
+        constants.DOWNLOAD_CHUNK_SIZE = DOWNLOAD_CHUNK
 
 
 def _write_ref(storage: Path, revision: str, commit: str) -> None:

@@ -1,0 +1,124 @@
+"""Time `espzoo.hub.pull` of a ~500 MB repo from the mirror against `curl` of the same files from the same server.
+
+    python bench/pull.py [--mb 500]
+
+The mirror (`espzoo mirror serve`) runs in its own process over a generated ESPnet-layout repo of random bytes.
+The peer is curl fetching every file of the repo (following the LFS redirects) into a fresh folder; espzoo pulls
+the same files (--all) into a fresh HF cache. Then a pull pinned to the cached commit: its wall time and the
+requests the mirror saw. Prints the throughput ratio (espzoo / curl) last. Goal: >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = "espzoo-bench/asr_500mb"
+BIN = Path(sys.executable).parent
+
+
+def make_repo(root: Path, total_mb: int) -> list[str]:
+    """README, meta.yaml, config, token list, stats and three checkpoints of random bytes summing to total_mb."""
+    folder = root / REPO
+    exp = folder / "exp" / "asr_train_asr_conformer_raw_en_bpe5000"
+    (exp).mkdir(parents=True)
+    (folder / "data" / "token_list").mkdir(parents=True)
+    (folder / "README.md").write_text("---\ntags: [espnet, audio, automatic-speech-recognition]\nlanguage: en\n---\n")
+    (folder / "meta.yaml").write_text(
+        f"files:\n  asr_model_file: {exp.relative_to(folder)}/valid.acc.ave.pth\n"
+        f"yaml_files:\n  asr_train_config: {exp.relative_to(folder)}/config.yaml\n"
+    )
+    (exp / "config.yaml").write_text("encoder: conformer\ntoken_type: bpe\n")
+    (folder / "data" / "token_list" / "tokens.txt").write_text("\n".join(f"tok{i}" for i in range(5000)))
+    sizes = {"valid.acc.ave.pth": total_mb * 3 // 5, "1epoch.pth": total_mb // 5, "2epoch.pth": total_mb // 5}
+    for name, mb in sizes.items():
+        with open(exp / name, "wb") as f:
+            for _ in range(mb):
+                f.write(os.urandom(1 << 20))
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def stats(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/_espzoo/stats", timeout=10) as resp:
+        return json.load(resp)["requests"]
+
+
+def reset(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{url}/_espzoo/reset", data=b"", method="POST"), timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=500, help="Size of the generated repo in MB.")
+    args = parser.parse_args()
+    if not shutil.which("curl"):
+        sys.exit("curl is not installed; install it (the peer of this benchmark) and run again.")
+    with tempfile.TemporaryDirectory(prefix="espzoo-bench-pull-") as tmp:
+        work = Path(tmp)
+        files = make_repo(work / "root", args.mb)
+        total = sum((work / "root" / REPO / f).stat().st_size for f in files)
+        env = dict(os.environ, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1",
+                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HOME=str(work / "hf"))
+        env.pop("HF_HUB_CACHE", None)
+        server = subprocess.Popen([str(BIN / "espzoo"), "mirror", "serve", "--root", str(work / "root"), "--port", "0"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            url = server.stdout.readline().strip()  # type: ignore[union-attr]
+            # Warm the mirror's hashes (first request hashes the repo) so neither side pays for it.
+            urllib.request.urlopen(f"{url}/api/models/{REPO}", timeout=120).read()
+
+            out = work / "curl"
+            cmd = ["curl", "-sSfL", "--create-dirs"]
+            for rel in files:
+                cmd += ["-o", str(out / rel), f"{url}/{REPO}/resolve/main/{rel}"]
+            started = time.perf_counter()
+            subprocess.run(cmd, check=True, timeout=600)
+            curl_s = time.perf_counter() - started
+
+            os.environ.update(HF_ENDPOINT=url, HF_HOME=str(work / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
+                              HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+            os.environ.pop("HF_HUB_CACHE", None)
+            from espzoo.hub import pull
+
+            reset(url)
+            started = time.perf_counter()
+            snap = pull(REPO, all_files=True, progress=False)
+            pull_s = time.perf_counter() - started
+            pull_requests = stats(url)
+            assert sorted(snap.files) == files, "the pull did not fetch the same files"
+
+            reset(url)
+            started = time.perf_counter()
+            pull(f"{REPO}@{snap.commit}", all_files=True, progress=False)
+            pinned_s = time.perf_counter() - started
+            pinned_requests = stats(url)
+
+            reset(url)
+            started = time.perf_counter()
+            subprocess.run([str(BIN / "espzoo"), "pull", f"{REPO}@{snap.commit}", "--all", "--json"], check=True,
+                           env=dict(env, HF_ENDPOINT=url), stdout=subprocess.DEVNULL, timeout=120)
+            cli_pinned_s = time.perf_counter() - started
+            cli_pinned_requests = stats(url)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    mb = total / 1e6
+    print(f"repo: {len(files)} files, {mb:.0f} MB, served by `espzoo mirror serve` on 127.0.0.1")
+    print(f"curl (peer):          {curl_s:6.2f} s  {mb / curl_s:7.0f} MB/s")
+    print(f"espzoo pull --all:    {pull_s:6.2f} s  {mb / pull_s:7.0f} MB/s  ({pull_requests} requests)")
+    print(f"pinned cached pull:   {pinned_s * 1000:6.1f} ms, {pinned_requests} requests (library call)")
+    print(f"pinned cached pull:   {cli_pinned_s * 1000:6.1f} ms, {cli_pinned_requests} requests (a CLI process)")
+    print(f"throughput ratio (espzoo pull / curl): {curl_s / pull_s:.2f} (goal >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
