@@ -23,9 +23,11 @@ from espzoo.trainer import (
     TrainError,
     TrainOptions,
     apply_override,
+    estimate_steps_per_epoch,
     iter_epochs,
     parse_results_line,
     run,
+    text_shapes,
     write_train_config,
 )
 from espzoo.vocab import Vocabulary
@@ -362,3 +364,16 @@ def test_parse_results_lines() -> None:
     assert sections["train"]["loss"] == 3.5e-05 and sections["valid"]["loss"] == 1234.0
     assert sections["valid"]["time"] == "5 minutes and 2 seconds" and sections["train"]["total_count"] == 1200
     assert parse_results_line("[host] ... INFO: 2/3epoch started") is None
+
+
+@pytest.mark.parametrize("batch_bins", [200_000, 1_000_000, 3_000_000])
+def test_steps_per_epoch_match_espnet_sampler(tiny: Tiny, tmp_path: Path, batch_bins: int) -> None:
+    from espnet2.samplers.num_elements_batch_sampler import NumElementsBatchSampler
+
+    config = write_train_config(
+        tiny.base, vocabulary=tiny.vocabulary, init_checkpoint=None, stats_file=tiny.stats, options=TrainOptions()
+    )
+    text_shape = text_shapes(tiny.train, config, tmp_path)
+    assert text_shape.read_text().splitlines()[0].endswith(f",{len(tiny.vocabulary.tokens)}")
+    sampler = NumElementsBatchSampler(batch_bins, [str(tiny.train.speech_shape), str(text_shape)])
+    assert estimate_steps_per_epoch(tiny.train, text_shape, batch_bins) == len(sampler)
