@@ -246,9 +246,14 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
     """(state dict, whether its storages are memory-mapped from the file: zip-format checkpoints are)."""
     import zipfile
 
-    from espzoo.bundle import load_state_dict
+    from espzoo.bundle import BundleError, load_state_dict
 
-    return load_state_dict(path), zipfile.is_zipfile(path)
+    try:
+        return load_state_dict(path), zipfile.is_zipfile(path)
+    except BundleError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a damaged file fails deep inside torch's unpickler in many ways)
+        raise TransferError(f"Checkpoint {path} is not a readable PyTorch file ({err}); is it complete?") from err
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -493,11 +498,11 @@ def _outcome(
 def _mark_frozen(plan: TransferPlan, target: TargetModel) -> None:
     """ESPnet's --freeze_param at module boundaries: parameters (not buffers) under each module stop training."""
     for module in plan.freeze:
-        matched = [r for r in plan.rows if under(r.target_key, module) and r.target_key in target.parameters]
+        matched = [r for r in plan.rows if under(r.target_key, module)]
         if not matched:
-            raise _no_match("--freeze", module, target.parameters)
+            raise _no_match("--freeze", module, target.shapes)
         for row in matched:
-            row.frozen = True
+            row.frozen = row.target_key in target.parameters  # a module of buffers only (frontend) has none
 
 
 # ---------------------------------------------------------------------------------------------------- options
