@@ -218,6 +218,23 @@ def test_errors_are_one_clear_sentence(mirror: MirrorServer, mirror_root: Path, 
         server.stop()
 
 
+def test_disk_full_is_one_sentence_and_leaves_no_partial_blob(big_mirror: MirrorServer, tmp_path: Path):
+    import resource
+
+    def limit_file_size() -> None:  # as `ulimit -f` does: a write past 5 MB fails (EFBIG), like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000))
+
+    home = tmp_path / "hf"
+    proc = subprocess.run([ESPZOO, "pull", BIG], env=client_env(big_mirror.url, home), capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and "no room to write espzoo-test/asr_big" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    assert not list(blobs.glob("*.incomplete"))
+    assert not (home / "hub" / f"models--{BIG.replace('/', '--')}" / "snapshots").exists() or not list(
+        (home / "hub").rglob(BIG_CKPT.split("/")[-1]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Reliability: killed downloads, concurrent pulls, corruption
 
@@ -225,29 +242,34 @@ def test_errors_are_one_clear_sentence(mirror: MirrorServer, mirror_root: Path, 
 def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorServer, big_root: Path,
                                                             tmp_path: Path):
     home = tmp_path / "hf"
-    big_mirror.faults = Faults(rate=5_000_000)  # 30 MB at 5 MB/s: time to kill it halfway
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    total = (big_root / BIG / BIG_CKPT).stat().st_size
+    big_mirror.faults = Faults(rate=5_000_000)  # 31 MB at 5 MB/s: time to kill it part way
     proc = subprocess.Popen([ESPZOO, "pull", BIG], env=client_env(big_mirror.url, home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
     deadline = time.monotonic() + 60
     partial: list[Path] = []
-    while time.monotonic() < deadline:
-        partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size > 0] if blobs.is_dir() else []
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = [p for p in blobs.glob(f"{digest}.*.incomplete") if p.stat().st_size > 2_000_000]
         if partial:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    assert partial, "the download never started"
+    assert partial, "the checkpoint download never got going"
     killed_at = partial[0].stat().st_size
-    assert 0 < killed_at < (big_root / BIG / BIG_CKPT).stat().st_size
+    assert 2_000_000 < killed_at < total
     big_mirror.faults = Faults()
+    big_mirror.reset()
     snap = hub.pull(BIG, progress=False)
-    assert any("removed 1 partial download" in note for note in snap.notes)
-    assert sha256_of(snap.path / BIG_CKPT) == sha256_of(big_root / BIG / BIG_CKPT)
+    assert any(note.startswith("resumed") for note in snap.notes), snap.notes
+    assert sha256_of(snap.path / BIG_CKPT) == digest
     assert not list(blobs.glob("*.incomplete"))
-    print(f"\nkilled at {killed_at / 1e6:.1f} MB of {(big_root / BIG / BIG_CKPT).stat().st_size / 1e6:.1f} MB;"
-          f" next pull: {snap.notes[0]}")
+    # Only the missing bytes were fetched: one GET of the checkpoint, from where the killed process stopped.
+    gets = [e for e in big_mirror.stats.log if e["path"] == f"/lfs/{digest}"]
+    assert len(gets) == 1 and int(gets[0]["range"].split("=")[1].rstrip("-")) == killed_at
+    print(f"\nkilled at {killed_at / 1e6:.1f} MB of {total / 1e6:.1f} MB; next pull: {snap.notes[0]}")
 
 
 def test_cut_connection_resumes_where_it_stopped(big_mirror: MirrorServer, big_root: Path):

@@ -147,8 +147,8 @@ def pull(
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
     session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout)
-    notes = list(clean_stale_downloads(repo_id, cache_dir=session.cache_dir))
     offline = hub_offline()
+    notes: list[str] = []
     commit: str | None = None
     if offline:
         notes.append("HF_HUB_OFFLINE is set; using the cached copy")
@@ -158,6 +158,9 @@ def pull(
         except _Unreachable as exc:
             offline = True
             notes.append(f"the Hub at {session.endpoint} cannot be reached ({exc.reason}); using the cached copy")
+        else:  # the Hub answers: finish what a killed pull left half-downloaded
+            notes += recover_stale_downloads(repo_id, cache_dir=session.cache_dir, endpoint=session.endpoint,
+                                             token=token)
     if offline:
         commit = session.cached_commit(revision)
     assert commit is not None
@@ -438,8 +441,8 @@ class _Session:
             return GatedRepo(f"{repo} is gated or private and no valid token was sent; accept its terms on the Hub, "
                              "then set HF_TOKEN=hf_... (or run `hf auth login`) and pull again.")
         if kind == "disk":
-            return DiskFull(f"the disk holding {self.cache_dir} is full while downloading {repo}; free space or "
-                            "point HF_HOME at a larger disk.")
+            return DiskFull(f"no room to write {repo} into {self.cache_dir} ({_reason(exc)}); free space, raise the "
+                            "quota or file-size limit, or point HF_HOME at a larger disk.")
         if kind == "unreachable":
             return _Unreachable(self.endpoint, _reason(exc))
         if kind == "transient":
@@ -473,7 +476,7 @@ def _classify(exc: BaseException) -> str:
             return "revision"
         if isinstance(err, RepositoryNotFoundError):
             return "repo"
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return "disk"
     for err in chain:
         if isinstance(err, HfHubHTTPError) and err.response is not None:
@@ -552,9 +555,14 @@ def _write_ref(storage: Path, revision: str, commit: str) -> None:
         pass  # a ref only speeds up offline use; the snapshot itself is complete
 
 
-def clean_stale_downloads(repo_id: str, *, cache_dir: str | Path | None = None) -> list[str]:
-    """Remove `blobs/*.incomplete` files a killed process left behind (huggingface_hub names them per process, so
-    no later download resumes them and nothing cleans them). A file is stale when nobody holds its download lock."""
+def recover_stale_downloads(
+    repo_id: str, *, cache_dir: str | Path | None = None, endpoint: str | None = None, token: Any = None,
+    resume: bool = True,
+) -> list[str]:
+    """Deal with `blobs/*.incomplete` files a killed process left behind. huggingface_hub names them per process, so
+    no later download resumes them and nothing removes them. A file is stale when nobody holds its download lock;
+    with `resume` its missing bytes are fetched (Range) and the blob kept if its hash matches the Hub's id,
+    otherwise (or when nothing says which file it was) it is removed. Returns notes for the user."""
     from filelock import FileLock, Timeout
 
     cache = Path(cache_dir or hub_cache_dir())
@@ -562,26 +570,72 @@ def clean_stale_downloads(repo_id: str, *, cache_dir: str | Path | None = None) 
     blobs = cache / folder / "blobs"
     if not blobs.is_dir():
         return []
-    removed, size = 0, 0
+    resumed, removed, kept_bytes, removed_bytes = 0, 0, 0, 0
     for partial in blobs.glob("*.incomplete"):
         etag = partial.name.split(".", 1)[0]
         lock_path = cache / ".locks" / folder / f"{etag}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path), timeout=0)
         try:
-            with lock:
-                if partial.exists():
-                    size += partial.stat().st_size
-                    partial.unlink()
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(lock_path), timeout=0):
+                if not partial.exists():
+                    continue
+                size = partial.stat().st_size
+                blob = blobs / etag
+                if not blob.exists() and resume and _resume_partial(cache / folder, repo_id, partial, etag,
+                                                                   endpoint, token):
+                    resumed += 1
+                    kept_bytes += size
+                else:
+                    partial.unlink(missing_ok=True)
                     removed += 1
+                    removed_bytes += size
         except Timeout:
             continue  # another process is downloading it right now
         except OSError:
             continue
-    if not removed:
-        return []
-    return [f"removed {removed} partial download{'s' if removed > 1 else ''} ({size / 1e6:.1f} MB) left by an "
-            f"interrupted pull of {repo_id}; those files are downloaded again"]
+    notes = []
+    if resumed:
+        notes.append(f"resumed {resumed} download{'s' if resumed > 1 else ''} an interrupted pull of {repo_id} left "
+                     f"behind ({kept_bytes / 1e6:.1f} MB were already there)")
+    if removed:
+        notes.append(f"removed {removed} partial download{'s' if removed > 1 else ''} ({removed_bytes / 1e6:.1f} MB) "
+                     f"left by an interrupted pull of {repo_id}; those files are downloaded again")
+    return notes
+
+
+def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpoint: str | None, token: Any) -> bool:
+    """Fetch the rest of `partial` and move it into place as blobs/<etag>; False when that cannot be done."""
+    from huggingface_hub._tree_cache import read_tree_cache
+    from huggingface_hub.file_download import hf_hub_url, http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    found = None
+    for tree_file in sorted((storage / "trees").glob("*.json")):
+        tree = read_tree_cache(str(storage), tree_file.stem) or {}
+        found = next(((tree_file.stem, path, entry) for path, entry in tree.items()
+                      if etag in (entry.lfs_sha256, entry.blob_id)), None)
+        if found:
+            break
+    if found is None:
+        return False  # pulled without espzoo: which file it was is unknown
+    commit, path, entry = found
+    lfs = entry.lfs_sha256 == etag
+    url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint or hub_endpoint())
+    try:
+        size = partial.stat().st_size
+        if size > entry.size:
+            return False
+        if size < entry.size:
+            with open(partial, "ab") as f:
+                http_get(url, f, resume_size=size, headers=build_hf_headers(token=token), expected_size=entry.size,
+                         displayed_filename=PurePosixPath(path).name)
+        if file_id(partial, lfs=lfs) != etag:
+            return False
+        os.chmod(partial, 0o644)
+        partial.replace(storage / "blobs" / etag)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: drop the partial file, the normal download runs next
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
