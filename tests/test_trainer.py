@@ -377,3 +377,29 @@ def test_steps_per_epoch_match_espnet_sampler(tiny: Tiny, tmp_path: Path, batch_
     assert text_shape.read_text().splitlines()[0].endswith(f",{len(tiny.vocabulary.tokens)}")
     sampler = NumElementsBatchSampler(batch_bins, [str(tiny.train.speech_shape), str(text_shape)])
     assert estimate_steps_per_epoch(tiny.train, text_shape, batch_bins) == len(sampler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_ends_the_child_group(sig: signal.Signals, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM to espzoo stops the training process group and says how to resume."""
+    import threading
+
+    from espzoo import trainer
+    from espzoo.trainer import TrainInterrupted, _supervise
+
+    # The background `sleep` ignores SIGINT (as sh makes it), so the stop must escalate; don't wait 30 s for it.
+    monkeypatch.setattr(trainer, "STOP_GRACE_S", 1.0)
+
+    child = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), sig))
+    timer.start()
+    try:
+        with pytest.raises(TrainInterrupted, match="before the first epoch finished; continue it with resume=True"):
+            _supervise(child, None)
+    finally:
+        timer.cancel()
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode is not None
+    with pytest.raises(ProcessLookupError):  # the whole group, the grandchild `sleep` too
+        os.killpg(child.pid, 0)

@@ -717,21 +717,32 @@ def _stop(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
         if not follower.saving:
             break
         time.sleep(POLL_S)
+    # The whole group: DataLoader workers and DDP processes must not outlive the stop (even if the main one exits).
     for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
+        if not _group_alive(proc):
             break
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + grace
+        while _group_alive(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
     if follower is not None:
         follower.poll()
         return follower.last_epoch
     return 0
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader, or it counts as alive (a zombie)
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------
