@@ -179,13 +179,15 @@ def tiny_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_out: Path) -> Recognizer:
-    return load_recognizer(tiny_out)
+    return load_recognizer(tiny_out, DecodeOptions(beam_size=2))  # a small beam keeps CPU decodes short
 
 
 def test_recognizer_settings_come_from_the_model(recognizer: Recognizer) -> None:
+    assert (DecodeOptions().beam_size, DecodeOptions().ctc_weight, DecodeOptions().device) == (4, None, "cpu")
     assert recognizer.sample_rate == 16000
-    assert recognizer.speech2text.beam_search.beam_size == DecodeOptions().beam_size
+    assert recognizer.speech2text.beam_search.beam_size == 2
     assert recognizer.speech2text.beam_search.weights["ctc"] == pytest.approx(0.3)  # model_conf.ctc_weight
+    assert recognizer.speech2text.beam_search.weights["decoder"] == pytest.approx(0.7)
     assert recognizer.model.kind == "experiment"
 
 
@@ -282,3 +284,27 @@ def test_hub_folder_and_repo_id_through_the_mirror(
     assert report.out_dir is None  # a repo is not an experiment dir: nothing written unless asked
     assert 0.0 <= report.cer.rate  # and a real score against the reference
     assert report.cer.reference_length == len(chars(report.rows[0].reference))
+
+
+def test_cli_evaluate_and_transcribe(tiny_out: Path, tmp_path: Path) -> None:
+    from espzoo.cli.main import app
+    from typer.testing import CliRunner
+
+    data = small_data_dir(tmp_path / "test", count=1)
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["evaluate", str(tiny_out), "--data", str(data), "--json", "--beam", "2", "--out-dir", str(tmp_path / "r")]
+    )
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["utterances"] == 1 and result["beam_size"] == 2
+    assert result["wer"] == result["word"]["rate"] and result["cer"] == result["char"]["rate"]
+    hypothesis = (tmp_path / "r" / "text").read_text(encoding="utf-8").split(maxsplit=1)[1].strip()
+    assert result["wer"] == error_rates([(data / "text").read_text().split(maxsplit=1)[1]], [hypothesis]).wer.rate
+
+    said = runner.invoke(app, ["transcribe", str(tiny_out), str(audio_files(data)[0]), "--beam", "2"])
+    assert said.exit_code == 0, said.output
+    assert said.stdout == f"{audio_files(data)[0]}\t{hypothesis}\n"
+
+    bad = runner.invoke(app, ["evaluate", str(tiny_out), "--data", str(tmp_path / "missing")])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: ") and "does not exist" in bad.stderr

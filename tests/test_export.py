@@ -11,14 +11,16 @@ from _tiny_out import audio_files, build_tiny_out, small_data_dir
 from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer
 from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
 
+BEAM = 2  # small beams keep these CPU decodes short; every decode here uses the same one
+
 
 @pytest.fixture(scope="module")
 def evaluated_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[str]]:
     """A tiny char OUT with an evaluation in OUT/eval/test, its audio files and their transcripts."""
     root = tmp_path_factory.mktemp("export")
     out = build_tiny_out(root / "out")
-    data = small_data_dir(root / "test", count=2)
-    report = evaluate(out, data)
+    data = small_data_dir(root / "test", count=1)
+    report = evaluate(out, data, options=DecodeOptions(beam_size=BEAM))
     return out, audio_files(data), [r.hypothesis for r in report.rows]
 
 
@@ -33,11 +35,10 @@ def _speech2text_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
 
     meta = yaml.safe_load((folder / "meta.yaml").read_text())
     monkeypatch.chdir(folder)
-    options = DecodeOptions()
     return Speech2Text(
         asr_train_config=meta["yaml_files"]["asr_train_config"],
         asr_model_file=meta["files"]["asr_model_file"],
-        beam_size=options.beam_size,
+        beam_size=BEAM,
         ctc_weight=0.3,  # the tiny model's model_conf.ctc_weight, which espzoo's recognizer uses
         nbest=1,
     )
@@ -63,7 +64,7 @@ def test_export_layout_and_card(evaluated_out, tmp_path: Path) -> None:
     assert front["tags"] == ["espnet", "audio", "automatic-speech-recognition"]
     assert front["language"] == "en" and front["datasets"] == ["espeak_en"] and front["license"]
     result = yaml.safe_load((out / "eval" / "test" / "result.json").read_text())
-    assert f"| test | 2 | {100 * result['wer']:.1f} | {100 * result['cer']:.1f} |" in readme
+    assert f"| test | 1 | {100 * result['wer']:.1f} | {100 * result['cer']:.1f} |" in readme
     assert "espzoo transcribe me/tiny_en" in readme and "Speech2Text(" in readme
     assert "espzoo-test/tiny_char" in readme  # where it was fine-tuned from
 
@@ -91,7 +92,7 @@ def test_bpe_model_exports_with_its_sentencepiece_model(tmp_path: Path, monkeypa
     import soundfile
 
     wave = soundfile.read(audio[0], dtype="float32")[0]
-    before = load_recognizer(out)(wave)
+    before = load_recognizer(out, DecodeOptions(beam_size=BEAM))(wave)
     dest = export(out, tmp_path / "repo")
     config = yaml.safe_load((dest / yaml.safe_load((dest / "meta.yaml").read_text())["yaml_files"]
                              ["asr_train_config"]).read_text())
@@ -121,3 +122,57 @@ def test_export_refuses_to_overwrite_and_leaves_nothing_half_written(evaluated_o
         export(broken, tmp_path / "never")
     assert not (tmp_path / "never").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "repo"]  # no temp folders left
+
+
+def test_export_is_pullable_through_the_mirror_and_transcribes_alike(evaluated_out, tmp_path: Path) -> None:
+    """export -> `espzoo mirror serve --root` -> `espzoo pull` -> `espzoo transcribe REPO`: same text as OUT."""
+    import json
+    import subprocess
+
+    from _hubtools import ESPZOO, client_env
+
+    out, audio, before = evaluated_out
+    root = tmp_path / "mirror"
+    export(out, root / "espzoo-test" / "exported", ExportOptions(repo_id="espzoo-test/exported"))
+    server = subprocess.Popen(
+        [ESPZOO, "mirror", "serve", "--root", str(root), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env("http://127.0.0.1:9", tmp_path),
+    )
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        env = client_env(url, tmp_path / "hf")
+        pulled = subprocess.run(
+            [ESPZOO, "pull", "espzoo-test/exported", "--json"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        snapshot = json.loads(pulled.stdout)
+        assert {"meta.yaml", "README.md"} <= set(snapshot["files"])
+        assert any(f.endswith(MODEL_FILE) for f in snapshot["files"])
+        said = subprocess.run(
+            [ESPZOO, "transcribe", "espzoo-test/exported", *map(str, audio), "--beam", str(BEAM)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.splitlines() == [f"{a}\t{t}" for a, t in zip(audio, before, strict=True)]
+
+
+def test_cli_export(evaluated_out, tmp_path: Path) -> None:
+    import json
+
+    from espzoo.cli.main import app
+    from typer.testing import CliRunner
+
+    out, _, _ = evaluated_out
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "repo"), "--language", "en", "--json"])
+    assert done.exit_code == 0, done.output
+    listed = json.loads(done.stdout)
+    assert "meta.yaml" in listed["files"] and Path(listed["path"]) == tmp_path / "repo"
+    again = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "repo")])
+    assert again.exit_code == 1 and "not empty" in again.stderr and "--overwrite" in again.stderr
+    missing = runner.invoke(app, ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 1 and "is not a folder" in missing.stderr
