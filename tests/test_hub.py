@@ -380,3 +380,9 @@ def test_cli_pull_json_and_errors(mirror: MirrorServer, tmp_path: Path):
     assert bad.exit_code == 1 and "espzoo-test/nope does not exist" in bad.output
     table = espzoo(["pull", CHAR], tmp_path / "hf", mirror.url)
     assert table.returncode == 0 and data["commit"] in table.stdout
+
+
+def test_progress_bars_are_drawn_with_rich(big_mirror: MirrorServer, capsys: pytest.CaptureFixture[str]):
+    hub.pull(BIG, progress=True)
+    err = capsys.readouterr().err
+    assert "downloading" in err and "31.5/31.5 MB" in err and "files" in err

@@ -15,6 +15,7 @@ sentence naming the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import glob
@@ -22,7 +23,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -385,7 +386,8 @@ class _Session:
             from huggingface_hub import hf_hub_download
 
             self.call(lambda: hf_hub_download(self.repo_id, path, revision=commit, cache_dir=self.cache_dir,
-                                              endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout),
+                                              endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout,
+                                              tqdm_class=_silent_tqdm()),
                       f"download {path}", commit)
         try:
             return local.read_text(encoding="utf-8", errors="replace")
@@ -399,20 +401,11 @@ class _Session:
         if all((snapshot / f).exists() for f in files):
             return  # every file cached: nothing to ask (snapshot_download would not ask either, but this is explicit)
         patterns = [glob.escape(f) for f in files]
-        tqdm_class = None
-        if progress is False:
-            from huggingface_hub.utils import tqdm as hf_tqdm
-
-            class _Silent(hf_tqdm):  # type: ignore[misc, valid-type]
-                def __init__(self, *args: Any, **kwargs: Any):
-                    kwargs["disable"] = True
-                    super().__init__(*args, **kwargs)
-
-            tqdm_class = _Silent
-        self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
-                                            allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
-                                            tqdm_class=tqdm_class, etag_timeout=self.timeout),
-                  f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
+        with _progress_bars(progress) as tqdm_class:
+            self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
+                                                allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
+                                                tqdm_class=tqdm_class, etag_timeout=self.timeout),
+                      f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
 
     # -- errors and retries --------------------------------------------------------------------
 
@@ -533,6 +526,79 @@ def _ensure_client_timeout() -> None:
                              timeout=httpx2.Timeout(API_TIMEOUT, connect=10.0))
 
     _http.set_client_factory(factory)
+
+
+def _silent_tqdm() -> type:
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class Silent(hf_tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Silent
+
+
+@contextlib.contextmanager
+def _progress_bars(progress: bool | None) -> Iterator[type]:
+    """A tqdm class for snapshot_download that draws with rich: one row for the files, one for the bytes.
+    progress None: only on a terminal, and not when HF_HUB_DISABLE_PROGRESS_BARS is set."""
+    import sys
+
+    if progress is None:
+        disabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() in ("1", "TRUE", "YES", "ON")
+        progress = sys.stderr.isatty() and not disabled
+    if not progress:
+        yield _silent_tqdm()
+        return
+    from huggingface_hub.utils import tqdm as hf_tqdm
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if task.fields.get("unit") == "B":
+                speed = f"  {task.speed / 1e6:.0f} MB/s" if task.speed else ""
+                return Text(f"{task.completed / 1e6:.1f}/{(task.total or 0) / 1e6:.1f} MB{speed}")
+            return Text(f"{int(task.completed)}/{int(task.total or 0)} files")
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+    class RichBar(hf_tqdm):  # type: ignore[misc, valid-type]
+        """tqdm's interface, rich's drawing: tqdm itself is disabled and every update goes to the rich task."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            kwargs["disable"] = True
+            desc = str(kwargs.get("desc") or "")
+            super().__init__(*args, **kwargs)
+            self._done = kwargs.get("initial") or 0
+            self._bytes = kwargs.get("unit") == "B"
+            # For plain HTTP the "reconstructing" bar repeats the bytes bar: hide it.
+            visible = not desc.startswith("Reconstructing")
+            label = "downloading" if self._bytes else "files"
+            self._task = bars.add_task(label, total=self.total or None, completed=self._done, visible=visible,
+                                       unit="B" if self._bytes else "")
+
+        def __iter__(self) -> Iterator[Any]:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += n or 0
+            bars.update(self._task, completed=self._done, total=self.total or None)
+            return None
+
+        def refresh(self, *args: Any, **kwargs: Any) -> None:
+            bars.update(self._task, total=self.total or None)
+
+        def close(self) -> None:
+            bars.update(self._task, completed=self._done, total=self.total or None)
+
+    with bars:
+        yield RichBar
 
 
 def _ensure_small_chunks() -> None:
