@@ -8,6 +8,7 @@
     espzoo ls                                        # cached ESPnet models: repo, commit, size, last used
     espzoo rm espnet/bn_openslr53@<commit>
     espzoo catalog refresh --author espnet           # rebuild the user catalog from the Hub's model cards
+    espzoo catalog refresh --configs                 # ... and read each model's config (architecture, tokens)
 
 HF_ENDPOINT (a mirror: `espzoo mirror serve`), HF_HOME, HF_TOKEN and HF_HUB_OFFLINE=1 are honoured.
 """
@@ -112,6 +113,9 @@ catalog_app = typer.Typer(help="Maintain the model catalog.", no_args_is_help=Tr
 def refresh(
     author: Annotated[str, typer.Option("--author", help="Whose models to list on the Hub.")] = "espnet",
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub or mirror URL (default HF_ENDPOINT).")] = None,
+    configs: Annotated[
+        bool, typer.Option("--configs", help="Also read each model's meta.yaml and config (architecture, tokens).")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Rebuild the user catalog from the Hub's model cards. Example: espzoo catalog refresh --author espnet"""
@@ -119,7 +123,7 @@ def refresh(
     from espzoo.hub import HubError, refresh_catalog
 
     try:
-        result = refresh_catalog(author, endpoint=endpoint)
+        result = refresh_catalog(author, endpoint=endpoint, configs=configs)
     except (HubError, CatalogError) as exc:
         fail(str(exc))
     if json:

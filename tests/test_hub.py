@@ -365,6 +365,14 @@ def test_catalog_refresh_merges_hub_cards(mirror_root: Path, tmp_path: Path, mon
         assert updated.updated == 1 and updated.total == len(shipped)  # rebuilt over the shipped entries
         merged = Catalog.load().get("espnet/bn_openslr53")
         assert merged is not None and merged.license == "cc-by-4.0" and merged.results  # results kept
+        # --configs reads each model's meta.yaml and config: architecture, tokens, sample rate.
+        deep = CliRunner().invoke(app, ["catalog", "refresh", "--author", "espzoo-test", "--configs", "--json"])
+        assert deep.exit_code == 0, deep.output
+        char = Catalog.load().get(CHAR)
+        assert char is not None and char.architecture.get("encoder") == "conformer"
+        assert char.tokens.get("type") == "char" and char.tokens.get("size", 0) > 10 and char.sample_rate == 16000
+        nometa = Catalog.load().get(NOMETA)
+        assert nometa is not None and not nometa.architecture  # no meta.yaml: the card's facts only
     finally:
         server.stop()
 

@@ -495,7 +495,8 @@ def merge_entries(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Overlay entries listed by the Hub (`espzoo catalog refresh`) on catalog entries.
 
-    For a known repo the Hub's languages, license and source replace ours, its task and corpus fill gaps only
+    For a known repo the Hub's languages, license and source replace ours; its task, corpus, architecture, tokens
+    and sample rate fill gaps only
     (the source table knows recipes and results the card does not); an unknown repo is appended.
     Returns (merged entries, how many added, how many changed)."""
     merged = [dict(entry) for entry in base]
@@ -513,7 +514,7 @@ def merge_entries(
         for key in ("languages", "license", "source", "status"):
             if update.get(key):
                 current[key] = update[key]
-        for key in ("corpus",):
+        for key in ("corpus", "architecture", "tokens", "sample_rate"):
             if update.get(key) and not current.get(key):
                 current[key] = update[key]
         if update.get("task") and current.get("task") in (None, "", "unknown"):

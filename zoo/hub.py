@@ -942,10 +942,12 @@ TASK_TAGS = {"automatic-speech-recognition": "asr", "text-to-speech": "tts", "au
 
 def refresh_catalog(
     author: str = "espnet", *, endpoint: str | None = None, token: str | bool | None = None,
-    path: str | Path | None = None,
+    path: str | Path | None = None, configs: bool = False,
 ) -> RefreshResult:
     """List `author`'s models on the Hub with their card data and merge them over the shipped catalog
-    into the user catalog (atomic write). Hub facts win for languages/license/task; recipes and results stay."""
+    into the user catalog (atomic write). Hub facts win for languages/license/task; recipes and results stay.
+    With `configs`, each model's meta.yaml and training config are read too (two small downloads per model, kept in
+    the HF cache) for the architecture, tokens and sample rate."""
     import yaml
     from espzoo.catalog import Catalog, entry_from_dict, merge_entries, shipped_catalog_path, user_catalog_path
 
@@ -953,6 +955,9 @@ def refresh_catalog(
     models = session.call(lambda: list(session.api.list_models(author=author, cardData=True)),
                           f"list the models of {author}", None)
     updates = [hub_entry(m, session.endpoint) for m in models]
+    if configs:
+        for model, update in zip(models, updates, strict=True):
+            update.update({k: v for k, v in config_facts(session, model.id, model.sha).items() if k not in update})
     base_catalog = Catalog.load(shipped_catalog_path())
     base = [{k: v for k, v in e.to_dict().items() if v not in (None, [], {})} for e in base_catalog.entries]
     merged, added, updated = merge_entries(base, updates)
@@ -966,6 +971,43 @@ def refresh_catalog(
     tmp.write_text(header + yaml.safe_dump({"entries": merged}, sort_keys=False, allow_unicode=True), encoding="utf-8")
     tmp.replace(target)
     return RefreshResult(target, len(models), added, updated, len(merged))
+
+
+def config_facts(session: _Session, repo_id: str, commit: str | None) -> dict[str, Any]:
+    """Architecture, tokens, sample rate and task from a model's meta.yaml and training config; {} when absent."""
+    from espzoo.catalog import parse_sample_rate
+
+    repo = _Session(repo_id, session.cache_dir, session.endpoint, session.token, 1, 0.2, session.timeout)
+    try:
+        commit = commit or repo.resolve(None)
+        meta = _yaml(repo.read(commit, "meta.yaml", offline=False))
+    except Exception:  # noqa: BLE001 - no meta.yaml (or it cannot be read): the card's facts stand alone
+        return {}
+    named = {**(meta.get("files") or {}), **(meta.get("yaml_files") or {})} if isinstance(meta, dict) else {}
+    task = next((t for t in ("asr", "s2t") if f"{t}_train_config" in named), None)
+    config_path = named.get(f"{task}_train_config") if task else None
+    if not isinstance(config_path, str):
+        return {"task": task} if task else {}
+    try:
+        cfg = _yaml(repo.read(commit, config_path, offline=False))
+    except Exception:  # noqa: BLE001 - as above
+        cfg = None
+    if not isinstance(cfg, dict):
+        return {"task": task}
+    arch = {k: str(cfg[k]) for k in ("encoder", "decoder") if isinstance(cfg.get(k), str)}
+    frontend = cfg.get("frontend")
+    if isinstance(frontend, str) and frontend != "default":
+        upstream = ((cfg.get("frontend_conf") or {}).get("frontend_conf") or {}).get("upstream")
+        arch["frontend"] = str(upstream or frontend)
+    tokens: dict[str, Any] = {}
+    if isinstance(cfg.get("token_type"), str):
+        tokens["type"] = cfg["token_type"]
+    if isinstance(cfg.get("token_list"), list):
+        tokens["size"] = len(cfg["token_list"])
+    fs = (cfg.get("frontend_conf") or {}).get("fs") if isinstance(cfg.get("frontend_conf"), dict) else None
+    facts = {"task": task, "architecture": arch, "tokens": tokens,
+             "sample_rate": parse_sample_rate(str(fs)) if fs is not None else None}
+    return {k: v for k, v in facts.items() if v not in (None, {}, [])}
 
 
 def hub_entry(model: Any, endpoint: str) -> dict[str, Any]:
