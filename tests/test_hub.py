@@ -318,8 +318,9 @@ def test_verify_finds_and_fixes_a_corrupted_blob(mirror: MirrorServer, mirror_ro
     assert "CORRUPTED" in offline.stdout
     report = hub.verify(CHAR)
     assert [c.path for c in report.bad] == [ckpt]
-    fixed = hub.verify(CHAR, fix=True)
-    assert fixed.ok and [c.path for c in fixed.checks if c.fixed] == [ckpt]
+    fixed = CliRunner().invoke(app, ["verify", CHAR, "--fix", "--json"])
+    assert fixed.exit_code == 0, fixed.output
+    assert [f["path"] for f in json.loads(fixed.stdout)["files"] if f["fixed"]] == [ckpt]
     assert sha256_of(snap.path / ckpt) == sha256_of(mirror_root / CHAR / ckpt)
     assert hub.verify(CHAR).ok
 

@@ -265,3 +265,36 @@ def test_cli_serve_rejects_bad_arguments(tmp_path: Path):
     missing = subprocess.run([ESPZOO, "mirror", "serve", "--root", str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "is not a folder" in missing.stderr
+
+
+def test_cli_mirror_add_and_serve_from_cache(mirror: MirrorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from espzoo.cli.main import app
+    from typer.testing import CliRunner
+
+    home = tmp_path / "hf"
+    run_client(f"""
+        from huggingface_hub import snapshot_download
+        result = snapshot_download({REPO!r})
+    """, mirror.url, home)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    runner = CliRunner()
+    added = runner.invoke(app, ["mirror", "add", f"{REPO}@main", "--root", str(tmp_path / "folder"), "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["files"] and (tmp_path / "folder" / REPO / "README.md").is_file()
+    missing = runner.invoke(app, ["mirror", "add", "espzoo-test/elsewhere", "--root", str(tmp_path / "folder")])
+    assert missing.exit_code == 1 and "espzoo pull espzoo-test/elsewhere --all" in missing.output
+
+    proc = subprocess.Popen([ESPZOO, "mirror", "serve", "--from-cache", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=client_env("http://127.0.0.1:9", home))
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        result = run_client(f"""
+            from huggingface_hub import HfApi
+            api = HfApi()
+            result = [[m.id for m in api.list_models()], api.model_info({REPO!r}).sha]
+        """, url, tmp_path / "other")
+        assert result[0] == [REPO] and result[1] == mirror.revision(REPO).commit
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
