@@ -1,0 +1,148 @@
+"""espzoo plan + apply against ESPnet's own path, on a >= 1 GB checkpoint and the same new vocabulary.
+
+    python bench/transfer.py            # builds bench/.work/big/ (once), runs both, deletes the big files
+    python bench/transfer.py --keep     # keep bench/.work/ for another run
+
+The pretrained model is an ESPnet conformer at large size (d=1024, 12 blocks, FFN 4096; transformer decoder)
+with a 5000-token vocabulary, random weights, built by ESPnet and saved with torch.save. The new vocabulary is
+a 4000-token list sharing half its tokens with the old one.
+
+- espzoo:  `plan_transfer` (source mmapped, target shapes from the meta device) + `apply_plan` (writes the
+           adapted checkpoint for the new model, shared-token rows transplanted).
+- ESPnet:  build the new model (ASRTask.build_model), then `load_pretrained_model(ckpt, model,
+           ignore_init_mismatch=True)`, as `asr_train.py --init_param ckpt --ignore_init_mismatch true` does.
+
+Each runs in its own fresh process (both import ESPnet); the wall time and the peak RSS (os.wait4's rusage of
+that child) are printed, then the ratios espzoo/ESPnet LAST. Goals: RSS <= 0.6x, time <= 1x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / ".work"
+BIG = WORK / "big"
+OLD_VOCAB, NEW_VOCAB, SHARED = 5000, 4000, 2000
+
+LARGE_CONFORMER = {
+    "frontend": "default",
+    "frontend_conf": {"n_fft": 512, "win_length": 400, "hop_length": 160},
+    "normalize": "global_mvn",
+    "encoder": "conformer",
+    "encoder_conf": {
+        "output_size": 1024, "attention_heads": 16, "linear_units": 4096, "num_blocks": 12,
+        "input_layer": "conv2d", "normalize_before": True, "macaron_style": True, "rel_pos_type": "latest",
+        "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn", "activation_type": "swish",
+        "use_cnn_module": True, "cnn_module_kernel": 31,
+    },
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 16, "linear_units": 2048, "num_blocks": 3},
+    "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1},
+    "token_type": "word",
+}
+
+
+def old_tokens() -> list[str]:
+    return ["<blank>", "<unk>", *(f"w{i}" for i in range(OLD_VOCAB - 3)), "<sos/eos>"]
+
+
+def new_tokens() -> list[str]:
+    shared = [f"w{i}" for i in range(0, 2 * SHARED, 2)]  # every other old token
+    fresh = [f"n{i}" for i in range(NEW_VOCAB - 3 - SHARED)]
+    return ["<blank>", "<unk>", *shared, *fresh, "<sos/eos>"]
+
+
+def build() -> None:
+    """Child: build the large model with ESPnet and save it as an experiment dir."""
+    import numpy as np
+    import torch
+    import yaml
+    from espzoo.model import build_model
+
+    BIG.mkdir(parents=True, exist_ok=True)
+    count, dims = 1000, 80
+    np.savez(BIG / "feats_stats.npz", count=np.array(count), sum=np.zeros(dims), sum_square=np.ones(dims) * count)
+    config = dict(LARGE_CONFORMER, token_list=old_tokens(), normalize_conf={"stats_file": "feats_stats.npz"})
+    torch.manual_seed(0)
+    model = build_model({**config, "normalize_conf": {"stats_file": str(BIG / "feats_stats.npz")}})
+    torch.save(model.state_dict(), BIG / "model.pth.tmp")
+    os.replace(BIG / "model.pth.tmp", BIG / "model.pth")
+    (BIG / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (WORK / "new_tokens.txt").write_text("\n".join(new_tokens()) + "\n")
+
+
+def run_espzoo() -> None:
+    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+
+    plan = plan_transfer(str(BIG), TransferOptions(vocab=str(WORK / "new_tokens.txt")))
+    apply_plan(plan, WORK / "espzoo_out")
+    actions = plan.summary()["actions"]
+    print("espzoo:", {a: v["tensors"] for a, v in actions.items()}, file=sys.stderr)
+
+
+def run_espnet() -> None:
+    import yaml
+    from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
+    from espzoo.model import build_model
+
+    config = yaml.safe_load((BIG / "config.yaml").read_text())
+    config["token_list"] = str(WORK / "new_tokens.txt")  # ESPnet reads a token list file itself
+    config["normalize_conf"] = {"stats_file": str(BIG / "feats_stats.npz")}
+    model = build_model(config)  # ASRTask.build_model, as asr_train.py does
+    load_pretrained_model(str(BIG / "model.pth"), model, ignore_init_mismatch=True, map_location="cpu")
+    print("espnet: loaded into", sum(1 for _ in model.state_dict()), "tensors", file=sys.stderr)
+
+
+def measure(role: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GiB) of a fresh child process running `role`."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, __file__, "--child", role], env=_env())
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the {role} child failed")
+    return seconds, usage.ru_maxrss / (1 << 20)  # ru_maxrss is in KiB on Linux
+
+
+def _env() -> dict[str, str]:
+    from espzoo._espnet import espnet_env
+
+    return espnet_env()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", choices=["build", "espzoo", "espnet"])
+    parser.add_argument("--keep", action="store_true", help="Keep bench/.work/ (the big checkpoint) afterwards.")
+    args = parser.parse_args()
+    if args.child:
+        {"build": build, "espzoo": run_espzoo, "espnet": run_espnet}[args.child]()
+        return 0
+    try:
+        if not (BIG / "model.pth").is_file():
+            seconds, rss = measure("build")
+            print(f"built the checkpoint in {seconds:.0f} s (peak {rss:.1f} GiB)")
+        size = (BIG / "model.pth").stat().st_size
+        print(f"checkpoint: {size / (1 << 30):.2f} GiB, {OLD_VOCAB} -> {NEW_VOCAB} tokens ({SHARED} shared)")
+        subprocess.run(["cat", str(BIG / "model.pth")], stdout=subprocess.DEVNULL, check=True)  # same warm cache
+        results = {}
+        for role in ("espnet", "espzoo"):
+            results[role] = measure(role)
+            print(f"{role:>7}: {results[role][0]:6.1f} s   peak RSS {results[role][1]:5.2f} GiB")
+        (t_zoo, m_zoo), (t_esp, m_esp) = results["espzoo"], results["espnet"]
+        print(f"ratio espzoo/ESPnet: time {t_zoo / t_esp:.2f}x (goal <= 1), "
+              f"peak RSS {m_zoo / m_esp:.2f}x (goal <= 0.6)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(WORK, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
