@@ -54,6 +54,7 @@ HIDDEN = {".git", GATED_MARKER}
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
+LOG_LIMIT = 10_000
 
 
 class MirrorError(Exception):
@@ -312,6 +313,8 @@ class Stats:
         with self._lock:
             self.requests += 1
             self.log.append(entry)
+            if len(self.log) > LOG_LIMIT:  # a long-running mirror keeps the recent requests only
+                del self.log[: len(self.log) - LOG_LIMIT]
             return self.requests
 
     def reset(self) -> None:
