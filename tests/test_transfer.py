@@ -411,3 +411,24 @@ def test_plan_for_a_hub_layout_folder_and_a_repo_id_from_the_mirror(
     spec = remote["summary"]["specs"][0]
     assert spec["repo_id"] == "espzoo-test/tiny-char" and len(spec["commit"]) == 40
     assert [r["action"] for r in remote["rows"]] == [r.action for r in local.rows]
+
+
+def test_include_and_map_sugar(pretrained: Path, tmp_path: Path) -> None:
+    included = plan_transfer(str(pretrained), TransferOptions(includes=("encoder",)))
+    assert {r.action for r in included.rows if r.module == "encoder"} == {"load"}
+    others = [r for r in included.rows if r.module != "encoder"]
+    assert {r.action for r in others} == {"exclude"} and "not under --include encoder" in others[0].note
+    mapped = plan_transfer(str(pretrained), TransferOptions(map=("encoder", "encoder")))
+    assert {r.action for r in mapped.rows if r.module == "encoder"} == {"load"}
+    assert {r.action for r in mapped.rows if r.module != "encoder"} == {"init"}
+    # What --map leaves at init comes from ESPnet's fresh build of the new model; the checkpoint is complete.
+    state = torch.load(apply_plan(mapped, tmp_path / "out").checkpoint, weights_only=True)
+    assert state.keys() == torch.load(pretrained / "model.pth", weights_only=True).keys()
+
+
+def test_stats_new_with_everything_else_loaded_needs_no_model_build(pretrained: Path, tmp_path: Path) -> None:
+    plan = plan_transfer(str(pretrained), TransferOptions(stats="new"))
+    state = torch.load(apply_plan(plan, tmp_path / "out").checkpoint, weights_only=True)
+    source = torch.load(pretrained / "model.pth", weights_only=True)
+    assert state.keys() == source.keys()
+    assert torch.equal(state["encoder.embed.conv.0.weight"], source["encoder.embed.conv.0.weight"])

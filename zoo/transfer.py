@@ -624,7 +624,14 @@ def _fresh_tensors(plan: TransferPlan, keys: list[str], seed: int) -> dict[str, 
     if missing_stats:  # new stats not computed yet: identity normalization until ESPnet's collect_stats runs
         config["normalize"], config["normalize_conf"] = None, {}
     torch.manual_seed(seed)
-    model = build_model(config, device="cpu")
+    if all(under(key, NORMALIZE_PREFIX) for key in keys) and config.get("normalize"):
+        # Only the normalization buffers (--stats new): build that module alone, not the whole model.
+        from espnet2.tasks.asr import normalize_choices
+
+        module = normalize_choices.get_class(config["normalize"])(**(config.get("normalize_conf") or {}))
+        model = torch.nn.ModuleDict({NORMALIZE_PREFIX: module})
+    else:
+        model = build_model(config, device="cpu")
     state = model.state_dict()
     shapes = plan.by_key()
     fresh = {}
