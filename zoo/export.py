@@ -247,15 +247,38 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "",
         "### Provenance",
         "",
-        "```json",
-        json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
-        "```",
+        *_provenance_lines(provenance, source),
         "",
-        f"The training config is `{exp}/config.yaml`; the transfer plan (which pretrained tensors were loaded) "
-        f"is `{exp}/espzoo/plan.json` when present.",
+        f"The full record is `{exp}/espzoo/provenance.json`; the training config is `{exp}/config.yaml`; the "
+        f"transfer plan (which pretrained tensors were loaded) is `{exp}/espzoo/plan.json` when present.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _provenance_lines(provenance: dict[str, Any], source: tuple[str | None, str | None]) -> list[str]:
+    """The parts of provenance.json a reader of the card wants, one bullet each (absent ones left out)."""
+    lines = []
+    local = (provenance.get("source") or {}).get("model") if isinstance(provenance.get("source"), dict) else None
+    if source[0] or local:
+        lines.append(f"- pretrained model: `{source[0] or local}`" + (f" at commit `{source[1]}`" if source[1] else ""))
+    if provenance.get("epochs"):
+        averaged = (provenance.get("model") or {}).get("averaged_from")
+        lines.append(f"- epochs: {provenance['epochs']}" + (f" (weights: `{averaged}`)" if averaged else ""))
+    if provenance.get("normalize"):
+        lines.append(f"- normalization stats: {provenance['normalize']}")
+    for name, data in (provenance.get("data") or {}).items():
+        if isinstance(data, dict) and data.get("num_utterances") is not None:
+            minutes = float(data.get("total_seconds") or 0) / 60
+            lines.append(f"- data `{name}`: {data['num_utterances']} utterances, {minutes:.1f} min")
+    versions = provenance.get("versions") or {}
+    if isinstance(versions, dict) and versions:
+        shown = ", ".join(f"{k} {str(v).split()[0]}" for k, v in versions.items() if v)
+        lines.append(f"- versions: {shown}")
+    command = provenance.get("command")
+    if command:
+        lines.append(f"- command: `{' '.join(map(str, command)) if isinstance(command, list) else command}`")
+    return lines or ["- no provenance.json was found in the experiment dir"]
 
 
 def _source(provenance: dict[str, Any]) -> tuple[str | None, str | None]:
