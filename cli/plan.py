@@ -110,6 +110,8 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
         info(f"vocabulary: {', '.join(parts)}")
     info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
          else "normalization stats: new, computed on your data (normalize.* excluded)")
+    for index, count in summary["unused_source_tensors"].items():
+        info(f"spec {int(index) + 1}: {count} source tensors have no place in the new model and are not used")
     if summary["frozen"]["tensors"]:
         info(f"frozen: {', '.join(summary['frozen']['modules'])} ({summary['frozen']['parameters']:,} parameters)")
 

@@ -302,6 +302,13 @@ class PlanRow:
 
 @dataclass
 class TransferPlan:
+    """One row per tensor of the new model, and how each spec fed it.
+
+    JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
+    [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, ignore_init_mismatch,
+    vocabulary, unused_source_tensors}}; `spec` and `overrides` index `summary.specs` (0-based).
+    """
+
     rows: list[PlanRow]
     specs: list[TransferSpec]
     sources: list[Source]
