@@ -36,13 +36,12 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
     from espzoo.hub import pull as hub_pull
 
     try:
-        snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False)
+        snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False,
+                        notify=lambda note: info(f"note: {note}"))
     except HubError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write to the cache ({exc.strerror or exc}); check HF_HOME points at a writable disk.")
-    for note in snap.notes:
-        info(f"note: {note}")
     if json:
         print_json(snap.to_json())
         return

@@ -138,10 +138,12 @@ def pull(
     backoff: float = 0.5,
     timeout: float = API_TIMEOUT,
     progress: bool | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Snapshot:
     """Download `repo_id` at `revision` (branch, tag or commit; default main, or the commit in `lock_file`)
     into the HF cache and return the snapshot. Offline (HF_HUB_OFFLINE=1 or the Hub unreachable) a cached
-    snapshot is used, with a note. `lock_file` records repo -> commit (created or updated)."""
+    snapshot is used, with a note. `lock_file` records repo -> commit (created or updated). Notes (offline
+    fallback, resumed downloads) are in `Snapshot.notes` and passed to `notify` (default: a logging warning)."""
 
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at
@@ -180,9 +182,17 @@ def pull(
         if revision != commit:  # a branch or tag (None = main): offline use resolves it through refs/
             _write_ref(session.storage, revision or "main", commit)
     snap = Snapshot(repo_id, commit, snapshot_dir, wanted, revision, offline, tuple(notes))
+    for note in notes:  # callers that do not read snap.notes (finetune, plan) still tell the user
+        (notify or _log_note)(note)
     if lock_file is not None:
         update_lock(lock_file, snap)
     return snap
+
+
+def _log_note(note: str) -> None:
+    import logging
+
+    logging.getLogger("espzoo.hub").warning("note: %s", note)
 
 
 def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> list[str]:
