@@ -231,3 +231,33 @@ def test_bpemodel_naming_a_tokenizer_is_not_a_path(tiny_repo_char: Path, tmp_pat
     bundle = open_bundle(repo)
     assert bundle.bpemodel is None
     assert bundle.resolved_config()["bpemodel"] == "facebook/mbart-large-50"
+
+
+def test_the_shipped_demo_model_is_a_small_complete_espnet_repo() -> None:
+    import espzoo
+
+    repo = Path(espzoo.__file__).parent / "assets/pretrained/espzoo-demo/tiny-en-char"
+    bundle = open_bundle(repo)
+    assert bundle.meta is not None and bundle.task == "asr" and bundle.token_type == "char"
+    assert bundle.sample_rate == 16000 and bundle.stats_file is not None
+    assert bundle.checkpoint.stat().st_size < 3_000_000
+    state = load_state_dict(bundle.checkpoint)
+    assert state["decoder.output_layer.weight"].shape == (len(bundle.token_list), 64)
+    front = (repo / "README.md").read_text(encoding="utf-8").split("---")[1]
+    assert yaml.safe_load(front)["language"] == "en"
+
+
+def test_opens_a_hub_snapshot_object(tiny_repo_char: Path) -> None:
+    from espzoo.hub import Snapshot
+
+    snapshot = Snapshot(repo_id="espzoo-test/tiny-char", commit="0" * 40, path=tiny_repo_char, files=[])
+    assert open_bundle(snapshot).root == tiny_repo_char
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"), [(16000, 16000), ("16k", 16000), ("22.05k", 22050), ("8000", 8000), ("fast", None), (None, None)]
+)
+def test_sample_rates_as_espnet_configs_write_them(value: object, rate: int | None) -> None:
+    from espzoo.bundle import parse_rate
+
+    assert parse_rate(value) == rate

@@ -127,9 +127,9 @@ class Bundle:
 # ------------------------------------------------------------------------------------------ open_bundle
 
 
-def open_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Open a repo folder (a pulled snapshot or a plain copy) as an ESPnet ASR or S2T model."""
-    root = Path(path).expanduser().absolute()
+def open_bundle(path: str | os.PathLike[str] | Any) -> Bundle:
+    """Open a repo folder (a pulled snapshot or a plain copy; or hub's Snapshot) as an ESPnet ASR or S2T model."""
+    root = Path(getattr(path, "path", path)).expanduser().absolute()
     if not root.is_dir():
         raise BundleError(f"Model folder {root} does not exist; pull the model first (espzoo pull REPO).")
     meta = _read_meta(root)
@@ -358,6 +358,7 @@ def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
 
 
 def parse_rate(value: Any) -> int | None:
+    """A sample rate as ESPnet configs write it (16000, "16000", "16k", "22.05k") in Hz, else None."""
     if isinstance(value, int | float) and value > 0:
         return int(value)
     if isinstance(value, str):
