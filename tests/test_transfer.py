@@ -95,6 +95,8 @@ def test_paths_holding_colons_work(pretrained: Path, tmp_path: Path) -> None:
 def test_bad_spec_strings_say_what_is_wrong(tmp_path: Path, pretrained: Path) -> None:
     with pytest.raises(TransferError, match="neither an existing checkpoint or folder nor a repo id"):
         parse_spec(str(tmp_path / "missing.pth") + ":encoder")
+    with pytest.raises(TransferError, match="neither an existing checkpoint"):
+        parse_spec("exp/missing.pth:encoder")  # shaped like org/name, but a file name: not sent to the Hub
     with pytest.raises(TransferError, match="SOURCE:SRC:DST:EXCLUDES"):
         parse_spec(f"{pretrained / 'model.pth'}:a:b:c:d")
 

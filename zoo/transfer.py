@@ -99,7 +99,7 @@ def parse_spec(text: str) -> TransferSpec:
             source, fields = str(Path(candidate).expanduser()), parts[n:]
             break
     else:
-        if not _REPO_ID.match(parts[0]):
+        if not _REPO_ID.match(parts[0]) or _looks_like_a_file(parts[0]):
             raise TransferError(
                 f"The source of spec {text!r} ({parts[0]!r}) is neither an existing checkpoint or folder "
                 "nor a repo id like org/name[@rev]; check the path."
@@ -117,6 +117,10 @@ def parse_spec(text: str) -> TransferSpec:
         dst=dst.strip(" .") or None,
         excludes=tuple(e.strip(" .") for e in excludes.split(",") if e.strip(" .")),
     )
+
+
+def _looks_like_a_file(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.endswith((".pth", ".pt", ".ckpt", ".bin"))
 
 
 def under(key: str, module: str) -> bool:
