@@ -144,6 +144,25 @@ def test_lock_file_pins_the_commit(mirror_root: Path, tmp_path: Path, monkeypatc
         server.stop()
 
 
+def test_pull_by_tag_and_offline_by_tag(mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "root"
+    shutil.copytree(mirror_root / CHAR, root / CHAR)
+    shutil.copytree(mirror_root / CHAR, root / f"{CHAR}@v1.0")  # a release kept beside main
+    (root / CHAR / "README.md").write_text("---\ntags: [espnet]\n---\nmain moved on\n")
+    server = serve(root, monkeypatch, tmp_path / "hf")
+    try:
+        tagged = hub.pull(f"{CHAR}@v1.0", progress=False)
+        main = hub.pull(CHAR, progress=False)
+        assert tagged.commit == server.revision(CHAR, "v1.0").commit != main.commit
+        ref = tmp_path / "hf" / "hub" / f"models--{CHAR.replace('/', '--')}" / "refs" / "v1.0"
+        assert ref.read_text() == tagged.commit
+    finally:
+        server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = hub.pull(f"{CHAR}@v1.0", progress=False)
+    assert offline.offline and offline.commit == tagged.commit
+
+
 def test_offline_uses_the_cache_and_says_so(mirror: MirrorServer, tmp_path: Path):
     home = tmp_path / "hf"
     snap = hub.pull(CHAR, progress=False)

@@ -14,8 +14,9 @@ HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Content-Length`, hono
 Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
 `X-Linked-Size`; errors carry `X-Error-Code` so the client raises its own exception types.
 
-A folder repo has one branch, `main`, whose commit id is a hash of its files' paths and contents:
-the same files give the same id, any change gives a new one. `--from-cache` serves every cached
+A folder repo's branch `main` is ROOT/<org>/<name>/ and each ROOT/<org>/<name>@<ref>/ beside it adds a tag or
+branch; a commit id is a hash of the files' paths and contents: the same files give the same id, any change gives
+a new one. `--from-cache` serves every cached
 revision with the cache's refs as branches. `Faults` injects failures for tests (500s, a connection
 cut mid-body, slow or throttled bodies); `Stats` counts the requests served (`GET /_espzoo/stats`).
 Standard library only: nothing here imports torch, espnet or huggingface_hub.
@@ -36,6 +37,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from glob import escape as glob_escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,8 @@ def folder_commit(files: dict[str, RepoFile]) -> str:
 
 
 class FolderSource:
-    """Repos as plain folders: ROOT/<org>/<name>/ holds one repo's files (a hub clone without .git)."""
+    """Repos as plain folders: ROOT/<org>/<name>/ holds one repo's files (a hub clone without .git) as branch main;
+    a sibling ROOT/<org>/<name>@<ref>/ adds the tag or branch <ref> (an older release kept beside main)."""
 
     def __init__(self, root: str | Path, lfs_threshold: int = LFS_THRESHOLD):
         self.root = Path(root)
@@ -166,14 +169,24 @@ class FolderSource:
         return sorted(
             f"{org.name}/{repo.name}"
             for org in self.root.iterdir() if org.is_dir() and not org.name.startswith(".")
-            for repo in org.iterdir() if repo.is_dir() and not repo.name.startswith(".")
+            for repo in org.iterdir() if repo.is_dir() and not repo.name.startswith(".") and "@" not in repo.name
         )
 
     def revisions(self, repo_id: str) -> dict[str, Revision]:
-        """Ref name -> revision; a folder has one branch, main."""
+        """Ref name -> revision: main from the repo folder, <ref> from each <name>@<ref> folder."""
         folder = self._folder(repo_id)
         if folder is None:
             return {}
+        gate = folder / GATED_MARKER
+        gated = gate.read_text().strip() if gate.is_file() else None
+        revisions = {"main": self._revision(repo_id, folder, gated)}
+        for other in sorted(folder.parent.glob(f"{glob_escape(folder.name)}@*")):
+            ref = other.name.split("@", 1)[1]
+            if other.is_dir() and ref and ref != "main":
+                revisions[ref] = self._revision(repo_id, other, gated)
+        return revisions
+
+    def _revision(self, repo_id: str, folder: Path, gated: str | None) -> Revision:
         files: dict[str, RepoFile] = {}
         newest = 0.0
         for local in sorted(_walk(folder)):
@@ -181,14 +194,11 @@ class FolderSource:
             stat = local.stat()
             newest = max(newest, stat.st_mtime)
             files[rel] = self._file(rel, local, stat)
-        gate = folder / GATED_MARKER
-        gated = gate.read_text().strip() if gate.is_file() else None
-        revision = Revision(repo_id, folder_commit(files), files, newest or folder.stat().st_mtime, gated)
-        return {"main": revision}
+        return Revision(repo_id, folder_commit(files), files, newest or folder.stat().st_mtime, gated)
 
     def _folder(self, repo_id: str) -> Path | None:
         parts = repo_id.split("/")
-        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") or "@" in p for p in parts):
             return None
         folder = self.root / parts[0] / parts[1]
         return folder if folder.is_dir() else None
