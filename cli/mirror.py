@@ -63,8 +63,13 @@ def serve(
     # The first stdout line is the URL, flushed at once: scripts (and tests) read it to find a --port 0 server.
     sys.stdout.write(f"{server.url}\n")
     sys.stdout.flush()
-    info(f"serving {len(repos)} repos from {where}; large files from {server.lfs_url}. "
-         f"Use it with HF_ENDPOINT={server.url}  (Ctrl-C stops)")
+    endpoint = server.url
+    if host in ("0.0.0.0", "::"):  # bound to every interface: clients use this machine's name
+        import socket
+
+        endpoint = f"http://{socket.gethostname()}:{server.url.rsplit(':', 1)[1]}"
+    info(f"serving {len(repos)} repos from {where} (large files on port {server.lfs_url.rsplit(':', 1)[1]}). "
+         f"Use it with HF_ENDPOINT={endpoint}  (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -140,6 +140,10 @@ def test_resolve_headers_ranges_and_lfs_redirect(mirror: MirrorServer, big_root:
     assert int(headers["x-linked-size"]) == ckpt.stat().st_size and headers["x-repo-commit"] == commit
     location = headers["location"]
     assert urllib.parse.urlsplit(location).port != urllib.parse.urlsplit(mirror.url).port  # another origin
+    # The redirect names the host the client asked for (a mirror bound to 0.0.0.0 is reached by its name).
+    _, named, _ = request(f"{mirror.url}/{REPO}/resolve/main/{ckpt.relative_to(source).as_posix()}", "HEAD",
+                          headers={"Host": f"mirror-host:{urllib.parse.urlsplit(mirror.url).port}"})
+    assert named["location"].startswith(f"http://mirror-host:{urllib.parse.urlsplit(location).port}/lfs/")
     size = ckpt.stat().st_size
     status, headers, body = request(location, headers={"Range": f"bytes={size - 1000}-"})
     assert status == 206 and body == ckpt.read_bytes()[-1000:]

@@ -406,7 +406,8 @@ class MirrorServer:
 
     def stop(self) -> None:
         for server in (self._http, self._lfs):
-            server.shutdown() if self._threads else None
+            if self._threads:  # shutdown() waits for serve_forever, which never ran otherwise
+                server.shutdown()
             server.server_close()
         self._threads.clear()
 
@@ -689,7 +690,7 @@ class _ApiHandler(_Handler):
             raise MirrorError(404, "EntryNotFound", f"{path} does not exist at {rev}", commit=revision.commit)
         headers = {"X-Repo-Commit": revision.commit, "ETag": f'"{file.blob_id}"'}
         if file.sha256:
-            location = f"{self.mirror.lfs_url}/lfs/{file.sha256}"
+            location = f"{self._lfs_origin()}/lfs/{file.sha256}"
             headers |= {"Location": location, "X-Linked-Etag": f'"{file.sha256}"', "X-Linked-Size": str(file.size)}
             self.send_response(302)
             for key, value in headers.items():
@@ -698,6 +699,17 @@ class _ApiHandler(_Handler):
             self.end_headers()
             return
         self._send_file(file, head=head, headers=headers)
+
+    def _lfs_origin(self) -> str:
+        """The LFS server as this client reaches us: the host it asked for (a mirror bound to 0.0.0.0 serves
+        clients that know it as mirror-host:8080), on the LFS port."""
+        lfs_port = self.mirror.lfs_url.rsplit(":", 1)[1]
+        host = (self.headers.get("Host") or "").strip()
+        if host.startswith("["):  # IPv6 literal: [::1]:8080
+            host = host[: host.find("]") + 1]
+        else:
+            host = host.rsplit(":", 1)[0]
+        return f"http://{host}:{lfs_port}" if host else self.mirror.lfs_url
 
     def _info(self, repo_id: str, rev: str | None, query: dict[str, str]) -> dict[str, Any]:
         revision = self.mirror.revision(repo_id, rev, self.token())
