@@ -380,7 +380,7 @@ class _Session:
         )
         entries = {
             f.path: TreeCacheEntry(size=f.size, blob_id=f.blob_id, lfs_sha256=f.lfs.sha256 if f.lfs else None,
-                                   lfs_size=f.lfs.size if f.lfs else None)
+                                   lfs_size=f.lfs.size if f.lfs else None, xet_hash=getattr(f, "xet_hash", None))
             for f in tree if isinstance(f, RepoFile)
         }
         # snapshot_download reads the same cache: it lists nothing again, and a later pinned pull asks nothing.
