@@ -229,9 +229,14 @@ def test_decode_of_a_stereo_copy_matches_the_mono_file(recognizer: Recognizer, t
     assert decode(recognizer, [tmp_path / "stereo.wav"]) == decode(recognizer, [source])
 
 
-def test_unknown_model_is_refused(tmp_path: Path) -> None:
+def test_unknown_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotFoundError, match="neither a folder nor a repo id"):
         load_recognizer(tmp_path / "nope")
+    (tmp_path / "exp").mkdir()
+    # "exp/bn_fx" beside a local exp/ is a mistyped dir, not a repo to pull
+    with pytest.raises(ModelNotFoundError, match="check the experiment dir's name"):
+        load_recognizer("exp/bn_fx")
     with pytest.raises(FileNotFoundError, match="no such audio file"):
         transcribe(tmp_path, [tmp_path / "missing.wav"])
 

@@ -204,6 +204,7 @@ class Recognizer:
     sample_rate: int
     model: ModelFiles
     options: DecodeOptions
+    ctc_weight: float  # the one in use: the option, else the model's
 
     def __call__(self, wave: np.ndarray) -> str:
         import torch
@@ -229,6 +230,12 @@ def locate_model(model: str | Path) -> ModelFiles:
         raise ModelNotFoundError(
             f"{text} is neither a folder nor a repo id; pass an experiment dir (espzoo finetune --out), "
             "a pulled model folder, or a repo id such as espnet/bn_openslr53."
+        )
+    if path.parent != Path(".") and path.parent.is_dir():
+        # "exp/bn_fx" next to a local exp/ is a mistyped experiment dir, not a repo of user "exp"
+        raise ModelNotFoundError(
+            f"{text} does not exist (its folder {path.parent} is local, so it is not a repo id); "
+            "check the experiment dir's name."
         )
     from espzoo.hub import parse_repo_ref, pull
 
@@ -342,7 +349,7 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
             f"({shown}, ...); the checkpoint and config.yaml do not belong together."
         )
     speech2text.asr_model.to(options.device).eval()
-    return Recognizer(speech2text=speech2text, sample_rate=files.sample_rate, model=files, options=options)
+    return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
 
 
 @contextmanager
@@ -591,8 +598,8 @@ def evaluate(
         wer=rates.wer,
         cer=rates.cer,
         rows=rows,
-        beam_size=recognizer.speech2text.beam_search.beam_size if recognizer.speech2text.beam_search else 0,
-        ctc_weight=_ctc_weight(recognizer),
+        beam_size=recognizer.options.beam_size,
+        ctc_weight=recognizer.ctc_weight,
         audio_seconds=audio_seconds,
         decode_seconds=decode_seconds,
         commit=files.commit,
@@ -652,8 +659,3 @@ def _is_data_set(path: Path) -> bool:
 
 def _data_name(data: Path) -> str:
     return (data.name if data.is_dir() else data.stem) or "data"
-
-
-def _ctc_weight(recognizer: Recognizer) -> float:
-    beam_search = recognizer.speech2text.beam_search
-    return float(beam_search.weights.get("ctc", 0.0)) if beam_search is not None else 0.0
