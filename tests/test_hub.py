@@ -177,6 +177,13 @@ def test_offline_uses_the_cache_and_says_so(mirror: MirrorServer, tmp_path: Path
     assert uncached.stderr.count("\n") == 1  # one sentence, no traceback
     partial = espzoo(["pull", CHAR, "--all"], home, "http://127.0.0.1:9")
     assert partial.returncode == 0  # the tiny char repo has nothing beyond what a fine-tune needs
+    # A pinned commit asks nothing until a file is missing; without the cached tree listing the Hub is asked,
+    # is found gone, and the snapshot's own files answer.
+    for tree in (home / "hub").glob("models--*/trees/*.json"):
+        tree.unlink()
+    pinned = espzoo(["pull", f"{CHAR}@{snap.commit}", "--json"], home, "http://127.0.0.1:9")
+    assert pinned.returncode == 0 and "cannot be reached" in pinned.stderr, pinned.stderr
+    assert json.loads(pinned.stdout)["files"] == snap.files
 
 
 def test_offline_partial_snapshot_is_reported(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch):

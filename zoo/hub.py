@@ -161,32 +161,52 @@ def pull(
         except _Unreachable as exc:
             offline = True
             notes.append(f"the Hub at {session.endpoint} cannot be reached ({exc.reason}); using the cached copy")
-        else:  # the Hub answers: finish what a killed pull left half-downloaded
+        else:  # not known to be offline: finish what a killed pull left half-downloaded
             notes += recover_stale_downloads(repo_id, cache_dir=session.cache_dir, endpoint=session.endpoint,
                                              token=token)
+    if not offline:
+        assert commit is not None
+        try:
+            wanted = _fetch(session, commit, all_files, progress)
+        except _Unreachable as exc:  # a pinned commit asks nothing until here: the Hub may be gone
+            offline = True
+            notes.append(f"the Hub at {session.endpoint} cannot be reached ({exc.reason}); using the cached copy")
+        else:
+            if revision != commit:  # a branch or tag (None = main): offline use resolves it through refs/
+                _write_ref(session.storage, revision or "main", commit)
     if offline:
         commit = session.cached_commit(revision)
+        wanted = _cached_files(session, commit, all_files)
     assert commit is not None
-    listing = session.listing(commit, offline=offline)
-    wanted = sorted(listing) if all_files else select_files(listing, lambda path: session.read(commit, path, offline))
     snapshot_dir = session.storage / "snapshots" / commit
-    if offline:
-        missing = [f for f in wanted if not (snapshot_dir / f).exists()]
-        if missing:
-            raise NotCached(
-                f"{repo_id}@{commit[:12]} is only partly cached ({len(missing)} files missing, e.g. {missing[0]}) "
-                "and the Hub cannot be reached; pull it once with network access."
-            )
-    else:
-        session.download(commit, wanted, progress)
-        if revision != commit:  # a branch or tag (None = main): offline use resolves it through refs/
-            _write_ref(session.storage, revision or "main", commit)
     snap = Snapshot(repo_id, commit, snapshot_dir, wanted, revision, offline, tuple(notes))
     for note in notes:  # callers that do not read snap.notes (finetune, plan) still tell the user
         (notify or _log_note)(note)
     if lock_file is not None:
         update_lock(lock_file, snap)
     return snap
+
+
+def _fetch(session: _Session, commit: str, all_files: bool, progress: bool | None) -> list[str]:
+    """Download what is wanted at `commit` (nothing when it is all cached); returns the repo paths."""
+    listing = session.listing(commit, offline=False)
+    wanted = sorted(listing) if all_files else select_files(listing, lambda path: session.read(commit, path, False))
+    session.download(commit, wanted, progress)
+    return wanted
+
+
+def _cached_files(session: _Session, commit: str, all_files: bool) -> list[str]:
+    """What is wanted at `commit`, all of it from the cache, else NotCached."""
+    listing = session.listing(commit, offline=True)
+    wanted = sorted(listing) if all_files else select_files(listing, lambda path: session.read(commit, path, True))
+    snapshot_dir = session.storage / "snapshots" / commit
+    missing = [f for f in wanted if not (snapshot_dir / f).exists()]
+    if missing:
+        raise NotCached(
+            f"{session.repo_id}@{commit[:12]} is only partly cached ({len(missing)} files missing, e.g. {missing[0]}) "
+            "and the Hub cannot be reached; pull it once with network access."
+        )
+    return wanted
 
 
 def _log_note(note: str) -> None:
@@ -657,11 +677,12 @@ def recover_stale_downloads(
                     continue
                 size = partial.stat().st_size
                 blob = blobs / etag
-                if not blob.exists() and resume and _resume_partial(cache / folder, repo_id, partial, etag,
-                                                                   endpoint, token):
+                outcome = "drop" if blob.exists() or not resume else _resume_partial(
+                    cache / folder, repo_id, partial, etag, endpoint, token)
+                if outcome == "resumed":
                     resumed += 1
                     kept_bytes += size
-                else:
+                elif outcome == "drop":
                     partial.unlink(missing_ok=True)
                     removed += 1
                     removed_bytes += size
@@ -679,8 +700,9 @@ def recover_stale_downloads(
     return notes
 
 
-def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpoint: str | None, token: Any) -> bool:
-    """Fetch the rest of `partial` and move it into place as blobs/<etag>; False when that cannot be done."""
+def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpoint: str | None, token: Any) -> str:
+    """Fetch the rest of `partial` and move it into place as blobs/<etag>: "resumed"; "drop" when it cannot be
+    finished (unknown file, wrong hash); "keep" when the Hub cannot be reached (a later pull resumes it)."""
     from huggingface_hub._tree_cache import read_tree_cache
     from huggingface_hub.file_download import hf_hub_url, http_get
     from huggingface_hub.utils import build_hf_headers
@@ -693,25 +715,25 @@ def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpo
         if found:
             break
     if found is None:
-        return False  # pulled without espzoo: which file it was is unknown
+        return "drop"  # pulled without espzoo: which file it was is unknown
     commit, path, entry = found
     lfs = entry.lfs_sha256 == etag
     url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint or hub_endpoint())
     try:
         size = partial.stat().st_size
         if size > entry.size:
-            return False
+            return "drop"
         if size < entry.size:
             with open(partial, "ab") as f:
                 http_get(url, f, resume_size=size, headers=build_hf_headers(token=token), expected_size=entry.size,
                          displayed_filename=PurePosixPath(path).name)
         if file_id(partial, lfs=lfs) != etag:
-            return False
+            return "drop"
         os.chmod(partial, 0o644)
         partial.replace(storage / "blobs" / etag)
-        return True
-    except Exception:  # noqa: BLE001 - any failure: drop the partial file, the normal download runs next
-        return False
+        return "resumed"
+    except Exception as exc:  # noqa: BLE001 - any other failure: drop the partial file, a full download follows
+        return "keep" if _classify(exc) == "unreachable" else "drop"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -741,8 +763,10 @@ def update_lock(path: str | Path, snapshot: Snapshot) -> Path:
 
     path = Path(path)
     models = read_lock(path)
-    models[snapshot.repo_id] = {"commit": snapshot.commit, "revision": snapshot.revision or "main",
-                                "files": list(snapshot.files)}
+    revision = snapshot.revision or "main"
+    if revision == snapshot.commit:  # pulled through the lock's pin: keep the name it was pinned from
+        revision = models.get(snapshot.repo_id, {}).get("revision") or revision
+    models[snapshot.repo_id] = {"commit": snapshot.commit, "revision": revision, "files": list(snapshot.files)}
     text = LOCK_HEADER + yaml.safe_dump({"version": 1, "models": dict(sorted(models.items()))}, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
