@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 from espzoo.cli._options import JsonOpt, RepoArg
-from espzoo.cli._output import fail, info, print_fields, print_json, print_table
+from espzoo.cli._output import fail, info, print_json, print_table
 
 AllOpt = Annotated[bool, typer.Option("--all", help="Every file of the repo, not only what a fine-tune needs.")]
 LockOpt = Annotated[
@@ -45,8 +45,9 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
     if json:
         print_json(snap.to_json())
         return
-    print_fields({"repo": snap.repo_id, "commit": snap.commit, "path": str(snap.path), "files": len(snap.files)},
-                 title="pulled (offline, from the cache)" if snap.offline else "pulled")
+    # Plain lines, not a table: the path must survive a narrow terminal whole, to be copied.
+    where = " (offline, from the cache)" if snap.offline else ""
+    typer.echo(f"repo:   {snap.repo_id}{where}\ncommit: {snap.commit}\npath:   {snap.path}\nfiles:  {len(snap.files)}")
     if lock:
         info(f"recorded {snap.repo_id} -> {snap.commit} in {lock}")
 
