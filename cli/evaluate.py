@@ -86,9 +86,12 @@ def evaluate(
             for name, score in (("WER", report.wer), ("CER", report.cer))
         ],
         ["metric", "rate %", "errors", "S", "D", "I", "N"],
-        title=f"{report.model} on {report.data}: {report.utterances} utterances, {report.audio_seconds:.1f} s audio",
+        title=f"{report.utterances} utterances, {report.audio_seconds:.1f} s of audio",
     )
-    info(f"beam {report.beam_size}, ctc weight {report.ctc_weight:g}, real-time factor {report.real_time_factor:.2f}")
+    info(
+        f"{report.model} on {report.data}: beam {report.beam_size}, ctc weight {report.ctc_weight:g}, "
+        f"real-time factor {report.real_time_factor:.2f}"
+    )
     if report.out_dir:
         info(f"wrote ref.trn, hyp.trn, text and result.json to {report.out_dir}")
 

@@ -307,6 +307,8 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
     The checkpoint is loaded with `weights_only=True` by espzoo, not by ESPnet (whose
     `build_model_from_file` unpickles with `weights_only=False`): hub checkpoints are untrusted input.
     """
+    import contextlib
+    import io
     import tempfile
 
     import torch
@@ -316,7 +318,8 @@ def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | Non
     options = options or DecodeOptions()
     if options.threads:
         torch.set_num_threads(options.threads)
-    with _quiet_espnet():
+    with _quiet_espnet(), contextlib.redirect_stdout(io.StringIO()):
+        # ESPnet's import chain prints a note that flash_attn is missing (it is optional): not for users' eyes.
         import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
         from espnet2.bin.asr_inference import Speech2Text
 
