@@ -313,3 +313,24 @@ def test_cli_evaluate_and_transcribe(tiny_out: Path, tmp_path: Path) -> None:
 
     bad = runner.invoke(app, ["evaluate", str(tiny_out), "--data", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and bad.stderr.startswith("error: ") and "does not exist" in bad.stderr
+
+
+def test_same_transcripts_as_espnet_asr_inference(recognizer: Recognizer, tiny_out: Path, tmp_path: Path) -> None:
+    """Differential: ESPnet's own decoding program, same model, beam and ctc weight, gives the same text."""
+    import subprocess
+    import sys
+
+    from espzoo._espnet import espnet_env
+
+    data = small_data_dir(tmp_path / "test", count=1)
+    ours = decode(recognizer, data)
+    command = [
+        sys.executable, "-m", "espnet2.bin.asr_inference", "--ngpu", "0", "--output_dir", str(tmp_path / "espnet"),
+        "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
+        "--asr_train_config", "config.yaml", "--asr_model_file", "model.pth",  # run from OUT: relative paths
+        "--beam_size", str(recognizer.options.beam_size), "--ctc_weight", str(recognizer.ctc_weight),
+    ]
+    done = subprocess.run(command, cwd=tiny_out, env=espnet_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = (tmp_path / "espnet" / "1best_recog" / "text").read_text(encoding="utf-8").splitlines()
+    assert [line.split(maxsplit=1)[1] if " " in line else "" for line in theirs] == ours
