@@ -27,6 +27,7 @@ from espzoo.evaluate import (
     evaluate,
     load_audio,
     load_recognizer,
+    locate_model,
     prepared_utterances,
     transcribe,
     words,
@@ -284,6 +285,12 @@ def test_hub_folder_and_repo_id_through_the_mirror(
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         report = evaluate("espzoo-test/tiny-char", data, options=options)
+        from espzoo.hub import pull
+
+        snapshot = pull("espzoo-test/tiny-char")  # cached: a Snapshot is a model too
+        files = locate_model(snapshot)
+        assert (files.kind, files.commit) == ("hub", report.commit)
+        assert files.checkpoint.read_bytes() == folder.model.checkpoint.read_bytes()
     assert report.commit and len(report.commit) == 40
     assert [row.hypothesis for row in report.rows] == expected
     assert report.out_dir is None  # a repo is not an experiment dir: nothing written unless asked

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from espzoo.hub import Snapshot
 
 SPACE = "<space>"
 
@@ -216,8 +217,11 @@ class Recognizer:
         return text if text is not None else " ".join(tokens)
 
 
-def locate_model(model: str | Path) -> ModelFiles:
-    """Find a model's files: an experiment dir OUT, a hub-layout folder, or a repo id `org/name[@rev]` (pulled)."""
+def locate_model(model: str | Path | Snapshot) -> ModelFiles:
+    """Find a model's files: an experiment dir OUT, a hub-layout folder, a repo id `org/name[@rev]` (pulled),
+    or a `hub.Snapshot` already pulled."""
+    if not isinstance(model, (str, Path)):
+        return _hub_files(Path(model.path), source=f"{model.repo_id}@{model.commit}", commit=model.commit)
     path = Path(model).expanduser()
     if path.is_dir():
         if (path / "config.yaml").is_file() and (path / "model.pth").is_file():
@@ -301,7 +305,7 @@ def model_sample_rate(config: dict[str, Any]) -> int:
     return int(fs)
 
 
-def load_recognizer(model: str | Path | ModelFiles, options: DecodeOptions | None = None) -> Recognizer:
+def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOptions | None = None) -> Recognizer:
     """ESPnet's Speech2Text for `model` (see `locate_model`), on CPU with a small beam by default.
 
     The checkpoint is loaded with `weights_only=True` by espzoo, not by ESPnet (whose
@@ -563,7 +567,7 @@ class EvalReport:
 
 
 def evaluate(
-    model: str | Path | Recognizer,
+    model: str | Path | Snapshot | Recognizer,
     data: str | Path,
     out_dir: str | Path | None = None,
     *,
@@ -614,7 +618,7 @@ def evaluate(
 
 
 def transcribe(
-    model: str | Path | Recognizer,
+    model: str | Path | Snapshot | Recognizer,
     files: Sequence[str | Path],
     *,
     options: DecodeOptions | None = None,
