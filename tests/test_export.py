@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
+from espzoo.bundle import open_bundle
 from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer
 from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
 
@@ -58,6 +59,11 @@ def test_export_layout_and_card(evaluated_out, tmp_path: Path) -> None:
     assert (dest / "data" / "token_list" / "char" / "tokens.txt").read_text().split() == config["token_list"]
     assert str(tmp_path.parent) not in config_path.read_text()  # no path of this machine leaks out
     assert (config_path.parent / "espzoo" / "provenance.json").is_file()
+    bundle = open_bundle(dest)  # what espzoo pull + evaluate/plan/finetune will see
+    assert bundle.task == "asr" and bundle.checkpoint == dest / meta["files"]["asr_model_file"]
+    assert bundle.token_list == config["token_list"]
+    assert bundle.stats_file == dest / config["normalize_conf"]["stats_file"]
+    assert bundle.sample_rate == 16000
 
     readme = (dest / "README.md").read_text()
     front = _front_matter(readme)
@@ -98,6 +104,7 @@ def test_bpe_model_exports_with_its_sentencepiece_model(tmp_path: Path, monkeypa
                              ["asr_train_config"]).read_text())
     assert config["bpemodel"] == "data/token_list/bpe_unigram40/bpe.model"
     assert (dest / config["bpemodel"]).read_bytes() == (out / "bpe.model").read_bytes()
+    assert open_bundle(dest).bpemodel == dest / config["bpemodel"]
     shutil.rmtree(out)
     speech2text = _speech2text_in(dest, monkeypatch)
     text = speech2text(wave)[0][0]

@@ -151,6 +151,9 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         shutil.copyfile(experiment.stats_file, dest / stats)
         config["normalize_conf"] = {**(config.get("normalize_conf") or {}), "stats_file": str(stats)}
     config["output_dir"] = str(exp)
+    if config.get("frontend", "default") == "default" and "fs" not in (config.get("frontend_conf") or {}):
+        # ESPnet's default frontend assumes 16 kHz; saying so lets readers of the repo (and bundle) know the rate.
+        config["frontend_conf"] = {**(config.get("frontend_conf") or {}), "fs": 16000}
     # Training-time paths point into the user's machine: keep them readable but relative, never absolute.
     for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
         config[key] = [[_portable(entry[0], experiment.root), *entry[1:]] for entry in config.get(key) or []]
