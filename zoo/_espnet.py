@@ -7,6 +7,8 @@ holding placeholders that satisfy `nltk.data.find` (espzoo never uses g2p, so th
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -48,6 +50,9 @@ def import_asr_task() -> Any:
     # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
     if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
         nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
-    from espnet2.tasks.asr import ASRTask
+    # ESPnet's import chain prints a note to stdout that the optional flash_attn is missing: stdout belongs
+    # to espzoo's commands (JSON, transcripts), so the note goes.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from espnet2.tasks.asr import ASRTask
 
     return ASRTask

@@ -563,7 +563,10 @@ def _check_request(
             )
         return
     if (out / "model.pth").exists():
-        raise TrainError(f"{out} already holds a trained model (model.pth); choose another out dir or remove it.")
+        raise TrainError(
+            f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
+            "epochs, or choose another out dir."
+        )
     if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
         raise TrainError(
             f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
