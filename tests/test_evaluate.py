@@ -110,6 +110,39 @@ def test_whitespace_is_normalized_and_spaces_count_in_cer() -> None:
     assert rates.wer == Score(1, 1, 0, 2)
 
 
+def _full_table_counts(ref: str, hyp: str) -> tuple[int, int, int]:
+    """The textbook O(n*m) table and the same backtrace order, to check the banded one against."""
+    n, m = len(ref), len(hyp)
+    cost = [[i + j if i == 0 or j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]), cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    s = d = ins = 0
+    i, j = n, m
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            s, i, j = s + (ref[i - 1] != hyp[j - 1]), i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            d, i = d + 1, i - 1
+        else:
+            ins, j = ins + 1, j - 1
+    return s, d, ins
+
+
+def test_banded_alignment_matches_the_full_table() -> None:
+    import random
+
+    import editdistance
+
+    rng = random.Random(7)
+    for _ in range(300):
+        ref = "".join(rng.choice("abc ") for _ in range(rng.randint(0, 30)))
+        hyp = "".join(rng.choice("abcd ") for _ in range(rng.randint(0, 30)))
+        score = align(ref, hyp)
+        assert (score.substitutions, score.deletions, score.insertions) == _full_table_counts(ref, hyp)
+        assert score.errors == editdistance.eval(ref, hyp)
+
+
 def test_mismatched_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="one hypothesis per reference"):
         error_rates(["a", "b"], ["a"])
