@@ -17,9 +17,11 @@ from espzoo.data import DataError
 from espzoo.evaluate import (
     AudioError,
     DecodeOptions,
+    EvalReport,
     ModelNotFoundError,
     Recognizer,
     Score,
+    UtteranceResult,
     align,
     chars,
     decode,
@@ -31,6 +33,7 @@ from espzoo.evaluate import (
     prepared_utterances,
     transcribe,
     words,
+    write_report,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,3 +377,21 @@ def test_same_transcripts_as_espnet_asr_inference(recognizer: Recognizer, tiny_o
     assert done.returncode == 0, done.stderr[-2000:]
     theirs = (tmp_path / "espnet" / "1best_recog" / "text").read_text(encoding="utf-8").splitlines()
     assert [line.split(maxsplit=1)[1] if " " in line else "" for line in theirs] == ours
+
+
+def test_report_files_are_replaced_whole(tmp_path: Path) -> None:
+    def report(hypothesis: str) -> EvalReport:
+        rates = error_rates(["a b"], [hypothesis])
+        row = UtteranceResult("u1", "a b", hypothesis, *rates.per_utterance[0])
+        return EvalReport("m", "d", rates.wer, rates.cer, [row], beam_size=4, ctc_weight=0.3,
+                          audio_seconds=1.0, decode_seconds=0.5)
+
+    out = tmp_path / "eval" / "test"
+    write_report(report("a"), out)
+    (out / "stale.txt").write_text("from an older run")
+    write_report(report("a b c"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["hyp.trn", "ref.trn", "result.json", "text"]
+    assert (out / "hyp.trn").read_text() == "a b c (u1)\n" and (out / "text").read_text() == "u1 a b c\n"
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["wer"] == 0.5 and saved["word"]["insertions"] == 1 and saved["real_time_factor"] == 0.5
+    assert [p.name for p in out.parent.iterdir()] == ["test"]  # no temp or old folders left beside it
