@@ -152,14 +152,6 @@ class _Progress:
         self.task: Any = None
 
     def __enter__(self) -> _Progress:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[metrics]}"), console=Console(stderr=True))
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=self.max_epoch, metrics="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -167,9 +159,18 @@ class _Progress:
             self.bar.stop()
 
     def stage(self, name: str) -> None:
-        if not self.quiet and name != "done":
-            message = f"[dim]{self.STAGES.get(name, name)}[/dim]"
-            (self.bar.console.print if self.bar else info)(message)
+        if self.quiet or name == "done":
+            return
+        message = f"[dim]{self.STAGES.get(name, name)}[/dim]"
+        (self.bar.console.print if self.bar else info)(message)
+        if name == "train" and self.bar is None:  # the bar appears when epochs start, not before
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[metrics]}"), console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.max_epoch, metrics="")
 
     def epoch(self, report: Any) -> None:
         if self.bar is None:

@@ -28,6 +28,7 @@ import yaml
 from espzoo.data import Dataset, prepare
 from espzoo.trainer import EpochReport, TrainOptions, TrainResult, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
+from espzoo.vocab import parse_vocab_spec
 
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -94,6 +95,7 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
+    parse_vocab_spec(request.transfer.vocab)  # a spec that does not parse is refused before any work
 
     stage("model")
     source = open_source(request.model)

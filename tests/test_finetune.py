@@ -1,0 +1,160 @@
+"""`espzoo finetune` end to end, as a user runs it: a tiny real ESPnet model served by the mirror on
+127.0.0.1, pulled through huggingface_hub, fine-tuned on Spanish speech with a new BPE vocabulary by
+ESPnet's trainer, evaluated, exported, served again and pulled back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from _hubtools import ESPZOO, client_env
+from espzoo.mirror import MirrorServer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+REPO = "espzoo-test/tiny-char"
+
+
+def subset(source: Path, dest: Path, n: int) -> Path:
+    """The first n utterances of a Kaldi dir (audio paths made absolute): a small, fast training set."""
+    dest.mkdir(parents=True)
+    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
+    for name in ("text", "wav.scp", "utt2spk"):
+        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
+        lines = []
+        for utt in ids:
+            value = rows[utt]
+            if name == "wav.scp":
+                value = str((source / value).resolve())
+            lines.append(f"{utt} {value}\n")
+        (dest / name).write_text("".join(lines), encoding="utf-8")
+    return dest
+
+
+def espzoo(args: list[str], endpoint: str, hf_home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([ESPZOO, *args], env=client_env(endpoint, hf_home), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def served(mirror_root: Path):
+    server = MirrorServer(mirror_root)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("es")
+    return {
+        "train": subset(SPEECH / "train", root / "train", 24),
+        "dev": subset(SPEECH / "dev", root / "dev", 6),
+        "test": subset(SPEECH / "test", root / "test", 5),
+    }
+
+
+@pytest.fixture(scope="module")
+def finetuned(served: str, data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real fine-tune of 1 epoch, then resumed to 2: shared by the tests below (it is the slow part)."""
+    work = tmp_path_factory.mktemp("ft")
+    hf_home, out = work / "hf", work / "exp"
+    base = ["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+            "--vocab", "bpe:45", "--exclude", "decoder", "--batch-bins", "200000", "--json"]
+    first = espzoo([*base, "--max-epoch", "1"], served, hf_home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Extending a finished run is refused without --resume, then continues with it.
+    again = espzoo([*base, "--max-epoch", "2"], served, hf_home)
+    assert again.returncode != 0 and "--resume" in again.stderr
+    second = espzoo([*base, "--max-epoch", "2", "--resume"], served, hf_home)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return {"out": out, "hf_home": hf_home, "first": json.loads(first.stdout), "second": json.loads(second.stdout)}
+
+
+def test_finetune_writes_a_complete_experiment(finetuned: dict, served: str) -> None:
+    out = finetuned["out"]
+    assert finetuned["first"]["epochs"] == 1 and finetuned["second"]["epochs"] == 2
+    for name in ("config.yaml", "model.pth", "tokens.txt", "bpe.model", "feats_stats.npz", "plan.json",
+                 "provenance.json", "train.log"):
+        assert (out / name).is_file(), name
+    config = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    tokens = (out / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert config["token_list"] == tokens and config["token_type"] == "bpe" and tokens[0] == "<blank>"
+    assert config["bpemodel"] == "bpe.model"  # relative to OUT: the folder can move
+
+    provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    listing = json.loads(espzoo(["pull", REPO, "--json"], served, finetuned["hf_home"]).stdout)
+    assert provenance["source"]["repo_id"] == REPO
+    assert provenance["source"]["commit"] == listing["commit"] and len(listing["commit"]) == 40
+    assert provenance["versions"]["espnet"] == "202511"
+    assert provenance["command"][:2] == ["espzoo", "finetune"]
+
+
+def test_the_plan_excluded_the_decoder_and_transplanted_shared_rows(finetuned: dict) -> None:
+    plan = json.loads((finetuned["out"] / "plan.json").read_text(encoding="utf-8"))
+    actions = {row["target_key"]: row["action"] for row in plan["rows"]}
+    assert all(action == "exclude" for key, action in actions.items() if key.startswith("decoder."))
+    assert actions["ctc.ctc_lo.weight"] == "transplant"
+    assert all(actions[key] == "load" for key in actions if key.startswith("encoder."))
+
+
+def test_finetuned_model_evaluates_and_transcribes(finetuned: dict, data: dict[str, Path], served: str) -> None:
+    result = espzoo(["evaluate", str(finetuned["out"]), "--data", str(data["test"]), "--json", "--beam", "1"],
+                    served, finetuned["hf_home"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["utterances"] == 5 and report["cer"] >= 0 and report["wer"] >= 0
+
+
+def test_export_is_pullable_and_transcribes_the_same(finetuned: dict, data: dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    exported = espzoo(["export", str(finetuned["out"]), "--out", str(root / "me" / "tiny-es")], "http://127.0.0.1:9",
+                      tmp_path / "unused")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    audio = sorted(Path(line.split(maxsplit=1)[1]) for line in (data["test"] / "wav.scp").read_text().splitlines())
+    server = MirrorServer(root)
+    url = server.start()
+    try:
+        hf_home = tmp_path / "hf"
+        pulled = espzoo(["pull", "me/tiny-es", "--json"], url, hf_home)
+        assert pulled.returncode == 0, pulled.stderr[-2000:]
+        via_hub = espzoo(["transcribe", "me/tiny-es", *map(str, audio), "--beam", "1"], url, hf_home)
+    finally:
+        server.stop()
+    local = espzoo(["transcribe", str(finetuned["out"]), *map(str, audio), "--beam", "1"], "http://127.0.0.1:9",
+                   tmp_path / "unused")
+    assert via_hub.returncode == 0 and local.returncode == 0, via_hub.stderr[-2000:] + local.stderr[-2000:]
+    assert via_hub.stdout.count("\n") == len(audio)
+    texts = [line.split("\t", 1)[1] for line in via_hub.stdout.splitlines()]
+    assert texts == [line.split("\t", 1)[1] for line in local.stdout.splitlines()]
+
+
+def test_bad_data_is_one_sentence_and_nothing_is_trained(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(data["train"], bad)
+    with (bad / "text").open("a", encoding="utf-8") as fh:
+        fh.write("ghost-utt una frase sin audio\n")
+    out = tmp_path / "exp"
+    result = espzoo(["finetune", REPO, "--train", str(bad), "--valid", str(data["dev"]), "--out", str(out),
+                     "--max-epoch", "1"], served, tmp_path / "hf")
+    assert result.returncode != 0
+    assert "ghost-utt" in result.stderr and "--skip-bad" in result.stderr
+    assert not (out / "model.pth").exists() and not (out / "conf").exists() and not (out / "init").exists()
+
+
+def test_bad_vocab_spec_is_refused_before_training(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    result = espzoo(["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+                     "--vocab", "bpe:many", "--max-epoch", "1"], served, tmp_path / "hf")
+    assert result.returncode != 0 and "bpe:many" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "checking and converting the data" not in result.stderr  # refused before any work
+    assert not (out / "model.pth").exists() and not (out / "conf").exists()
+
+
+def test_unknown_model_suggests_catalog_ids(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    result = espzoo(["finetune", "espnet/bn_openslr35", "--train", str(data["train"]), "--valid", str(data["dev"]),
+                     "--out", str(tmp_path / "exp")], served, tmp_path / "hf")
+    assert result.returncode != 0 and "espnet/bn_openslr53" in result.stderr
