@@ -54,17 +54,22 @@ def info(
     repo_id: Annotated[str, typer.Argument(help="A repo id from `espzoo search`.")],
     json: JsonOpt = False,
 ) -> None:
-    """Show everything the catalog knows about one model. Example: espzoo info espnet/bn_openslr53"""
+    """Show what the catalog (and, once pulled, the model itself) says. Example: espzoo info espnet/bn_openslr53"""
     catalog = _load()
-    entry = catalog.get(repo_id.split("@", 1)[0])
-    if entry is None:
-        close = catalog.suggest(repo_id)
+    name, _, revision = repo_id.partition("@")
+    entry = catalog.get(name)
+    pulled = _pulled_bundle(name, revision or None)
+    if entry is None and pulled is None:
+        close = catalog.suggest(name)
         hint = f" Did you mean {', '.join(close)}?" if close else " Try `espzoo search`."
-        fail(f"{repo_id} is not in the catalog.{hint}")
+        fail(f"{repo_id} is neither in the catalog nor pulled.{hint}")
     if json:
-        print_json(entry.to_dict())
-    else:
+        print_json({**(entry.to_dict() if entry else {"repo_id": name}), "pulled": pulled})
+        return
+    if entry is not None:
         print_fields(_display(entry), title=entry.repo_id)
+    if pulled is not None:
+        print_fields({k: v for k, v in pulled.items() if v is not None}, title=f"{name} as pulled")
 
 
 def _load() -> Catalog:
@@ -72,6 +77,26 @@ def _load() -> Catalog:
         return Catalog.load()
     except CatalogError as exc:
         fail(str(exc))
+
+
+def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | None:
+    """The bundle view of the newest cached revision (or the one asked for); None when not pulled.
+    Reads the HF cache only: no request, no torch."""
+    from espzoo.bundle import BundleError, open_bundle
+    from espzoo.hub import list_cached
+
+    for cached in list_cached():
+        if cached.repo_id.lower() != repo_id.lower():
+            continue
+        if revision and not (cached.commit.startswith(revision) or revision in cached.refs):
+            continue
+        try:
+            bundle = open_bundle(cached.path)
+        except BundleError as err:
+            return {"commit": cached.commit, "path": str(cached.path), "error": str(err)}
+        return {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
+                "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
+    return None
 
 
 def _display(entry: CatalogEntry) -> dict[str, object]:

@@ -371,6 +371,20 @@ def test_ls_and_rm(mirror: MirrorServer):
     assert missing.exit_code == 1 and "is not in the cache" in missing.output
 
 
+def test_info_shows_the_bundle_of_a_pulled_repo(mirror: MirrorServer):
+    runner = CliRunner()
+    assert runner.invoke(app, ["info", CHAR]).exit_code == 1  # neither in the catalog nor pulled yet
+    snap = hub.pull(CHAR, progress=False)
+    requests = mirror.stats.requests
+    shown = runner.invoke(app, ["info", CHAR, "--json"])
+    assert shown.exit_code == 0, shown.output
+    pulled = json.loads(shown.stdout)["pulled"]
+    assert pulled["commit"] == snap.commit and pulled["encoder"] == "conformer" and pulled["task"] == "asr"
+    assert pulled["vocab_size"] > 3 and pulled["checkpoint"].endswith(".pth")
+    assert mirror.stats.requests == requests  # read from the cache: no request
+    assert runner.invoke(app, ["info", f"{CHAR}@{'0' * 40}"]).exit_code == 1  # a revision that is not cached
+
+
 def test_catalog_refresh_merges_hub_cards(mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = tmp_path / "root"
     shutil.copytree(mirror_root / "espzoo-test", root / "espzoo-test")
