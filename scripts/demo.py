@@ -45,7 +45,7 @@ def espzoo(*args: str, env: dict[str, str], capture: bool = False) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "demo_out")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--bpe", type=int, default=60, help="units of the new Spanish BPE vocabulary")
     args = parser.parse_args()
     started = time.monotonic()
