@@ -343,12 +343,42 @@ def _token_list(root: Path, config: dict[str, Any]) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
-    """frontend_conf.fs (ESPnet writes "16k" or 16000), else the fs a README's config shows."""
+DEFAULT_SAMPLE_RATE = 16000  # ESPnet's default frontend rate, when a config does not say
+
+
+def config_sample_rate(config: dict[str, Any], default: int | None = DEFAULT_SAMPLE_RATE) -> int | None:
+    """The rate a model's frontend expects: frontend_conf.fs or preprocessor_conf.fs (16000 or "16k")."""
     for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
         rate = parse_rate(conf.get("fs"))
         if rate:
             return rate
+    return default
+
+
+def resolve_config_paths(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A copy of an experiment dir's `config` whose path keys, when relative and naming a file under `root`,
+    are made absolute (token strings are never touched: only the keys that hold paths)."""
+    resolved = dict(config)
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (root / value).exists():
+            return str((root / value).resolve())
+        return value
+
+    for key in ("bpemodel", "token_list", "non_linguistic_symbols"):
+        if key in resolved:
+            resolved[key] = fix(resolved[key])
+    if isinstance(resolved.get("normalize_conf"), dict) and "stats_file" in resolved["normalize_conf"]:
+        resolved["normalize_conf"] = {**resolved["normalize_conf"],
+                                      "stats_file": fix(resolved["normalize_conf"]["stats_file"])}
+    return resolved
+
+
+def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
+    """frontend_conf.fs (ESPnet writes "16k" or 16000), else the fs a README's config shows."""
+    rate = config_sample_rate(config, default=None)
+    if rate:
+        return rate
     readme = root / "README.md"
     if readme.is_file():
         match = re.search(r"^\s*fs:\s*(\S+)\s*$", readme.read_text(encoding="utf-8", errors="replace"), re.M)

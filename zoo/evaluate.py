@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from espzoo.bundle import config_sample_rate, resolve_config_paths
+
 if TYPE_CHECKING:
     import numpy as np
     from espzoo.hub import Snapshot
@@ -171,8 +173,6 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRa
 # Models: an experiment dir, a hub-layout folder or a repo id, opened as ESPnet's Speech2Text
 
 # Config keys that hold paths (DESIGN.md); only these are resolved, never token strings that look like paths.
-_PATH_KEYS = ("bpemodel", "token_list", "non_linguistic_symbols")
-_NESTED_PATH_KEYS = (("normalize_conf", "stats_file"),)
 
 
 class ModelNotFoundError(ValueError):
@@ -262,9 +262,9 @@ def _experiment_files(root: Path) -> ModelFiles:
         source=str(root),
         kind="experiment",
         root=root.resolve(),
-        config=resolve_paths(config, root),
+        config=resolve_config_paths(config, root),
         checkpoint=(root / "model.pth").resolve(),
-        sample_rate=model_sample_rate(config),
+        sample_rate=config_sample_rate(config),
     )
 
 
@@ -280,37 +280,9 @@ def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFi
         root=Path(bundle.root).resolve(),
         config=bundle.resolved_config(),
         checkpoint=Path(bundle.checkpoint),
-        sample_rate=bundle.sample_rate or model_sample_rate(bundle.config),
+        sample_rate=bundle.sample_rate or config_sample_rate(bundle.config),
         commit=commit,
     )
-
-
-def resolve_paths(config: dict[str, Any], root: Path) -> dict[str, Any]:
-    """A copy of `config` whose path keys, when relative and naming a file under `root`, are made absolute."""
-    resolved = dict(config)
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (root / value).exists():
-            return str((root / value).resolve())
-        return value
-
-    for key in _PATH_KEYS:
-        if key in resolved:
-            resolved[key] = fix(resolved[key])
-    for outer, inner in _NESTED_PATH_KEYS:
-        if isinstance(resolved.get(outer), dict) and inner in resolved[outer]:
-            resolved[outer] = {**resolved[outer], inner: fix(resolved[outer][inner])}
-    return resolved
-
-
-def model_sample_rate(config: dict[str, Any]) -> int:
-    """The rate the model's frontend expects: frontend_conf.fs (an int or "16k"), ESPnet's default 16000."""
-    fs = (config.get("frontend_conf") or {}).get("fs", 16000)
-    if isinstance(fs, str):
-        import humanfriendly
-
-        fs = humanfriendly.parse_size(fs)
-    return int(fs)
 
 
 def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOptions | None = None) -> Recognizer:

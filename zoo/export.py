@@ -30,7 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from espzoo.evaluate import resolve_paths
+import yaml
+from espzoo.bundle import config_sample_rate, resolve_config_paths
 
 MODEL_FILE = "valid.acc.ave.pth"
 
@@ -91,12 +92,10 @@ def _read_experiment(root: Path) -> _Experiment:
                 f"{root} has no {name}; it is not a finished experiment dir (run espzoo finetune to the end, "
                 "or --resume it)."
             )
-    import yaml
-
     config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise ExportError(f"{root / 'config.yaml'} is not an ESPnet config (expected a mapping).")
-    resolved = resolve_paths(config, root)
+    resolved = resolve_config_paths(config, root)
     token_list = resolved.get("token_list")
     if isinstance(token_list, str):
         token_list = Path(token_list).read_text(encoding="utf-8").split()
@@ -129,8 +128,6 @@ def _read_experiment(root: Path) -> _Experiment:
 
 
 def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -> None:
-    import yaml
-
     config = dict(experiment.resolved)
     token_type = str(config.get("token_type") or "char")
     name = options.name or f"asr_{experiment.root.resolve().name}"
@@ -182,8 +179,6 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
 
 def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, config: dict[str, Any]) -> str:
     """README.md: front matter the Hub indexes, results, how to use the model, where it came from."""
-    import yaml
-
     provenance = experiment.provenance
     source = _source(provenance)
     language = options.language or provenance.get("language") or (provenance.get("languages") or [None])[0]
@@ -250,7 +245,7 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "from espnet2.bin.asr_inference import Speech2Text",
         "",
         f'speech2text = Speech2Text("{exp}/config.yaml", "{exp}/{MODEL_FILE}", beam_size=4)',
-        'speech, rate = soundfile.read("audio.wav")  # mono, ' + f"{_rate(config)} Hz",
+        'speech, rate = soundfile.read("audio.wav")  # mono, ' + f"{config_sample_rate(config)} Hz",
         "text, tokens, token_ids, hypothesis = speech2text(speech)[0]",
         "```",
         "",
@@ -331,10 +326,6 @@ def _portable(path: Any, root: Path) -> str:
         return str(Path(text).resolve().relative_to(root.resolve()))
     except ValueError:
         return Path(text).name if Path(text).is_absolute() else text
-
-
-def _rate(config: dict[str, Any]) -> Any:
-    return (config.get("frontend_conf") or {}).get("fs", 16000)
 
 
 def _percent(rate: Any) -> str:

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
 from espzoo.trainer import EpochReport, TrainOptions, TrainResult, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
-
-DEFAULT_SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     source = open_source(request.model)
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
-    rate = sample_rate(source.config or {})
+    rate = config_sample_rate(source.config or {})
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
     train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
@@ -118,15 +117,3 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
         apply_plan(plan, init_dir, seed=request.training.seed)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
     return Prepared(source, train, valid, plan, init_dir / "init.pth", config)
-
-
-def sample_rate(config: dict[str, Any]) -> int:
-    """The rate the model's frontend expects (ESPnet writes 16000 or "16k"), 16 kHz when the config is silent."""
-    from espzoo.bundle import parse_rate
-
-    for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
-        rate = parse_rate(conf.get("fs"))
-        if rate:
-            return rate
-    return DEFAULT_SAMPLE_RATE
-
