@@ -261,3 +261,26 @@ def test_sample_rates_as_espnet_configs_write_them(value: object, rate: int | No
     from espzoo.bundle import parse_rate
 
     assert parse_rate(value) == rate
+
+
+def test_config_sample_rate_reads_both_spellings_and_defaults_to_16k() -> None:
+    from espzoo.bundle import config_sample_rate
+
+    assert config_sample_rate({"frontend_conf": {"fs": "8k"}}) == 8000
+    assert config_sample_rate({"preprocessor_conf": {"fs": 22050}}) == 22050
+    assert config_sample_rate({}) == 16000
+    assert config_sample_rate({}, default=None) is None
+
+
+def test_experiment_config_paths_resolve_but_tokens_do_not(tmp_path: Path) -> None:
+    from espzoo.bundle import resolve_config_paths
+
+    (tmp_path / "bpe.model").write_bytes(b"x")
+    (tmp_path / "exp").mkdir()  # a folder named like a token must not turn the token into a path
+    config = {"bpemodel": "bpe.model", "token_list": ["<blank>", "exp", ".", "<sos/eos>"],
+              "normalize_conf": {"stats_file": "missing.npz"}}
+    resolved = resolve_config_paths(config, tmp_path)
+    assert resolved["bpemodel"] == str((tmp_path / "bpe.model").resolve())
+    assert resolved["token_list"] == ["<blank>", "exp", ".", "<sos/eos>"]
+    assert resolved["normalize_conf"]["stats_file"] == "missing.npz"  # not there: left as written
+    assert config["bpemodel"] == "bpe.model"  # the input is not modified
