@@ -284,3 +284,11 @@ def test_experiment_config_paths_resolve_but_tokens_do_not(tmp_path: Path) -> No
     assert resolved["token_list"] == ["<blank>", "exp", ".", "<sos/eos>"]
     assert resolved["normalize_conf"]["stats_file"] == "missing.npz"  # not there: left as written
     assert config["bpemodel"] == "bpe.model"  # the input is not modified
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80", b"not a checkpoint at all", bytes(range(256)) * 4])
+def test_garbage_checkpoint_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(BundleError, match="not a readable PyTorch file|holds no state dict"):
+        load_state_dict(path)

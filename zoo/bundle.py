@@ -423,7 +423,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             # Checkpoints saved before torch 1.6's zip format cannot be memory-mapped.
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e) or "Unsupported" in str(e):
+        # Asking for a Python global or class is what makes a pickle dangerous; an unknown opcode
+        # ("Unsupported operand") only means the bytes are not a pickle at all.
+        if re.search(r"GLOBAL|global|class", str(e)) and "Unsupported operand" not in str(e):
             found = re.search(r"GLOBAL ([\w.]+)", str(e))
             what = f" ({found.group(1)})" if found else ""
             raise UnsafeCheckpointError(
@@ -431,7 +433,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "and loading it could run code; use a checkpoint from a source you trust."
             ) from None
         raise BundleError(f"Checkpoint {path} is not a readable PyTorch file ({e}); re-download it.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    # A garbage file fails deep inside the legacy unpickler with whatever it trips on (IndexError, KeyError...).
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as e:
         raise BundleError(
             f"Checkpoint {path} is not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]}); "
             "it may be truncated or corrupt: check it with espzoo verify REPO --fix."
