@@ -282,6 +282,22 @@ def test_vocabulary_transplant_keeps_shared_token_logits(name: str, tmp_path: Pa
         assert adapted.token_list[:3] == ["<blank4>", "<blank2>", "<blank>"]
 
 
+def test_transplant_off_is_espnets_ignore_init_mismatch(pretrained: Path, tmp_path: Path) -> None:
+    """transplant=False: the new vocabulary's head tensors are mismatches left at the new model's init, bit for
+    bit what ESPnet's own --init_param with --ignore_init_mismatch gives (the other tensors load as usual)."""
+    spec = str(pretrained / "model.pth")
+    target = plan_transfer(str(pretrained), TransferOptions(vocab=f"char:{ES_TEXT}")).target_config
+    with pytest.raises(TransferError, match=r"differ in shape .*--ignore-init-mismatch"):
+        make_plan([parse_spec(spec)], target, transplant=False)
+    plan, got = espzoo_load([spec], target, seed=4, dest=tmp_path / "out", transplant=False, ignore_init_mismatch=True)
+    assert_identical(got, espnet_load([spec], target, seed=4, ignore=True))
+    mismatched = {r.target_key for r in plan.rows if r.action == "mismatch"}
+    assert mismatched == {k for k in VOCAB_AXES if k in got} and {r.action for r in plan.rows} == {"load", "mismatch"}
+    assert plan.row_maps == {} and plan.summary()["transplant"] is False
+    source = torch.load(spec, weights_only=True)
+    assert not torch.equal(got["ctc.ctc_lo.weight"][:3], source["ctc.ctc_lo.weight"][:3])  # no pretrained rows kept
+
+
 def test_new_rows_start_as_the_mean_or_random(pretrained: Path, tmp_path: Path) -> None:
     source = torch.load(pretrained / "model.pth", weights_only=True)["ctc.ctc_lo.weight"]
     got = {}

@@ -310,7 +310,7 @@ class TransferPlan:
 
     JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
     [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, ignore_init_mismatch,
-    vocabulary, unused_source_tensors}}; `spec` and `overrides` index `summary.specs` (0-based).
+    transplant, vocabulary, unused_source_tensors}}; `spec` and `overrides` index `summary.specs` (0-based).
     """
 
     rows: list[PlanRow]
@@ -322,6 +322,7 @@ class TransferPlan:
     stats: Stats = "pretrained"
     freeze: tuple[str, ...] = ()
     ignore_init_mismatch: bool = False
+    transplant: bool = True  # False: vocabulary-sized tensors of another size are mismatches, as in ESPnet
     # Per spec: new token index -> pretrained token index, for the vocabulary-sized tensors it transplants.
     row_maps: dict[int, dict[int, int]] = field(default_factory=dict)
     unused_source: dict[int, list[str]] = field(default_factory=dict)
@@ -357,6 +358,7 @@ class TransferPlan:
             "stats": self.stats,
             "new_rows": self.new_rows,
             "ignore_init_mismatch": self.ignore_init_mismatch,
+            "transplant": self.transplant,
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
         }
@@ -375,11 +377,14 @@ def make_plan(
     new_rows: NewRows = "mean",
     stats: Stats = "pretrained",
     sources: Sequence[Source] | None = None,
+    transplant: bool = True,
 ) -> TransferPlan:
     """Plan how the model `target_config` describes gets its initial values from `specs` (later specs win).
 
     Raises TransferError for an exclude/SRC/DST/freeze that matches nothing, and for shape mismatches unless
     `ignore_init_mismatch` (as ESPnet does; vocabulary-sized tensors are transplanted, not mismatched).
+    `transplant=False` plans them as ESPnet's loader treats them: a vocabulary of another size is a `mismatch`
+    (with `ignore_init_mismatch`, the new model's fresh initialization), one of the same size loads as it is.
     """
     if not specs:
         raise TransferError("A transfer plan needs at least one spec (the pretrained model).")
@@ -399,6 +404,7 @@ def make_plan(
         stats=stats,
         freeze=tuple(freeze),
         ignore_init_mismatch=ignore_init_mismatch,
+        transplant=transplant,
     )
     rows = plan.by_key()
     for index, (spec, source) in enumerate(zip(specs, sources, strict=True)):
@@ -442,7 +448,7 @@ def _plan_spec(
     if spec.dst and not any(under(k, spec.dst) for k in target.shapes):
         raise _no_match(f"In {name}, DST", spec.dst, target.shapes)
 
-    row_map = _row_map(source, target)
+    row_map = _row_map(source, target) if plan.transplant else None
     unused: list[str] = []
     for source_key, source_shape in source_shapes.items():
         if spec.src:
@@ -530,6 +536,7 @@ class TransferOptions:
     ignore_init_mismatch: bool = False
     freeze: tuple[str, ...] = ()
     vocab: str = "keep"
+    transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
     new_rows: NewRows = "mean"
     stats: Stats = "pretrained"
 
@@ -566,6 +573,7 @@ def plan_transfer(
         new_rows=options.new_rows,
         stats=options.stats,
         sources=sources,
+        transplant=options.transplant,
     )
 
 
