@@ -214,24 +214,12 @@ def _experiment_checkpoint(folder: Path) -> Path:
 
 
 def _read_config(path: Path, *, relative_to: Path) -> dict[str, Any]:
+    from espzoo.bundle import resolve_config_paths
+
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(config, dict):
         raise TransferError(f"{path} is not an ESPnet training config (a YAML mapping).")
-
-    def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (relative_to / value).exists():
-            return str((relative_to / value).resolve())
-        return value
-
-    for key in ("bpemodel", "non_linguistic_symbols"):
-        if key in config:
-            config[key] = resolve(config[key])
-    if isinstance(config.get("token_list"), str):
-        config["token_list"] = resolve(config["token_list"])
-    if isinstance(config.get("normalize_conf"), dict) and "stats_file" in config["normalize_conf"]:
-        stats_file = resolve(config["normalize_conf"]["stats_file"])
-        config["normalize_conf"] = {**config["normalize_conf"], "stats_file": stats_file}
-    return config
+    return resolve_config_paths(config, relative_to)
 
 
 def _token_list_of(config: dict[str, Any]) -> list[str]:
