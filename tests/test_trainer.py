@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,7 +142,7 @@ spec = json.loads(sys.argv[1])
 try:
     run(spec["base"], vocabulary=Vocabulary(spec["tokens"], "char"), init_checkpoint=spec["init"],
         stats_file=spec["stats"], train=load_dataset(spec["train"]), valid=load_dataset(spec["valid"]),
-        out=spec["out"], options=TrainOptions(max_epoch=3))
+        out=spec["out"], options=TrainOptions(max_epoch=5))
 except TrainInterrupted as err:
     print(err, file=sys.stderr)
     sys.exit(3)
@@ -198,22 +199,24 @@ def test_interrupt_resume_and_experiment_dir(tiny: Tiny, tmp_path: Path) -> None
             os.killpg(runner.pid, signal.SIGKILL)
     assert runner.returncode == 3, stderr
     assert not _processes_mentioning(str(out / "espnet")), "ESPnet's training process outlived the stop"
-    assert "Training stopped after epoch 1" in stderr and "resume=True" in stderr
+    # On an idle machine an epoch can finish before the signal lands: the stop comes after epoch 1 or a later one.
+    stopped = int(re.search(r"Training stopped after epoch (\d+)", stderr).group(1))
+    assert 1 <= stopped < 5 and "resume=True" in stderr
     checkpoint = out / "espnet" / "checkpoint.pth"
     with zipfile.ZipFile(checkpoint) as zf:  # complete, not cut off mid-write
         assert zf.namelist()
     assert not (out / "model.pth").exists() and not (out / "config.yaml").exists()
-    assert not (out / "espnet" / "3epoch.pth").exists()
+    assert not (out / "espnet" / "5epoch.pth").exists()
 
     with pytest.raises(TrainError, match="unfinished training; pass resume=True"):
-        _run(tiny, out, options=TrainOptions(max_epoch=3))
+        _run(tiny, out, options=TrainOptions(max_epoch=5))
 
     reports: list[EpochReport] = []
     stages: list[str] = []
     result = _run(
         tiny,
         out,
-        options=TrainOptions(max_epoch=3, resume=True),
+        options=TrainOptions(max_epoch=5, resume=True),
         plan={"rows": [], "summary": "test"},
         provenance={"source": {"repo_id": "espzoo-test/tiny", "commit": "c" * 40}},
         on_epoch=reports.append,
@@ -221,12 +224,12 @@ def test_interrupt_resume_and_experiment_dir(tiny: Tiny, tmp_path: Path) -> None
     )
     log = (out / "train.log").read_text()
     assert "The training was resumed using" in log
-    assert [r.epoch for r in reports] == [2, 3] and result.epochs == 3
-    assert all(r.max_epoch == 3 and r.valid_acc is not None and r.loss is not None for r in reports)
+    assert [r.epoch for r in reports] == list(range(stopped + 1, 6)) and result.epochs == 5
+    assert all(r.max_epoch == 5 and r.valid_acc is not None and r.loss is not None for r in reports)
     assert reports[-1].eta_s == 0.0 and reports[0].eta_s is not None and reports[0].eta_s > 0
     assert stages == ["train", "average", "done"]
-    assert [epoch for epoch, _ in iter_epochs(out / "train.log")] == [1, 2, 3]
-    assert result.averaged == "valid.acc.ave_3best.pth" and result.normalize == "pretrained"
+    assert [epoch for epoch, _ in iter_epochs(out / "train.log")] == [1, 2, 3, 4, 5]
+    assert result.averaged == "valid.acc.ave_5best.pth" and result.normalize == "pretrained"
 
     # OUT: everything evaluate/export need, paths inside OUT relative to it.
     for name in ("config.yaml", "model.pth", "tokens.txt", "feats_stats.npz", "plan.json", "provenance.json"):
@@ -237,17 +240,17 @@ def test_interrupt_resume_and_experiment_dir(tiny: Tiny, tmp_path: Path) -> None
     assert config["normalize_conf"]["stats_file"] == "feats_stats.npz"
     assert config["token_list"] == tiny.vocabulary.tokens
     assert (out / "tokens.txt").read_text().splitlines() == tiny.vocabulary.tokens
-    assert config["max_epoch"] == 3 and config["optim_conf"]["lr"] == 5e-4
+    assert config["max_epoch"] == 5 and config["optim_conf"]["lr"] == 5e-4
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["source"]["commit"] == "c" * 40 and provenance["versions"]["espnet"] == "202511"
-    assert [h["epoch"] for h in provenance["history"]] == [2, 3]
+    assert [h["epoch"] for h in provenance["history"]] == list(range(stopped + 1, 6))
     assert json.loads((out / "plan.json").read_text())["summary"] == "test"
 
     config["normalize_conf"]["stats_file"] = str(out / "feats_stats.npz")
     model = _build_model(config)
     state = torch.load(out / "model.pth", map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    # The average of the 3 epochs, not the init checkpoint.
+    # The average of the 5 epochs, not the init checkpoint.
     init = torch.load(tiny.init, weights_only=True)
     assert not torch.equal(
         state["encoder.encoders.0.feed_forward.w_1.weight"], init["encoder.encoders.0.feed_forward.w_1.weight"]
