@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from espzoo._fs import replace_dir
+
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 AUDIO_COLUMNS = ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav", "wav_path")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text", "label")
@@ -612,12 +614,7 @@ def _write_kaldi_dir(dataset: Dataset, utterances: list[_Utterance], results: li
         _write_lines(tmp / "speech_shape", (f"{u.id} {samples}" for u, (_, samples, _) in rows))
         summary = {k: v for k, v in asdict(dataset).items() if k != "dir"}
         (tmp / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            out_dir.replace(old)
-        tmp.replace(out_dir)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

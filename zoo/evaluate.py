@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 
 if TYPE_CHECKING:
@@ -624,13 +625,7 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
         (tmp / "result.json").write_text(
             json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{tmp.name}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

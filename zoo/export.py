@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 
 MODEL_FILE = "valid.acc.ave.pth"
@@ -63,7 +64,7 @@ def export(out_dir: str | Path, dest: str | Path, options: ExportOptions | None 
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         _write_layout(experiment, tmp, options)
-        _replace(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -347,16 +348,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ExportError(f"{path} is not valid JSON ({error}); fix or remove it.") from error
     return data if isinstance(data, dict) else {}
-
-
-def _replace(tmp: Path, dest: Path) -> None:
-    """Move the finished folder into place; an existing `dest` is swapped out only after."""
-    if dest.exists() and dest.is_dir() and not any(dest.iterdir()):
-        dest.rmdir()
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old.{tmp.name}")
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dest)

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from espzoo._fs import write_text
+
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 API_TIMEOUT = 30.0  # seconds for each API call (model info, tree listing)
@@ -768,11 +770,7 @@ def update_lock(path: str | Path, snapshot: Snapshot) -> Path:
         revision = models.get(snapshot.repo_id, {}).get("revision") or revision
     models[snapshot.repo_id] = {"commit": snapshot.commit, "revision": revision, "files": list(snapshot.files)}
     text = LOCK_HEADER + yaml.safe_dump({"version": 1, "models": dict(sorted(models.items()))}, sort_keys=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from espzoo._fs import copy_file, write_text
 from espzoo.data import Dataset
 from espzoo.vocab import Vocabulary
 
@@ -292,7 +293,7 @@ def text_shapes(dataset: Dataset, config: dict[str, Any], dest: Path) -> Path:
     vocab_size = len(config["token_list"])
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / f"text_shape.{token_type}"
-    _write_text(path, "".join(f"{i} {max(1, n)},{vocab_size}\n" for i, n in zip(ids, lengths, strict=True)))
+    write_text(path, "".join(f"{i} {max(1, n)},{vocab_size}\n" for i, n in zip(ids, lengths, strict=True)))
     return path
 
 
@@ -486,7 +487,7 @@ def run(
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
         if config.get("max_epoch") != options.max_epoch:
             config["max_epoch"] = options.max_epoch
-            _write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+            write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         normalize = _normalize_source(config, out)
     else:
         config = write_train_config(
@@ -516,7 +517,7 @@ def run(
             normalize = "collected"
         elif config.get("normalize") == "global_mvn":
             normalize = "pretrained"
-        _write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
 
     args = espnet_args(
         conf_path,
@@ -622,7 +623,7 @@ def _collect_stats(
     tmp.mkdir(parents=True)
     stats_config = dict(config, normalize=None, normalize_conf={}, init_param=[])
     conf_path = tmp / "collect_stats.yaml"
-    _write_text(conf_path, yaml.safe_dump(stats_config, allow_unicode=True, sort_keys=False))
+    write_text(conf_path, yaml.safe_dump(stats_config, allow_unicode=True, sort_keys=False))
     args = espnet_args(
         conf_path,
         train=train,
@@ -781,23 +782,23 @@ def _assemble(
     source = averaged.resolve()
     espnet_config = yaml.safe_load((espnet_dir / "config.yaml").read_text(encoding="utf-8"))
     tokens = [str(t) for t in espnet_config["token_list"]]
-    _write_text(out / "tokens.txt", "".join(f"{t}\n" for t in tokens))
+    write_text(out / "tokens.txt", "".join(f"{t}\n" for t in tokens))
     if espnet_config.get("bpemodel"):
-        _copy(Path(espnet_config["bpemodel"]), out / "bpe.model")
+        copy_file(Path(espnet_config["bpemodel"]), out / "bpe.model")
         espnet_config["bpemodel"] = "bpe.model"
     stats = (espnet_config.get("normalize_conf") or {}).get("stats_file")
     if espnet_config.get("normalize") == "global_mvn" and stats:
-        _copy(Path(stats), out / "feats_stats.npz")
+        copy_file(Path(stats), out / "feats_stats.npz")
         espnet_config["normalize_conf"]["stats_file"] = "feats_stats.npz"
     if plan is not None:
         text = plan.to_json() if hasattr(plan, "to_json") else plan
-        _write_text(out / "plan.json", text if isinstance(text, str) else json.dumps(text, indent=2))
+        write_text(out / "plan.json", text if isinstance(text, str) else json.dumps(text, indent=2))
     espnet_config = _relative_paths(espnet_config, out)
     last_epoch = _last_epoch(espnet_dir) or follower.last_epoch
     info = _provenance(out, config, train, valid, options, follower, normalize, averaged, provenance, last_epoch)
-    _write_text(out / "provenance.json", json.dumps(info, indent=2, default=str) + "\n")
-    _write_text(out / "config.yaml", yaml.safe_dump(espnet_config, allow_unicode=True, sort_keys=False))
-    _copy(source, out / "model.pth")  # last: its presence means OUT is complete
+    write_text(out / "provenance.json", json.dumps(info, indent=2, default=str) + "\n")
+    write_text(out / "config.yaml", yaml.safe_dump(espnet_config, allow_unicode=True, sort_keys=False))
+    copy_file(source, out / "model.pth")  # last: its presence means OUT is complete
     return TrainResult(
         out=out,
         model=out / "model.pth",
@@ -881,19 +882,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def _copy(source: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(dest)
 
 
 def iter_epochs(log: str | Path) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:

@@ -27,13 +27,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from espzoo._fs import atomic_write
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
@@ -693,38 +693,27 @@ def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResu
         if row.action == "mismatch" and not plan.ignore_init_mismatch:
             raise TransferError(f"{row.target_key} differs in shape; exclude it or pass --ignore-init-mismatch.")
     checkpoint = dest / "init.pth"
-    _atomic(checkpoint, lambda tmp: _save_lean(*_adapted_state(plan, seed=seed), tmp))
+    atomic_write(checkpoint, lambda tmp: _save_lean(*_adapted_state(plan, seed=seed), tmp))
 
     config = dict(plan.target_config)
     vocabulary = plan.vocabulary
     if vocabulary and vocabulary.bpemodel:
-        _atomic(dest / "bpe.model", lambda tmp: shutil.copyfile(vocabulary.bpemodel, tmp))  # type: ignore[arg-type]
+        atomic_write(dest / "bpe.model", lambda tmp: shutil.copyfile(vocabulary.bpemodel, tmp))  # type: ignore[arg-type]
         config["bpemodel"] = str((dest / "bpe.model").resolve())
     stats_file = (config.get("normalize_conf") or {}).get("stats_file")
     if stats_file and Path(stats_file).is_file():
-        _atomic(dest / "feats_stats.npz", lambda tmp: shutil.copyfile(stats_file, tmp))
+        atomic_write(dest / "feats_stats.npz", lambda tmp: shutil.copyfile(stats_file, tmp))
         config["normalize_conf"] = {**config["normalize_conf"], "stats_file": str((dest / "feats_stats.npz").resolve())}
     config["init_param"] = [str(checkpoint.resolve())]
     config["ignore_init_mismatch"] = False  # init.pth holds exactly the target's shapes
     config["freeze_param"] = list(plan.freeze)
     tokens = dest / "tokens.txt"
-    _atomic(tokens, lambda tmp: tmp.write_text("\n".join(config["token_list"]) + "\n", encoding="utf-8"))
+    atomic_write(tokens, lambda tmp: tmp.write_text("\n".join(config["token_list"]) + "\n", encoding="utf-8"))
     config_path = dest / "config.yaml"
-    _atomic(config_path, lambda tmp: tmp.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False)))
+    atomic_write(config_path, lambda tmp: tmp.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False)))
     plan_path = dest / "plan.json"
-    _atomic(plan_path, lambda tmp: tmp.write_text(json.dumps(plan.to_json(), indent=1, ensure_ascii=False)))
+    atomic_write(plan_path, lambda tmp: tmp.write_text(json.dumps(plan.to_json(), indent=1, ensure_ascii=False)))
     return TransferResult(checkpoint, config_path, plan_path, tokens)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _ReleasingWriter:

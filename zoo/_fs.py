@@ -1,0 +1,51 @@
+"""Writing files and folders so that they appear complete or not at all.
+
+Every output a later run trusts (checkpoints, configs, Kaldi dirs, reports, lock files) is written under a
+temporary name beside its destination and renamed into place when complete: a crash, Ctrl-C or full disk
+leaves the old version or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def copy_file(source: Path, dest: Path) -> Path:
+    return atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def replace_dir(tmp: Path, dest: Path) -> Path:
+    """Move the finished folder `tmp` to `dest`; an existing `dest` is swapped out only once `tmp` is in place
+    (an empty one is simply removed)."""
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old.{os.getpid()}.{tmp.name}")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
+    return dest
