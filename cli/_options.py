@@ -42,6 +42,14 @@ NewRowsOpt = Annotated[
 StatsOpt = Annotated[
     str, typer.Option("--stats", help="Normalization stats: keep the pretrained ones, or compute new ones (new).")
 ]
+TransplantOpt = Annotated[
+    bool,
+    typer.Option(
+        "--transplant/--no-transplant",
+        help="Copy the rows of tokens both vocabularies share into the new CTC/decoder layers "
+        "(--no-transplant: ESPnet's way, those layers start fresh; needs --ignore-init-mismatch).",
+    ),
+]
 InitParamOpt = Annotated[
     list[str] | None,
     typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
@@ -59,6 +67,7 @@ def transfer_options(
     new_rows: str,
     stats: str,
     init_param: list[str] | None,
+    transplant: bool = True,
 ) -> Any:
     """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
     from espzoo.cli._output import fail
@@ -84,4 +93,5 @@ def transfer_options(
         vocab=vocab,
         new_rows=new_rows,  # type: ignore[arg-type]
         stats=stats,  # type: ignore[arg-type]
+        transplant=transplant,
     )

@@ -32,6 +32,7 @@ from espzoo.cli._options import (
     ModelArg,
     NewRowsOpt,
     StatsOpt,
+    TransplantOpt,
     VocabOpt,
     transfer_options,
 )
@@ -55,6 +56,7 @@ def finetune(
     new_rows: NewRowsOpt = "mean",
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
+    transplant: TransplantOpt = True,
     max_epoch: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warmup.")] = 5e-4,
     warmup_steps: Annotated[int | None, typer.Option(help="Warmup steps (default: 10% of the run).")] = None,
@@ -86,7 +88,7 @@ def finetune(
 
     transfer = transfer_options(
         exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
-        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param,
+        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
     )
     training = TrainOptions(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,

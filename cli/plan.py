@@ -27,6 +27,7 @@ from espzoo.cli._options import (
     ModelArg,
     NewRowsOpt,
     StatsOpt,
+    TransplantOpt,
     VocabOpt,
     transfer_options,
 )
@@ -46,13 +47,14 @@ def plan(
     new_rows: NewRowsOpt = "mean",
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
+    transplant: TransplantOpt = True,
     detail: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Show the transfer plan for MODEL. Example: espzoo plan espnet/bn_openslr53 --vocab char:data/train"""
     options = transfer_options(
         exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
-        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param,
+        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
     )
     result = _plan(model, options)
     if json:

@@ -386,6 +386,16 @@ def test_plan_cli_json_schema(pretrained: Path) -> None:
     assert plan["summary"]["stats"] == "pretrained"
 
 
+def test_plan_cli_no_transplant_is_espnets_way(pretrained: Path) -> None:
+    refused = _cli(str(pretrained), "--vocab", f"char:{ES_TEXT}", "--no-transplant")
+    assert refused.exit_code == 1 and "--ignore-init-mismatch" in refused.output
+    result = _cli(str(pretrained), "--vocab", f"char:{ES_TEXT}", "--no-transplant", "--ignore-init-mismatch", "--json")
+    assert result.exit_code == 0, result.output
+    actions = {row["target_key"]: row["action"] for row in json.loads(result.stdout)["rows"]}
+    assert actions["ctc.ctc_lo.weight"] == actions["decoder.embed.0.weight"] == "mismatch"
+    assert "transplant" not in actions.values()
+
+
 def test_plan_cli_table_collapsed_and_detailed(pretrained: Path) -> None:
     collapsed = _cli(str(pretrained), "--vocab", f"char:{ES_TEXT}")
     assert collapsed.exit_code == 0, collapsed.output
