@@ -158,3 +158,11 @@ def test_unknown_model_suggests_catalog_ids(served: str, data: dict[str, Path], 
     result = espzoo(["finetune", "espnet/bn_openslr35", "--train", str(data["train"]), "--valid", str(data["dev"]),
                      "--out", str(tmp_path / "exp")], served, tmp_path / "hf")
     assert result.returncode != 0 and "espnet/bn_openslr53" in result.stderr
+
+
+def test_amp_without_a_gpu_is_refused_before_any_work(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    result = espzoo(["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+                     "--use-amp"], served, tmp_path / "hf")
+    assert result.returncode != 0 and "needs a GPU" in result.stderr
+    assert not out.exists()

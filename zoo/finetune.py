@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
-from espzoo.trainer import EpochReport, TrainOptions, TrainResult, run
+from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
 
@@ -94,7 +94,9 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
-    parse_vocab_spec(request.transfer.vocab)  # a spec that does not parse is refused before any work
+    # Options that cannot work are refused before any work.
+    parse_vocab_spec(request.transfer.vocab)
+    check_options(request.training)
 
     stage("model")
     source = open_source(request.model)

@@ -538,9 +538,8 @@ def run(
     return result
 
 
-def _check_request(
-    out: Path, train: Dataset, valid: Dataset, options: TrainOptions, resuming: bool, init: str | Path | None
-) -> None:
+def check_options(options: TrainOptions) -> None:
+    """Refuse options this machine cannot honour; cheap, so callers run it before any data or model work."""
     if options.use_amp and options.ngpu < 1:
         raise TrainError("use_amp (mixed precision) needs a GPU; set ngpu >= 1 or drop use_amp.")
     if options.ngpu > 0:
@@ -553,6 +552,12 @@ def _check_request(
             )
     if options.max_epoch < 1:
         raise TrainError("max_epoch must be at least 1.")
+
+
+def _check_request(
+    out: Path, train: Dataset, valid: Dataset, options: TrainOptions, resuming: bool, init: str | Path | None
+) -> None:
+    check_options(options)
     if train.name == valid.name:
         raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
     if resuming:
