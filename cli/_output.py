@@ -21,17 +21,35 @@ def print_table(
     *,
     title: str | None = None,
     headers: Mapping[str, str] | None = None,
+    optional: Sequence[str] = (),
 ) -> None:
-    """Render rows as a rich table; `columns` are keys of each row, `headers` optional labels."""
+    """Render rows as a rich table; `columns` are keys of each row, `headers` optional labels.
+
+    The first column names the row (a repo id, a tensor) and is never cut. In a terminal too narrow for the
+    whole table, the `optional` columns are dropped, in the order given, before anything is squeezed."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column((headers or {}).get(col, col))
-    for row in rows:
-        table.add_row(*(_cell(row.get(col)) for col in columns))
-    Console().print(table)
+    console = Console()
+    rows = list(rows)
+    shown = list(columns)
+
+    def build() -> Table:
+        table = Table(title=title, show_lines=False)
+        for i, col in enumerate(shown):
+            table.add_column((headers or {}).get(col, col), no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*(_cell(row.get(col)) for col in shown))
+        return table
+
+    table = build()
+    for col in optional:
+        if console.measure(table, options=console.options.update(max_width=10_000)).maximum <= console.width:
+            break
+        if col in shown:
+            shown.remove(col)
+            table = build()
+    console.print(table)
 
 
 def print_fields(fields: Mapping[str, Any], *, title: str | None = None) -> None:

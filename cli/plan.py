@@ -90,10 +90,10 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             for row in plan["rows"]
         ]
         columns = ["target_key", "action", "source_key", "shapes", "frozen", "note"]
-        print_table(rows, columns, title="transfer plan (every tensor)")
+        print_table(rows, columns, title="transfer plan (every tensor)", optional=["note", "source_key", "frozen"])
     else:
         print_table(_collapsed(plan["rows"]), ["module", "action", "tensors", "parameters", "frozen", "note"],
-                    title="transfer plan (--detail: every tensor)")
+                    title="transfer plan (--detail: every tensor)", optional=["frozen"])
     totals = ", ".join(f"{a} {v['tensors']} ({v['parameters']:,} values)" for a, v in summary["actions"].items())
     info(f"total: {totals}")
     for i, spec in enumerate(summary["specs"]):

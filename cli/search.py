@@ -47,7 +47,7 @@ def search(
         fail(f"no catalog entry matches {query!r} with these filters; try fewer filters or `espzoo search`.")
     title = f"{len(rows)} of {len(catalog)} models"
     print_table(rows, ["repo_id", "task", "languages", "corpus", "architecture", "tokens", "wer", "cer"],
-                title=title)
+                title=title, optional=["architecture", "tokens", "corpus", "wer"])
 
 
 def info(
