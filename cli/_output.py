@@ -38,18 +38,21 @@ def print_table(
         table = Table(title=title, show_lines=False)
         for i, col in enumerate(shown):
             table.add_column((headers or {}).get(col, col), no_wrap=i == 0)
-        for row in rows:
-            table.add_row(*(_cell(row.get(col)) for col in shown))
+        for i in range(len(rows)):
+            table.add_row(*(cells[col][i] for col in shown))
         return table
 
-    table = build()
+    cells = {col: [_cell(row.get(col)) for row in rows] for col in columns}
+
+    def natural_width() -> int:  # one line per cell, 3 characters of padding and border per column
+        return 1 + sum(3 + max([len((headers or {}).get(c, c)), *map(len, cells[c])]) for c in shown)
+
     for col in optional:
-        if console.measure(table, options=console.options.update(max_width=10_000)).maximum <= console.width:
+        if natural_width() <= console.width:
             break
         if col in shown:
             shown.remove(col)
-            table = build()
-    console.print(table)
+    console.print(build())
 
 
 def print_fields(fields: Mapping[str, Any], *, title: str | None = None) -> None:
