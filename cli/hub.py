@@ -67,7 +67,8 @@ def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
         rows = [{"file": c.path, "state": "ok" if c.actual == c.expected else ("fixed" if c.fixed else
                  ("missing" if c.actual is None else "CORRUPTED")), "expected": c.expected[:16]}
                 for c in report.checks]
-        print_table(rows, ["file", "state", "expected"], title=f"{report.repo_id}@{report.commit[:12]}")
+        print_table(rows, ["file", "state", "expected"], title=f"{report.repo_id}@{report.commit[:12]}",
+                    optional=["expected"])
     if not report.ok:
         hint = "" if fix else "; run `espzoo verify " + repo + " --fix` to download them again"
         fail(f"{len(report.bad)} of {len(report.checks)} cached files do not match the Hub's hashes{hint}.")
