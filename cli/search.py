@@ -83,8 +83,13 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
     """The bundle view of the newest cached revision (or the one asked for); None when not pulled.
     Reads the HF cache only: no request, no torch."""
     from espzoo.bundle import BundleError, open_bundle
-    from espzoo.hub import list_cached
+    from espzoo.hub import hub_cache_dir, list_cached
 
+    # One listdir answers "not pulled" (the common case); scanning the whole cache is only for repos it holds.
+    folder = "models--" + repo_id.replace("/", "--").lower()
+    cache = hub_cache_dir()
+    if not cache.is_dir() or not any(p.name.lower() == folder for p in cache.iterdir()):
+        return None
     for cached in list_cached():
         if cached.repo_id.lower() != repo_id.lower():
             continue
