@@ -20,21 +20,23 @@ import copy
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from espzoo import repo
+from espzoo.errors import BundleError
+from espzoo.repo import (  # noqa: F401 (re-exported: the names callers used before the rules moved to repo.py)
+    BPE_NAME,
+    CHECKPOINT_SUFFIXES,
+    DEFAULT_SAMPLE_RATE,
+    STATS_NAME,
+    TOKENS_NAME,
+    config_sample_rate,
+)
+from espzoo.repo import parse_sample_rate as parse_rate  # noqa: F401 (the old name)
 
-# Files ESPnet's ASR/S2T recipes ship; these names are conventions, found by content when meta.yaml is absent.
-STATS_NAME = "feats_stats.npz"
-BPE_NAME = "bpe.model"
-TOKENS_NAME = "tokens.txt"
-CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _MAX_CONFIG_BYTES = 20_000_000  # an ESPnet config with an inline 50k-token list is ~1 MB
-
-
-class BundleError(Exception):
-    """A folder that cannot be used as an ESPnet ASR/S2T model; the message names the problem and the fix."""
 
 
 class UnsafeCheckpointError(BundleError):
@@ -132,45 +134,46 @@ def open_bundle(path: str | os.PathLike[str] | Any) -> Bundle:
     root = Path(getattr(path, "path", path)).expanduser().absolute()
     if not root.is_dir():
         raise BundleError(f"Model folder {root} does not exist; pull the model first (espzoo pull REPO).")
+    files = _repo_files(root)
     meta = _read_meta(root)
     warnings: list[str] = []
     if meta is not None:
-        task, config_path, checkpoint = _files_from_meta(root, meta)
+        task, config_path, checkpoint = _files_from_meta(root, meta, files)
     else:
-        config_path = _find_config(root)
-        task = "s2t" if _looks_like_s2t(_load_yaml(config_path) or {}) else "asr"
-        checkpoint = _find_checkpoint(root, config_path.parent)
+        config_path = _find_config(root, files)
+        task = repo.task_of_config(_load_yaml(config_path) or {})
+        checkpoint = _find_checkpoint(root, files, config_path.parent, _load_yaml(config_path))
     config = _load_yaml(config_path)
-    if not isinstance(config, dict) or not _looks_like_train_config(config):
+    if not repo.looks_like_train_config(config):
         raise BundleError(f"{config_path} is not an ESPnet ASR/S2T training config (no encoder or token_list).")
 
     token_type = str(config.get("token_type") or "char")
     bpemodel = None
     bpe_value = config.get("bpemodel")
     if token_type == "bpe":  # a sentencepiece file; other token types name a tokenizer ("whisper_en", HF ids)
-        bpemodel = _locate(root, bpe_value or "", fallback=BPE_NAME)
+        bpemodel = _locate(root, bpe_value or "", fallback=BPE_NAME, files=files)
         if bpemodel is None:
             raise BundleError(
                 f"{root} has token_type bpe but no {BPE_NAME} (config says {config.get('bpemodel')!r}); "
                 "pull the whole repo (espzoo pull REPO --all)."
             )
     elif isinstance(bpe_value, str) and bpe_value.endswith(".model"):
-        bpemodel = _locate(root, bpe_value)
+        bpemodel = _locate(root, bpe_value, files=files)
     stats_file = None
-    normalize_conf = config.get("normalize_conf") or {}
-    if config.get("normalize") == "global_mvn" or "stats_file" in normalize_conf:
-        stats_file = _locate(root, str(normalize_conf.get("stats_file") or ""), fallback=STATS_NAME)
+    needs_stats, stats_value = repo.stats_reference(config)
+    if needs_stats:
+        stats_file = _locate(root, stats_value or "", fallback=STATS_NAME, files=files)
         if stats_file is None:
             raise BundleError(
                 f"{root} uses global_mvn but has no {STATS_NAME} (config says "
-                f"{normalize_conf.get('stats_file')!r}); pull the whole repo (espzoo pull REPO --all)."
+                f"{stats_value!r}); pull the whole repo (espzoo pull REPO --all)."
             )
-    token_list = _token_list(root, config)
+    token_list = _token_list(root, config, config_path, files)
     if not token_list:
         raise BundleError(f"{config_path} has no token_list and {root} holds no {TOKENS_NAME}; the repo is incomplete.")
     for key in ("non_linguistic_symbols",):
         value = config.get(key)
-        if isinstance(value, str) and value.lower() != "none" and _locate(root, value) is None:
+        if isinstance(value, str) and value.lower() != "none" and _locate(root, value, files=files) is None:
             warnings.append(f"{key} {value!r} is not in the repo; it is left as published.")
     return Bundle(
         root=root,
@@ -193,100 +196,68 @@ def _read_meta(root: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     meta = _load_yaml(path)
-    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
-        raise BundleError(f"{path} is not an ESPnet meta.yaml (no `files:` mapping); the repo may be damaged.")
+    repo.meta_files(meta, str(path))  # refuses a meta.yaml without `files:`
     return meta
 
 
-def _files_from_meta(root: Path, meta: dict[str, Any]) -> tuple[str, Path, Path]:
-    files, yaml_files = meta.get("files") or {}, meta.get("yaml_files") or {}
-    for task in ("asr", "s2t"):
-        if f"{task}_model_file" in files:
-            break
-    else:
-        kinds = sorted(k.removesuffix("_model_file").removesuffix("_file") for k in files)
+def _files_from_meta(root: Path, meta: dict[str, Any], files: list[str]) -> tuple[str, Path, Path]:
+    named = repo.meta_files(meta, str(root / "meta.yaml"))
+    if named.task is None:
         raise BundleError(
-            f"{root} is not an ESPnet ASR or S2T model (its meta.yaml lists {', '.join(kinds) or 'no'} files); "
+            f"{root} is not an ESPnet ASR or S2T model (its meta.yaml lists {', '.join(named.kinds) or 'no'} files); "
             "choose an ASR model (espzoo search --task asr)."
         )
     found = {}
-    for kind, name in (("checkpoint", files[f"{task}_model_file"]), ("config", yaml_files.get(f"{task}_train_config"))):
-        path = _locate(root, str(name)) if name else None
+    for kind, name in (("checkpoint", named.checkpoint), ("config", named.config)):
+        path = _locate(root, name, files=files) if name else None
         if path is None:
             raise BundleError(
                 f"{root}: meta.yaml names the {kind} {name!r} but it is not in the folder; "
                 "pull the whole repo (espzoo pull REPO --all)."
             )
         found[kind] = path
-    return task, found["config"], found["checkpoint"]
+    return named.task, found["config"], found["checkpoint"]
 
 
-def _find_config(root: Path) -> Path:
+def _find_config(root: Path, files: list[str]) -> Path:
     """The ESPnet training config among the repo's YAML files (decode, LM and stats configs lose)."""
+    with_checkpoint = repo.checkpoint_dirs(files)
     candidates = []
-    for path in _repo_files(root, (".yaml", ".yml")):
-        if path.name == "meta.yaml" or path.stat().st_size > _MAX_CONFIG_BYTES:
+    for rel in files:
+        path = root / rel
+        if not rel.endswith((".yaml", ".yml")) or path.name == "meta.yaml" or path.stat().st_size > _MAX_CONFIG_BYTES:
             continue
         config = _load_yaml(path, quiet=True)
-        if isinstance(config, dict) and _looks_like_train_config(config):
-            # A collect_stats run saves the same config with collect_stats: true beside the stats.
-            rank = (bool(config.get("collect_stats")), not _has_checkpoint(path.parent), len(path.parts))
-            candidates.append((rank, str(path), path))
-    if not candidates:
+        if repo.looks_like_train_config(config):
+            parent = str(PurePosixPath(rel).parent)
+            candidates.append((rel, parent in with_checkpoint, bool(config.get("collect_stats"))))
+    chosen = repo.choose_config(candidates)
+    if chosen is None:
         raise BundleError(
             f"{root} is not an ESPnet ASR model: no ESPnet training config (a YAML with encoder and token_list "
             "keys) was found; check the repo id, or pull everything (espzoo pull REPO --all)."
         )
-    return min(candidates)[2]
+    return root / chosen
 
 
-def _find_checkpoint(root: Path, config_dir: Path) -> Path:
-    """Beside the config first; then the averaged `valid.acc.ave*`, else a `*best*`, else the largest."""
-    checkpoints = _repo_files(root, CHECKPOINT_SUFFIXES)
-    if not checkpoints:
+def _find_checkpoint(root: Path, files: list[str], config_dir: Path, config: Any) -> Path:
+    """The checkpoint that is "the model" (repo.best_checkpoint): beside the config, the averaged one first."""
+    chosen = repo.best_checkpoint(files, config_dir.relative_to(root).as_posix(), repo.config_criteria(config))
+    if chosen is None:
         raise BundleError(
             f"{root} has an ESPnet config but no checkpoint (*.pth); pull the whole repo (espzoo pull REPO --all)."
         )
-
-    def rank(path: Path) -> tuple:
-        name = path.name
-        if name.startswith("valid.acc.ave"):
-            kind = 0
-        elif ".ave" in name:
-            kind = 1
-        elif "best" in name:
-            kind = 2
-        elif name.startswith("checkpoint") or re.fullmatch(r"\d+epoch\.pth", name):
-            kind = 4  # training state / single epochs: a last resort
-        else:
-            kind = 3
-        language_model = path.parent.name.startswith("lm")  # exp/lm_train_*/: a language model, never the ASR
-        return (path.parent != config_dir, language_model, kind, -path.stat().st_size, str(path))
-
-    return min(checkpoints, key=rank)
+    return root / chosen
 
 
-def _repo_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files under root with these suffixes, skipping hidden folders (.cache/huggingface, .git)."""
+def _repo_files(root: Path) -> list[str]:
+    """Every file under root as a POSIX path relative to it, skipping hidden folders (.cache/huggingface, .git)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / n for n in sorted(filenames) if n.endswith(suffixes)]
+        rel = Path(dirpath).relative_to(root)
+        found += [(rel / n).as_posix() for n in sorted(filenames)]
     return found
-
-
-def _has_checkpoint(folder: Path) -> bool:
-    return any(p.suffix in CHECKPOINT_SUFFIXES for p in folder.iterdir())
-
-
-def _looks_like_train_config(config: dict[str, Any]) -> bool:
-    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list."""
-    return "encoder" in config and "token_list" in config
-
-
-def _looks_like_s2t(config: dict[str, Any]) -> bool:
-    model_conf = config.get("model_conf") or {}
-    return config.get("preprocessor") == "s2t" or "sym_na" in model_conf or "sym_sop" in model_conf
 
 
 def _load_yaml(path: Path, quiet: bool = False) -> Any:
@@ -313,46 +284,23 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _locate(root: Path, value: str, fallback: str | None = None) -> Path | None:
-    """A path from a config, found inside the repo: as written, then by trailing parts, then by name.
+def _locate(root: Path, value: str | None, fallback: str | None = None, files: list[str] | None = None) -> Path | None:
+    """A path from a config, found inside the repo by repo.locate (as written, by trailing parts, by name).
 
     Returns the path inside the repo (not resolved through symlinks: the snapshot's name for the file).
     """
-    value = value.strip()
-    if value and value.lower() != "none":
-        parts = [p for p in Path(value).parts if p not in ("/", "..", ".")]
-        for start in range(len(parts)):
-            candidate = root.joinpath(*parts[start:])
-            if candidate.is_file():
-                return candidate
-    name = fallback or (Path(value).name if value else None)
-    if name:
-        matches = [p for p in _repo_files(root, (name,)) if p.name == name]
-        if matches:
-            return min(matches, key=lambda p: (len(p.parts), str(p)))
-    return None
+    found = repo.locate(value, files if files is not None else _repo_files(root), fallback)
+    return root / found if found is not None else None
 
 
-def _token_list(root: Path, config: dict[str, Any]) -> list[str]:
+def _token_list(root: Path, config: dict[str, Any], config_path: Path, files: list[str]) -> list[str]:
     tokens = config.get("token_list")
     if isinstance(tokens, list):
-        return [str(t) for t in tokens]
-    path = _locate(root, tokens if isinstance(tokens, str) else "", fallback=TOKENS_NAME)
+        return repo.check_tokens(tokens, str(config_path))
+    path = _locate(root, tokens if isinstance(tokens, str) else "", fallback=TOKENS_NAME, files=files)
     if path is None:
         return []
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-DEFAULT_SAMPLE_RATE = 16000  # ESPnet's default frontend rate, when a config does not say
-
-
-def config_sample_rate(config: dict[str, Any], default: int | None = DEFAULT_SAMPLE_RATE) -> int | None:
-    """The rate a model's frontend expects: frontend_conf.fs or preprocessor_conf.fs (16000 or "16k")."""
-    for conf in (config.get("frontend_conf") or {}, config.get("preprocessor_conf") or {}):
-        rate = parse_rate(conf.get("fs"))
-        if rate:
-            return rate
-    return default
+    return repo.parse_token_list(path.read_text(encoding="utf-8"), str(path))
 
 
 def resolve_config_paths(config: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -375,7 +323,8 @@ def resolve_config_paths(config: dict[str, Any], root: Path) -> dict[str, Any]:
 
 
 def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
-    """frontend_conf.fs (ESPnet writes "16k" or 16000), else the fs a README's config shows."""
+    """The config's rate (repo.config_sample_rate), else the fs a README's config shows, else ESPnet's 16 kHz
+    default (what finetune, evaluate and the trainer then use too)."""
     rate = config_sample_rate(config, default=None)
     if rate:
         return rate
@@ -383,19 +332,8 @@ def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
     if readme.is_file():
         match = re.search(r"^\s*fs:\s*(\S+)\s*$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
         if match:
-            return parse_rate(match.group(1))
-    return None
-
-
-def parse_rate(value: Any) -> int | None:
-    """A sample rate as ESPnet configs write it (16000, "16000", "16k", "22.05k") in Hz, else None."""
-    if isinstance(value, int | float) and value > 0:
-        return int(value)
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kK]?)\s*", value)
-        if match:
-            return int(float(match.group(1)) * (1000 if match.group(2) else 1))
-    return None
+            return repo.parse_sample_rate(match.group(1)) or DEFAULT_SAMPLE_RATE
+    return DEFAULT_SAMPLE_RATE
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from espzoo.errors import CatalogError  # noqa: F401 (re-exported)
+from espzoo.repo import parse_sample_rate  # noqa: F401 (the one reader of rates: 44k is 44100 everywhere)
+
 CATALOG_FILE = "catalog.yaml"
 
 # English names (and common alternatives) of the languages a user is likely to search for.
@@ -46,10 +49,6 @@ ENCODERS = {
 }
 FRONTENDS = {"wavlm", "hubert", "wav2vec2", "xlsr", "mms", "beats", "xeus", "avhubert", "whisper"}
 DECODERS = {"transducer": "transducer", "s4_decoder": "s4", "ctc": "none (CTC only)"}
-
-
-class CatalogError(ValueError):
-    """A catalog file that does not follow the schema; the message names the entry and the field."""
 
 
 @dataclass(frozen=True)
@@ -432,16 +431,6 @@ def parse_tokens(cell: str) -> dict[str, Any]:
     if m:
         return {"type": m.group(1), "size": int(m.group(2))} if m.group(2) else {"type": m.group(1)}
     return {"type": cell.strip()} if cell and cell.strip() else {}
-
-
-def parse_sample_rate(cell: str) -> int | None:
-    m = re.match(r"\s*(\d+)\s*(k)?", cell or "")
-    if not m:
-        return None
-    value = int(m.group(1))
-    if m.group(2) or value < 1000:  # "44khz (as named)", "22k": kilohertz
-        value = {44: 44100, 22: 22050, 11: 11025}.get(value, value * 1000)
-    return value
 
 
 def parse_architecture(cell: str) -> dict[str, Any]:

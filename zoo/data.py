@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from espzoo._fs import replace_dir
+from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 AUDIO_COLUMNS = ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav", "wav_path")
@@ -67,14 +68,6 @@ class Problem:
     def __str__(self) -> str:
         utt = f" [{self.utt_id}]" if self.utt_id else ""
         return f"{self.where}{utt}: {self.what} (fix: {self.fix})"
-
-
-class DataError(ValueError):
-    """The input data cannot be used as it is; `problems` lists every offending entry."""
-
-    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
-        super().__init__(message)
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True)

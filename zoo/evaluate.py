@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
+from espzoo.errors import EvaluateError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,7 +177,7 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRa
 # Config keys that hold paths (DESIGN.md); only these are resolved, never token strings that look like paths.
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(EvaluateError):
     """The model named is not an experiment dir, a model folder or a repo id."""
 
 
@@ -370,7 +371,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # Audio and data sets
 
 
-class AudioError(ValueError):
+class AudioError(EvaluateError):
     """An audio file that cannot be read."""
 
 

@@ -33,12 +33,9 @@ from typing import Any
 import yaml
 from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
+from espzoo.errors import ExportError  # noqa: F401 (re-exported)
 
 MODEL_FILE = "valid.acc.ave.pth"
-
-
-class ExportError(ValueError):
-    """An experiment dir that cannot be exported, or a destination that would be overwritten."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
+from espzoo.repo import config_sample_rate
 from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec

@@ -28,7 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from espzoo import repo as rules
 from espzoo._fs import write_text
+from espzoo.errors import (
+    BundleError,
+    HubError,  # noqa: F401 (re-exported)
+)
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -39,10 +44,6 @@ API_TIMEOUT = 30.0  # seconds for each API call (model info, tree listing)
 DOWNLOAD_CHUNK = 64 * 1024
 LOCK_HEADER = "# espzoo.lock: the exact commit of each model, written by `espzoo pull --lock`. Commit it.\n"
 T = TypeVar("T")
-
-
-class HubError(Exception):
-    """A pull/verify/rm failure a user can act on; str() is one sentence naming the problem and the fix."""
 
 
 class RepoNotFound(HubError):
@@ -220,52 +221,64 @@ def _log_note(note: str) -> None:
 def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> list[str]:
     """The repo files an ASR fine-tune needs. `read(path)` returns a small file's text (meta.yaml, the config).
 
-    meta.yaml names the config and checkpoint; without it the training folder is found by content: an exp/ folder
-    holding a config.yaml and a .pth, not a language model's. Raises NotAsrModel when there is none."""
+    The same rules as `bundle.open_bundle` (espzoo.repo), applied to the Hub's listing: meta.yaml names the config
+    and checkpoint; without it the training config is found by its place (a config.yaml beside a checkpoint, not
+    a language model's) and the checkpoint by rules.best_checkpoint. Raises NotAsrModel when there is none."""
     files = list(listing)
     present = set(files)
     wanted = {f for f in ("README.md", "meta.yaml") if f in present}
     config = checkpoint = None
     if "meta.yaml" in present:
-        meta = _yaml(read("meta.yaml"))
-        named = {**(meta.get("files") or {}), **(meta.get("yaml_files") or {})} if isinstance(meta, dict) else {}
-        for task in ("asr", "s2t"):
-            checkpoint = checkpoint or _present(named.get(f"{task}_model_file"), present)
-            config = config or _present(named.get(f"{task}_train_config"), present)
-        if named and not (config or checkpoint) and not any(k.startswith(("asr_", "s2t_")) for k in named):
-            kinds = ", ".join(sorted(named))
-            raise NotAsrModel(f"meta.yaml names no ASR model (it has {kinds}); pick an ASR model from "
-                              "`espzoo search --task asr`.")
-    if config is None or checkpoint is None:
-        found_config, found_checkpoint = _find_training_files(files)
-        config, checkpoint = config or found_config, checkpoint or found_checkpoint
+        try:
+            named = rules.meta_files(_yaml(read("meta.yaml")))
+        except BundleError:  # a damaged meta.yaml: found by content below; opening the folder reports it
+            named = None
+        if named is not None and named.task is None and named.kinds:
+            raise NotAsrModel(f"meta.yaml names no ASR model (it has {', '.join(named.kinds)} files); pick an ASR "
+                              "model from `espzoo search --task asr`.")
+        if named is not None:
+            config = rules.locate(named.config, present) if named.config else None
+            checkpoint = rules.locate(named.checkpoint, present) if named.checkpoint else None
+    if config is None:
+        config = find_training_config(files)
+    cfg = _yaml(read(config)) if config is not None else None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if checkpoint is None and config is not None:
+        checkpoint = rules.best_checkpoint(files, str(PurePosixPath(config).parent), rules.config_criteria(cfg))
     if config is None or checkpoint is None:
         what = "training config" if config is None else "checkpoint (.pth)"
         raise NotAsrModel(f"the repo holds no ESPnet ASR {what}, so it is not an ESPnet ASR model; "
                           "pick one from `espzoo search --task asr` or pass --all to fetch it anyway.")
     wanted |= {config, checkpoint}
-    cfg = _yaml(read(config))
-    cfg = cfg if isinstance(cfg, dict) else {}
-    referenced = [cfg.get("bpemodel"), cfg.get("non_linguistic_symbols"), cfg.get("token_list")]
-    referenced.append((cfg.get("normalize_conf") or {}).get("stats_file") if isinstance(cfg.get("normalize_conf"), dict)
-                      else None)
-    for value in referenced:
-        if isinstance(value, str) and _present(value, present):
-            wanted.add(_present(value, present))  # type: ignore[arg-type]
+    # What bundle.open_bundle will use (found the same way), then every token list and bpe model to be safe.
+    needs_stats, stats_value = rules.stats_reference(cfg)
+    bpe_fallback = rules.BPE_NAME if cfg.get("token_type") == "bpe" else None
+    referenced = [rules.locate(cfg.get("token_list"), present, rules.TOKENS_NAME)
+                  if not isinstance(cfg.get("token_list"), list) else None,
+                  rules.locate(cfg.get("bpemodel"), present, bpe_fallback),
+                  rules.locate(cfg.get("non_linguistic_symbols"), present),
+                  rules.locate(stats_value, present, rules.STATS_NAME) if needs_stats else None]
+    wanted |= {path for path in referenced if path is not None}
     for path in files:
         name = PurePosixPath(path).name
-        if _is_lm(path):
+        if rules.is_language_model(path):
             continue
-        if "token_list" in path or name in ("tokens.txt", "bpe.model") or fnmatch.fnmatch(name, "*bpe*.model"):
-            wanted.add(path)
-        elif name == "feats_stats.npz" and not any(p.endswith("feats_stats.npz") for p in wanted - {path}):
+        if "token_list" in path or name in (rules.TOKENS_NAME, rules.BPE_NAME) or fnmatch.fnmatch(name, "*bpe*.model"):
             wanted.add(path)
     return sorted(wanted)
 
 
-def _is_lm(path: str) -> bool:
-    """A language model's files (exp/lm_train_*/...): a fine-tune of the ASR model does not need them."""
-    return any(part == "lm" or part.startswith("lm_") for part in PurePosixPath(path).parts[:-1])
+def find_training_config(files: Iterable[str]) -> str | None:
+    """The training config of a listing without meta.yaml, by place: rules.choose_config over its config.yaml files."""
+    files = list(files)
+    with_checkpoint = rules.checkpoint_dirs(files)
+    return rules.choose_config((f, str(PurePosixPath(f).parent) in with_checkpoint, False)
+                              for f in files if PurePosixPath(f).name == rules.CONFIG_NAME)
+
+
+def best_checkpoint(paths: list[str]) -> str | None:
+    """rules.best_checkpoint (kept here for callers of the old name)."""
+    return rules.best_checkpoint(paths)
 
 
 def _yaml(text: str | None) -> Any:
@@ -277,58 +290,6 @@ def _yaml(text: str | None) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return None
-
-
-def _present(path: Any, present: set[str]) -> str | None:
-    """A path from meta.yaml/config as it appears in the repo (they are relative to the repo root, maybe with ./)."""
-    if not isinstance(path, str) or not path:
-        return None
-    norm = path.replace("\\", "/")
-    while norm.startswith("./"):
-        norm = norm[2:]
-    if norm in present:
-        return norm
-    # Absolute paths from the training machine: match the longest repo path they end with.
-    matches = [p for p in present if norm.endswith("/" + p)]
-    return max(matches, key=len) if matches else None
-
-
-def _find_training_files(files: list[str]) -> tuple[str | None, str | None]:
-    """(config, checkpoint) of the ASR training folder, found by content rather than fixed names."""
-    by_dir: dict[str, list[str]] = {}
-    for path in files:
-        by_dir.setdefault(str(PurePosixPath(path).parent), []).append(path)
-    candidates = []
-    for folder, paths in by_dir.items():
-        names = {PurePosixPath(p).name for p in paths}
-        leaf = PurePosixPath(folder).name
-        if "config.yaml" not in names or not any(n.endswith(".pth") for n in names):
-            continue
-        if _is_lm(f"{folder}/x") or leaf.startswith(("tts", "enh", "st_", "lm")):
-            continue
-        rank = 0 if leaf.startswith(("asr", "s2t")) else 1
-        candidates.append((rank, folder))
-    if not candidates:
-        configs = [p for p in files if p.endswith("config.yaml") and not _is_lm(p)]
-        checkpoints = [p for p in files if p.endswith(".pth") and not _is_lm(p)]
-        return (configs[0] if configs else None), (best_checkpoint(checkpoints) if checkpoints else None)
-    folder = sorted(candidates)[0][1]
-    paths = by_dir[folder]
-    return f"{folder}/config.yaml" if folder != "." else "config.yaml", best_checkpoint(
-        [p for p in paths if p.endswith(".pth")]
-    )
-
-
-def best_checkpoint(paths: list[str]) -> str:
-    """ESPnet's averaged model first (valid.acc.ave*), then the best by accuracy, then by loss, then any."""
-    order = ("valid.acc.ave*", "valid.acc.best*", "*.ave*", "valid.loss.best*", "*best*")
-
-    def rank(path: str) -> tuple[int, int, str]:
-        name = PurePosixPath(path).name
-        hit = next((i for i, pattern in enumerate(order) if fnmatch.fnmatch(name, pattern)), len(order))
-        return hit, name in ("checkpoint.pth",) or bool(re.fullmatch(r"\d+epoch\.pth", name)), name
-
-    return min(paths, key=rank)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1007,18 +968,18 @@ def refresh_catalog(
 
 def config_facts(session: _Session, repo_id: str, commit: str | None) -> dict[str, Any]:
     """Architecture, tokens, sample rate and task from a model's meta.yaml and training config; {} when absent."""
-    from espzoo.catalog import parse_sample_rate
-
     repo = _Session(repo_id, session.cache_dir, session.endpoint, session.token, 1, 0.2, session.timeout)
     try:
         commit = commit or repo.resolve(None)
         meta = _yaml(repo.read(commit, "meta.yaml", offline=False))
     except Exception:  # noqa: BLE001 - no meta.yaml (or it cannot be read): the card's facts stand alone
         return {}
-    named = {**(meta.get("files") or {}), **(meta.get("yaml_files") or {})} if isinstance(meta, dict) else {}
-    task = next((t for t in ("asr", "s2t") if f"{t}_train_config" in named), None)
-    config_path = named.get(f"{task}_train_config") if task else None
-    if not isinstance(config_path, str):
+    try:
+        named = rules.meta_files(meta)
+    except BundleError:  # not an ESPnet meta.yaml: the card's facts stand alone
+        return {}
+    task, config_path = named.task, named.config
+    if config_path is None:
         return {"task": task} if task else {}
     try:
         cfg = _yaml(repo.read(commit, config_path, offline=False))
@@ -1036,9 +997,8 @@ def config_facts(session: _Session, repo_id: str, commit: str | None) -> dict[st
         tokens["type"] = cfg["token_type"]
     if isinstance(cfg.get("token_list"), list):
         tokens["size"] = len(cfg["token_list"])
-    fs = (cfg.get("frontend_conf") or {}).get("fs") if isinstance(cfg.get("frontend_conf"), dict) else None
     facts = {"task": task, "architecture": arch, "tokens": tokens,
-             "sample_rate": parse_sample_rate(str(fs)) if fs is not None else None}
+             "sample_rate": rules.config_sample_rate(cfg, default=None)}
     return {k: v for k, v in facts.items() if v not in (None, {}, [])}
 
 

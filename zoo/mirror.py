@@ -42,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
+
 # Files the Hub stores in LFS whatever their size (a subset of the Hub's default .gitattributes),
 # and the size above which any file is LFS. LFS files are answered with a redirect to the second origin.
 LFS_PATTERNS = (
@@ -57,14 +59,6 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
 LOG_LIMIT = 10_000
-
-
-class MirrorError(Exception):
-    """A request the mirror answers with an error: status, X-Error-Code and a message."""
-
-    def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.commit = status, code, message, commit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from espzoo._espnet import import_asr_task
+from espzoo.errors import ModelConfigError  # noqa: F401 (re-exported)
 
 Device = Literal["cpu", "meta"]
-
-
-class ModelConfigError(ValueError):
-    """A training config ESPnet cannot build a model from (the message says what to fix)."""
 
 
 def training_args(config: dict[str, Any]) -> argparse.Namespace:

@@ -62,6 +62,8 @@ from typing import Any
 import yaml
 from espzoo._fs import copy_file, write_text
 from espzoo.data import Dataset
+from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
+from espzoo.repo import best_checkpoint, config_criteria, config_sample_rate
 from espzoo.vocab import Vocabulary
 
 # Keys of a pretrained model's training config that describe that run, not the model: dropped, then set
@@ -86,14 +88,6 @@ GPU_BATCH_BINS = 16_000_000
 STOP_GRACE_S = 30.0  # after SIGINT, how long ESPnet gets to exit before SIGTERM, then SIGKILL
 SAVE_WAIT_S = 120.0  # how long a stop waits for a checkpoint being written to be complete
 POLL_S = 0.2
-
-
-class TrainError(RuntimeError):
-    """Training could not start or did not finish; the message says why and what to do."""
-
-
-class TrainInterrupted(TrainError):
-    """The user stopped training (Ctrl-C / SIGTERM); OUT holds resumable state."""
 
 
 @dataclass
@@ -596,9 +590,7 @@ def _complete_zip(path: Path) -> bool:
 
 
 def _check_sample_rate(config: dict[str, Any], train: Dataset, valid: Dataset) -> None:
-    fs = (config.get("frontend_conf") or {}).get("fs", 16000)
-    if isinstance(fs, str):
-        fs = int(float(fs.lower().rstrip("k")) * 1000) if fs.lower().endswith("k") else int(fs)
+    fs = config_sample_rate(config)  # the rate finetune prepared the data at: one rule for both
     for data in (train, valid):
         if data.sample_rate != fs:
             raise TrainError(
@@ -759,14 +751,11 @@ def _group_alive(proc: subprocess.Popen) -> bool:
 
 
 def _averaged_checkpoint(espnet_dir: Path, config: dict[str, Any]) -> Path:
-    """ESPnet's n-best average for the first criterion that has one, else the last epoch."""
-    for phase, key, _ in config.get("best_model_criterion") or []:
-        candidate = espnet_dir / f"{phase}.{key}.ave.pth"
-        if candidate.exists():
-            return candidate
-    latest = espnet_dir / "latest.pth"
-    if latest.exists():
-        return latest
+    """ESPnet's n-best average for the first criterion that has one, else repo.best_checkpoint's pick."""
+    criteria = config_criteria(config)
+    found = best_checkpoint(espnet_dir.iterdir() if espnet_dir.is_dir() else (), str(espnet_dir), criteria)
+    if found is not None:
+        return found
     raise TrainError(f"ESPnet left no model in {espnet_dir}; see {espnet_dir.parent / 'train.log'}.")
 
 

@@ -34,7 +34,9 @@ from typing import Any, Literal
 
 import yaml
 from espzoo._fs import atomic_write
+from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
+from espzoo.repo import best_checkpoint, config_criteria, parse_token_list
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
@@ -59,10 +61,6 @@ VOCAB_AXES: dict[str, int] = {
 }
 NORMALIZE_PREFIX = "normalize"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
-class TransferError(ValueError):
-    """A spec, source or plan that cannot be carried out (the message says what to fix)."""
 
 
 # ---------------------------------------------------------------------------------------------------- specs
@@ -180,7 +178,8 @@ def open_source(text: str) -> Source:
         return Source(text, path, config)
     if path.is_dir():
         if (path / "config.yaml").is_file():
-            return Source(text, _experiment_checkpoint(path), _read_config(path / "config.yaml", relative_to=path))
+            config = _read_config(path / "config.yaml", relative_to=path)
+            return Source(text, _experiment_checkpoint(path, config), config)
         return _bundle_source(text, path)
     if _REPO_ID.match(text):
         from espzoo import hub
@@ -200,17 +199,13 @@ def _bundle_source(text: str, path: Path) -> Source:
     return Source(text, Path(bundle.checkpoint), bundle.resolved_config())
 
 
-def _experiment_checkpoint(folder: Path) -> Path:
-    """The model of an experiment dir: espzoo's OUT/model.pth, else ESPnet's averaged or latest epoch model."""
-    for name in ("model.pth", "valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "valid.loss.best.pth"):
-        if (folder / name).is_file():
-            return folder / name
-    epochs = sorted(folder.glob("*epoch.pth"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    averaged = sorted(folder.glob("*.ave*.pth"))
-    found = averaged or epochs
-    if not found:
+def _experiment_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
+    """The model of an experiment dir: espzoo's OUT/model.pth, else ESPnet's averaged, best or latest epoch model
+    (repo.best_checkpoint, the rule every caller uses)."""
+    found = best_checkpoint((p.name for p in folder.iterdir() if p.is_file()), criteria=config_criteria(config))
+    if found is None:
         raise TransferError(f"{folder} holds config.yaml but no model (model.pth, *.ave.pth or N epoch.pth).")
-    return found[-1]
+    return folder / found
 
 
 def _read_config(path: Path, *, relative_to: Path) -> dict[str, Any]:
@@ -225,7 +220,7 @@ def _read_config(path: Path, *, relative_to: Path) -> dict[str, Any]:
 def _token_list_of(config: dict[str, Any]) -> list[str]:
     tokens = config["token_list"]
     if isinstance(tokens, str):
-        return [line.rstrip() for line in Path(tokens).read_text(encoding="utf-8").splitlines()]
+        return parse_token_list(Path(tokens).read_text(encoding="utf-8"), tokens)
     return list(tokens)
 
 

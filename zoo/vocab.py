@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from espzoo.errors import VocabularyError  # noqa: F401 (re-exported)
+
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
 SPECIALS = (BLANK, UNK, SOS_EOS)
 SPACE = "<space>"
@@ -37,10 +39,6 @@ WORD_START = "\u2581"  # sentencepiece's "▁"
 _ALIASES = {SPACE: WORD_START, WORD_START: SPACE}
 
 VocabKind = Literal["keep", "char", "bpe", "unigram", "tokens", "bpemodel"]
-
-
-class VocabularyError(ValueError):
-    """A vocabulary spec or input that cannot give a vocabulary (the message says what to fix)."""
 
 
 @dataclass(frozen=True)
