@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from espzoo.cli._options import JsonOpt
-from espzoo.cli._output import fail, info, print_json, print_table
+from espzoo.cli._output import info, print_json, print_table
 
 ModelArg = Annotated[
     str,
@@ -64,9 +64,7 @@ def evaluate(
 
     options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
     with _progress("decoding", quiet=json) as progress:
-        report = _run(
-            lambda: run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
-        )
+        report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
     if json:
         print_json(report.to_dict(rows=rows))
         return
@@ -114,23 +112,12 @@ def transcribe(
 
     options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
     with _progress("transcribing", quiet=json or len(files) < 2) as progress:
-        texts = _run(lambda: run_transcription(model, files, options=options, progress=progress))
+        texts = run_transcription(model, files, options=options, progress=progress)
     if json:
         print_json([{"path": str(f), "text": t} for f, t in zip(files, texts, strict=True)])
         return
     for path, text in zip(files, texts, strict=True):
         typer.echo(f"{path}\t{text}")
-
-
-def _run(job: Any) -> Any:
-    """Run a library call; a user's mistake becomes one sentence and exit 1 (programming errors still raise)."""
-    from espzoo.bundle import BundleError
-    from espzoo.hub import HubError
-
-    try:
-        return job()
-    except (BundleError, HubError, FileNotFoundError, ValueError) as error:
-        fail(str(error))
 
 
 class _progress:

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 from espzoo.cli._options import JsonOpt
-from espzoo.cli._output import fail, info, print_json
+from espzoo.cli._output import info, print_json
 
 OutArg = Annotated[Path, typer.Argument(help="The experiment dir (espzoo finetune --out).", show_default=False)]
 DestOpt = Annotated[Path, typer.Option("--out", help="The folder to write the hub repo layout to.")]
@@ -43,19 +43,14 @@ def export(
     json: JsonOpt = False,
 ) -> None:
     """Write an experiment as an ESPnet Hub repo folder. Example: espzoo export exp/bn_ft --out hub_repo/"""
-    from espzoo.export import ExportError, ExportOptions
+    from espzoo.export import ExportOptions
     from espzoo.export import export as run_export
 
     options = ExportOptions(
         name=name, repo_id=repo_id, language=language, datasets=list(dataset or []), license=license,
         overwrite=overwrite,
     )
-    try:
-        path = run_export(out_dir, dest, options)
-    except ExportError as error:
-        fail(str(error))
-    except OSError as error:
-        fail(f"cannot write {dest} ({error.strerror or error}); check the path and free disk space.")
+    path = run_export(out_dir, dest, options)
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
     if json:
         print_json({"path": str(path), "files": files})

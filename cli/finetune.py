@@ -36,7 +36,7 @@ from espzoo.cli._options import (
     VocabOpt,
     transfer_options,
 )
-from espzoo.cli._output import fail, info, print_json
+from espzoo.cli._output import info, print_json
 
 DataOpt = Annotated[Path, typer.Option(help="A Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="The experiment dir to write (resumable).")]
@@ -106,28 +106,16 @@ def finetune(
 
 
 def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
-    from espzoo.bundle import BundleError
-    from espzoo.data import DataError
     from espzoo.finetune import finetune, prepare_finetune
-    from espzoo.hub import HubError
-    from espzoo.model import ModelConfigError
-    from espzoo.trainer import TrainError, TrainInterrupted
-    from espzoo.transfer import TransferError
-    from espzoo.vocab import VocabularyError
 
     progress = _Progress(request.training.max_epoch, quiet=quiet)
-    try:
-        if dry_run:
-            prepared = prepare_finetune(request, on_stage=progress.stage)
-            return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
-                    "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
-                    "plan": prepared.plan.to_json()["summary"]}
-        with progress:
-            result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
-    except TrainInterrupted as err:
-        fail(f"{err} Continue with the same command and --resume.", code=130)
-    except (DataError, TransferError, VocabularyError, ModelConfigError, BundleError, HubError, TrainError) as err:
-        fail(str(err))
+    if dry_run:
+        prepared = prepare_finetune(request, on_stage=progress.stage)
+        return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
+                "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
+                "plan": prepared.plan.to_json()["summary"]}
+    with progress:  # a TrainInterrupted (Ctrl-C) exits 130 with the library's "continue with --resume" sentence
+        result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
     last = result.history[-1] if result.history else None
     summary = {
         "out": str(result.out), "model": str(result.model), "config": str(result.config), "epochs": result.epochs,

@@ -32,16 +32,10 @@ FixOpt = Annotated[bool, typer.Option("--fix", help="Download corrupted or missi
 
 def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt = False) -> None:
     """Download a model by revision into the HF cache. Example: espzoo pull espnet/bn_openslr53@main"""
-    from espzoo.hub import HubError
     from espzoo.hub import pull as hub_pull
 
-    try:
-        snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False,
-                        notify=lambda note: info(f"note: {note}"))
-    except HubError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write to the cache ({exc.strerror or exc}); check HF_HOME points at a writable disk.")
+    snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False,
+                    notify=lambda note: info(f"note: {note}"))
     if json:
         print_json(snap.to_json())
         return
@@ -54,13 +48,9 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
 
 def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
     """Re-hash a cached model's files against the Hub's ids. Example: espzoo verify espnet/bn_openslr53 --fix"""
-    from espzoo.hub import HubError
     from espzoo.hub import verify as hub_verify
 
-    try:
-        report = hub_verify(repo, fix=fix)
-    except HubError as exc:
-        fail(str(exc))
+    report = hub_verify(repo, fix=fix)
     if json:
         print_json(report.to_json())
     else:
@@ -95,12 +85,9 @@ def ls(json: JsonOpt = False) -> None:
 
 def rm(repo: RepoArg, json: JsonOpt = False) -> None:
     """Delete a cached model (one revision with @REV). Example: espzoo rm espnet/bn_openslr53@main"""
-    from espzoo.hub import HubError, remove
+    from espzoo.hub import remove
 
-    try:
-        commits, freed = remove(repo)
-    except HubError as exc:
-        fail(str(exc))
+    commits, freed = remove(repo)
     if json:
         print_json({"repo": repo, "commits": commits, "freed_bytes": freed})
     else:
@@ -120,13 +107,9 @@ def refresh(
     json: JsonOpt = False,
 ) -> None:
     """Rebuild the user catalog from the Hub's model cards. Example: espzoo catalog refresh --author espnet"""
-    from espzoo.catalog import CatalogError
-    from espzoo.hub import HubError, refresh_catalog
+    from espzoo.hub import refresh_catalog
 
-    try:
-        result = refresh_catalog(author, endpoint=endpoint, configs=configs)
-    except (HubError, CatalogError) as exc:
-        fail(str(exc))
+    result = refresh_catalog(author, endpoint=endpoint, configs=configs)
     if json:
         print_json(result.to_json())
     else:

@@ -2,15 +2,25 @@
 
     espzoo --help
     espzoo --version
+
+Errors are mapped to messages here, once (as huggingface_hub's CLI does): an `EspzooError` is one line on stderr
+and its exit code (1; 130 for an interrupted training run); Ctrl-C exits 130; anything else is a bug, told in one
+line whose traceback goes to a file under $ESPZOO_HOME/crash/ (never onto the terminal), exit 1.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from espzoo import __version__
 from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, search
+from espzoo.errors import EspzooError
+
+INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
 
 app = typer.Typer(
     name="espzoo",
@@ -41,8 +51,63 @@ def _root(
     """Fine-tune ESPnet's pretrained speech models from the Hugging Face Hub on your own data."""
 
 
-def main() -> None:
-    app()
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the app on `argv` (default sys.argv[1:]) and return the exit code; nothing escapes as a traceback."""
+    try:
+        code = app(args=list(argv) if argv is not None else None, prog_name="espzoo", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except EspzooError as err:
+        return _error(str(err), err.exit_code)
+    except typer.TyperException as err:  # bad usage: typer's own message and the usage line, exit 2
+        show = getattr(err, "show", None)
+        show() if show else sys.stderr.write(f"error: {err}\n")
+        return err.exit_code
+    except typer.Abort:  # end of input at a prompt
+        sys.stderr.write("aborted\n")
+        return 1
+    except KeyboardInterrupt:  # typer turns one inside a command into exit 130 itself; this is for the rest
+        sys.stderr.write("\ninterrupted\n")
+        return INTERRUPTED
+    except BrokenPipeError:  # `espzoo search ... | head`: the reader left, nothing to say
+        return 0
+    except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        return _error(f"internal error: {_first_line(err)}; details in {_write_crash_report()}", 1)
+
+
+def _error(message: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return code
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def _write_crash_report() -> Path:
+    """The traceback of the exception being handled, in a file under $ESPZOO_HOME/crash (else the temp dir)."""
+    import datetime
+    import os
+    import tempfile
+    import traceback
+
+    from espzoo.home import espzoo_home
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    text = f"espzoo {__version__}\nargv: {sys.argv}\n\n{traceback.format_exc()}"
+    for folder in (espzoo_home() / "crash", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"espzoo-crash-{stamp}-{os.getpid()}.txt"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path(os.devnull)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from espzoo.cli._options import (
     VocabOpt,
     transfer_options,
 )
-from espzoo.cli._output import fail, info, print_json, print_table
+from espzoo.cli._output import info, print_json, print_table
 
 DetailOpt = Annotated[bool, typer.Option("--detail", help="One row per tensor instead of one per module and action.")]
 
@@ -56,24 +56,13 @@ def plan(
         exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
         vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
     )
-    result = _plan(model, options)
+    from espzoo.transfer import plan_transfer
+
+    result = plan_transfer(model, options)
     if json:
         print_json(result.to_json())
         return
     render(result.to_json(), detail=detail)
-
-
-def _plan(model: str, options: Any) -> Any:
-    from espzoo.bundle import BundleError
-    from espzoo.hub import HubError
-    from espzoo.model import ModelConfigError
-    from espzoo.transfer import TransferError, plan_transfer
-    from espzoo.vocab import VocabularyError
-
-    try:
-        return plan_transfer(model, options)
-    except (TransferError, VocabularyError, ModelConfigError, BundleError, HubError) as err:
-        fail(str(err))
 
 
 def render(plan: dict[str, Any], *, detail: bool = False) -> None:

@@ -19,7 +19,7 @@ _NLTK_RESOURCES = ("taggers/averaged_perceptron_tagger_eng.zip", "corpora/cmudic
 
 def nltk_data_dir() -> Path:
     """A folder satisfying g2p_en's import-time checks, created once under ESPZOO_HOME."""
-    from espzoo.catalog import espzoo_home
+    from espzoo.home import espzoo_home
 
     root = espzoo_home() / "nltk_data"
     for resource in _NLTK_RESOURCES:

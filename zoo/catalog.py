@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from espzoo.errors import CatalogError  # noqa: F401 (re-exported)
+from espzoo.home import espzoo_home
 from espzoo.repo import parse_sample_rate  # noqa: F401 (the one reader of rates: 44k is 44100 everywhere)
 
 CATALOG_FILE = "catalog.yaml"
@@ -170,10 +171,6 @@ def entry_from_dict(data: Any, where: str) -> CatalogEntry:
         train_config=check("train_config", (str,), None),
         notes=check("notes", (str,), None),
     )
-
-
-def espzoo_home() -> Path:
-    return Path(os.environ.get("ESPZOO_HOME") or Path.home() / ".cache" / "espzoo")
 
 
 def shipped_catalog_path() -> Path:

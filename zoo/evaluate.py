@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
-from espzoo.errors import EvaluateError
+from espzoo.errors import EspzooError, EvaluateError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +158,7 @@ def align(reference: Sequence[str], hypothesis: Sequence[str]) -> Score:
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
     """Corpus WER and CER of `hypotheses` against `references` (paired by position)."""
     if len(references) != len(hypotheses):
-        raise ValueError(
+        raise EvaluateError(
             f"got {len(references)} references but {len(hypotheses)} hypotheses; "
             "pass one hypothesis per reference."
         )
@@ -330,7 +330,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     result = speech2text.asr_model.load_state_dict(state, strict=False)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:5])
-        raise ValueError(
+        raise EvaluateError(
             f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
             f"({shown}, ...); the checkpoint and config.yaml do not belong together."
         )
@@ -363,12 +363,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is not an ESPnet config (expected a mapping at the top).")
+        raise EvaluateError(f"{path} is not an ESPnet config (expected a mapping at the top).")
     return data
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Audio and data sets
+
+
+class AudioFileMissing(EspzooError, FileNotFoundError):
+    """Audio named for transcription that does not exist (still a FileNotFoundError for callers)."""
 
 
 class AudioError(EvaluateError):
@@ -606,7 +610,7 @@ def transcribe(
     """One transcript per audio file, in order."""
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"no such audio file: {', '.join(missing)}; check the path.")
+        raise AudioFileMissing(f"no such audio file: {', '.join(missing)}; check the path.")
     recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
     return decode(recognizer, [Path(f) for f in files], progress=progress)
 

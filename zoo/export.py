@@ -52,7 +52,14 @@ class ExportOptions:
 
 def export(out_dir: str | Path, dest: str | Path, options: ExportOptions | None = None) -> Path:
     """Write the ESPnet Hub layout of experiment dir `out_dir` to `dest`; return `dest`."""
-    out_dir, dest = Path(out_dir), Path(dest)
+    try:
+        return _export(Path(out_dir), Path(dest), options)
+    except OSError as error:
+        raise ExportError(f"cannot write {dest} ({error.strerror or error}); check the path and free disk space.") \
+            from error
+
+
+def _export(out_dir: Path, dest: Path, options: ExportOptions | None) -> Path:
     options = options or ExportOptions()
     experiment = _read_experiment(out_dir)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not options.overwrite:

@@ -147,7 +147,18 @@ def pull(
     into the HF cache and return the snapshot. Offline (HF_HUB_OFFLINE=1 or the Hub unreachable) a cached
     snapshot is used, with a note. `lock_file` records repo -> commit (created or updated). Notes (offline
     fallback, resumed downloads) are in `Snapshot.notes` and passed to `notify` (default: a logging warning)."""
+    try:
+        return _pull(repo_id, revision, all_files=all_files, lock_file=lock_file, cache_dir=cache_dir,
+                     endpoint=endpoint, token=token, retries=retries, backoff=backoff, timeout=timeout,
+                     progress=progress, notify=notify)
+    except OSError as exc:  # the cache's disk, not the Hub (DiskFull already says which)
+        raise HubError(f"cannot write to the cache ({exc.strerror or exc}); check HF_HOME points at a writable "
+                       "disk.") from exc
 
+
+def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str | Path | None,
+          cache_dir: str | Path | None, endpoint: str | None, token: str | bool | None, retries: int,
+          backoff: float, timeout: float, progress: bool | None, notify: Callable[[str], None] | None) -> Snapshot:
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at
     if revision is None and lock_file is not None:
