@@ -15,9 +15,13 @@ HF_ENDPOINT (a mirror: `espzoo mirror serve`), HF_HOME, HF_TOKEN and HF_HUB_OFFL
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from espzoo.cli._options import JsonOpt, RepoArg
@@ -34,8 +38,9 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
     """Download a model by revision into the HF cache. Example: espzoo pull espnet/bn_openslr53@main"""
     from espzoo.hub import pull as hub_pull
 
-    snap = hub_pull(repo, all_files=all, lock_file=lock, progress=None if not json else False,
-                    notify=lambda note: info(f"note: {note}"))
+    with download_bars(enabled=False if json else None) as progress:
+        snap = hub_pull(repo, all_files=all, lock_file=lock, progress=progress,
+                        notify=lambda note: info(f"note: {note}"))
     if json:
         print_json(snap.to_json())
         return
@@ -48,7 +53,7 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
 
 def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
     """Re-hash a cached model's files against the Hub's ids. Example: espzoo verify espnet/bn_openslr53 --fix"""
-    from espzoo.hub import verify as hub_verify
+    from espzoo.cache import verify as hub_verify
 
     report = hub_verify(repo, fix=fix)
     if json:
@@ -66,7 +71,7 @@ def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
 
 def ls(json: JsonOpt = False) -> None:
     """List the ESPnet models in the HF cache. Example: espzoo ls --json"""
-    from espzoo.hub import list_cached
+    from espzoo.cache import list_cached
 
     rows = list_cached()
     if json:
@@ -85,7 +90,7 @@ def ls(json: JsonOpt = False) -> None:
 
 def rm(repo: RepoArg, json: JsonOpt = False) -> None:
     """Delete a cached model (one revision with @REV). Example: espzoo rm espnet/bn_openslr53@main"""
-    from espzoo.hub import remove
+    from espzoo.cache import remove
 
     commits, freed = remove(repo)
     if json:
@@ -107,7 +112,7 @@ def refresh(
     json: JsonOpt = False,
 ) -> None:
     """Rebuild the user catalog from the Hub's model cards. Example: espzoo catalog refresh --author espnet"""
-    from espzoo.hub import refresh_catalog
+    from espzoo.catalog_refresh import refresh_catalog
 
     result = refresh_catalog(author, endpoint=endpoint, configs=configs)
     if json:
@@ -115,6 +120,40 @@ def refresh(
     else:
         info(f"listed {result.listed} models of {author}: {result.added} new, {result.updated} updated; "
              f"{result.total} entries written to {result.path}")
+
+
+@contextlib.contextmanager
+def download_bars(*, enabled: bool | None = None) -> Iterator[Callable[[int, str, float, float | None], None] | None]:
+    """A progress callback for hub.pull that draws with rich on stderr: one row for the files, one for the bytes.
+    `enabled` None: only on a terminal, and not when HF_HUB_DISABLE_PROGRESS_BARS is set; False: None (nothing)."""
+    if enabled is None:
+        disabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() in ("1", "TRUE", "YES", "ON")
+        enabled = sys.stderr.isatty() and not disabled
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if task.fields.get("unit") == "B":
+                speed = f"  {task.speed / 1e6:.0f} MB/s" if task.speed else ""
+                return Text(f"{task.completed / 1e6:.1f}/{(task.total or 0) / 1e6:.1f} MB{speed}")
+            return Text(f"{int(task.completed)}/{int(task.total or 0)} files")
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+    tasks: dict[int, Any] = {}
+
+    def update(bar: int, unit: str, done: float, total: float | None) -> None:
+        if bar not in tasks:
+            tasks[bar] = bars.add_task("downloading" if unit == "B" else "files", total=total, unit=unit)
+        bars.update(tasks[bar], completed=done, total=total)
+
+    with bars:
+        yield update
 
 
 def register(app: typer.Typer) -> None:

@@ -13,14 +13,32 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from espzoo import __version__
 from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, search
 from espzoo.errors import EspzooError
+from typer.core import TyperGroup
 
 INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
+
+
+class _MappedErrors(TyperGroup):
+    """The root group: whatever a command raises is mapped here, once, to a message and an exit code (so that
+    `espzoo`, `python -m espzoo.cli.main` and typer's CliRunner all behave the same)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EspzooError as err:
+            sys.stderr.write(f"error: {err}\n")
+            raise typer.Exit(err.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise  # typer's own: usage errors, fail()'s exits, Ctrl-C (exit 130)
+        except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+            sys.stderr.write(f"error: internal error: {_first_line(err)}; details in {_write_crash_report()}\n")
+            raise typer.Exit(1) from None
 
 app = typer.Typer(
     name="espzoo",
@@ -28,6 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_MappedErrors,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -56,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the app on `argv` (default sys.argv[1:]) and return the exit code; nothing escapes as a traceback."""
+    """Run the app on `argv` (default sys.argv[1:]) and return the exit code; nothing escapes as a traceback
+    (commands' errors are mapped by _MappedErrors; this catches what happens around them)."""
     try:
         code = app(args=list(argv) if argv is not None else None, prog_name="espzoo", standalone_mode=False)
         return code if isinstance(code, int) else 0

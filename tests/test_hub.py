@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _hubtools import ESPZOO, client_env, make_espnet_repo, sha256_of
-from espzoo import hub
+from espzoo import catalog_refresh, hub
 from espzoo.catalog import Catalog, shipped_catalog_path
 from espzoo.cli.main import app
 from espzoo.mirror import Faults, MirrorServer
@@ -402,7 +402,7 @@ def test_catalog_refresh_merges_hub_cards(mirror_root: Path, tmp_path: Path, mon
         entry = catalog.get(CHAR)
         assert entry is not None and entry.task == "asr" and entry.languages
         assert any(h.entry.repo_id == CHAR for h in catalog.search("tiny-char"))
-        updated = hub.refresh_catalog("espnet")
+        updated = catalog_refresh.refresh_catalog("espnet")
         assert updated.updated == 1 and updated.total == len(shipped)  # rebuilt over the shipped entries
         merged = Catalog.load().get("espnet/bn_openslr53")
         assert merged is not None and merged.license == "cc-by-4.0" and merged.results  # results kept
@@ -432,6 +432,9 @@ def test_cli_pull_json_and_errors(mirror: MirrorServer, tmp_path: Path):
 
 
 def test_progress_bars_are_drawn_with_rich(big_mirror: MirrorServer, capsys: pytest.CaptureFixture[str]):
-    hub.pull(BIG, progress=True)
+    from espzoo.cli.hub import download_bars  # the library reports progress; the CLI draws it
+
+    with download_bars(enabled=True) as progress:
+        hub.pull(BIG, progress=progress)
     err = capsys.readouterr().err
     assert "downloading" in err and "31.5/31.5 MB" in err and "files" in err

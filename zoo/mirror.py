@@ -19,7 +19,7 @@ branch; a commit id is a hash of the files' paths and contents: the same files g
 a new one. `--from-cache` serves every cached
 revision with the cache's refs as branches. `Faults` injects failures for tests (500s, a connection
 cut mid-body, slow or throttled bodies); `Stats` counts the requests served (`GET /_espzoo/stats`).
-Standard library only: nothing here imports torch, espnet or huggingface_hub.
+Standard library only (and espzoo's stdlib-only _hf/repo rules): nothing here imports torch, espnet or huggingface_hub.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from espzoo._hf import file_id
+from espzoo._hf import hub_cache_dir as hf_hub_cache
 from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
+from espzoo.repo import read_front_matter
 
 # Files the Hub stores in LFS whatever their size (a subset of the Hub's default .gitattributes),
 # and the size above which any file is LFS. LFS files are answered with a redirect to the second origin.
@@ -96,40 +99,16 @@ class Revision:
         return read_front_matter(readme.local) if readme else {}
 
 
-def read_front_matter(path: Path) -> dict[str, Any]:
-    """The YAML front matter of a model card (`---` ... `---` at the top), {} when absent or malformed."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def hash_file(path: Path, *, lfs: bool) -> tuple[str, str | None]:
     """(git blob sha1, None) for a regular file; (sha1 of its LFS pointer, sha256) for an LFS file."""
-    size = path.stat().st_size
-    digest = hashlib.sha256() if lfs else hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    digest = file_id(path, lfs=lfs)
     if not lfs:
-        return digest.hexdigest(), None
-    sha256 = digest.hexdigest()
+        return digest, None
+    sha256, size = digest, path.stat().st_size
     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
     return git_blob_sha1(pointer), sha256
 
@@ -463,14 +442,6 @@ class MirrorServer:
             with self._fault_lock, open(self.log_file, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
         return count
-
-
-def hf_hub_cache() -> Path:
-    """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (huggingface_hub's rule, without importing it)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    return Path(home).expanduser() / "hub"
 
 
 def _url(server: ThreadingHTTPServer) -> str:

@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from espzoo.errors import BundleError
@@ -253,3 +253,26 @@ def stats_reference(config: Mapping[str, Any]) -> tuple[bool, str | None]:
     value = conf.get("stats_file")
     needed = config.get("normalize") == "global_mvn" or "stats_file" in conf
     return needed, str(value) if isinstance(value, str) and value else None
+
+
+# ---------------------------------------------------------------------------------------------------- card
+
+
+def read_front_matter(path: Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (`---` ... `---` at the top), {} when absent or malformed."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -44,7 +44,6 @@ Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from typing import Any
 
 import yaml
 from espzoo._fs import copy_file, write_text
+from espzoo._hf import file_id
 from espzoo.data import Dataset
 from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
 from espzoo.repo import best_checkpoint, config_criteria, config_sample_rate
@@ -871,11 +871,7 @@ def _provenance(
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_id(path, lfs=True)  # the Hub's id of an LFS file is its sha256
 
 
 def iter_epochs(log: str | Path) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
