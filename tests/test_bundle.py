@@ -292,3 +292,16 @@ def test_garbage_checkpoint_is_one_clear_error(tmp_path: Path, content: bytes) -
     path.write_bytes(content)
     with pytest.raises(BundleError, match="not a readable PyTorch file|holds no state dict"):
         load_state_dict(path)
+
+
+def test_load_state_dict_says_whether_it_memory_mapped(tmp_path: Path) -> None:
+    from espzoo.bundle import load_state_dict_mapped
+
+    state = {"w": torch.arange(4.0)}
+    torch.save(state, tmp_path / "zip.pth")
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    zipped, mapped = load_state_dict_mapped(tmp_path / "zip.pth")
+    legacy, legacy_mapped = load_state_dict_mapped(tmp_path / "legacy.pth")
+    # The old format is a zip-less pickle torch cannot map: transfer must not madvise its (ordinary) memory.
+    assert mapped and not legacy_mapped
+    assert torch.equal(zipped["w"], legacy["w"])

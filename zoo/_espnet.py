@@ -14,6 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from espzoo._fs import atomic_write
+
 _NLTK_RESOURCES = ("taggers/averaged_perceptron_tagger_eng.zip", "corpora/cmudict.zip")
 
 
@@ -25,12 +27,13 @@ def nltk_data_dir() -> Path:
     for resource in _NLTK_RESOURCES:
         path = root / resource
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            with zipfile.ZipFile(tmp, "w") as zf:
-                zf.writestr("README", "placeholder written by espzoo so that g2p_en imports offline\n")
-            tmp.replace(path)
+            atomic_write(path, _placeholder_zip)
     return root
+
+
+def _placeholder_zip(tmp: Path) -> None:
+    with zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr("README", "placeholder written by espzoo so that g2p_en imports offline\n")
 
 
 def espnet_env(base: dict[str, str] | None = None) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from espzoo import repo
+from espzoo._fs import write_text
 from espzoo.errors import BundleError
 from espzoo.repo import (  # noqa: F401 (re-exported: the names callers used before the rules moved to repo.py)
     BPE_NAME,
@@ -90,12 +91,8 @@ class Bundle:
             dest = dest / "config.yaml"
         if _inside(dest, self.root):
             raise BundleError(f"Refusing to write {dest} inside the model snapshot {self.root}; choose another path.")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            yaml.safe_dump(self.resolved_config(), f, indent=4, sort_keys=False, allow_unicode=True)
-        tmp.replace(dest)
-        return dest
+        text = yaml.safe_dump(self.resolved_config(), indent=4, sort_keys=False, allow_unicode=True)
+        return write_text(dest, text)
 
     def architecture(self) -> dict[str, Any]:
         """The facts a person compares models by: blocks, sizes, vocabulary, CTC weight, rate."""
@@ -340,7 +337,14 @@ def _sample_rate(root: Path, config: dict[str, Any]) -> int | None:
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint's tensors, loaded without unpickling arbitrary objects (memory-mapped where possible).
+    """A checkpoint's tensors, loaded without unpickling arbitrary objects (memory-mapped where possible);
+    see load_state_dict_mapped."""
+    return load_state_dict_mapped(path)[0]
+
+
+def load_state_dict_mapped(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+    """(a checkpoint's tensors, whether their storages are memory-mapped from the file). Only a mapped state's
+    pages may be given back to the kernel (madvise): an unmapped one lives in ordinary memory.
 
     Raises UnsafeCheckpointError when the pickle asks for anything but tensors and containers (it could
     run code), and BundleError when the file is not a readable checkpoint.
@@ -352,6 +356,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"Checkpoint {path} does not exist; pull the model again (espzoo pull REPO).")
+    mapped = True
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -359,6 +364,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             if "mmap" not in str(e):
                 raise
             # Checkpoints saved before torch 1.6's zip format cannot be memory-mapped.
+            mapped = False
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
         # Asking for a Python global or class is what makes a pickle dangerous; an unknown opcode
@@ -381,7 +387,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         state = state["model"]  # ESPnet's training checkpoint.pth: {"model": ..., "optimizers": ...}
     if not isinstance(state, dict) or not _all_tensors(state):
         raise BundleError(f"Checkpoint {path} holds no state dict (name -> tensor); it is not an ESPnet model file.")
-    return state
+    return state, mapped
 
 
 def _all_tensors(state: dict[str, Any]) -> bool:

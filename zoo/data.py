@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from espzoo._fs import replace_dir
+from espzoo._fs import atomic_write, replace_dir
 from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
@@ -493,10 +493,7 @@ def _convert(utt: _Utterance, limits: _Limits, data: bytes | None = None) -> tup
 
         mono = soxr.resample(mono, rate, limits.sample_rate, quality="HQ")
     mono = np.clip(mono, -1.0, 1.0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(utt)}.tmp")
-    sf.write(str(tmp), mono, limits.sample_rate, format="FLAC", subtype="PCM_16")
-    tmp.replace(target)
+    atomic_write(target, lambda tmp: sf.write(str(tmp), mono, limits.sample_rate, format="FLAC", subtype="PCM_16"))
     return str(target), len(mono), True
 
 

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -42,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from espzoo._fs import replace_dir
 from espzoo._hf import file_id
 from espzoo._hf import hub_cache_dir as hf_hub_cache
 from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
@@ -821,18 +823,13 @@ def add_from_cache(
     org, name = repo_id.split("/")
     dest = Path(root) / org / name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
     try:
         for path, file in found.files.items():
             target = tmp / path
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file.local, target)
-        old = dest.parent / f".{name}.old-{os.getpid()}"
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return AddedRepo(repo_id, found.commit, dest, sorted(found.files), sum(f.size for f in found.files.values()))

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from espzoo._fs import copy_file, write_text
+from espzoo._fs import copy_file, replace_dir, write_text
 from espzoo._hf import file_id
 from espzoo.data import Dataset
 from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
@@ -638,9 +638,7 @@ def _collect_stats(
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrainError(f"ESPnet's collect_stats failed (exit {done}); see {log}. Its last lines:\n{tail}")
-    shutil.rmtree(stats_dir, ignore_errors=True)
-    tmp.replace(stats_dir)
-    return stats_dir
+    return replace_dir(tmp, stats_dir)
 
 
 def _popen_kwargs(log_file: Any) -> dict[str, Any]:

@@ -230,13 +230,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
-    """(state dict, whether its storages are memory-mapped from the file: zip-format checkpoints are)."""
-    import zipfile
-
-    from espzoo.bundle import BundleError, load_state_dict
+    """(state dict, whether its storages are memory-mapped from the file: only then may their pages be released)."""
+    from espzoo.bundle import BundleError, load_state_dict_mapped
 
     try:
-        return load_state_dict(path), zipfile.is_zipfile(path)
+        return load_state_dict_mapped(path)
     except BundleError:
         raise
     except Exception as err:  # noqa: BLE001 (a damaged file fails deep inside torch's unpickler in many ways)
