@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -54,6 +57,41 @@ InitParamOpt = Annotated[
     list[str] | None,
     typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
 ]
+
+
+def _transfer_parameters(
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
+    map: MapOpt = None,
+    ignore_init_mismatch: IgnoreMismatchOpt = False,
+    freeze: FreezeOpt = None,
+    vocab: VocabOpt = "keep",
+    new_rows: NewRowsOpt = "mean",
+    stats: StatsOpt = "pretrained",
+    init_param: InitParamOpt = None,
+    transplant: TransplantOpt = True,
+) -> None:
+    """The transfer options, declared once: `with_transfer_options` adds them to a command."""
+
+
+def with_transfer_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `command` (which takes a `transfer` parameter) the transfer options of `espzoo plan`/`espzoo finetune`
+    where `transfer` stands; they arrive parsed, as one `espzoo.transfer.TransferOptions`."""
+    own = inspect.signature(command, eval_str=True)
+    shared = inspect.signature(_transfer_parameters, eval_str=True).parameters
+    params = list(own.parameters.values())
+    at = [p.name for p in params].index("transfer")
+    params = params[:at] + list(shared.values()) + params[at + 1:]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        transfer = transfer_options(**{name: kwargs.pop(name) for name in shared})
+        return command(*args, transfer=transfer, **kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": own.return_annotation}
+    del wrapper.__wrapped__  # typer reads the signature above, not the command's own
+    return wrapper
 
 
 def transfer_options(

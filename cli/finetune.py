@@ -22,19 +22,9 @@ from typing import Annotated, Any
 
 import typer
 from espzoo.cli._options import (
-    ExcludeOpt,
-    FreezeOpt,
-    IgnoreMismatchOpt,
-    IncludeOpt,
-    InitParamOpt,
     JsonOpt,
-    MapOpt,
     ModelArg,
-    NewRowsOpt,
-    StatsOpt,
-    TransplantOpt,
-    VocabOpt,
-    transfer_options,
+    with_transfer_options,
 )
 from espzoo.cli._output import info, print_json
 
@@ -42,21 +32,13 @@ DataOpt = Annotated[Path, typer.Option(help="A Kaldi data dir (wav.scp, text) or
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="The experiment dir to write (resumable).")]
 
 
+@with_transfer_options
 def finetune(
     model: ModelArg,
     train: DataOpt = ...,  # type: ignore[assignment]
     valid: DataOpt = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
-    exclude: ExcludeOpt = None,
-    include: IncludeOpt = None,
-    map: MapOpt = None,
-    ignore_init_mismatch: IgnoreMismatchOpt = False,
-    freeze: FreezeOpt = None,
-    vocab: VocabOpt = "keep",
-    new_rows: NewRowsOpt = "mean",
-    stats: StatsOpt = "pretrained",
-    init_param: InitParamOpt = None,
-    transplant: TransplantOpt = True,
+    transfer: Any = None,
     max_epoch: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warmup.")] = 5e-4,
     warmup_steps: Annotated[int | None, typer.Option(help="Warmup steps (default: 10% of the run).")] = None,
@@ -86,10 +68,6 @@ def finetune(
     from espzoo.finetune import FinetuneRequest
     from espzoo.trainer import TrainOptions
 
-    transfer = transfer_options(
-        exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
-        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
-    )
     training = TrainOptions(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
         keep_nbest=keep_nbest, patience=patience, ngpu=ngpu, use_amp=use_amp, num_workers=num_workers, seed=seed,

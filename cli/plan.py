@@ -17,48 +17,21 @@ from typing import Annotated, Any
 
 import typer
 from espzoo.cli._options import (
-    ExcludeOpt,
-    FreezeOpt,
-    IgnoreMismatchOpt,
-    IncludeOpt,
-    InitParamOpt,
     JsonOpt,
-    MapOpt,
     ModelArg,
-    NewRowsOpt,
-    StatsOpt,
-    TransplantOpt,
-    VocabOpt,
-    transfer_options,
+    with_transfer_options,
 )
 from espzoo.cli._output import info, print_json, print_table
 
 DetailOpt = Annotated[bool, typer.Option("--detail", help="One row per tensor instead of one per module and action.")]
 
 
-def plan(
-    model: ModelArg,
-    exclude: ExcludeOpt = None,
-    include: IncludeOpt = None,
-    map: MapOpt = None,
-    ignore_init_mismatch: IgnoreMismatchOpt = False,
-    freeze: FreezeOpt = None,
-    vocab: VocabOpt = "keep",
-    new_rows: NewRowsOpt = "mean",
-    stats: StatsOpt = "pretrained",
-    init_param: InitParamOpt = None,
-    transplant: TransplantOpt = True,
-    detail: DetailOpt = False,
-    json: JsonOpt = False,
-) -> None:
+@with_transfer_options
+def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, json: JsonOpt = False) -> None:
     """Show the transfer plan for MODEL. Example: espzoo plan espnet/bn_openslr53 --vocab char:data/train"""
-    options = transfer_options(
-        exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
-        vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
-    )
     from espzoo.transfer import plan_transfer
 
-    result = plan_transfer(model, options)
+    result = plan_transfer(model, transfer)
     if json:
         print_json(result.to_json())
         return
