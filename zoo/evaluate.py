@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import EspzooError, EvaluateError
+from espzoo.repo import model_reference
 
 if TYPE_CHECKING:
     import numpy as np
@@ -232,30 +233,19 @@ def locate_model(model: str | Path | Snapshot) -> ModelFiles:
     or a `hub.Snapshot` already pulled."""
     if not isinstance(model, (str, Path)):
         return _hub_files(Path(model.path), source=f"{model.repo_id}@{model.commit}", commit=model.commit)
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "config.yaml").is_file() and (path / "model.pth").is_file():
-            return _experiment_files(path)
-        return _hub_files(path, source=str(model))
-    text = str(model)
-    if path.exists():
-        raise ModelNotFoundError(f"{text} is a file; pass an experiment dir, a model folder or a repo id.")
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise ModelNotFoundError(
-            f"{text} is neither a folder nor a repo id; pass an experiment dir (espzoo finetune --out), "
-            "a pulled model folder, or a repo id such as espnet/bn_openslr53."
-        )
-    if path.parent != Path(".") and path.parent.is_dir():
-        # "exp/bn_fx" next to a local exp/ is a mistyped experiment dir, not a repo of user "exp"
-        raise ModelNotFoundError(
-            f"{text} does not exist (its folder {path.parent} is local, so it is not a repo id); "
-            "check the experiment dir's name."
-        )
-    from espzoo.hub import parse_repo_ref, pull
+    ref = model_reference(model)  # the one reading of MODEL, shared with plan/finetune (espzoo.repo)
+    if ref.kind == "experiment" and (ref.path / "model.pth").is_file():  # type: ignore[operator]
+        return _experiment_files(ref.path)  # type: ignore[arg-type]
+    if ref.kind in ("experiment", "folder"):  # an ESPnet exp dir decodes through the bundle's own discovery
+        return _hub_files(ref.path, source=str(model))  # type: ignore[arg-type]
+    if ref.kind == "checkpoint":
+        raise ModelNotFoundError(f"{model} is a file; pass an experiment dir, a model folder or a repo id.")
+    if ref.kind == "invalid":
+        raise ModelNotFoundError(ref.problem)
+    from espzoo.hub import pull
 
-    repo_id, revision = parse_repo_ref(text)
-    snapshot = pull(repo_id, revision)
-    return _hub_files(snapshot.path, source=text, commit=snapshot.commit)
+    snapshot = pull(ref.repo_id, ref.revision)  # type: ignore[arg-type]
+    return _hub_files(snapshot.path, source=str(model), commit=snapshot.commit)
 
 
 def _experiment_files(root: Path) -> ModelFiles:

@@ -255,6 +255,50 @@ def stats_reference(config: Mapping[str, Any]) -> tuple[bool, str | None]:
     return needed, str(value) if isinstance(value, str) and value else None
 
 
+# ---------------------------------------------------------------------------------------------------- references
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """ORG/NAME[@REV], and not something that reads as a local path or a checkpoint file."""
+    return bool(_REPO_ID.match(text)) and not text.startswith((".", "/", "~")) and \
+        not text.endswith((*CHECKPOINT_SUFFIXES, ".ckpt", ".bin"))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a MODEL argument names. kind: "checkpoint" (a file), "experiment" (a folder with config.yaml: espzoo's
+    OUT or an ESPnet exp dir), "folder" (a hub-layout repo folder), "repo" (ORG/NAME[@REV] to pull) or "invalid"
+    (`problem` says why, in one sentence with the fix)."""
+
+    kind: str
+    path: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    problem: str | None = None
+
+
+def model_reference(text: str | Path) -> ModelRef:
+    """Classify a MODEL argument the one way `plan`, `finetune`, `evaluate` and `transcribe` all read it."""
+    text = str(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return ModelRef("checkpoint", path)
+    if path.is_dir():
+        return ModelRef("experiment" if (path / CONFIG_NAME).is_file() else "folder", path)
+    if not looks_like_repo_id(text):
+        return ModelRef("invalid", problem=(
+            f"{text} is neither a folder nor a repo id; pass an experiment dir (espzoo finetune --out), "
+            "a pulled model folder, or a repo id such as espnet/bn_openslr53."))
+    if path.parent != Path(".") and path.parent.is_dir():  # "exp/bn_fx" beside a local exp/: a mistyped dir
+        return ModelRef("invalid", problem=(
+            f"{text} does not exist (its folder {path.parent} is local, so it is not a repo id); "
+            "check the experiment dir's name."))
+    repo_id, _, revision = text.partition("@")
+    return ModelRef("repo", repo_id=repo_id, revision=revision or None)
+
+
 # ---------------------------------------------------------------------------------------------------- card
 
 

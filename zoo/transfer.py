@@ -24,7 +24,6 @@ import ctypes
 import difflib
 import json
 import os
-import re
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,7 @@ import yaml
 from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
-from espzoo.repo import best_checkpoint, config_criteria, parse_token_list
+from espzoo.repo import best_checkpoint, config_criteria, looks_like_repo_id, model_reference, parse_token_list
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
@@ -60,7 +59,6 @@ VOCAB_AXES: dict[str, int] = {
     "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
 }
 NORMALIZE_PREFIX = "normalize"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
 # ---------------------------------------------------------------------------------------------------- specs
@@ -97,7 +95,7 @@ def parse_spec(text: str) -> TransferSpec:
             source, fields = str(Path(candidate).expanduser()), parts[n:]
             break
     else:
-        if not _REPO_ID.match(parts[0]) or _looks_like_a_file(parts[0]):
+        if not looks_like_repo_id(parts[0]):
             raise TransferError(
                 f"The source of spec {text!r} ({parts[0]!r}) is neither an existing checkpoint or folder "
                 "nor a repo id like org/name[@rev]; check the path."
@@ -115,10 +113,6 @@ def parse_spec(text: str) -> TransferSpec:
         dst=dst.strip(" .") or None,
         excludes=tuple(e.strip(" .") for e in excludes.split(",") if e.strip(" .")),
     )
-
-
-def _looks_like_a_file(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or text.endswith((".pth", ".pt", ".ckpt", ".bin"))
 
 
 def under(key: str, module: str) -> bool:
@@ -171,25 +165,24 @@ class Source:
 
 def open_source(text: str) -> Source:
     """A checkpoint file, an experiment dir (OUT or ESPnet's exp dir), a hub-layout folder, or a repo id."""
-    path = Path(text).expanduser()
-    if path.is_file():
-        config_path = path.parent / "config.yaml"
-        config = _read_config(config_path, relative_to=path.parent) if config_path.is_file() else None
-        return Source(text, path, config)
-    if path.is_dir():
-        if (path / "config.yaml").is_file():
-            config = _read_config(path / "config.yaml", relative_to=path)
-            return Source(text, _experiment_checkpoint(path, config), config)
-        return _bundle_source(text, path)
-    if _REPO_ID.match(text):
+    ref = model_reference(text)
+    if ref.kind == "checkpoint":
+        config_path = ref.path.parent / "config.yaml"  # type: ignore[union-attr]
+        config = _read_config(config_path, relative_to=config_path.parent) if config_path.is_file() else None
+        return Source(text, ref.path, config)  # type: ignore[arg-type]
+    if ref.kind == "experiment":
+        config = _read_config(ref.path / "config.yaml", relative_to=ref.path)  # type: ignore[operator]
+        return Source(text, _experiment_checkpoint(ref.path, config), config)  # type: ignore[arg-type]
+    if ref.kind == "folder":
+        return _bundle_source(text, ref.path)  # type: ignore[arg-type]
+    if ref.kind == "repo":
         from espzoo import hub
 
-        repo_id, revision = hub.parse_repo_ref(text)
-        snapshot = hub.pull(repo_id, revision)
+        snapshot = hub.pull(ref.repo_id, ref.revision)  # type: ignore[arg-type]
         source = _bundle_source(text, Path(snapshot.path))
         source.repo_id, source.commit = snapshot.repo_id, snapshot.commit
         return source
-    raise TransferError(f"{text!r} is not a checkpoint, a model folder or a repo id org/name[@rev]; check the name.")
+    raise TransferError(ref.problem)
 
 
 def _bundle_source(text: str, path: Path) -> Source:
