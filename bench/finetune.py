@@ -29,30 +29,18 @@ from typing import Any
 
 import numpy as np
 from espzoo._espnet import espnet_env, import_asr_task
+from espzoo._tiny import TINY_ASR_CONFIG
 from espzoo.data import prepare
 from espzoo.trainer import TrainOptions, espnet_args, run
 from espzoo.vocab import Vocabulary
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
+# The tiny architecture of the test fixtures and the demo model (espzoo._tiny), at 16 kHz with global MVN.
 BASE = {
     "frontend": "default",
-    "frontend_conf": {"n_fft": 512, "hop_length": 160, "fs": 16000},
+    "frontend_conf": {**TINY_ASR_CONFIG["frontend_conf"], "fs": 16000},
     "normalize": "global_mvn",
-    "encoder": "conformer",
-    "encoder_conf": {
-        "output_size": 64,
-        "attention_heads": 2,
-        "linear_units": 128,
-        "num_blocks": 2,
-        "input_layer": "conv2d",
-        "cnn_module_kernel": 7,
-        "pos_enc_layer_type": "rel_pos",
-        "selfattention_layer_type": "rel_selfattn",
-        "rel_pos_type": "latest",
-    },
-    "decoder": "transformer",
-    "decoder_conf": {"attention_heads": 2, "linear_units": 128, "num_blocks": 1},
-    "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1},
+    **{key: TINY_ASR_CONFIG[key] for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "model_conf")},
 }
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?1/\d+epoch started")
 

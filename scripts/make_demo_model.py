@@ -5,7 +5,7 @@
 The model is trained by ESPnet itself on the committed English espeak-ng speech (train, valid on dev),
 then decoded with ESPnet's Speech2Text on the test split; the CER/WER go into its README as on hub
 model cards. The output is committed: `make demo` serves it from espzoo's mirror and fine-tunes it.
-The training and layout code is shared with the test fixtures (tests/fixtures/make_tiny_repo.py).
+The training and layout code is shared with the test fixtures (espzoo._tiny).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+from espzoo._tiny import SPEECH, Recipe, TrainedModel, train_tiny_asr, write_hub_repo
 
-from fixtures.make_tiny_repo import SPEECH, Recipe, TrainedModel, train_tiny_asr, write_hub_repo  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 REPO_ID = "espzoo-demo/tiny-en-char"
 DEST = REPO_ROOT / "zoo" / "assets" / "pretrained" / REPO_ID

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from espzoo._tiny import TINY_ASR_CONFIG
 from espzoo.data import Dataset, prepare
 from espzoo.trainer import (
     RUN_KEYS,
@@ -34,17 +35,7 @@ from espzoo.trainer import (
 from espzoo.vocab import Vocabulary
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
-ENCODER = {
-    "output_size": 64,
-    "attention_heads": 2,
-    "linear_units": 128,
-    "num_blocks": 2,
-    "input_layer": "conv2d",
-    "cnn_module_kernel": 7,
-    "pos_enc_layer_type": "rel_pos",
-    "selfattention_layer_type": "rel_selfattn",
-    "rel_pos_type": "latest",
-}
+ENCODER = dict(TINY_ASR_CONFIG["encoder_conf"])  # the one tiny architecture (espzoo._tiny)
 
 
 @dataclass
@@ -105,8 +96,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
         "encoder": "conformer",
         "encoder_conf": ENCODER,
         "decoder": "transformer",
-        "decoder_conf": {"attention_heads": 2, "linear_units": 128, "num_blocks": 1},
-        "model_conf": {"ctc_weight": 0.3, "lsm_weight": 0.1},
+        "decoder_conf": TINY_ASR_CONFIG["decoder_conf"],
+        "model_conf": TINY_ASR_CONFIG["model_conf"],
     }
     # Until transfer.apply_plan writes one, the init checkpoint is the state dict of the model ESPnet builds
     # from the training config itself: exactly the new model's tensors.
