@@ -1,4 +1,4 @@
-"""A minimal experiment dir OUT (the layout COMMON.md gives the trainer's output), built by ESPnet itself.
+"""A minimal experiment dir OUT (the layout espzoo.trainer.run writes), built by ESPnet itself.
 
 The model is a real ESPnet ASR model (conformer encoder 2 blocks d=64, transformer decoder 1 block, char
 tokens, CTC weight 0.3) with seeded random weights: its transcripts are nonsense but deterministic, which is
@@ -49,7 +49,7 @@ def build_tiny_out(dest: Path, *, token_type: str = "char", seed: int = 0) -> Pa
     torch.save(model.state_dict(), dest / "model.pth")
 
     config = vars(args)
-    # OUT's config holds paths relative to OUT (COMMON.md), like a hub repo's are relative to its root.
+    # OUT's config holds paths relative to OUT (espzoo.trainer), like a hub repo's are relative to its root.
     config["normalize_conf"] = {"stats_file": "feats_stats.npz"}
     config["output_dir"] = "espnet"
     if token_type == "bpe":

@@ -1,6 +1,6 @@
 """espzoo: fine-tune ESPnet's pretrained speech models from the Hugging Face Hub on your own data.
 
-The public API, in the order data flows (see DESIGN.md):
+The public API, in the order data flows (catalog -> hub -> bundle -> transfer -> trainer -> evaluate; README.md):
 
     from espzoo import Catalog
     Catalog.load().search("bengali", task="asr")

@@ -175,7 +175,7 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRa
 # ---------------------------------------------------------------------------------------------------------
 # Models: an experiment dir, a hub-layout folder or a repo id, opened as ESPnet's Speech2Text
 
-# Config keys that hold paths (DESIGN.md); only these are resolved, never token strings that look like paths.
+# Config keys that hold paths (espzoo.bundle's docstring); only these are resolved, never token strings.
 
 
 class ModelNotFoundError(EvaluateError):

@@ -9,7 +9,8 @@ cluster gets the models its users pulled once, and the tests get a Hub on 127.0.
     ...
     server.stop()
 
-What the client needs from each route is written down in HUB_PROTOCOL.md. In short: resolve answers
+What the client needs from each route (tests/test_mirror.py drives the real client through each), in short:
+resolve answers
 HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Content-Length`, honours `Range`; files the
 Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
 `X-Linked-Size`; errors carry `X-Error-Code` so the client raises its own exception types.
