@@ -10,9 +10,8 @@ cluster gets the models its users pulled once, and the tests get a Hub on 127.0.
     server.stop()
 
 What the client needs from each route (tests/test_mirror.py drives the real client through each), in short:
-resolve answers
-HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Content-Length`, honours `Range`; files the
-Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
+resolve answers HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Content-Length`, honours
+`Range`; files the Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
 `X-Linked-Size`; errors carry `X-Error-Code` so the client raises its own exception types.
 
 A folder repo's branch `main` is ROOT/<org>/<name>/ and each ROOT/<org>/<name>@<ref>/ beside it adds a tag or
