@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from espzoo._fs import replace_dir
-from espzoo._hf import file_id
+from espzoo._hf import file_id, repo_folder
 from espzoo._hf import hub_cache_dir as hf_hub_cache
 from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
 from espzoo.repo import read_front_matter
@@ -217,7 +217,7 @@ class CacheSource:
         return sorted(ids)
 
     def revisions(self, repo_id: str) -> dict[str, Revision]:
-        folder = self.cache_dir / ("models--" + repo_id.replace("/", "--"))
+        folder = self.cache_dir / repo_folder(repo_id)
         snapshots = folder / "snapshots"
         if "/" not in repo_id or not snapshots.is_dir():
             return {}
