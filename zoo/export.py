@@ -34,6 +34,7 @@ import yaml
 from espzoo._fs import replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import ExportError  # noqa: F401 (re-exported)
+from espzoo.repo import STATS_NAME, parse_token_list, stats_reference
 
 MODEL_FILE = "valid.acc.ave.pth"
 
@@ -103,11 +104,12 @@ def _read_experiment(root: Path) -> _Experiment:
     resolved = resolve_config_paths(config, root)
     token_list = resolved.get("token_list")
     if isinstance(token_list, str):
-        token_list = Path(token_list).read_text(encoding="utf-8").split()
+        token_list = parse_token_list(Path(token_list).read_text(encoding="utf-8"), token_list)
     if not isinstance(token_list, list) or not token_list:
         raise ExportError(f"{root / 'config.yaml'} has no token_list; the model cannot be decoded without it.")
-    stats_file = _existing(root, (resolved.get("normalize_conf") or {}).get("stats_file"), "feats_stats.npz")
-    if resolved.get("normalize") == "global_mvn" and stats_file is None:
+    needs_stats, stats_value = stats_reference(resolved)
+    stats_file = _existing(root, stats_value, STATS_NAME)
+    if needs_stats and stats_file is None:
         raise ExportError(f"{root} has no feats_stats.npz, which the model's global_mvn normalization needs.")
     bpemodel = _existing(root, resolved.get("bpemodel"), "bpe.model") if resolved.get("token_type") == "bpe" else None
     if resolved.get("token_type") == "bpe" and bpemodel is None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from espzoo._espnet import import_asr_task
 from espzoo.errors import ModelConfigError  # noqa: F401 (re-exported)
+from espzoo.repo import parse_token_list
 
 Device = Literal["cpu", "meta"]
 
@@ -109,8 +110,7 @@ def model_token_list(config: dict[str, Any]) -> list[str]:
     multi-blank transducer (`<blankD>` before `<blank>`, unless already there, as `ASRTask.build_model` does)."""
     token_list = config.get("token_list")
     if isinstance(token_list, (str, Path)):
-        token_list = Path(token_list).read_text(encoding="utf-8").splitlines()
-        token_list = [line.rstrip() for line in token_list]
+        token_list = parse_token_list(Path(token_list).read_text(encoding="utf-8"), str(token_list))
     tokens = list(token_list or [])
     model_conf = config.get("model_conf") or {}
     durations = model_conf.get("transducer_multi_blank_durations")
