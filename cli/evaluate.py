@@ -145,6 +145,8 @@ class _progress:
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
+            if exc[0] is not None:  # failing: cli/main's error line alone, no last frame of the bar
+                self.bar.console.quiet = True
             self.bar.stop()
 
 

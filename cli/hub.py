@@ -153,7 +153,11 @@ def download_bars(*, enabled: bool | None = None) -> Iterator[Callable[[int, str
         bars.update(tasks[bar], completed=done, total=total)
 
     with bars:
-        yield update
+        try:
+            yield update
+        except BaseException:  # failing: cli/main's error line alone, no last frame of the bars
+            bars.console.quiet = True
+            raise
 
 
 def register(app: typer.Typer) -> None:
