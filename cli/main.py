@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from espzoo import __version__
-from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, search
+from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, recommend, search
 
 app = typer.Typer(
     name="espzoo",
@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Each command group registers itself; adding a group is one line here.
-for module in (search, hub, plan, finetune, evaluate, export, mirror):
+for module in (recommend, search, hub, plan, finetune, evaluate, export, mirror):
     module.register(app)
 
 
