@@ -87,14 +87,15 @@ def recommend(catalog: Catalog, options: RecommendOptions) -> Advice:
     items += [_covering(e, _listed_as(e, lang, codes, languages), lang)
               for e in _distinct(sorted(covering, key=_by_size_and_data))][: options.per_tier]
     notes = []
+    learners = [e for e in pool if e.task == "s2t" and e.language_token == "iso639-3"]
     if not covering:
-        learners = [e for e in pool if e.task == "s2t" and e.language_token == "iso639-3"]
         items += [_learner(e, lang) for e in _distinct(sorted(learners, key=_by_size_and_data))][: options.per_tier]
         notes.append(f"no multilingual model in the catalog covers {lang}; the S2T models listed can learn it as "
                      f"the new language token {owsm_token(lang)}")
     if not trained and not covering:
-        listed = {item.entry.repo_id for item in items}
-        related, why = _related([e for e in pool if e.repo_id not in listed], lang, languages)
+        # The S2T models (and their mirrors) were offered above, as learners of a new token.
+        listed = {e.name.lower() for e in learners} | {item.entry.name.lower() for item in items}
+        related, why = _related([e for e in pool if e.name.lower() not in listed], lang, languages)
         items += related[: options.per_tier]
         notes.insert(0, f"{lang} was never seen by any catalog model")
         if why:
