@@ -99,7 +99,7 @@ def build_entries(data: Path, languages: Languages) -> list[dict]:
 def build(data: Path) -> tuple[str, str]:
     """(catalog.yaml text, languages.tsv text)."""
     rows = language_rows(data)
-    entries = build_entries(data, Languages(table_rows(rows)))
+    entries = build_entries(data, Languages("\t".join(row) for row in table_rows(rows)))
     used = {code for entry in entries for code in entry.get("languages", [])}
     body = yaml.safe_dump({"entries": entries}, sort_keys=False, allow_unicode=True, width=120)
     lines = ["\t".join(TABLE_COLUMNS), *("\t".join(row) for row in table_rows(rows, used))]

@@ -102,7 +102,7 @@ def test_every_iso_639_3_code_is_known() -> None:
 
 
 def test_a_table_is_plain_rows() -> None:
-    small = Languages([["spa", "es", "", "1", "", "Spanish", "Romance", "Latn", "spanish;castilian"]])
+    small = Languages(["spa\tes\t\t1\t\tSpanish\tRomance\tLatn\tspanish;castilian"])
     assert small.resolve("castilian") == SPANISH and small.resolve("Spanihs") == SPANISH
     with pytest.raises(LanguageError):
         small.resolve("fr")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,18 +81,24 @@ def name_keys(rows: list[dict[str, str]]) -> dict[str, list[str]]:
 
 
 class Languages:
-    """A language table (rows in TABLE_COLUMNS order) with lookups by code, name and typo."""
+    """A language table with lookups by code, name and typo. `lines` are its TSV rows (TABLE_COLUMNS, no header).
 
-    def __init__(self, rows: Iterable[Sequence[str]]):
-        self._rows: dict[str, Sequence[str]] = {}
+    A row is split only when asked for: a start-up that resolves a code touches a handful of the 7,900 rows."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._lines: dict[str, str] = {}
+        self._split: dict[str, list[str]] = {}
         self._alpha2: dict[str, str] = {}
         self._alpha2b: dict[str, str] = {}
-        for row in rows:
-            self._rows[row[0]] = row
-            if row[1]:
-                self._alpha2[row[1]] = row[0]
-            if row[2]:
-                self._alpha2b[row[2]] = row[0]
+        for line in lines:
+            code, _, rest = line.partition("\t")
+            self._lines[code] = line
+            if not rest.startswith("\t\t"):  # a 639-1 or 639-2/B code: few rows have one
+                alpha2, alpha2b = rest.split("\t", 2)[:2]
+                if alpha2:
+                    self._alpha2[alpha2] = code
+                if alpha2b:
+                    self._alpha2b[alpha2b] = code
         self._languages: dict[str, Language] = {}
         self._names: dict[str, str] | None = None
 
@@ -103,30 +109,37 @@ class Languages:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise CatalogError(f"the language table {path} cannot be read ({exc}); reinstall espzoo.") from None
-        return cls(line.split("\t") for line in lines[1:] if line)
+        return cls(line for line in lines[1:] if line)
+
+    def _row(self, code: str) -> list[str]:
+        row = self._split.get(code)
+        if row is None:
+            row = self._split[code] = self._lines[code].split("\t")
+        return row
 
     # --- lookups --------------------------------------------------------------------------------
 
     def __contains__(self, code: str) -> bool:
-        return code in self._rows
+        return code in self._lines
 
     def get(self, code: str) -> Language:
         lang = self._languages.get(code)
         if lang is None:
-            row = self._rows[code]
+            row = self._row(code)
             lang = self._languages[code] = Language(row[0], row[1] or None, row[5])
         return lang
 
     def codes(self) -> list[str]:
-        return list(self._rows)
+        return list(self._lines)
 
     def _major(self, code: str) -> bool:
-        return self._rows[code][3] == "1"
+        return self._row(code)[3] == "1"
 
     def names_index(self) -> dict[str, str]:
         """Folded name -> code (see name_keys)."""
         if self._names is None:
-            self._names = {key: row[0] for row in self._rows.values() for key in row[8].split(";") if key}
+            rows = (self._row(code) for code in self._lines)
+            self._names = {key: row[0] for row in rows for key in row[8].split(";") if key}
         return self._names
 
     def lookup(self, query: str) -> Language | None:
@@ -136,7 +149,7 @@ class Languages:
             q = TOKEN_HOLDS.get(q[1:-1], q[1:-1])
         if re.fullmatch(r"[a-z]{2,3}([-_][a-z0-9]{2,8})+", q):  # a BCP 47 tag (es-MX, zh-TW): its language
             q = re.split(r"[-_]", q)[0]
-        if len(q) == 3 and q in self._rows:
+        if len(q) == 3 and q in self._lines:
             return self.get(q)
         code = self._alpha2.get(q) if len(q) == 2 else self._alpha2b.get(q) if len(q) == 3 else None
         code = code or self.names_index().get(q)
@@ -177,17 +190,17 @@ class Languages:
     def match_codes(self, lang: Language) -> frozenset[str]:
         """The codes under which catalog entries may list `lang`: its own, the codes of the same language (nep/npi,
         swa/swh, ori/ory, zho/cmn, msa/zsm, ...) and the 639-1 forms of these (user catalogs written before 639-3)."""
-        codes = {lang.code, *self._rows[lang.code][4].split()} if lang.code in self._rows else {lang.code}
-        codes |= {self._rows[c][1] or c for c in codes if c in self._rows}
+        codes = {lang.code, *self._row(lang.code)[4].split()} if lang.code in self._lines else {lang.code}
+        codes |= {self._row(c)[1] or c for c in codes if c in self._lines}
         return frozenset(codes)
 
     def scripts(self, lang: Language) -> tuple[str, ...]:
         """ISO 15924 scripts the language is written in (Wiktionary's list), () when unknown."""
-        return tuple(self._rows[lang.code][7].split()) if lang.code in self._rows else ()
+        return tuple(self._row(lang.code)[7].split()) if lang.code in self._lines else ()
 
     def family(self, lang: Language) -> str:
         """The language's (sub)family as Wiktionary names it ('Romance', 'Indo-Aryan'); '' when unknown."""
-        return self._rows[lang.code][6] if lang.code in self._rows else ""
+        return self._row(lang.code)[6] if lang.code in self._lines else ""
 
     # --- closest matches ------------------------------------------------------------------------
 
@@ -215,7 +228,7 @@ class Languages:
     def _word_matches(self, q: str) -> list[Language]:
         """Languages whose ISO name contains `q` as a word ('nahuatl' -> Central Nahuatl, ...)."""
         pattern = re.compile(rf"\b{re.escape(q)}\b")
-        found = [self.get(code) for code, row in self._rows.items() if pattern.search(fold(row[5]))]
+        found = [self.get(code) for code in self._lines if pattern.search(fold(self._row(code)[5]))]
         return sorted(found, key=lambda lang: (lang.alpha2 is None, not self._major(lang.code), lang.code))
 
     def _close_names(self, q: str) -> list[str]:
@@ -235,7 +248,7 @@ class Languages:
         import difflib
 
         pool = (list(self._alpha2) if len(q) == 2 else
-                [c for c in self._rows if self._major(c) and c not in SPECIAL_CODES])
+                [c for c in self._lines if self._major(c) and c not in SPECIAL_CODES])
         out = []
         for code in difflib.get_close_matches(q, pool, n=3, cutoff=0.5):
             lang = self.get(self._alpha2.get(code, code))
