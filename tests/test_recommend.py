@@ -291,3 +291,18 @@ def test_sizes_read_and_written() -> None:
     with pytest.raises(CatalogError, match="not a size"):
         parse_size("four hundred")
     assert size_label(367_000_000) == "367M" and size_label(1_020_000_000) == "1.02B" and size_label(None) is None
+
+
+def test_free_text_names_a_language_models_for_it_first(shipped: Catalog) -> None:
+    found = [h.entry for h in shipped.search("español", limit=0)]
+    assert found and all("spa" in e.languages for e in found)
+    mono = [i for i, e in enumerate(found) if len(e.languages) <= 3]
+    multi = [i for i, e in enumerate(found) if len(e.languages) > 3]
+    assert mono and multi and max(mono) < min(multi)  # a model for Spanish before one covering it among many
+
+
+def test_help_lists_recommend_first() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and result.output.index("recommend") < result.output.index("search")
+    sub = runner.invoke(app, ["recommend", "--help"], env={"COLUMNS": "200"})
+    assert sub.exit_code == 0 and "--max-params" in sub.output and "Example: espzoo recommend --lang es" in sub.output

@@ -375,11 +375,11 @@ def language_match(lang: str) -> Callable[[CatalogEntry], bool]:
 def _query_languages(query: str) -> dict[str, frozenset[str]]:
     """For each word of a free-text query that names a language (code, name, or a typo of a name of 5+ letters):
     the codes entries list it under. Resolved once per query, not per entry."""
-    from espzoo.languages import LanguageError, table
+    from espzoo.languages import LanguageError, fold, table
 
     languages = table()
     found: dict[str, frozenset[str]] = {}
-    for word in dict.fromkeys(_WORD.findall(query.lower())):
+    for word in dict.fromkeys(_WORD.findall(fold(query))):  # 'español' -> 'espanol', a word the table knows
         lang = languages.lookup(word)
         if lang is None and len(word) >= 5:
             try:
@@ -422,9 +422,16 @@ def _metadata_words(entry: CatalogEntry) -> set[str]:
     return words
 
 
+def _fold(text: str) -> str:
+    from espzoo.languages import fold
+
+    return fold(text)
+
+
 def _score(entry: CatalogEntry, query: str, languages: Mapping[str, frozenset[str]]) -> tuple[float, str]:
     """Rank one entry against a query: exact id 1000, exact name 500, name substring 200+,
-    each query word in the metadata 100 (a language by its code or name counts), close spellings 60.
+    each query word in the metadata 100 (a language by its code or name counts; 70 for a multilingual model),
+    close spellings 60.
     `languages` holds the codes of the query words that name a language (see _query_languages)."""
     q = query.strip().lower()
     rid, name = entry.repo_id.lower(), entry.name.lower()
@@ -438,9 +445,13 @@ def _score(entry: CatalogEntry, query: str, languages: Mapping[str, frozenset[st
         why.append("name")
     meta = _metadata_words(entry)
     name_words = set(_WORD.findall(rid))
-    for word in _WORD.findall(q):
-        if word in meta or not languages.get(word, frozenset()).isdisjoint(entry.languages):
+    for word in _WORD.findall(_fold(q)):
+        if word in meta:
             score += 100
+            why.append(word)
+        elif not languages.get(word, frozenset()).isdisjoint(entry.languages):
+            # A model for this language outranks one that covers it among many.
+            score += 100 if len(entry.languages) <= 3 else 70
             why.append(word)
         elif word in name_words or (len(word) >= 3 and word in rid):
             score += 80
