@@ -75,6 +75,8 @@ def test_max_params_leaves_out_only_models_known_to_be_bigger(fixture_catalog: C
 def test_task_and_per_tier_limit(fixture_catalog: Catalog) -> None:
     assert ranked(fixture_catalog, "es", task="tts") == [(1, "a/tts_spa")]
     assert ranked(fixture_catalog, "es", per_tier=1) == [(1, "a/eng_spa"), (2, "espnet/owsm_big")]
+    tts = recommend(fixture_catalog, RecommendOptions("it", task="tts"))  # no S2T model to learn a new token
+    assert [(i.tier, i.entry.repo_id) for i in tts.items] == [(3, "a/tts_spa")] and "S2T" not in tts.note
 
 
 def test_malay_through_owsms_mas_token(fixture_catalog: Catalog) -> None:

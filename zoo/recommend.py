@@ -90,8 +90,8 @@ def recommend(catalog: Catalog, options: RecommendOptions) -> Advice:
     learners = [e for e in pool if e.task == "s2t" and e.language_token == "iso639-3"]
     if not covering:
         items += [_learner(e, lang) for e in _distinct(sorted(learners, key=_by_size_and_data))][: options.per_tier]
-        notes.append(f"no multilingual model in the catalog covers {lang}; the S2T models listed can learn it as "
-                     f"the new language token {owsm_token(lang)}")
+        notes.append(f"no multilingual model in the catalog covers {lang}" + (
+            f"; the S2T models listed can learn it as the language token {owsm_token(lang)}" if learners else ""))
     if not trained and not covering:
         # The S2T models (and their mirrors) were offered above, as learners of a new token.
         listed = {e.name.lower() for e in learners} | {item.entry.name.lower() for item in items}
