@@ -123,7 +123,7 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
 def _display(entry: CatalogEntry) -> dict[str, object]:
     fields = entry.to_dict()
     fields["results"] = [f"{r['test_set']} {r['metric'].upper()} {r['value']}" for r in fields["results"]]
-    if len(entry.languages) > 3:
+    if entry.multilingual:
         fields["languages"] = f"{len(entry.languages)}: {' '.join(entry.languages)}"
     if entry.params:
         fields["params"] = f"{size_label(entry.params)} ({entry.params:,})"

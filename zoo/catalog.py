@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from espzoo.languages import Languages
 
 CATALOG_FILE = "catalog.yaml"
+# A model listing more languages than this covers them among many ("multilingual"); up to this many (one language,
+# a code-switching pair) it was trained on each.
+FEW_LANGUAGES = 3
 
 # How an architecture tag from the source table is classified.
 ENCODERS = {
@@ -79,6 +82,10 @@ class CatalogEntry:
         return min(values) if values else None
 
     @property
+    def multilingual(self) -> bool:
+        return len(self.languages) > FEW_LANGUAGES
+
+    @property
     def vocab_size(self) -> int | None:
         size = self.tokens.get("size")
         return size if isinstance(size, int) else None
@@ -109,7 +116,7 @@ def tokens_label(tokens: Mapping[str, Any]) -> str | None:
     return f"{tokens['type']}{tokens.get('size') or ''}"
 
 
-def languages_label(codes: list[str], shown: int = 3) -> str:
+def languages_label(codes: list[str], shown: int = FEW_LANGUAGES) -> str:
     """'spa' or 'eng, ben' for a few languages; '150 langs' for a multilingual model."""
     return ", ".join(codes) if len(codes) <= shown else f"{len(codes)} langs"
 
@@ -451,7 +458,7 @@ def _score(entry: CatalogEntry, query: str, languages: Mapping[str, frozenset[st
             why.append(word)
         elif not languages.get(word, frozenset()).isdisjoint(entry.languages):
             # A model for this language outranks one that covers it among many.
-            score += 100 if len(entry.languages) <= 3 else 70
+            score += 70 if entry.multilingual else 100
             why.append(word)
         elif word in name_words or (len(word) >= 3 and word in rid):
             score += 80

@@ -19,8 +19,6 @@ from espzoo.catalog import Catalog, CatalogEntry, CatalogError, size_label
 from espzoo.languages import SPECIAL_CODES, Language, LanguageError, Languages, owsm_token, table, token_holds
 
 TIERS = {1: "trained on {lang}", 2: "multilingual, covers {lang}", 3: "never saw {lang}: worth trying"}
-# A model listing more languages than this is "multilingual": it covers the language rather than being trained on it.
-FEW_LANGUAGES = 3
 # What a task asks of a model: speech recognition is what ASR and S2T (OWSM-style) models both do.
 TASK_MODELS = {"asr": {"asr", "s2t"}, "st": {"st", "s2t"}}
 
@@ -80,8 +78,8 @@ def recommend(catalog: Catalog, options: RecommendOptions) -> Advice:
     tasks = TASK_MODELS.get(options.task, {options.task})
     pool = [e for e in catalog.entries if e.task in tasks and _fits(e, options.max_params)]
     codes = languages.match_codes(lang)
-    trained = [e for e in pool if not codes.isdisjoint(e.languages) and len(e.languages) <= FEW_LANGUAGES]
-    covering = [e for e in pool if not codes.isdisjoint(e.languages) and len(e.languages) > FEW_LANGUAGES]
+    trained = [e for e in pool if not codes.isdisjoint(e.languages) and not e.multilingual]
+    covering = [e for e in pool if not codes.isdisjoint(e.languages) and e.multilingual]
     items = [_trained(e, _listed_as(e, lang, codes, languages)) for e in sorted(trained, key=_by_error)]
     items = items[: options.per_tier]
     items += [_covering(e, _listed_as(e, lang, codes, languages), lang)
