@@ -12,6 +12,10 @@ import typer
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 RepoArg = Annotated[str, typer.Argument(help="A hub repo id, optionally pinned: ORG/NAME[@REVISION].")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", help="Show at most N results (0 = all).")]
+MaxParamsOpt = Annotated[
+    str | None,
+    typer.Option("--max-params", help="Leave out models known to be bigger: 400M, 1.5B (unknown sizes stay)."),
+]
 
 # Transfer options, shared by `espzoo plan` and `espzoo finetune` (ESPnet's --init_param semantics, made safe).
 ModelArg = Annotated[

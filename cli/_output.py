@@ -55,6 +55,23 @@ def print_table(
     console.print(build())
 
 
+def print_lines(lines: Iterable[str]) -> None:
+    """Lines of text for people, with rich markup ([bold]; escape other text with `markup_escape`). Lines are not
+    broken by us (soft wrap): a printed command stays one line to copy."""
+    from rich.console import Console
+
+    console = Console()
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def markup_escape(text: str) -> str:
+    """`text` shown as is by print_lines (a '[xx_yy]' is not taken for a style)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def print_fields(fields: Mapping[str, Any], *, title: str | None = None) -> None:
     """Render one record as a two-column key/value table."""
     print_table(({"field": k, "value": v} for k, v in fields.items()), ["field", "value"], title=title)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from espzoo import __version__
-from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, search
+from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, recommend, search
 from espzoo.errors import EspzooError
 from typer.core import TyperGroup
 
@@ -51,7 +51,7 @@ app = typer.Typer(
 )
 
 # Each command group registers itself; adding a group is one line here.
-for module in (search, hub, plan, finetune, evaluate, export, mirror):
+for module in (recommend, search, hub, plan, finetune, evaluate, export, mirror):
     module.register(app)
 
 

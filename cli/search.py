@@ -3,6 +3,7 @@
     espzoo search bengali                       # by language name, code (bn) or a typo (bengli)
     espzoo search librispeech --task asr --arch conformer
     espzoo search --lang ja --tokens char --json
+    espzoo search --lang spa --max-params 400M      # Spanish models (multilingual ones too) that fit a small GPU
     espzoo info espnet/bn_openslr53             # everything known about one entry
 
 Nothing here imports torch or espnet: these commands answer in a fraction of a second.
@@ -13,13 +14,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from espzoo.catalog import Catalog, CatalogEntry, CatalogError
-from espzoo.cli._options import JsonOpt, LimitOpt
+from espzoo.catalog import Catalog, CatalogEntry, languages_label, parse_size, size_label
+from espzoo.cli._options import JsonOpt, LimitOpt, MaxParamsOpt
 from espzoo.cli._output import fail, print_fields, print_json, print_table
 
 TaskOpt = Annotated[str | None, typer.Option("--task", "-t", help="Only this task: asr, s2t, tts, ...")]
 LangOpt = Annotated[
-    str | None, typer.Option("--lang", "-l", help="Only this language, by code or name (bn, bengali).")
+    str | None,
+    typer.Option("--lang", "-l", help="Only models for this language (multilingual ones too): ben, bn, bengali."),
 ]
 CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Only models trained on this corpus.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", help="Only this architecture (conformer, wavlm, ...).")]
@@ -33,21 +35,32 @@ def search(
     corpus: CorpusOpt = None,
     arch: ArchOpt = None,
     tokens: TokensOpt = None,
+    max_params: MaxParamsOpt = None,
     limit: LimitOpt = 20,
     json: JsonOpt = False,
 ) -> None:
     """Search the catalog of ESPnet hub models. Example: espzoo search bengali --task asr"""
     catalog = _load()
-    hits = catalog.search(query, task=task, lang=lang, corpus=corpus, arch=arch, tokens=tokens, limit=limit)
+    size = parse_size(max_params) if max_params else None
+    hits = catalog.search(query, task=task, lang=lang, corpus=corpus, arch=arch, tokens=tokens,
+                          max_params=size, limit=limit)
     rows = [hit.entry.summary() for hit in hits]
     if json:
         print_json(rows)
         return
     if not rows:
+        if lang:
+            from espzoo.languages import resolve
+
+            fail(f"no catalog entry for {resolve(lang)} matches {query!r} with these filters; "
+                 f"`espzoo recommend --lang {resolve(lang).code}` lists the models that can learn it.")
         fail(f"no catalog entry matches {query!r} with these filters; try fewer filters or `espzoo search`.")
+    for row in rows:  # people read a count for a multilingual model and sizes as 367M
+        row["languages"] = languages_label(row["languages"])
+        row["params"] = size_label(row["params"])
     title = f"{len(rows)} of {len(catalog)} models"
-    print_table(rows, ["repo_id", "task", "languages", "corpus", "architecture", "tokens", "wer", "cer"],
-                title=title, optional=["architecture", "tokens", "corpus", "wer"])
+    print_table(rows, ["repo_id", "task", "languages", "params", "corpus", "architecture", "tokens", "wer", "cer"],
+                title=title, optional=["architecture", "tokens", "corpus", "wer", "params"])
 
 
 def info(
@@ -73,20 +86,18 @@ def info(
 
 
 def _load() -> Catalog:
-    try:
-        return Catalog.load()
-    except CatalogError as exc:
-        fail(str(exc))
+    return Catalog.load()
 
 
 def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | None:
     """The bundle view of the newest cached revision (or the one asked for); None when not pulled.
     Reads the HF cache only: no request, no torch."""
+    from espzoo._hf import repo_folder
     from espzoo.bundle import BundleError, open_bundle
     from espzoo.hub import hub_cache_dir, list_cached
 
     # One listdir answers "not pulled" (the common case); scanning the whole cache is only for repos it holds.
-    folder = "models--" + repo_id.replace("/", "--").lower()
+    folder = repo_folder(repo_id).lower()
     cache = hub_cache_dir()
     if not cache.is_dir() or not any(p.name.lower() == folder for p in cache.iterdir()):
         return None
@@ -107,6 +118,12 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
 def _display(entry: CatalogEntry) -> dict[str, object]:
     fields = entry.to_dict()
     fields["results"] = [f"{r['test_set']} {r['metric'].upper()} {r['value']}" for r in fields["results"]]
+    if entry.multilingual:
+        fields["languages"] = f"{len(entry.languages)}: {' '.join(entry.languages)}"
+    if entry.params:
+        fields["params"] = f"{size_label(entry.params)} ({entry.params:,})"
+    if entry.vocab_size:
+        fields["vocab_size"] = entry.vocab_size
     return {k: v for k, v in fields.items() if v not in (None, [], {})}
 
 

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "data" / "espnet_hub_repos.tsv"
+S2T_TABLE = ROOT / "data" / "s2t_models.tsv"
 runner = CliRunner()
 
 
@@ -34,8 +35,8 @@ def catalog() -> Catalog:
     return Catalog.load(ROOT / "catalog.yaml")
 
 
-def table_rows() -> list[dict[str, str]]:
-    with TABLE.open(encoding="utf-8", newline="") as fh:
+def table_rows(table: Path = TABLE) -> list[dict[str, str]]:
+    with table.open(encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
@@ -51,7 +52,9 @@ def test_shipped_catalog_is_up_to_date_with_the_table() -> None:
 
 def test_every_table_row_is_an_entry(catalog: Catalog) -> None:
     rows = table_rows()
-    assert len(catalog) == len(rows) == len({r["repo_id"] for r in rows})
+    extra = {r["repo_id"] for r in table_rows(S2T_TABLE)} - {r["repo_id"] for r in rows}
+    assert extra and all(e.startswith("espnet/owls_") for e in extra)  # OWLS: only the multilingual table has them
+    assert len(catalog) == len(rows) + len(extra) and len(rows) == len({r["repo_id"] for r in rows})
     for row in rows:
         entry = catalog.get(row["repo_id"])
         assert entry is not None and entry.task == row["task"]
@@ -91,8 +94,9 @@ def test_row_parsers() -> None:
 def test_entry_from_row_keeps_the_evidence() -> None:
     row = next(r for r in table_rows() if r["repo_id"] == "espnet/bn_openslr53")
     entry = entry_from_row(row)
-    assert entry["languages"] == ["bn"] and entry["tokens"] == {"type": "bpe", "size": 1000}
+    assert entry["languages"] == ["ben"] and entry["tokens"] == {"type": "bpe", "size": 1000}
     assert entry["source"] == row["sources"] and entry["status"] == row["status"]
+    assert entry["lang_evidence"] == row["lang_evidence"] == "corpus_inferred"  # how the language was found stays
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -161,12 +165,12 @@ def test_language_by_code_name_and_typo(catalog: Catalog, query: str) -> None:
     found = ids(catalog.search(query, task="asr"))
     assert "espnet/bn_openslr53" in found[:5]
     for repo in found:
-        assert "bn" in catalog.get(repo).languages or "bn" in repo.lower()
+        assert "ben" in catalog.get(repo).languages or "bn" in repo.lower()
 
 
 def test_facets_filter(catalog: Catalog) -> None:
     hits = catalog.search("", task="asr", lang="ja", limit=0)
-    assert hits and all(h.entry.task == "asr" and "ja" in h.entry.languages for h in hits)
+    assert hits and all(h.entry.task == "asr" and "jpn" in h.entry.languages for h in hits)
     conformers = catalog.search("librispeech", arch="conformer", limit=0)
     assert conformers and all(h.entry.architecture.get("encoder") == "conformer" for h in conformers)
     bpe = catalog.search("", tokens="bpe5000", limit=0)
@@ -186,7 +190,7 @@ def test_nonsense_finds_nothing(catalog: Catalog) -> None:
 def test_facet_counts(catalog: Catalog) -> None:
     facets = catalog.facets()
     assert facets["task"]["asr"] == sum(e.task == "asr" for e in catalog.entries)
-    assert facets["language"]["en"] > facets["language"]["bn"] > 0
+    assert facets["language"]["eng"] > facets["language"]["ben"] > 0
 
 
 def test_suggest_close_ids(catalog: Catalog) -> None:
@@ -246,10 +250,13 @@ def test_console_script_subprocess() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert all("bn" in row["languages"] for row in json.loads(done.stdout))
+    assert all("ben" in row["languages"] for row in json.loads(done.stdout))
 
 
-@pytest.mark.parametrize("argv", [["search", "bengali"], ["--help"], ["info", "espnet/bn_openslr53"]])
+@pytest.mark.parametrize("argv", [
+    ["search", "bengali"], ["--help"], ["info", "espnet/bn_openslr53"], ["search", "--lang", "spansh"],
+    ["recommend", "--lang", "es"], ["recommend", "--lang", "top", "--json"], ["recommend", "--lang", "xx"],
+])
 def test_fast_commands_do_not_import_torch_or_espnet(argv: list[str]) -> None:
     probe = (
         "import sys\n"

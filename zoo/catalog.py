@@ -10,38 +10,22 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from espzoo.languages import Languages
 
 from espzoo.errors import CatalogError  # noqa: F401 (re-exported)
 from espzoo.home import espzoo_home
 from espzoo.repo import parse_sample_rate  # noqa: F401 (the one reader of rates: 44k is 44100 everywhere)
 
 CATALOG_FILE = "catalog.yaml"
-
-# English names (and common alternatives) of the languages a user is likely to search for.
-# Codes are ISO 639-1 where one exists, else ISO 639-3; "mul" stands for multilingual models.
-LANGUAGE_NAMES: dict[str, tuple[str, ...]] = {
-    "ar": ("arabic",), "bh": ("bihari",), "bn": ("bengali", "bangla"), "bzd": ("bribri",),
-    "ca": ("catalan",), "ch": ("chamorro",), "cs": ("czech",), "cy": ("welsh",), "de": ("german",),
-    "el": ("greek",), "en": ("english",), "es": ("spanish", "castilian"), "et": ("estonian",),
-    "eu": ("basque",), "fa": ("persian", "farsi"), "fi": ("finnish",), "fr": ("french",),
-    "gn": ("guarani",), "gu": ("gujarati",), "gug": ("paraguayan guarani", "guarani"),
-    "gvc": ("wanano", "guanano"), "he": ("hebrew",), "hi": ("hindi",), "hu": ("hungarian",),
-    "iba": ("iban",), "id": ("indonesian",), "is": ("icelandic",), "it": ("italian",),
-    "ja": ("japanese",), "jv": ("javanese",), "kk": ("kazakh",), "kn": ("kannada",), "ko": ("korean",),
-    "mg": ("malagasy",), "ml": ("malayalam",), "mr": ("marathi",), "ms": ("malay",), "mt": ("maltese",),
-    "my": ("burmese", "myanmar"), "ne": ("nepali",), "nl": ("dutch",), "or": ("odia", "oriya"),
-    "pa": ("punjabi", "panjabi"), "pl": ("polish",), "pt": ("portuguese",), "quy": ("quechua",),
-    "qwe": ("quechua",), "ro": ("romanian",), "ru": ("russian",), "rw": ("kinyarwanda",),
-    "sa": ("sanskrit",), "si": ("sinhala", "sinhalese"), "sv": ("swedish",), "sw": ("swahili",),
-    "ta": ("tamil",), "tav": ("tatuyo",), "te": ("telugu",), "th": ("thai",), "top": ("totonac",),
-    "tr": ("turkish",), "uk": ("ukrainian",), "ur": ("urdu",), "vi": ("vietnamese",), "yo": ("yoruba",),
-    "zh": ("chinese", "mandarin"), "zh-TW": ("taiwanese mandarin", "traditional chinese"),
-    "mul": ("multilingual",),
-}
+# A model listing more languages than this covers them among many ("multilingual"); up to this many (one language,
+# a code-switching pair) it was trained on each.
+FEW_LANGUAGES = 3
 
 # How an architecture tag from the source table is classified.
 ENCODERS = {
@@ -78,6 +62,11 @@ class CatalogEntry:
     confidence: str | None = None
     train_config: str | None = None
     notes: str | None = None
+    params: int | None = None  # parameter count, where a card, paper or recipe says it
+    family: str | None = None  # the model family (owsm_v3.1, fleurs_asr, ...) for multilingual models
+    train_hours: int | None = None  # hours of training audio, where known
+    lang_evidence: str | None = None  # how the languages were found (hf_card, corpus_inferred, demo_list, ...)
+    language_token: str | None = None  # how a prompt names the language: iso639-3 (<spa>), whisper (<es>), fleurs
 
     @property
     def name(self) -> str:
@@ -92,18 +81,30 @@ class CatalogEntry:
         values = [r.value for r in self.results if r.metric == metric]
         return min(values) if values else None
 
+    @property
+    def multilingual(self) -> bool:
+        return len(self.languages) > FEW_LANGUAGES
+
+    @property
+    def vocab_size(self) -> int | None:
+        size = self.tokens.get("size")
+        return size if isinstance(size, int) else None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> dict[str, Any]:
-        """The short form `espzoo search` shows."""
+        """The short form `espzoo search` shows (`--json`: the full language list and sizes as numbers)."""
         return {
             "repo_id": self.repo_id,
             "task": self.task,
             "languages": self.languages,
+            "lang_count": len([c for c in self.languages if c != "mul"]),
             "corpus": self.corpus,
             "architecture": self.architecture.get("encoder"),
             "tokens": tokens_label(self.tokens),
+            "params": self.params,
+            "vocab_size": self.vocab_size,
             "wer": self.best("wer"),
             "cer": self.best("cer"),
         }
@@ -113,6 +114,33 @@ def tokens_label(tokens: Mapping[str, Any]) -> str | None:
     if not tokens.get("type"):
         return None
     return f"{tokens['type']}{tokens.get('size') or ''}"
+
+
+def languages_label(codes: list[str], shown: int = FEW_LANGUAGES) -> str:
+    """'spa' or 'eng, ben' for a few languages; '150 langs' for a multilingual model."""
+    return ", ".join(codes) if len(codes) <= shown else f"{len(codes)} langs"
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmbgt]?)\s*", re.IGNORECASE)
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str, what: str = "--max-params") -> int:
+    """'400M' -> 400_000_000; '1.5B', '102k', '367000000' too. CatalogError names the option otherwise."""
+    m = _SIZE.fullmatch(str(text))
+    if not m:
+        raise CatalogError(f"{what} {text!r} is not a size; write e.g. 400M, 1.5B or 400000000.")
+    return round(float(m.group(1)) * _SCALE[m.group(2).lower()])
+
+
+def size_label(n: int | None) -> str | None:
+    """367000000 -> '367M', 1020000000 -> '1.02B' (three significant digits, as the papers write them)."""
+    if n is None:
+        return None
+    for scale, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +198,11 @@ def entry_from_dict(data: Any, where: str) -> CatalogEntry:
         confidence=check("confidence", (str,), None),
         train_config=check("train_config", (str,), None),
         notes=check("notes", (str,), None),
+        params=check("params", (int,), None),
+        family=check("family", (str,), None),
+        train_hours=check("train_hours", (int,), None),
+        lang_evidence=check("lang_evidence", (str,), None),
+        language_token=check("language_token", (str,), None),
     )
 
 
@@ -299,16 +332,25 @@ class Catalog:
         corpus: str | None = None,
         arch: str | None = None,
         tokens: str | None = None,
+        max_params: int | None = None,
         limit: int = 20,
     ) -> list[Hit]:
         """Entries passing every facet filter, ranked by how well they match `query`:
-        the exact id first, then name matches, then metadata matches; close spellings count too."""
+        the exact id first, then name matches, then metadata matches; close spellings count too.
+        `lang` is resolved once (a code, a name or a typo; LanguageError otherwise) and matches every entry that
+        lists the language, multilingual ones included; `max_params` drops the models known to be bigger."""
+        wanted = language_match(lang) if lang else None
+        words = _query_languages(query) if query.strip() else {}
         hits = []
         for entry in self.entries:
-            if not _passes(entry, task=task, lang=lang, corpus=corpus, arch=arch, tokens=tokens):
+            if wanted is not None and not wanted(entry):
+                continue
+            if max_params is not None and entry.params is not None and entry.params > max_params:
+                continue
+            if not _passes(entry, task=task, corpus=corpus, arch=arch, tokens=tokens):
                 continue
             if query.strip():
-                score, why = _score(entry, query)
+                score, why = _score(entry, query, words)
                 if score <= 0:
                     continue
             else:
@@ -320,24 +362,40 @@ class Catalog:
         return hits if limit <= 0 else hits[:limit]
 
 
-def language_codes(text: str) -> set[str]:
-    """Codes a word may mean: a code itself or an English name ('bangla' -> {'bn'})."""
-    word = text.strip().lower()
-    codes = {code for code in LANGUAGE_NAMES if code.lower() == word}
-    codes |= {code for code, names in LANGUAGE_NAMES.items() if word in names}
-    return codes
+def language_match(lang: str) -> Callable[[CatalogEntry], bool]:
+    """A predicate: does an entry list the language `lang` means (under any of its codes)? 'mul' matches the
+    multilingual entries. Raises LanguageError (one sentence, closest matches) for what is no language."""
+    from espzoo.languages import table
+
+    languages = table()
+    language = languages.resolve(lang)
+    if language.code == "mul":
+        return lambda entry: "mul" in entry.languages or len(entry.languages) > 1
+    codes = languages.match_codes(language)
+    return lambda entry: not codes.isdisjoint(entry.languages)
 
 
-def _language_matches(entry: CatalogEntry, lang: str) -> bool:
-    wanted = language_codes(lang) or {lang.lower()}
-    have = {code.lower() for code in entry.languages}
-    return any(w.lower() in have or w.lower().split("-")[0] in have for w in wanted)
+def _query_languages(query: str) -> dict[str, frozenset[str]]:
+    """For each word of a free-text query that names a language (code, name, or a typo of a name of 5+ letters):
+    the codes entries list it under. Resolved once per query, not per entry."""
+    from espzoo.languages import LanguageError, fold, table
+
+    languages = table()
+    found: dict[str, frozenset[str]] = {}
+    for word in dict.fromkeys(_WORD.findall(fold(query))):  # 'español' -> 'espanol', a word the table knows
+        lang = languages.lookup(word)
+        if lang is None and len(word) >= 5:
+            try:
+                lang = languages.resolve(word)
+            except LanguageError:
+                lang = None
+        if lang is not None:
+            found[word] = languages.match_codes(lang)
+    return found
 
 
 def _passes(entry: CatalogEntry, **facets: str | None) -> bool:
     if facets["task"] and entry.task.lower() != facets["task"].lower():
-        return False
-    if facets["lang"] and not _language_matches(entry, facets["lang"]):
         return False
     if facets["corpus"] and facets["corpus"].lower() not in (entry.corpus or "").lower():
         return False
@@ -359,20 +417,25 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _metadata_words(entry: CatalogEntry) -> set[str]:
-    words: set[str] = {entry.task.lower()}
-    for code in entry.languages:
-        words.add(code.lower())
-        words.update(LANGUAGE_NAMES.get(code, ()))
-    for text in (entry.corpus, entry.recipe, entry.train_config, tokens_label(entry.tokens)):
+    words: set[str] = {entry.task.lower(), *(code.lower() for code in entry.languages)}
+    for text in (entry.corpus, entry.recipe, entry.train_config, entry.family, tokens_label(entry.tokens)):
         words.update(_WORD.findall((text or "").lower()))
     words.update(str(v).lower() for v in entry.architecture.values() if isinstance(v, str))
     words.update(str(t).lower() for t in entry.architecture.get("tags", []))
     return words
 
 
-def _score(entry: CatalogEntry, query: str) -> tuple[float, str]:
+def _fold(text: str) -> str:
+    from espzoo.languages import fold
+
+    return fold(text)
+
+
+def _score(entry: CatalogEntry, query: str, languages: Mapping[str, frozenset[str]]) -> tuple[float, str]:
     """Rank one entry against a query: exact id 1000, exact name 500, name substring 200+,
-    each query word in the metadata 100 (a language by its name counts), close spellings 60."""
+    each query word in the metadata 100 (a language by its code or name counts; 70 for a multilingual model),
+    close spellings 60.
+    `languages` holds the codes of the query words that name a language (see _query_languages)."""
     q = query.strip().lower()
     rid, name = entry.repo_id.lower(), entry.name.lower()
     if q == rid:
@@ -385,9 +448,13 @@ def _score(entry: CatalogEntry, query: str) -> tuple[float, str]:
         why.append("name")
     meta = _metadata_words(entry)
     name_words = set(_WORD.findall(rid))
-    for word in _WORD.findall(q):
-        if word in meta or language_codes(word) & set(entry.languages):
+    for word in _WORD.findall(_fold(q)):
+        if word in meta:
             score += 100
+            why.append(word)
+        elif not languages.get(word, frozenset()).isdisjoint(entry.languages):
+            # A model for this language outranks one that covers it among many.
+            score += 70 if entry.multilingual else 100
             why.append(word)
         elif word in name_words or (len(word) >= 3 and word in rid):
             score += 80
@@ -457,12 +524,51 @@ def parse_results(wer: str, cer: str) -> list[dict[str, Any]]:
     return results
 
 
-def entry_from_row(row: Mapping[str, str]) -> dict[str, Any]:
-    """One row of data/espnet_hub_repos.tsv as a catalog mapping (empty cells left out)."""
+def iso_languages(codes: Iterable[str], *, strict: bool = True, languages: Languages | None = None) -> list[str]:
+    """Codes as ISO 639-3 ('bn' -> 'ben', 'zh-TW' -> 'zho'); 'multilingual' and 'mul' stay 'mul'. An unknown code
+    raises CatalogError when `strict` (the shipped table must be clean), else is dropped (a Hub card's free text)."""
+    from espzoo.languages import table
+
+    languages = languages or table()
+    out: list[str] = []
+    for code in codes:
+        if code.strip().lower() in ("mul", "multilingual"):
+            out.append("mul")
+            continue
+        lang = languages.lookup(code)
+        if lang is not None:
+            out.append(lang.code)
+        elif strict:
+            raise CatalogError(f"language {code!r} is not an ISO 639 code; fix the table or add an override.")
+    codes = list(dict.fromkeys(out))
+    return [c for c in codes if c != "mul"] or codes  # 'mul' only while no language is known
+
+
+def infer_languages(words: Iterable[str], names: Mapping[str, str]) -> list[str]:
+    """Languages named by the words of a repo name or corpus ('ftshijt_espnet2_asr_totonac_transformer' ->
+    [top]) through `names` (data/language_aliases.tsv rows marked infer=yes): for rows whose table cell is empty."""
+    found: list[str] = []
+    for word in words:
+        for part in [word.lower(), *re.split(r"[^a-z0-9]+", word.lower())]:
+            if part in names and names[part] not in found:
+                found.append(names[part])
+    return found
+
+
+def entry_from_row(
+    row: Mapping[str, str], infer: Mapping[str, str] | None = None, languages: Languages | None = None
+) -> dict[str, Any]:
+    """One row of data/espnet_hub_repos.tsv as a catalog mapping (empty cells left out; languages as ISO 639-3).
+    A row without a language gets the one its name or corpus says through `infer` (lang_evidence name_inferred)."""
+    codes = iso_languages(parse_languages(row["language"]), languages=languages)
+    evidence = row.get("lang_evidence") or None
+    if not codes and infer:
+        codes = infer_languages([row["repo_id"].split("/", 1)[-1], row.get("corpus") or ""], infer)
+        evidence = "name_inferred" if codes else evidence
     entry: dict[str, Any] = {
         "repo_id": row["repo_id"],
         "task": row["task"] or "unknown",
-        "languages": parse_languages(row["language"]),
+        "languages": codes,
         "corpus": row["corpus"] or None,
         "recipe": row["recipe"] or None,
         "architecture": parse_architecture(row["arch"]),
@@ -475,8 +581,83 @@ def entry_from_row(row: Mapping[str, str]) -> dict[str, Any]:
         "confidence": row["confidence"] or None,
         "train_config": row["train_config"] or None,
         "notes": row["notes"] or None,
+        "lang_evidence": evidence,
     }
     return {k: v for k, v in entry.items() if v not in (None, [], {})}
+
+
+def parse_count(cell: str) -> int | None:
+    """'889M' -> 889000000, '180k' -> 180000, '' -> None (the size columns of data/s2t_models.tsv)."""
+    try:
+        return parse_size(cell, "count") if cell and cell.strip() else None
+    except CatalogError:
+        return None
+
+
+def language_token_kind(cell: str) -> str | None:
+    """How a model's prompt names the language, from data/s2t_models.tsv's language_token_format."""
+    if "ISO 639-3" in cell:
+        return "iso639-3"
+    if "Whisper" in cell:
+        return "whisper"
+    if "FLEURS" in cell:
+        return "fleurs"
+    return None
+
+
+def s2t_facts(row: Mapping[str, str], languages: Languages | None = None) -> dict[str, Any]:
+    """One row of data/s2t_models.tsv (multilingual models: OWSM, OWSM-CTC, POWSM, FLEURS, OWLS, ML-SUPERB) as the
+    catalog fields it knows: every language (ISO 639-3; OWSM's mislabelled tokens read as the language they hold),
+    size, vocabulary, family, training hours and the language-token form."""
+    from espzoo.languages import TOKEN_HOLDS
+
+    kind = language_token_kind(row.get("language_token_format", ""))
+    codes = row["languages"].split()
+    if kind == "iso639-3":  # <mas> holds Malay, <lga> Luganda, ...: list the language, not the token's ISO name
+        codes = [TOKEN_HOLDS.get(c, c) for c in codes]
+    arch = {k: v for k, v in (("encoder", row["encoder"]), ("decoder", row["decoder"]), ("layers", row["layers"]))
+            if v}
+    if row.get("d_model", "").isdigit():
+        arch["d_model"] = int(row["d_model"])
+    tokens: dict[str, Any] = {"type": row["token_type"]} if row.get("token_type") else {}
+    if row.get("vocab_size", "").isdigit():
+        tokens["size"] = int(row["vocab_size"])
+    facts = {
+        "languages": iso_languages(codes, languages=languages),
+        "lang_evidence": row.get("lang_evidence") or None,
+        "params": parse_count(row.get("params", "")),
+        "family": row.get("family") or None,
+        "train_hours": parse_count(row.get("train_hours", "")),
+        "language_token": kind,
+        "architecture": arch,
+        "tokens": tokens,
+        "sample_rate": parse_sample_rate(row.get("sample_rate", "")),
+        "source": row.get("sources") or None,
+        "notes": row.get("notes") or None,
+    }
+    return {k: v for k, v in facts.items() if v not in (None, [], {})}
+
+
+def overlay_s2t(entry: Mapping[str, Any] | None, repo_id: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """A catalog mapping with the multilingual table's facts laid over the hub table's entry (or a new entry):
+    its language list, size, family, hours and token form win; architecture and tokens are completed; the evidence
+    of both is kept."""
+    family = str(facts.get("family", ""))
+    out: dict[str, Any] = dict(entry or {"repo_id": repo_id, "task": "asr" if family in ("fleurs_asr", "ml_superb")
+                                         else "s2t", "status": "s2t_table"})
+    for key in ("languages", "lang_evidence", "params", "family", "train_hours", "language_token"):
+        if facts.get(key) is not None:
+            out[key] = facts[key]
+    for key in ("architecture", "tokens"):
+        out[key] = {**facts.get(key, {}), **out.get(key, {})}
+        if not out[key]:
+            del out[key]
+    if facts.get("sample_rate") and not out.get("sample_rate"):
+        out["sample_rate"] = facts["sample_rate"]
+    for key in ("source", "notes"):
+        if facts.get(key):
+            out[key] = f"{out[key]} | {facts[key]}" if out.get(key) else facts[key]
+    return out
 
 
 def merge_entries(
@@ -484,14 +665,18 @@ def merge_entries(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Overlay entries listed by the Hub (`espzoo catalog refresh`) on catalog entries.
 
-    For a known repo the Hub's languages, license and source replace ours; its task, corpus, architecture, tokens
-    and sample rate fill gaps only
-    (the source table knows recipes and results the card does not); an unknown repo is appended.
+    For a known repo the Hub's license and source replace ours; its languages (as ISO 639-3) are added to ours, never
+    replace them (a card saying `multilingual` or one language must not shrink OWSM's 150); its task, corpus,
+    architecture, tokens and sample rate fill gaps only; what only the shipped tables know (recipes, results, params,
+    family, training hours, language evidence and token form) stays. An unknown repo is appended.
     Returns (merged entries, how many added, how many changed)."""
     merged = [dict(entry) for entry in base]
     by_id = {entry["repo_id"].lower(): entry for entry in merged}
     added = updated = 0
-    for update in updates:
+    for raw in updates:
+        update = dict(raw)
+        if update.get("languages"):
+            update["languages"] = iso_languages([str(c) for c in update["languages"]], strict=False)
         current = by_id.get(str(update["repo_id"]).lower())
         if current is None:
             entry = {"task": "unknown", **{k: v for k, v in update.items() if v not in (None, [], {})}}
@@ -500,7 +685,11 @@ def merge_entries(
             added += 1
             continue
         before = dict(current)
-        for key in ("languages", "license", "source", "status"):
+        if update.get("languages"):
+            current["languages"] = iso_languages([*current.get("languages", []), *update["languages"]], strict=False)
+            if not before.get("languages") or before["languages"] == ["mul"]:
+                current["lang_evidence"] = "hf_card"
+        for key in ("license", "source", "status"):
             if update.get(key):
                 current[key] = update[key]
         for key in ("corpus", "architecture", "tokens", "sample_rate"):

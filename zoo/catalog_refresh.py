@@ -40,7 +40,8 @@ def refresh_catalog(
     path: str | Path | None = None, configs: bool = False,
 ) -> RefreshResult:
     """List `author`'s models on the Hub with their card data and merge them over the shipped catalog
-    into the user catalog (atomic write). Hub facts win for languages/license/task; recipes and results stay.
+    into the user catalog (atomic write). Hub facts win for license/task; card languages are added
+    as ISO 639-3 without shrinking a list; recipes, results, sizes and language evidence stay (catalog.merge_entries).
     With `configs`, each model's meta.yaml and training config are read too (two small downloads per model, kept in
     the HF cache) for the architecture, tokens and sample rate."""
     import yaml
