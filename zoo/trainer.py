@@ -43,7 +43,10 @@ Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -55,7 +58,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,10 @@ RUN_KEYS = frozenset(
 CPU_BATCH_BINS = 1_000_000
 GPU_BATCH_BINS = 16_000_000
 STOP_GRACE_S = 30.0  # after SIGINT, how long ESPnet gets to exit before SIGTERM, then SIGKILL
+STALL_S = 3600.0  # ESPnet's log silent this long: the training is taken as stalled (TrainOptions.stall_s)
+LOCK_NAME = ".espzoo.lock"
+PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # the child's end of the lifeline pipe (see _start_child)
+REFUSAL = "espzoo: refusing to train: "  # how espzoo._asr_train starts the one line that says why it stopped
 SAVE_WAIT_S = 120.0  # how long a stop waits for a checkpoint being written to be complete
 POLL_S = 0.2
 
@@ -94,6 +101,17 @@ class TrainError(RuntimeError):
 
 class TrainInterrupted(TrainError):
     """The user stopped training (Ctrl-C / SIGTERM); OUT holds resumable state."""
+
+
+class OutInUse(TrainError):
+    """Another espzoo run holds OUT's lock."""
+
+
+class DiskFull(TrainError):
+    """A write into OUT failed for lack of space (or a file size limit)."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -122,6 +140,7 @@ class TrainOptions:
     master_addr: str | None = None
     master_port: int | None = None
     dist_launcher: str | None = None  # "slurm" or "mpi": ranks come from the launcher
+    stall_s: float | None = STALL_S  # stop when ESPnet's log stays silent this long (None: never)
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
 
 
@@ -160,6 +179,7 @@ class TrainResult:
     history: list[EpochReport]  # the epochs finished in this run
     seconds: float
     seconds_to_first_step: float | None  # from run() until ESPnet started the first epoch
+    notes: tuple[str, ...] = ()  # things the user should know (e.g. an incomplete epoch checkpoint left out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -406,17 +426,19 @@ class _LogFollower:
     history: list[EpochReport] = field(default_factory=list)
     _partial: str = ""
 
-    def poll(self) -> None:
+    def poll(self) -> bool:
+        """Read what ESPnet appended; whether there was anything."""
         with self.path.open("rb") as f:
             f.seek(self.offset)
             chunk = f.read()
         if not chunk:
-            return
+            return False
         self.offset += len(chunk)
         text = self._partial + chunk.decode("utf-8", errors="replace")
         *lines, self._partial = text.split("\n")
         for line in lines:
             self.feed(line)
+        return True
 
     def feed(self, line: str) -> None:
         started = _STARTED.search(line)
@@ -476,12 +498,45 @@ def run(
     a new max_epoch extends it); without a previous run it starts afresh.
     """
     options = options or TrainOptions()
-    started = time.monotonic()
     out = Path(out).expanduser().resolve()
+    check_options(options)
+    if train.name == valid.name:
+        raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
+    if not (options.resume and (out / "conf" / "train.yaml").is_file()):  # refusals that need no lock: OUT untouched
+        _check_init(init_checkpoint)
+        config = write_train_config(
+            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
+        )
+        _check_sample_rate(config, train, valid)
+    with lock_out(out, options), _disk_full_is_one_sentence(out):
+        return _run(
+            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, train=train,
+            valid=valid, out=out, options=options, plan=plan, provenance=provenance, on_epoch=on_epoch,
+            on_stage=on_stage,
+        )
+
+
+def _run(
+    base_config: dict[str, Any],
+    *,
+    vocabulary: Vocabulary,
+    init_checkpoint: str | Path | None,
+    stats_file: str | Path | None,
+    train: Dataset,
+    valid: Dataset,
+    out: Path,
+    options: TrainOptions,
+    plan: Any,
+    provenance: dict[str, Any] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+    on_stage: Callable[[str], None] | None,
+) -> TrainResult:
+    started = time.monotonic()
     stage = on_stage or (lambda _: None)
     conf_path = out / "conf" / "train.yaml"
     resuming = options.resume and conf_path.is_file()
-    _check_request(out, train, valid, options, resuming, init_checkpoint)
+    check_out_dir(out, options)
+    notes = _set_aside_incomplete_epochs(out / "espnet") if resuming else []
 
     if resuming:
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
@@ -493,7 +548,6 @@ def run(
         config = write_train_config(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
         )
-        _check_sample_rate(config, train, valid)
     out.mkdir(parents=True, exist_ok=True)
     shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
@@ -530,12 +584,112 @@ def run(
     )
     args += ["--resume", "true" if options.resume else "false"]
     stage("train")
-    follower = _train(args, out, on_epoch, started, resuming)
+    follower = _train(args, out, on_epoch, started, resuming, options.stall_s)
 
     stage("average")
     result = _assemble(out, config, train, valid, options, follower, normalize, plan, provenance, started)
     stage("done")
-    return result
+    return replace(result, notes=tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OUT: one run at a time, and what a run can trust in it
+
+
+_held_locks: dict[str, int] = {}  # OUT -> the open lock file, while this process holds it (the lock is re-entrant)
+
+
+@contextlib.contextmanager
+def lock_out(out: str | Path, options: TrainOptions | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on OUT (OUT/.espzoo.lock, flock) for the block; the first thing a run does, before it
+    writes anything, so a second run on the same OUT is refused and touches nothing.
+
+    Nodes other than rank 0 of a multi-node run share rank 0's OUT and do not lock it. The lock file is handed to
+    the training child too, so the lock lasts until ESPnet is gone, not only this process."""
+    out = Path(out).expanduser().resolve()
+    key = str(out)
+    if key in _held_locks or _node_rank(options or TrainOptions()) != 0:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise OutInUse(
+            f"{out} is in use by another espzoo run{who}; wait for it to finish, or choose another out dir."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = fd
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        os.close(fd)
+
+
+def _node_rank(options: TrainOptions) -> int:
+    if options.node_rank is not None:
+        return options.node_rank
+    if options.dist_launcher == "slurm":
+        return int(os.environ.get("SLURM_NODEID") or os.environ.get("SLURM_PROCID") or 0)
+    return 0
+
+
+def check_out_dir(out: str | Path, options: TrainOptions) -> None:
+    """Refuse an OUT that this run must not write into (a finished model, an unfinished training without resume,
+    a cut-off checkpoint.pth); cheap, so callers run it under the lock before writing data or checkpoints."""
+    out = Path(out).expanduser().resolve()
+    if options.resume and (out / "conf" / "train.yaml").is_file():
+        checkpoint = out / "espnet" / "checkpoint.pth"
+        if checkpoint.exists() and not _complete_zip(checkpoint):
+            raise TrainError(
+                f"{checkpoint} is incomplete (the training was killed while writing it); "
+                "restart without resume in a new out dir."
+            )
+        return
+    if (out / "model.pth").exists():
+        raise TrainError(
+            f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
+            "epochs, or choose another out dir."
+        )
+    if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
+        raise TrainError(
+            f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
+            "or choose another out dir."
+        )
+
+
+def _set_aside_incomplete_epochs(espnet_dir: Path) -> list[str]:
+    """Rename epoch checkpoints that were cut off mid-write (a full disk) to *.incomplete: ESPnet's averaging
+    then leaves them out (espzoo._asr_train skips epochs without a file) instead of failing on them."""
+    notes = []
+    for path in sorted(espnet_dir.glob("*epoch.pth")):
+        if path.name[0].isdigit() and not path.is_symlink() and not _complete_zip(path):
+            path.rename(path.with_name(path.name + ".incomplete"))
+            notes.append(
+                f"{path} was cut off while being written (a full disk?); it is left out of the averaged model "
+                f"(kept as {path.name}.incomplete)."
+            )
+    return notes
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_sentence(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        where = err.filename or out
+        raise DiskFull(
+            f"no room to write {where} ({os.strerror(err.errno)}); free space (or raise the file size limit) and "
+            "run the same command again with --resume."
+        ) from None
 
 
 def check_options(options: TrainOptions) -> None:
@@ -554,30 +708,7 @@ def check_options(options: TrainOptions) -> None:
         raise TrainError("max_epoch must be at least 1.")
 
 
-def _check_request(
-    out: Path, train: Dataset, valid: Dataset, options: TrainOptions, resuming: bool, init: str | Path | None
-) -> None:
-    check_options(options)
-    if train.name == valid.name:
-        raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
-    if resuming:
-        checkpoint = out / "espnet" / "checkpoint.pth"
-        if checkpoint.exists() and not _complete_zip(checkpoint):
-            raise TrainError(
-                f"{checkpoint} is incomplete (the training was killed while writing it); "
-                "restart without resume in a new out dir."
-            )
-        return
-    if (out / "model.pth").exists():
-        raise TrainError(
-            f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
-            "epochs, or choose another out dir."
-        )
-    if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
-        raise TrainError(
-            f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
-            "or choose another out dir."
-        )
+def _check_init(init: str | Path | None) -> None:
     if init is not None and not Path(init).is_file():
         raise TrainError(f"The init checkpoint {init} does not exist; write it with the transfer plan first.")
     if init is not None and ":" in str(Path(init).resolve()):
@@ -641,11 +772,11 @@ def _collect_stats(
     args += ["--collect_stats", "true"]
     log = out / "collect_stats.log"
     with log.open("wb") as f:
-        done = _supervise(subprocess.Popen(_child_command("espnet2.bin.asr_train", args), **_popen_kwargs(f)), None)
+        follower = _LogFollower(log, 0, None, time.monotonic())
+        done = _supervise(_start_child(args, f), follower, options.stall_s)
     if done != 0 or not (tmp / "train" / "feats_stats.npz").is_file():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainError(f"ESPnet's collect_stats failed (exit {done}); see {log}. Its last lines:\n{tail}")
+        raise _child_failed("collect_stats", done, log, follower)
     shutil.rmtree(stats_dir, ignore_errors=True)
     tmp.replace(stats_dir)
     return stats_dir
@@ -660,31 +791,72 @@ def _popen_kwargs(log_file: Any) -> dict[str, Any]:
     return {"stdout": log_file, "stderr": subprocess.STDOUT, "env": env, "start_new_session": True}
 
 
+def _start_child(args: list[str], log_file: Any) -> subprocess.Popen:
+    """`python -m espzoo._asr_train ARGS` (ESPnet's asr_train after espzoo's checks), tied to this process's life.
+
+    The child gets the read end of a pipe whose write end only this process holds: when this process dies, even
+    by SIGKILL, the child reads EOF and kills its process group (ESPnet and its workers), so no trainer is left
+    running unseen, writing into OUT. It also inherits OUT's lock, which therefore lasts as long as it does."""
+    read, write = os.pipe()
+    kwargs = _popen_kwargs(log_file)
+    kwargs["env"][PARENT_FD_ENV] = str(read)
+    try:
+        proc = subprocess.Popen(
+            _child_command("espzoo._asr_train", args), pass_fds=(read, *_held_locks.values()), **kwargs
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    proc.lifeline = write  # type: ignore[attr-defined]  # closed by _supervise once the child is gone
+    return proc
+
+
 def _train(
-    args: list[str], out: Path, on_epoch: Callable[[EpochReport], None] | None, started: float, resuming: bool
+    args: list[str],
+    out: Path,
+    on_epoch: Callable[[EpochReport], None] | None,
+    started: float,
+    resuming: bool,
+    stall_s: float | None,
 ) -> _LogFollower:
     log = out / "train.log"
     with log.open("ab") as f:
         what = "resuming" if resuming else "starting"
         f.write(f"# espzoo: {what} ESPnet training at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         offset = f.tell()
-        proc = subprocess.Popen(_child_command("espzoo._asr_train", args), **_popen_kwargs(f))
+        proc = _start_child(args, f)
     follower = _LogFollower(log, offset, on_epoch, started)
-    code = _supervise(proc, follower)
+    code = _supervise(proc, follower, stall_s)
     follower.poll()
     if code != 0:
-        raise TrainError(
-            f"ESPnet's training failed (exit {code}); the full log is {log}. Its last lines:\n{follower.tail()}"
-        )
+        raise _child_failed("training", code, log, follower)
     return follower
+
+
+def _child_failed(what: str, code: int, log: Path, follower: _LogFollower) -> TrainError:
+    """One sentence when espzoo's check or a full disk stopped ESPnet; else the log's last lines."""
+    tail = follower.tail(40)
+    for line in reversed(tail.splitlines()):
+        if line.startswith(REFUSAL):
+            return TrainError(line[len(REFUSAL):].strip())
+    if "No space left on device" in tail or "Disk quota exceeded" in tail or "File too large" in tail:
+        return DiskFull(
+            f"ESPnet's {what} ran out of disk space writing into {log.parent}; free space and run the same "
+            f"command again with --resume (the full log is {log})."
+        )
+    last = "\n".join(tail.splitlines()[-15:])
+    return TrainError(f"ESPnet's {what} failed (exit {code}); the full log is {log}. Its last lines:\n{last}")
 
 
 class _Stop(Exception):
     pass
 
 
-def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
-    """Wait for the child, feeding the log follower; on Ctrl-C/SIGTERM stop it cleanly and raise."""
+def _supervise(proc: subprocess.Popen, follower: _LogFollower | None, stall_s: float | None = None) -> int:
+    """Wait for the child, feeding the log follower; on Ctrl-C/SIGTERM stop it cleanly and raise. A child whose
+    log stays silent for stall_s is stopped as stalled: no fixed limit on how long training may take."""
     previous = None
     if _in_main_thread():
 
@@ -693,9 +865,18 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
 
         previous = signal.signal(signal.SIGTERM, _on_term)
     try:
+        heard = time.monotonic()
         while proc.poll() is None:
-            if follower is not None:
-                follower.poll()
+            if follower is not None and follower.poll():
+                heard = time.monotonic()
+            if stall_s is not None and time.monotonic() - heard > stall_s:
+                epoch = _stop(proc, follower)
+                log = follower.path if follower is not None else "its log"
+                raise TrainError(
+                    f"ESPnet wrote nothing to {log} for {stall_s / 60:.0f} minutes and looks stalled, so it was "
+                    f"stopped{f' after epoch {epoch}' if epoch else ''}; continue with --resume (raise "
+                    "--stall-minutes if its steps are really that slow)."
+                )
             time.sleep(POLL_S)
         return proc.returncode
     except (KeyboardInterrupt, _Stop):
@@ -710,6 +891,10 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        lifeline = getattr(proc, "lifeline", None)
+        if lifeline is not None and proc.poll() is not None:
+            os.close(lifeline)
+            proc.lifeline = None  # type: ignore[attr-defined]
 
 
 def _in_main_thread() -> bool:
