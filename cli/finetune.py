@@ -77,6 +77,9 @@ def finetune(
     master_addr: Annotated[str | None, typer.Option(help="Node 0's address in a multi-node run.")] = None,
     master_port: Annotated[int | None, typer.Option(help="A free port on node 0 in a multi-node run.")] = None,
     dist_launcher: Annotated[str | None, typer.Option(help="slurm or mpi: ranks come from the launcher.")] = None,
+    stall_minutes: Annotated[
+        float, typer.Option(help="Stop as stalled when ESPnet's log stays silent this long (0: never).")
+    ] = 60.0,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop bad utterances instead of stopping.")] = False,
     allow_pipes: Annotated[bool, typer.Option("--allow-pipes", help="Run pipe commands in wav.scp.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
@@ -94,7 +97,7 @@ def finetune(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
         keep_nbest=keep_nbest, patience=patience, ngpu=ngpu, use_amp=use_amp, num_workers=num_workers, seed=seed,
         resume=resume, num_nodes=num_nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-        dist_launcher=dist_launcher, conf=list(conf or []),
+        dist_launcher=dist_launcher, conf=list(conf or []), stall_s=stall_minutes * 60 if stall_minutes > 0 else None,
     )
     request = FinetuneRequest(
         model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,
@@ -134,6 +137,8 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
+    for note in result.notes:
+        info(f"note: {note}")
     if not quiet:
         info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
              f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")

@@ -521,3 +521,33 @@ def test_a_planted_pickle_in_checkpoint_pth_is_refused(tiny: Tiny, trained: Path
         _run(tiny, out, options=TrainOptions(max_epoch=3, resume=True))
     assert "\n" not in str(refused.value) and not marker.exists()
     assert not (out / "espnet" / "3epoch.pth").exists()
+
+
+def test_a_silent_child_is_stopped_as_stalled_but_a_slow_busy_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No wall-clock limit on training: only a log that stays silent for stall_s stops the child."""
+    from espzoo import trainer
+    from espzoo.trainer import _LogFollower, _supervise
+
+    monkeypatch.setattr(trainer, "STOP_GRACE_S", 1.0)  # the background sleep ignores SIGINT: escalate sooner
+
+    log = tmp_path / "busy.log"
+    with log.open("wb") as f:  # talks every 0.3 s for 4 s: longer than stall_s in all, never silent that long
+        busy = subprocess.Popen(["sh", "-c", "for i in $(seq 13); do echo step $i; sleep 0.3; done"], stdout=f,
+                                start_new_session=True)
+    assert _supervise(busy, _LogFollower(log, 0, None, time.monotonic()), stall_s=2.0) == 0
+
+    log = tmp_path / "silent.log"
+    with log.open("wb") as f:
+        silent = subprocess.Popen(["sh", "-c", "echo started; sleep 60 & sleep 60; wait"], stdout=f,
+                                  start_new_session=True)
+    try:
+        with pytest.raises(TrainError, match=r"wrote nothing to .*silent.log for 2 seconds and looks stalled") as err:
+            _supervise(silent, _LogFollower(log, 0, None, time.monotonic()), stall_s=2.0)
+        assert "\n" not in str(err.value)
+    finally:
+        if silent.poll() is None:
+            os.killpg(silent.pid, signal.SIGKILL)
+    with pytest.raises(ProcessLookupError):  # the whole group was stopped
+        os.killpg(silent.pid, 0)

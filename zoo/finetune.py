@@ -27,7 +27,16 @@ from typing import Any
 import yaml
 from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
-from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
+from espzoo.trainer import (
+    EpochReport,
+    TrainOptions,
+    TrainResult,
+    check_options,
+    check_out_dir,
+    disk_full_is_one_sentence,
+    lock_out,
+    run,
+)
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
 
@@ -65,7 +74,20 @@ def finetune(
     on_stage: Callable[[str], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainResult:
-    """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance."""
+    """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance.
+
+    OUT is locked from before the first write to the end: a second run on it is refused and touches nothing."""
+    check_options(request.training)
+    with lock_out(request.out, request.training):
+        return _finetune(request, on_stage=on_stage, on_epoch=on_epoch)
+
+
+def _finetune(
+    request: FinetuneRequest,
+    *,
+    on_stage: Callable[[str], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainResult:
     prepared = prepare_finetune(request, on_stage=on_stage)
     provenance = {
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
@@ -94,12 +116,17 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
-    # Options that cannot work are refused before any work.
+    # Options that cannot work are refused before any work, and an OUT this run must not write into before any write.
     parse_vocab_spec(request.transfer.vocab)
     check_options(request.training)
-
     stage("model")
-    source = open_source(request.model)
+    source = open_source(request.model)  # writes only to the HF cache
+    with lock_out(out, request.training), disk_full_is_one_sentence(out):
+        check_out_dir(out, request.training)
+        return _prepare(request, out, stage, source)
+
+
+def _prepare(request: FinetuneRequest, out: Path, stage: Callable[[str], None], source: Source) -> Prepared:
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
     rate = config_sample_rate(source.config or {})

@@ -508,7 +508,7 @@ def run(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
         )
         _check_sample_rate(config, train, valid)
-    with lock_out(out, options), _disk_full_is_one_sentence(out):
+    with lock_out(out, options), disk_full_is_one_sentence(out):
         return _run(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, train=train,
             valid=valid, out=out, options=options, plan=plan, provenance=provenance, on_epoch=on_epoch,
@@ -679,7 +679,7 @@ def _set_aside_incomplete_epochs(espnet_dir: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _disk_full_is_one_sentence(out: Path) -> Iterator[None]:
+def disk_full_is_one_sentence(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
@@ -873,7 +873,7 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None, stall_s: f
                 epoch = _stop(proc, follower)
                 log = follower.path if follower is not None else "its log"
                 raise TrainError(
-                    f"ESPnet wrote nothing to {log} for {stall_s / 60:.0f} minutes and looks stalled, so it was "
+                    f"ESPnet wrote nothing to {log} for {_duration(stall_s)} and looks stalled, so it was "
                     f"stopped{f' after epoch {epoch}' if epoch else ''}; continue with --resume (raise "
                     "--stall-minutes if its steps are really that slow)."
                 )
@@ -895,6 +895,10 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None, stall_s: f
         if lifeline is not None and proc.poll() is not None:
             os.close(lifeline)
             proc.lifeline = None  # type: ignore[attr-defined]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
 
 
 def _in_main_thread() -> bool:
