@@ -121,12 +121,12 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
     progress = _Progress(request.training.max_epoch, quiet=quiet)
     try:
         if dry_run:
-            prepared = prepare_finetune(request, on_stage=progress.stage)
+            prepared = prepare_finetune(request, on_stage=progress.stage, on_note=progress.note)
             return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
                     "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
                     "plan": prepared.plan.to_json()["summary"]}
         with progress:
-            result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
+            result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch, on_note=progress.note)
     except TrainInterrupted as err:
         fail(f"{err} Continue with the same command and --resume.", code=130)
     except (DataError, TransferError, VocabularyError, ModelConfigError, BundleError, HubError, TrainError) as err:
@@ -138,7 +138,7 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
     for note in result.notes:
-        info(f"note: {note}")
+        progress.note(note)
     if not quiet:
         info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
              f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")
@@ -178,6 +178,10 @@ class _Progress:
                                 TextColumn("{task.fields[metrics]}"), console=Console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task("train", total=self.max_epoch, metrics="")
+
+    def note(self, message: str) -> None:
+        """Said even with --json (on stderr): dropped utterances and the like must not go unnoticed."""
+        (self.bar.console.print if self.bar else info)(f"note: {message}")
 
     def epoch(self, report: Any) -> None:
         if self.bar is None:

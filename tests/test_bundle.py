@@ -292,3 +292,14 @@ def test_garbage_checkpoint_is_one_clear_error(tmp_path: Path, content: bytes) -
     path.write_bytes(content)
     with pytest.raises(BundleError, match="not a readable PyTorch file|holds no state dict"):
         load_state_dict(path)
+
+
+def test_a_token_list_with_duplicates_is_refused_at_open(tiny_repo_char: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo_char, repo)
+    config_path = next(p for p in repo.rglob("config.yaml") if "asr_stats" not in str(p))
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["token_list"] = [*config["token_list"][:-1], config["token_list"][3], config["token_list"][-1]]
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"repeats \[.*\]; the repo is broken"):
+        open_bundle(repo)

@@ -16,6 +16,7 @@ vocabulary, not a path, and stays as it is.
 
 from __future__ import annotations
 
+import collections
 import copy
 import os
 import re
@@ -168,6 +169,10 @@ def open_bundle(path: str | os.PathLike[str] | Any) -> Bundle:
     token_list = _token_list(root, config)
     if not token_list:
         raise BundleError(f"{config_path} has no token_list and {root} holds no {TOKENS_NAME}; the repo is incomplete.")
+    repeated = sorted(t for t, n in collections.Counter(token_list).items() if n > 1)
+    if repeated:  # ESPnet would stop later, inside training, with "Symbol is duplicated"
+        raise BundleError(f"The token list of {root} repeats {repeated[:5]}; the repo is broken (each token must "
+                          "appear once): fix its token list or use another revision.")
     for key in ("non_linguistic_symbols",):
         value = config.get(key)
         if isinstance(value, str) and value.lower() != "none" and _locate(root, value) is None:

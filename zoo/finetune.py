@@ -73,13 +73,14 @@ def finetune(
     *,
     on_stage: Callable[[str], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance.
 
     OUT is locked from before the first write to the end: a second run on it is refused and touches nothing."""
     check_options(request.training)
     with lock_out(request.out, request.training):
-        return _finetune(request, on_stage=on_stage, on_epoch=on_epoch)
+        return _finetune(request, on_stage=on_stage, on_epoch=on_epoch, on_note=on_note)
 
 
 def _finetune(
@@ -87,8 +88,9 @@ def _finetune(
     *,
     on_stage: Callable[[str], None] | None,
     on_epoch: Callable[[EpochReport], None] | None,
+    on_note: Callable[[str], None] | None,
 ) -> TrainResult:
-    prepared = prepare_finetune(request, on_stage=on_stage)
+    prepared = prepare_finetune(request, on_stage=on_stage, on_note=on_note)
     provenance = {
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
@@ -112,8 +114,14 @@ def _finetune(
     )
 
 
-def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None] | None = None) -> Prepared:
-    """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
+def prepare_finetune(
+    request: FinetuneRequest,
+    *,
+    on_stage: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Prepared:
+    """The steps before training: resolve the model, check and convert the data, plan and apply the transfer.
+    `on_note` hears what the user should know (e.g. how many utterances --skip-bad dropped, and where the list is)."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
     # Options that cannot work are refused before any work, and an OUT this run must not write into before any write.
@@ -123,10 +131,12 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     source = open_source(request.model)  # writes only to the HF cache
     with lock_out(out, request.training), disk_full_is_one_sentence(out):
         check_out_dir(out, request.training)
-        return _prepare(request, out, stage, source)
+        return _prepare(request, out, stage, on_note or (lambda _: None), source)
 
 
-def _prepare(request: FinetuneRequest, out: Path, stage: Callable[[str], None], source: Source) -> Prepared:
+def _prepare(
+    request: FinetuneRequest, out: Path, stage: Callable[[str], None], note: Callable[[str], None], source: Source
+) -> Prepared:
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
     rate = config_sample_rate(source.config or {})
@@ -136,6 +146,9 @@ def _prepare(request: FinetuneRequest, out: Path, stage: Callable[[str], None], 
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
     valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+    for dataset in (train, valid):
+        if dataset.skipped_note():
+            note(dataset.skipped_note())  # type: ignore[arg-type]
 
     stage("plan")
     plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
