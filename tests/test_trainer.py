@@ -476,8 +476,12 @@ def test_a_second_run_on_a_locked_out_is_refused_and_touches_nothing(tiny: Tiny,
 def trained(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch OUT (copy it before changing anything)."""
     out = tmp_path_factory.mktemp("trained") / "exp"
-    _run(tiny, out, options=TrainOptions(max_epoch=2, keep_nbest=2))
+    command = ["espzoo", "finetune", "m", "--conf", f"hf_token={SECRET}", "--out", str(out)]
+    _run(tiny, out, options=TrainOptions(max_epoch=2, keep_nbest=2), provenance={"command": command})
     return out
+
+
+SECRET = "hf_" + "Secret9" * 4
 
 
 @pytest.mark.slow
@@ -492,6 +496,9 @@ def test_a_cut_off_epoch_checkpoint_is_left_out_of_the_average(tiny: Tiny, train
     epoch2.write_bytes(epoch2.read_bytes()[: epoch2.stat().st_size // 2])  # as a full disk leaves it
     result = _run(tiny, out, options=TrainOptions(max_epoch=3, keep_nbest=2, resume=True))
     assert result.epochs == 3 and (out / "model.pth").is_file()
+    assert SECRET not in (out / "provenance.json").read_text() and "hf_token=<redacted>" in (
+        out / "provenance.json").read_text()
+    assert (out / "provenance.json").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     assert any("2epoch.pth was cut off while being written" in note for note in result.notes), result.notes
     assert (out / "espnet" / "2epoch.pth.incomplete").is_file()
     assert "averaging without epoch(s) [2]" in (out / "train.log").read_text()
@@ -551,3 +558,22 @@ def test_a_silent_child_is_stopped_as_stalled_but_a_slow_busy_one_is_not(
             os.killpg(silent.pid, signal.SIGKILL)
     with pytest.raises(ProcessLookupError):  # the whole group was stopped
         os.killpg(silent.pid, 0)
+
+
+def test_redaction_of_command_lines_and_configs() -> None:
+    from espzoo._redact import REDACTED, redact
+
+    token = "hf_" + "x9" * 12
+    argv = ["espzoo", "finetune", "m", "--conf", f"hf_token={token}", "--hub-token", token, "--conf",
+            "token_type=bpe", "-H", f"Authorization: Bearer {token}", f"--conf=api_key={token}"]
+    assert token not in json.dumps(redact(argv))
+    assert redact(argv)[6] == REDACTED and "token_type=bpe" in redact(argv)
+    config = {"token_list": ["<blank>", token], "wandb_token": "abc", "token_type": "bpe", "optim_conf": {"lr": 1}}
+    assert redact(config) == {"token_list": ["<blank>", token], "wandb_token": REDACTED, "token_type": "bpe",
+                              "optim_conf": {"lr": 1}}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -20,12 +20,31 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    public_mode(tmp)  # mkstemp makes it 0600; the finished file is an ordinary one
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (os.umask can only set it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, *, directory: bool = False) -> None:
+    """Give `path` the mode a plain open()/mkdir() would have (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -64,6 +64,7 @@ from typing import Any
 
 import yaml
 from espzoo._fs import copy_file, write_text
+from espzoo._redact import redact
 from espzoo.data import Dataset
 from espzoo.vocab import Vocabulary
 
@@ -990,8 +991,9 @@ def _assemble(
     espnet_config = _relative_paths(espnet_config, out)
     last_epoch = _last_epoch(espnet_dir) or follower.last_epoch
     info = _provenance(out, config, train, valid, options, follower, normalize, averaged, provenance, last_epoch)
-    write_text(out / "provenance.json", json.dumps(info, indent=2, default=str) + "\n")
-    write_text(out / "config.yaml", yaml.safe_dump(espnet_config, allow_unicode=True, sort_keys=False))
+    # The command line and --conf overrides may carry tokens (--conf hf_token=...): never written in the clear.
+    write_text(out / "provenance.json", json.dumps(redact(info), indent=2, default=str) + "\n")
+    write_text(out / "config.yaml", yaml.safe_dump(redact(espnet_config), allow_unicode=True, sort_keys=False))
     copy_file(source, out / "model.pth")  # last: its presence means OUT is complete
     return TrainResult(
         out=out,
