@@ -658,6 +658,8 @@ def prepare(
 
 
 def _data_error(source: Path, problems: list[Problem]) -> DataError:
+    if len(problems) == 1:  # one sentence
+        return DataError(f"{source}: {problems[0]}; or pass skip_bad=True (--skip-bad) to drop it.", problems)
     utts = len({p.utt_id for p in problems if p.utt_id})
     shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""

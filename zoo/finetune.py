@@ -78,19 +78,22 @@ def finetune(
     """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance.
 
     OUT is locked from before the first write to the end: a second run on it is refused and touches nothing."""
-    check_options(request.training)
-    with lock_out(request.out, request.training):
-        return _finetune(request, on_stage=on_stage, on_epoch=on_epoch, on_note=on_note)
+    out = Path(request.out).expanduser().resolve()
+    stage = on_stage or (lambda _: None)
+    source = _resolve(request, stage)
+    with lock_out(out, request.training), disk_full_is_one_sentence(out):
+        check_out_dir(out, request.training)
+        prepared = _prepare(request, out, stage, on_note or (lambda _: None), source)
+        return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
 
 
-def _finetune(
+def _train(
     request: FinetuneRequest,
+    prepared: Prepared,
     *,
     on_stage: Callable[[str], None] | None,
     on_epoch: Callable[[EpochReport], None] | None,
-    on_note: Callable[[str], None] | None,
 ) -> TrainResult:
-    prepared = prepare_finetune(request, on_stage=on_stage, on_note=on_note)
     provenance = {
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
@@ -124,14 +127,19 @@ def prepare_finetune(
     `on_note` hears what the user should know (e.g. how many utterances --skip-bad dropped, and where the list is)."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
-    # Options that cannot work are refused before any work, and an OUT this run must not write into before any write.
-    parse_vocab_spec(request.transfer.vocab)
-    check_options(request.training)
-    stage("model")
-    source = open_source(request.model)  # writes only to the HF cache
+    source = _resolve(request, stage)
     with lock_out(out, request.training), disk_full_is_one_sentence(out):
         check_out_dir(out, request.training)
         return _prepare(request, out, stage, on_note or (lambda _: None), source)
+
+
+def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:
+    """What needs no OUT: options that cannot work and a model that cannot be opened are refused before OUT is
+    created (resolving writes to the HF cache only)."""
+    parse_vocab_spec(request.transfer.vocab)
+    check_options(request.training)
+    stage("model")
+    return open_source(request.model)
 
 
 def _prepare(

@@ -612,6 +612,8 @@ def lock_out(out: str | Path, options: TrainOptions | None = None) -> Iterator[N
     if key in _held_locks or _node_rank(options or TrainOptions()) != 0:
         yield
         return
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out} is a file, not a folder; choose another out dir.")
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
