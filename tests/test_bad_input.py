@@ -135,3 +135,18 @@ def test_bad_input_is_one_sentence(case: Case, work: dict) -> None:
     for rel in case.untouched:
         assert not (w / rel).exists(), f"{rel} was written"
     assert before == {p: p.stat().st_mtime_ns for p in work["good"].rglob("*")}  # the user's data is never touched
+
+
+def test_skip_bad_says_how_many_it_dropped_and_where_the_list_is(work: dict) -> None:
+    w = work["w"]
+    out = w / "skipped_out"
+    done = subprocess.run(
+        [ESPZOO, "finetune", REPO, "--train", str(w / "cut"), "--valid", str(w / "good"), "--out", str(out),
+         "--skip-bad", "--dry-run", "--json"],
+        env=client_env(work["url"], work["hf_home"]), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    listing = out / "data" / "train" / "skipped.txt"
+    assert f"--skip-bad dropped 1 utterance(s) from the train set (kept 5); the list with the reasons is {listing}" in (
+        " ".join(done.stderr.split()))
+    assert "cut.flac" in listing.read_text()
