@@ -577,3 +577,18 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.slow
+def test_a_cut_off_checkpoint_pth_restarts_the_run_on_resume(tiny: Tiny, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(trained, out, symlinks=True)
+    (out / "model.pth").unlink()  # as a run killed mid-training leaves it
+    checkpoint = out / "espnet" / "checkpoint.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = _run(tiny, out, options=TrainOptions(max_epoch=2, keep_nbest=2, resume=True))
+    assert result.epochs == 2 and [r.epoch for r in result.history] == [1, 2]
+    assert any("restarts from epoch 1" in note for note in result.notes), result.notes
+    assert (out / "espnet.incomplete-1" / "checkpoint.pth").is_file() and (out / "model.pth").is_file()

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from espzoo._fs import copy_file, write_text
+from espzoo._fs import copy_file, no_room, write_text
 from espzoo._redact import redact
 from espzoo.data import Dataset
 from espzoo.vocab import Vocabulary
@@ -537,7 +537,7 @@ def _run(
     conf_path = out / "conf" / "train.yaml"
     resuming = options.resume and conf_path.is_file()
     check_out_dir(out, options)
-    notes = _set_aside_incomplete_epochs(out / "espnet") if resuming else []
+    notes = _set_aside_incomplete(out / "espnet") if resuming else []
 
     if resuming:
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
@@ -648,13 +648,7 @@ def check_out_dir(out: str | Path, options: TrainOptions) -> None:
     a cut-off checkpoint.pth); cheap, so callers run it under the lock before writing data or checkpoints."""
     out = Path(out).expanduser().resolve()
     if options.resume and (out / "conf" / "train.yaml").is_file():
-        checkpoint = out / "espnet" / "checkpoint.pth"
-        if checkpoint.exists() and not _complete_zip(checkpoint):
-            raise TrainError(
-                f"{checkpoint} is incomplete (the training was killed while writing it); "
-                "restart without resume in a new out dir."
-            )
-        return
+        return  # what a resume finds cut off is set aside by _set_aside_incomplete
     if (out / "model.pth").exists():
         raise TrainError(
             f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
@@ -667,9 +661,20 @@ def check_out_dir(out: str | Path, options: TrainOptions) -> None:
         )
 
 
-def _set_aside_incomplete_epochs(espnet_dir: Path) -> list[str]:
-    """Rename epoch checkpoints that were cut off mid-write (a full disk) to *.incomplete: ESPnet's averaging
-    then leaves them out (espzoo._asr_train skips epochs without a file) instead of failing on them."""
+def _set_aside_incomplete(espnet_dir: Path) -> list[str]:
+    """What a killed or disk-full training left cut off, set aside so that --resume can go on (the notes say what).
+
+    A cut-off checkpoint.pth holds no usable training state: the whole run moves to espnet.incomplete-N and
+    training restarts from epoch 1 (the init checkpoint and config are kept). A cut-off Nepoch.pth is renamed
+    to *.incomplete: ESPnet's averaging then leaves it out (espzoo._asr_train skips epochs without a file)."""
+    checkpoint = espnet_dir / "checkpoint.pth"
+    if checkpoint.exists() and not _complete_zip(checkpoint):
+        n = 1
+        while espnet_dir.with_name(f"{espnet_dir.name}.incomplete-{n}").exists():
+            n += 1
+        aside = espnet_dir.rename(espnet_dir.with_name(f"{espnet_dir.name}.incomplete-{n}"))
+        return [f"{checkpoint} was cut off while being written (the training was killed, or the disk was full), "
+                f"so training restarts from epoch 1; the cut-off run is kept in {aside}."]
     notes = []
     for path in sorted(espnet_dir.glob("*epoch.pth")):
         if path.name[0].isdigit() and not path.is_symlink() and not _complete_zip(path):
@@ -844,13 +849,22 @@ def _child_failed(what: str, code: int, log: Path, follower: _LogFollower) -> Tr
     for line in reversed(tail.splitlines()):
         if line.startswith(REFUSAL):
             return TrainError(line[len(REFUSAL):].strip())
-    if "No space left on device" in tail or "Disk quota exceeded" in tail or "File too large" in tail:
+    short_write = "PytorchStreamWriter failed" in tail or "unexpected pos" in tail  # torch.save's way to say it
+    if any(m in tail for m in ("No space left on device", "Disk quota exceeded", "File too large")) or (
+        short_write and (no_room(log.parent, slack=64 << 20) or _file_size_limited())
+    ):
         return DiskFull(
             f"ESPnet's {what} ran out of disk space writing into {log.parent}; free space and run the same "
             f"command again with --resume (the full log is {log})."
         )
     last = "\n".join(tail.splitlines()[-15:])
     return TrainError(f"ESPnet's {what} failed (exit {code}); the full log is {log}. Its last lines:\n{last}")
+
+
+def _file_size_limited() -> bool:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
 
 
 class _Stop(Exception):
