@@ -224,3 +224,28 @@ def test_disk_full_while_preparing_data_is_one_sentence(served: str, data: dict[
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
     assert not (out / "data" / "train").exists()  # nothing half-written where a later run would look
+
+
+@pytest.mark.slow
+def test_disk_full_during_training_then_resume_finishes(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    import resource
+
+    hf_home = tmp_path / "hf"
+    pulled = json.loads(espzoo(["pull", REPO, "--json"], served, hf_home).stdout)
+    out = tmp_path / "exp"
+    args = [ESPZOO, "finetune", f"{REPO}@{pulled['commit']}", "--train", str(data["train"]), "--valid",
+            str(data["dev"]), "--out", str(out), "--max-epoch", "2", "--batch-bins", "200000"]
+
+    def limit_file_size() -> None:  # room for the init checkpoint (~1.3 MB), not for ESPnet's checkpoint.pth
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
+
+    full = subprocess.run(args, env=client_env(served, hf_home), capture_output=True, text=True, timeout=900,
+                          preexec_fn=limit_file_size)
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert full.returncode == 1 and len(errors) == 1 and "ran out of disk space" in errors[0], full.stderr[-3000:]
+    assert "Traceback" not in full.stderr and not (out / "model.pth").exists()
+    # Space freed: --resume trains to the end.
+    resumed = subprocess.run([*args, "--resume"], env=client_env(served, hf_home), capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "model.pth").is_file() and "restarts from epoch 1" in " ".join(resumed.stderr.split())
