@@ -470,6 +470,8 @@ class MirrorServer:
 
     def stop(self) -> None:
         for server in (self._http, self._lfs):
+            server.closing = True
+        for server in (self._http, self._lfs):
             if self._threads:  # shutdown() waits for serve_forever, which never ran otherwise
                 server.shutdown()
             server.server_close()
@@ -582,8 +584,13 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_workers)
         super().__init__(address, handler)
 
+    closing = False  # set by MirrorServer.stop: a connection waiting for a worker is then dropped
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        self._slots.acquire()
+        while not self._slots.acquire(timeout=0.2):
+            if self.closing:
+                self.shutdown_request(request)
+                return
         try:
             super().process_request(request, client_address)
         except BaseException:
