@@ -31,6 +31,12 @@ Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM to this process waits until ES
 checkpoint, then stops the training process group; `resume=True` continues from OUT/espnet/checkpoint.pth
 (ESPnet's `--resume true`: model, optimizer, scheduler and reporter state of the last finished epoch).
 
+One run at a time: OUT is locked (flock on OUT/.espzoo.lock) before anything is written, and the lock passes to
+ESPnet's process, which dies with this one (a lifeline pipe: even a SIGKILLed espzoo leaves no trainer behind).
+`resume=True` sets aside what a kill or a full disk cut off (an epoch checkpoint is left out of the average; a
+cut-off checkpoint.pth restarts the run), and espzoo._asr_train loads checkpoint.pth weights_only before ESPnet
+does. There is no time limit: a child whose log stays silent for `stall_s` is stopped as stalled.
+
 Several GPUs, one machine: `ngpu=N` runs ESPnet's multiprocessing DDP (`--ngpu N
 --multiprocessing_distributed true`), one process per GPU; batch_bins is the total over all GPUs.
 
