@@ -234,13 +234,13 @@ class FolderSource:
 def _walk(folder: Path, root: Path) -> Iterator[Path]:
     """The files under `folder`, following links only while their real path stays inside `root` (a link that
     leads out of the served tree would publish any file the server can read)."""
-    seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = os.path.realpath(dirpath)
         kept = []
         for d in dirnames:
             real = os.path.realpath(os.path.join(dirpath, d))
-            if d not in HIDDEN and real not in seen and _within(Path(real), root):  # `seen`: no link loops
-                seen.add(real)
+            loop = here == real or here.startswith(real + os.sep)  # a link to this folder or one above it
+            if d not in HIDDEN and not loop and _within(Path(real), root):
                 kept.append(d)
         dirnames[:] = kept
         for name in filenames:
