@@ -178,7 +178,7 @@ def test_a_second_run_on_a_busy_or_unfinished_out_touches_nothing(served: str, d
 
     out = tmp_path / "exp"
     args = ["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
-            "--max-epoch", "1"]
+            "--max-epoch", "1", "--json"]  # --json: no progress lines, the error alone on stderr
     # Another run holds OUT (here a process holding its lock, as a running `espzoo finetune` does).
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom espzoo.trainer import lock_out\n"
                                "with lock_out(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)",
