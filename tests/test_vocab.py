@@ -164,7 +164,7 @@ def test_odd_unit_counts_encodings_and_broken_models_are_one_sentence(tmp_path: 
     from espzoo.vocab import VocabularyError, build_vocabulary, parse_vocab_spec, tokenize
 
     for spec in ("bpe:\u00b2", "bpe:3000000000", "unigram:0"):
-        with pytest.raises(VocabularyError, match="must be an integer from 1 to 1000000"):
+        with pytest.raises(VocabularyError, match="must be a positive integer up to 1000000"):
             parse_vocab_spec(spec)
     latin1 = tmp_path / "text.txt"
     latin1.write_bytes("canción\n".encode("latin-1"))

@@ -102,7 +102,7 @@ def parse_vocab_spec(spec: str) -> VocabSpec:
         # isascii: '²'.isdigit() is True, but int('²') fails
         if not (units.isascii() and units.isdigit()) or not 1 <= int(units) <= MAX_UNITS:
             raise VocabularyError(
-                f"--vocab {spec!r}: the number of units must be an integer from 1 to {MAX_UNITS}, e.g. {kind}:500."
+                f"--vocab {spec!r}: the number of units must be a positive integer up to {MAX_UNITS}, e.g. {kind}:500."
             )
         return VocabSpec(kind, units=int(units), path=Path(path) if path else None)  # type: ignore[arg-type]
     path = Path(text)
