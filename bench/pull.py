@@ -11,7 +11,6 @@ requests the mirror saw. Prints the throughput ratio (espzoo / curl) last. Goal:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -47,13 +46,20 @@ def make_repo(root: Path, total_mb: int) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def stats(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/_espzoo/stats", timeout=10) as resp:
-        return json.load(resp)["requests"]
+class RequestLog:
+    """Requests the mirror served, counted from its --log file (`espzoo mirror serve` has no stats route)."""
 
+    def __init__(self, path: Path) -> None:
+        self.path, self.start = path, 0
 
-def reset(url: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{url}/_espzoo/reset", data=b"", method="POST"), timeout=10)
+    def _lines(self) -> int:
+        return len(self.path.read_text().splitlines()) if self.path.is_file() else 0
+
+    def reset(self) -> None:
+        self.start = self._lines()
+
+    def count(self) -> int:
+        return self._lines() - self.start
 
 
 def main() -> int:
@@ -69,7 +75,9 @@ def main() -> int:
         env = dict(os.environ, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1",
                    HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HOME=str(work / "hf"))
         env.pop("HF_HUB_CACHE", None)
-        server = subprocess.Popen([str(BIN / "espzoo"), "mirror", "serve", "--root", str(work / "root"), "--port", "0"],
+        requests = RequestLog(work / "requests.jsonl")
+        server = subprocess.Popen([str(BIN / "espzoo"), "mirror", "serve", "--root", str(work / "root"), "--port", "0",
+                                   "--log", str(requests.path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         try:
             url = server.stdout.readline().strip()  # type: ignore[union-attr]
@@ -105,25 +113,25 @@ def main() -> int:
             _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
             from huggingface_hub.hf_api import RepoFile  # noqa: F401
 
-            reset(url)
+            requests.reset()
             started = time.perf_counter()
             snap = pull(REPO, all_files=True, progress=False)
             pull_s = time.perf_counter() - started
-            pull_requests = stats(url)
+            pull_requests = requests.count()
             assert sorted(snap.files) == files, "the pull did not fetch the same files"
 
-            reset(url)
+            requests.reset()
             started = time.perf_counter()
             pull(f"{REPO}@{snap.commit}", all_files=True, progress=False)
             pinned_s = time.perf_counter() - started
-            pinned_requests = stats(url)
+            pinned_requests = requests.count()
 
-            reset(url)
+            requests.reset()
             started = time.perf_counter()
             subprocess.run([str(BIN / "espzoo"), "pull", f"{REPO}@{snap.commit}", "--all", "--json"], check=True,
                            env=dict(env, HF_ENDPOINT=url), stdout=subprocess.DEVNULL, timeout=120)
             cli_pinned_s = time.perf_counter() - started
-            cli_pinned_requests = stats(url)
+            cli_pinned_requests = requests.count()
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -59,6 +59,9 @@ def finetune(
     master_addr: Annotated[str | None, typer.Option(help="Node 0's address in a multi-node run.")] = None,
     master_port: Annotated[int | None, typer.Option(help="A free port on node 0 in a multi-node run.")] = None,
     dist_launcher: Annotated[str | None, typer.Option(help="slurm or mpi: ranks come from the launcher.")] = None,
+    stall_minutes: Annotated[
+        float, typer.Option(help="Stop as stalled when ESPnet's log stays silent this long (0: never).")
+    ] = 60.0,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop bad utterances instead of stopping.")] = False,
     allow_pipes: Annotated[bool, typer.Option("--allow-pipes", help="Run pipe commands in wav.scp.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
@@ -72,7 +75,7 @@ def finetune(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
         keep_nbest=keep_nbest, patience=patience, ngpu=ngpu, use_amp=use_amp, num_workers=num_workers, seed=seed,
         resume=resume, num_nodes=num_nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-        dist_launcher=dist_launcher, conf=list(conf or []),
+        dist_launcher=dist_launcher, conf=list(conf or []), stall_s=stall_minutes * 60 if stall_minutes > 0 else None,
     )
     request = FinetuneRequest(
         model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,
@@ -88,18 +91,20 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
 
     progress = _Progress(request.training.max_epoch, quiet=quiet)
     if dry_run:
-        prepared = prepare_finetune(request, on_stage=progress.stage)
+        prepared = prepare_finetune(request, on_stage=progress.stage, on_note=progress.note)
         return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
                 "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
                 "plan": prepared.plan.to_json()["summary"]}
     with progress:  # a TrainInterrupted (Ctrl-C) exits 130 with the library's "continue with --resume" sentence
-        result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
+        result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch, on_note=progress.note)
     last = result.history[-1] if result.history else None
     summary = {
         "out": str(result.out), "model": str(result.model), "config": str(result.config), "epochs": result.epochs,
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
+    for note in result.notes:
+        progress.note(note)
     if not quiet:
         info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
              f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")
@@ -141,6 +146,10 @@ class _Progress:
                                 TextColumn("{task.fields[metrics]}"), console=Console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task("train", total=self.max_epoch, metrics="")
+
+    def note(self, message: str) -> None:
+        """Said even with --json (on stderr): dropped utterances and the like must not go unnoticed."""
+        (self.bar.console.print if self.bar else info)(f"note: {message}")
 
     def epoch(self, report: Any) -> None:
         if self.bar is None:

@@ -5,8 +5,8 @@
     HF_ENDPOINT=http://mirror-host:8080 espzoo pull espnet/bn_openslr53
     espzoo mirror add espnet/bn_openslr53@main --root /data/mirror   # copy a cached repo into a mirror folder
 
-Tests inject faults with --fail-first K (500s), --drop-after N (cut each file once), --delay S, --rate BYTES_PER_S,
-and read the request count at GET /_espzoo/stats.
+Nothing outside --root is served, large files go through signed links that expire, and idle connections time
+out. `--log FILE` appends one JSON line per request. (Fault injection is a test hook of the Python API only.)
 """
 
 from __future__ import annotations
@@ -34,25 +34,18 @@ def serve(
     lfs_threshold: Annotated[int, typer.Option("--lfs-threshold", help="Files above this many bytes are LFS.")] = (
         10 * 1024 * 1024
     ),
-    fail_first: Annotated[int, typer.Option("--fail-first", help="Testing: answer the first K requests with 500.")] = 0,
-    drop_after: Annotated[
-        int | None, typer.Option("--drop-after", help="Testing: cut each file's first transfer after N bytes.")
-    ] = None,
-    delay: Annotated[float, typer.Option("--delay", help="Testing: wait this many seconds before each answer.")] = 0.0,
-    rate: Annotated[int | None, typer.Option("--rate", help="Testing: send bodies at this many bytes/s.")] = None,
     log: Annotated[Path | None, typer.Option("--log", help="Append one JSON line per request to this file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every request.")] = False,
 ) -> None:
     """Serve repos to huggingface_hub clients. Example: espzoo mirror serve --root /data/mirror --port 8080"""
-    from espzoo.mirror import Faults, MirrorServer
+    from espzoo.mirror import MirrorServer
 
     if (root is None) == (not from_cache):
         fail("pass either --root DIR (a folder of <org>/<name>/ repos) or --from-cache, not both or neither.")
-    faults = Faults(fail_first=fail_first, drop_after=drop_after, delay=delay, rate=rate)
     try:
         server = MirrorServer(
             root, from_cache=from_cache, host=host, port=port, lfs_port=lfs_port, lfs_threshold=lfs_threshold,
-            faults=faults, log_file=log, verbose=verbose,
+            log_file=log, verbose=verbose,
         )
     except FileNotFoundError as exc:
         fail(str(exc))

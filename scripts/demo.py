@@ -36,7 +36,9 @@ def espzoo(*args: str, env: dict[str, str], capture: bool = False) -> str:
     """Run one espzoo command as a user would, echoing it first."""
     print(f"\n$ espzoo {shlex.join(args)}", flush=True)
     command = [str(Path(sys.executable).with_name("espzoo")), *args]
-    done = subprocess.run(command, env=env, text=True, stdout=subprocess.PIPE if capture else None, timeout=1200)
+    # No timeout: a slow machine only makes the demo slower. A stalled training is caught by espzoo finetune itself
+    # (its log going silent, --stall-minutes), which then exits with one sentence like any other failure.
+    done = subprocess.run(command, env=env, text=True, stdout=subprocess.PIPE if capture else None)
     if done.returncode != 0:
         sys.exit(f"demo: `espzoo {shlex.join(args)}` failed (exit {done.returncode}); see the message above.")
     return done.stdout or ""
@@ -92,4 +94,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: the running espzoo command has already said where it stopped
+        sys.exit("demo: stopped (Ctrl-C).")

@@ -305,3 +305,14 @@ def test_load_state_dict_says_whether_it_memory_mapped(tmp_path: Path) -> None:
     # The old format is a zip-less pickle torch cannot map: transfer must not madvise its (ordinary) memory.
     assert mapped and not legacy_mapped
     assert torch.equal(zipped["w"], legacy["w"])
+
+
+def test_a_token_list_with_duplicates_is_refused_at_open(tiny_repo_char: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo_char, repo)
+    config_path = next(p for p in repo.rglob("config.yaml") if "asr_stats" not in str(p))
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["token_list"] = [*config["token_list"][:-1], config["token_list"][3], config["token_list"][-1]]
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"repeats .*; each token must appear once"):
+        open_bundle(repo)

@@ -188,7 +188,7 @@ def test_manifest_jsonl_csv_and_their_errors(tmp_path: Path) -> None:
 
     no_text = tmp_path / "n.tsv"
     no_text.write_text("audio\twords\nclips/a.wav\thi\n")
-    with pytest.raises(DataError, match="no text column .*text_column="):
+    with pytest.raises(DataError, match="no text column .*rename the text column to one of: text"):
         prepare(no_text, tmp_path / "out" / "n", sample_rate=16000)
     ds = prepare(no_text, tmp_path / "out" / "n", sample_rate=16000, text_column="words")
     assert ds.texts() == ["hi"]
@@ -216,3 +216,52 @@ def test_failed_prepare_keeps_previous_dir(tmp_path: Path) -> None:
         prepare(src, out, sample_rate=16000)
     assert first.wav_scp.read_text() == before and load_dataset(out).num_utterances == 10
     assert sorted(p.name for p in out.parent.iterdir()) == ["dev"]
+
+
+def _truncated_flac(path: Path) -> Path:
+    """A FLAC whose header is intact but whose frames stop halfway (a copy cut off, a full disk)."""
+    whole = _tone(path.with_name("whole.flac"), seconds=3.0)
+    data = whole.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert sf.info(str(path)).frames == sf.info(str(whole)).frames  # the header alone looks fine
+    return path
+
+
+def test_audio_is_decoded_to_its_end_during_the_check(tmp_path: Path) -> None:
+    cut = _truncated_flac(tmp_path / "audio" / "cut.flac")
+    good = _tone(tmp_path / "audio" / "good.wav")
+    source = _kaldi(tmp_path / "src", {"cut": (str(cut), "uno"), "good": (str(good), "dos")})
+    # libsndfile stops with "flac decoder lost sync" (others decode fewer frames than the header says: "cut off").
+    with pytest.raises(DataError, match=r"wav.scp:1 \[cut\]: .*cut.flac (is cut off|.*flac decoder lost sync)"):
+        prepare(source, tmp_path / "out" / "data" / "train", sample_rate=16000)
+    assert not (tmp_path / "out" / "data" / "train").exists()
+
+    ds = prepare(source, tmp_path / "out" / "data" / "train", sample_rate=16000, skip_bad=True)
+    assert ds.num_utterances == 1 and ds.dropped == 1
+    assert ds.skipped_list is not None and "[cut]" in ds.skipped_list.read_text()
+    note = ds.skipped_note() or ""
+    assert "dropped 1 utterance(s) from the train set" in note and str(ds.skipped_list) in note
+
+
+def test_text_encodings_boms_and_empty_audio_cells_are_one_sentence(tmp_path: Path) -> None:
+    good = _tone(tmp_path / "audio" / "a.wav")
+    latin1 = _kaldi(tmp_path / "latin1", {"a": (str(good), "x")})
+    (latin1 / "text").write_bytes("a canción\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"text is not UTF-8 text \(byte 0xf3 on line 1\); re-save it as UTF-8"):
+        prepare(latin1, tmp_path / "out1", sample_rate=16000)
+
+    bom = tmp_path / "bom.csv"  # as a spreadsheet saves it: the BOM must not hide the 'audio' column
+    bom.write_bytes("\ufeffaudio,text\naudio/a.wav,hola\n".encode())
+    assert prepare(bom, tmp_path / "out2", sample_rate=16000).num_utterances == 1
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("audio,text\n,hola\naudio/a.wav,adiós\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"empty.csv:2: no audio path"):
+        prepare(empty, tmp_path / "out3", sample_rate=16000)
+    assert prepare(empty, tmp_path / "out3", sample_rate=16000, skip_bad=True).dropped == 1
+
+    columns = tmp_path / "columns.csv"
+    columns.write_text("sound,words\naudio/a.wav,hola\n", encoding="utf-8")
+    with pytest.raises(DataError, match="rename the audio column to one of") as err:
+        prepare(columns, tmp_path / "out4", sample_rate=16000)
+    assert "audio_column=" not in str(err.value)  # an option the command line does not have

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -183,3 +184,47 @@ def test_cli_export(evaluated_out, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "not empty" in again.stderr and "--overwrite" in again.stderr
     missing = runner.invoke(app, ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert missing.exit_code == 1 and "is not a folder" in missing.stderr
+
+
+def test_export_holds_no_secret_and_no_local_path(evaluated_out, tmp_path: Path) -> None:
+    import json
+
+    out, _, _ = evaluated_out
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    token = "hf_" + "Ab1" * 10
+    provenance = json.loads((copy / "provenance.json").read_text())
+    provenance["command"] = ["espzoo", "finetune", "espzoo-test/tiny_char", "--train", "/home/alice/corpus/train",
+                             "--out", str(copy), "--conf", f"hf_token={token}", "--hub-token", token,
+                             "--conf", "wandb_api_key=s3cr3t", "--vocab", "bpe:50"]
+    provenance["init_checkpoint"] = [{"path": str(copy / "init" / "init.pth"), "sha256": "0" * 64}]
+    (copy / "provenance.json").write_text(json.dumps(provenance))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["wandb_token"] = "s3cr3t"
+    config["frontend_conf"] = {**(config.get("frontend_conf") or {}), "cache_dir": "/home/alice/.cache/x"}
+    (copy / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    dest = export(copy, tmp_path / "repo")
+    everything = "\n".join(p.read_text(errors="replace") for p in dest.rglob("*") if p.suffix in (".md", ".yaml",
+                                                                                                  ".json", ".txt"))
+    for leaked in (token, "s3cr3t", "/home/alice", str(copy), str(tmp_path)):
+        assert leaked not in everything, leaked
+    readme = (dest / "README.md").read_text()
+    assert "--vocab bpe:50" in readme and "hf_token=<redacted>" in readme and "--train train" in readme
+    exported = json.loads(next(dest.rglob("provenance.json")).read_text())
+    assert exported["init_checkpoint"][0]["path"] == "init/init.pth"  # relative to the experiment dir
+
+
+def test_exported_and_written_files_get_the_users_umask(evaluated_out, tmp_path: Path) -> None:
+    from espzoo._fs import write_text
+
+    out, _, _ = evaluated_out
+    previous = os.umask(0o022)
+    try:
+        dest = export(out, tmp_path / "repo")
+        written = write_text(tmp_path / "x" / "file.txt", "hello\n")
+    finally:
+        os.umask(previous)
+    assert dest.stat().st_mode & 0o777 == 0o755
+    assert written.stat().st_mode & 0o777 == 0o644
+    assert all(p.stat().st_mode & 0o777 in (0o644, 0o755) for p in dest.rglob("*")), [
+        (str(p), oct(p.stat().st_mode)) for p in dest.rglob("*") if p.stat().st_mode & 0o777 not in (0o644, 0o755)]

@@ -166,3 +166,86 @@ def test_amp_without_a_gpu_is_refused_before_any_work(served: str, data: dict[st
                      "--use-amp"], served, tmp_path / "hf")
     assert result.returncode != 0 and "needs a GPU" in result.stderr
     assert not out.exists()
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_a_second_run_on_a_busy_or_unfinished_out_touches_nothing(served: str, data: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    import sys
+
+    out = tmp_path / "exp"
+    args = ["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+            "--max-epoch", "1", "--json"]  # --json: no progress lines, the error alone on stderr
+    # Another run holds OUT (here a process holding its lock, as a running `espzoo finetune` does).
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom espzoo.trainer import lock_out\n"
+                               "with lock_out(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
+        (out / "data" / "train").mkdir(parents=True)
+        (out / "data" / "train" / "wav.scp").write_text("the running run's data\n")
+        before = _tree(out)
+        busy = espzoo(args, served, tmp_path / "hf")
+        assert busy.returncode == 1 and f"{out} is in use by another espzoo run (pid {holder.pid})" in busy.stderr
+        assert busy.stderr.count("\n") == 1 and _tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # An unfinished training without --resume is refused before the data is rewritten.
+    (out / "conf").mkdir()
+    (out / "conf" / "train.yaml").write_text("max_epoch: 5\n")
+    before = _tree(out)
+    unfinished = espzoo(args, served, tmp_path / "hf")
+    assert unfinished.returncode == 1 and "unfinished training" in unfinished.stderr
+    after = _tree(out)
+    before.pop(".espzoo.lock"), after.pop(".espzoo.lock")  # the lock itself notes who held it last
+    assert after == before
+
+
+def test_disk_full_while_preparing_data_is_one_sentence(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    import resource
+
+    hf_home = tmp_path / "hf"
+    pulled = json.loads(espzoo(["pull", REPO, "--json"], served, hf_home).stdout)
+
+    def limit_file_size() -> None:  # as `ulimit -f`: a write past 1500 bytes fails (EFBIG), like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    out = tmp_path / "exp"
+    result = subprocess.run(
+        [ESPZOO, "finetune", f"{REPO}@{pulled['commit']}", "--train", str(data["train"]), "--valid", str(data["dev"]),
+         "--out", str(out), "--max-epoch", "1"],
+        env=client_env(served, hf_home), capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1 and "no room to write" in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert not (out / "data" / "train").exists()  # nothing half-written where a later run would look
+
+
+@pytest.mark.slow
+def test_disk_full_during_training_then_resume_finishes(served: str, data: dict[str, Path], tmp_path: Path) -> None:
+    import resource
+
+    hf_home = tmp_path / "hf"
+    pulled = json.loads(espzoo(["pull", REPO, "--json"], served, hf_home).stdout)
+    out = tmp_path / "exp"
+    args = [ESPZOO, "finetune", f"{REPO}@{pulled['commit']}", "--train", str(data["train"]), "--valid",
+            str(data["dev"]), "--out", str(out), "--max-epoch", "2", "--batch-bins", "200000"]
+
+    def limit_file_size() -> None:  # room for the init checkpoint (~1.3 MB), not for ESPnet's checkpoint.pth
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
+
+    full = subprocess.run(args, env=client_env(served, hf_home), capture_output=True, text=True, timeout=900,
+                          preexec_fn=limit_file_size)
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert full.returncode == 1 and len(errors) == 1 and "ran out of disk space" in errors[0], full.stderr[-3000:]
+    assert "Traceback" not in full.stderr and not (out / "model.pth").exists()
+    # Space freed: --resume trains to the end.
+    resumed = subprocess.run([*args, "--resume"], env=client_env(served, hf_home), capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "model.pth").is_file() and "restarts from epoch 1" in " ".join(resumed.stderr.split())

@@ -24,7 +24,7 @@ BIG_CKPT = "exp/asr_train_asr_conformer_raw_en_char/valid.acc.ave_10best.pth"
 
 
 def serve(root: Path, monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> MirrorServer:
-    server = MirrorServer(root)
+    server = MirrorServer(root, test_hooks=True)  # the tests inject faults
     monkeypatch.setenv("HF_ENDPOINT", server.start())
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)

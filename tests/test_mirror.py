@@ -27,7 +27,7 @@ def big_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def mirror(big_root: Path):
-    with MirrorServer(big_root) as server:
+    with MirrorServer(big_root, test_hooks=True) as server:
         yield server
 
 
@@ -299,6 +299,149 @@ def test_cli_mirror_add_and_serve_from_cache(mirror: MirrorServer, tmp_path: Pat
             result = [[m.id for m in api.list_models()], api.model_info({REPO!r}).sha]
         """, url, tmp_path / "other")
         assert result[0] == [REPO] and result[1] == mirror.revision(REPO).commit
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A server other machines use: links out of the root, gated LFS bytes, test hooks, idle connections
+
+
+def test_links_leading_outside_the_root_are_never_served_or_listed(tmp_path: Path):
+    secret = tmp_path / "private"
+    (secret / "org" / "elsewhere").mkdir(parents=True)
+    (secret / "id_rsa").write_text("PRIVATE KEY\n")
+    (secret / "org" / "elsewhere" / "README.md").write_text("outside\n")
+    root = tmp_path / "root"
+    repo = root / "espzoo-test" / "linky"
+    repo.mkdir(parents=True)
+    (repo / "README.md").write_text("---\nlanguage: en\n---\n")
+    (repo / "key.txt").symlink_to(secret / "id_rsa")  # a file link leading out
+    (repo / "home").symlink_to(secret)  # a folder link leading out
+    (repo / "same.md").symlink_to(repo / "README.md")  # a link inside the root stays served
+    (repo / "loop").symlink_to(repo)  # a loop must not hang the walk
+    (root / "espzoo-test" / "outside").symlink_to(secret / "org" / "elsewhere")  # a whole repo folder leading out
+    (root / "espzoo-test" / "linky@v1").symlink_to(secret / "org" / "elsewhere")  # a revision folder leading out
+    with MirrorServer(root) as server:
+        status, _, body = request(f"{server.url}/api/models/espzoo-test/linky/tree/main?recursive=true")
+        assert status == 200
+        assert sorted(e["path"] for e in json.loads(body) if e["type"] == "file") == ["README.md", "same.md"]
+        for path in ("key.txt", "home/id_rsa", "loop/README.md"):
+            status, _, body = request(f"{server.url}/espzoo-test/linky/resolve/main/{path}")
+            assert status == 404 and b"PRIVATE" not in body, path
+        status, _, body = request(f"{server.url}/espzoo-test/linky/resolve/main/same.md")
+        assert status == 200 and body.startswith(b"---")
+        status, _, body = request(f"{server.url}/api/models")
+        assert [m["id"] for m in json.loads(body)] == ["espzoo-test/linky"]
+        assert request(f"{server.url}/api/models/espzoo-test/outside")[0] == 404
+        assert request(f"{server.url}/api/models/espzoo-test/linky/revision/v1")[0] == 404
+        # A file replaced by a link leading out after it was listed is not sent either.
+        server.revision("espzoo-test/linky")
+        (repo / "README.md").unlink()
+        (repo / "README.md").symlink_to(secret / "id_rsa")
+        status, _, body = request(f"{server.url}/espzoo-test/linky/resolve/main/same.md")
+        assert status == 404 and b"PRIVATE" not in body
+
+
+def test_gated_lfs_bytes_need_a_signed_link_and_stats_are_private(big_root: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(big_root / REPO, root / "espzoo-test/gated")
+    (root / "espzoo-test/gated/.espzoo-gated").write_text("hf_secret\n")
+    ckpt = "exp/asr_train_asr_conformer_raw_en_char/valid.acc.ave_10best.pth"
+    digest = sha256_of(root / "espzoo-test/gated" / ckpt)
+    with MirrorServer(root) as server:
+        lfs = server.lfs_url
+        assert request(f"{server.url}/espzoo-test/gated/resolve/main/{ckpt}", "HEAD")[0] == 401
+        # Knowing the sha256 (it is public on the Hub) is not enough: the LFS origin wants a link it signed.
+        for query in ("", "?expires=9999999999&sig=" + "0" * 64, "?expires=1&sig=x"):
+            status, _, body = request(f"{lfs}/lfs/{digest}{query}")
+            assert status == 403 and len(body) < 1000, query
+        status, headers, _ = request(f"{server.url}/espzoo-test/gated/resolve/main/{ckpt}", "HEAD",
+                                     headers={"Authorization": "Bearer hf_secret"})
+        assert status == 302 and "sig=" in headers["location"] and "expires=" in headers["location"]
+        status, _, body = request(headers["location"], headers={"Range": "bytes=0-99"})
+        assert status == 206 and body == (root / "espzoo-test/gated" / ckpt).read_bytes()[:100]
+        tampered = headers["location"].replace(digest, sha256_of(root / "espzoo-test/gated/README.md"))
+        assert request(tampered)[0] == 403
+        # Who fetched what is nobody else's business: no stats route on a server built without test hooks.
+        assert request(f"{server.url}/_espzoo/stats")[0] == 404
+        # The real client, with the token, follows the signed link.
+        result = run_client(f"""
+            from huggingface_hub import hf_hub_download
+            result = hf_hub_download("espzoo-test/gated", {ckpt!r})
+        """, server.url, tmp_path / "hf", HF_TOKEN="hf_secret")
+        assert sha256_of(Path(result)) == digest
+    with MirrorServer(root, link_ttl=-1) as expired:  # a link past its expiry is refused
+        _, headers, _ = request(f"{expired.url}/espzoo-test/gated/resolve/main/{ckpt}", "HEAD",
+                                headers={"Authorization": "Bearer hf_secret"})
+        assert request(headers["location"])[0] == 403
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("POST", parts.path, body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def test_test_hooks_exist_only_when_the_tests_ask(big_root: Path):
+    with MirrorServer(big_root) as server:  # as `espzoo mirror serve` builds it
+        assert post(f"{server.url}/_espzoo/faults", b'{"fail_first": 100}')[0] == 405
+        assert post(f"{server.url}/_espzoo/reset", b"")[0] == 405
+        assert request(f"{server.url}/_espzoo/stats")[0] == 404
+        server.faults = Faults(fail_first=100)  # no effect without test hooks
+        assert request(f"{server.url}/api/models/{REPO}")[0] == 200
+    with pytest.raises(ValueError, match="test_hooks=True"):
+        MirrorServer(big_root, faults=Faults(fail_first=1))
+    with MirrorServer(big_root, test_hooks=True) as hooked:
+        # A bad body is a 400 with a reason, not a dropped connection.
+        for body in (b"not json", b"[1, 2]", b'{"nope": 1}', b'{"delay": "slow"}', b'{"fail_first": true}'):
+            status, answer = post(f"{hooked.url}/_espzoo/faults", body)
+            assert status == 400 and b"bad request body" in answer, body
+        assert post(f"{hooked.url}/_espzoo/faults", b'{"fail_first": 1}')[0] == 200
+        assert request(f"{hooked.url}/api/models/{REPO}")[0] == 500
+        assert json.loads(request(f"{hooked.url}/_espzoo/stats")[2])["requests"] == 1
+
+
+def test_idle_connections_time_out_and_workers_are_bounded(big_root: Path):
+    import socket
+    import threading
+
+    with MirrorServer(big_root, idle_timeout=1.0, max_workers=4) as server:
+        port = urllib.parse.urlsplit(server.url).port
+        before = threading.active_count()
+        half_sent = []
+        for _ in range(20):  # requests that never finish their headers (a slow-loris client)
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(b"GET /api/models HTTP/1.1\r\nHost: x\r\n")
+            half_sent.append(sock)
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 4
+        # Each is closed by the server after the idle timeout, and a real request is served after them.
+        status, _, body = request(f"{server.url}/api/models/{REPO}")
+        assert status == 200 and json.loads(body)["id"] == REPO
+        for sock in half_sent:
+            assert sock.recv(1024) == b""  # closed by the server, without an answer
+            sock.close()
+        assert threading.active_count() - before <= 4
+
+
+def test_cli_serve_has_no_test_hooks(big_root: Path, tmp_path: Path):
+    refused = subprocess.run([ESPZOO, "mirror", "serve", "--root", str(big_root), "--fail-first", "3"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "--fail-first" in refused.stderr
+    proc = subprocess.Popen([ESPZOO, "mirror", "serve", "--root", str(big_root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=client_env("http://127.0.0.1:9", tmp_path))
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert post(f"{url}/_espzoo/faults", b'{"fail_first": 100}')[0] == 405
+        assert request(f"{url}/_espzoo/stats")[0] == 404
+        assert request(f"{url}/api/models/{REPO}")[0] == 200
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -397,3 +397,189 @@ def test_stop_signal_ends_the_child_group(sig: signal.Signals, monkeypatch: pyte
     assert child.returncode is not None
     with pytest.raises(ProcessLookupError):  # the whole group, the grandchild `sleep` too
         os.killpg(child.pid, 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OUT is safe: the trainer dies with espzoo, one run at a time, cut-off checkpoints, untrusted checkpoint.pth
+
+
+def _spec(tiny: Tiny, out: Path) -> dict[str, Any]:
+    return {"base": tiny.base, "tokens": tiny.vocabulary.tokens, "init": str(tiny.init), "stats": str(tiny.stats),
+            "train": str(tiny.train.dir), "valid": str(tiny.valid.dir), "out": str(out)}
+
+
+def _gone_within(text: str, seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.mark.slow
+def test_trainer_dies_with_a_killed_espzoo(tiny: Tiny, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(_spec(tiny, out))], start_new_session=True,
+                              stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(out / "train.log", "epoch started", runner)
+        assert _processes_mentioning(str(out / "espnet")), "ESPnet's trainer is not running"
+        runner.kill()  # SIGKILL: no handler runs, nothing is cleaned up by espzoo itself
+        runner.wait(timeout=10)
+        assert not _gone_within(str(out / "espnet"), 10), "ESPnet's trainer outlived a killed espzoo"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+HOLDER = """
+import sys, time
+from espzoo.trainer import lock_out
+with lock_out(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_a_second_run_on_a_locked_out_is_refused_and_touches_nothing(tiny: Tiny, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
+        before = _tree(out)
+        refusal = rf"{re.escape(str(out))} is in use by another espzoo run \(pid {holder.pid}\)"
+        with pytest.raises(TrainError, match=refusal):
+            _run(tiny, out)
+        assert _tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    from espzoo.trainer import lock_out
+
+    with lock_out(out), lock_out(out):  # free again once the holder is gone; re-entrant within one process
+        pass
+
+
+@pytest.fixture(scope="module")
+def trained(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-epoch OUT (copy it before changing anything)."""
+    out = tmp_path_factory.mktemp("trained") / "exp"
+    command = ["espzoo", "finetune", "m", "--conf", f"hf_token={SECRET}", "--out", str(out)]
+    _run(tiny, out, options=TrainOptions(max_epoch=2, keep_nbest=2), provenance={"command": command})
+    return out
+
+
+SECRET = "hf_" + "Secret9" * 4
+
+
+@pytest.mark.slow
+def test_a_cut_off_epoch_checkpoint_is_left_out_of_the_average(tiny: Tiny, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    out = tmp_path / "exp"
+    shutil.copytree(trained, out, symlinks=True)
+    epoch2 = out / "espnet" / "2epoch.pth"
+    epoch2.write_bytes(epoch2.read_bytes()[: epoch2.stat().st_size // 2])  # as a full disk leaves it
+    result = _run(tiny, out, options=TrainOptions(max_epoch=3, keep_nbest=2, resume=True))
+    assert result.epochs == 3 and (out / "model.pth").is_file()
+    assert SECRET not in (out / "provenance.json").read_text() and "hf_token=<redacted>" in (
+        out / "provenance.json").read_text()
+    assert (out / "provenance.json").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    assert any("2epoch.pth was cut off while being written" in note for note in result.notes), result.notes
+    assert (out / "espnet" / "2epoch.pth.incomplete").is_file()
+    assert "averaging without epoch(s) [2]" in (out / "train.log").read_text()
+    state = torch.load(out / "model.pth", weights_only=True)
+    assert "encoder.encoders.0.feed_forward.w_1.weight" in state
+
+
+PLANTED = """
+import os, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {sys.argv[2]}",))
+torch.save({"model": {}, "reporter": Payload(), "optimizers": []}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_a_planted_pickle_in_checkpoint_pth_is_refused(tiny: Tiny, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(trained, out, symlinks=True)
+    marker = tmp_path / "pwned"
+    subprocess.run([sys.executable, "-c", PLANTED, str(out / "espnet" / "checkpoint.pth"), str(marker)], check=True)
+    with pytest.raises(TrainError, match=r"checkpoint.pth is not a training state ESPnet wrote \(it asks to run "
+                                         r"posix.system\), so it was not loaded") as refused:
+        _run(tiny, out, options=TrainOptions(max_epoch=3, resume=True))
+    assert "\n" not in str(refused.value) and not marker.exists()
+    assert not (out / "espnet" / "3epoch.pth").exists()
+
+
+def test_a_silent_child_is_stopped_as_stalled_but_a_slow_busy_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No wall-clock limit on training: only a log that stays silent for stall_s stops the child."""
+    from espzoo import trainer
+    from espzoo.trainer import _LogFollower, _supervise
+
+    monkeypatch.setattr(trainer, "STOP_GRACE_S", 1.0)  # the background sleep ignores SIGINT: escalate sooner
+
+    log = tmp_path / "busy.log"
+    with log.open("wb") as f:  # talks every 0.3 s for 4 s: longer than stall_s in all, never silent that long
+        busy = subprocess.Popen(["sh", "-c", "for i in $(seq 13); do echo step $i; sleep 0.3; done"], stdout=f,
+                                start_new_session=True)
+    assert _supervise(busy, _LogFollower(log, 0, None, time.monotonic()), stall_s=2.0) == 0
+
+    log = tmp_path / "silent.log"
+    with log.open("wb") as f:
+        silent = subprocess.Popen(["sh", "-c", "echo started; sleep 60 & sleep 60; wait"], stdout=f,
+                                  start_new_session=True)
+    try:
+        with pytest.raises(TrainError, match=r"wrote nothing to .*silent.log for 2 seconds and looks stalled") as err:
+            _supervise(silent, _LogFollower(log, 0, None, time.monotonic()), stall_s=2.0)
+        assert "\n" not in str(err.value)
+    finally:
+        if silent.poll() is None:
+            os.killpg(silent.pid, signal.SIGKILL)
+    with pytest.raises(ProcessLookupError):  # the whole group was stopped
+        os.killpg(silent.pid, 0)
+
+
+def test_redaction_of_command_lines_and_configs() -> None:
+    from espzoo._redact import REDACTED, redact
+
+    token = "hf_" + "x9" * 12
+    argv = ["espzoo", "finetune", "m", "--conf", f"hf_token={token}", "--hub-token", token, "--conf",
+            "token_type=bpe", "-H", f"Authorization: Bearer {token}", f"--conf=api_key={token}"]
+    assert token not in json.dumps(redact(argv))
+    assert redact(argv)[6] == REDACTED and "token_type=bpe" in redact(argv)
+    config = {"token_list": ["<blank>", token], "wandb_token": "abc", "token_type": "bpe", "optim_conf": {"lr": 1}}
+    assert redact(config) == {"token_list": ["<blank>", token], "wandb_token": REDACTED, "token_type": "bpe",
+                              "optim_conf": {"lr": 1}}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.slow
+def test_a_cut_off_checkpoint_pth_restarts_the_run_on_resume(tiny: Tiny, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(trained, out, symlinks=True)
+    (out / "model.pth").unlink()  # as a run killed mid-training leaves it
+    checkpoint = out / "espnet" / "checkpoint.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = _run(tiny, out, options=TrainOptions(max_epoch=2, keep_nbest=2, resume=True))
+    assert result.epochs == 2 and [r.epoch for r in result.history] == [1, 2]
+    assert any("restarts from epoch 1" in note for note in result.notes), result.notes
+    assert (out / "espnet.incomplete-1" / "checkpoint.pth").is_file() and (out / "model.pth").is_file()

@@ -158,3 +158,19 @@ def test_overlap_from_english_chars_to_spanish_bpe(tmp_path: Path) -> None:
     shared = {new.tokens[j] for j in new.old_to_new.values()}
     assert {"e", "a", WORD_START, "<blank>"} <= shared and "á" not in shared
     assert 0 < new.new_in_old < 1 and 0 < new.text_coverage < 1
+
+
+def test_odd_unit_counts_encodings_and_broken_models_are_one_sentence(tmp_path: Path) -> None:
+    from espzoo.vocab import VocabularyError, build_vocabulary, parse_vocab_spec, tokenize
+
+    for spec in ("bpe:\u00b2", "bpe:3000000000", "unigram:0"):
+        with pytest.raises(VocabularyError, match="must be a positive integer up to 1000000"):
+            parse_vocab_spec(spec)
+    latin1 = tmp_path / "text.txt"
+    latin1.write_bytes("canción\n".encode("latin-1"))
+    with pytest.raises(VocabularyError, match=r"text.txt is not UTF-8 text \(byte 0xf3 on line 1\)"):
+        build_vocabulary(f"char:{latin1}")
+    garbage = tmp_path / "bpe.model"
+    garbage.write_bytes(b"this is not a sentencepiece model\n" * 10)
+    with pytest.raises(VocabularyError, match=r"bpe.model is not a sentencepiece model"):
+        tokenize(["hola"], "bpe", garbage)

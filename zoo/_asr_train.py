@@ -1,4 +1,8 @@
-"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS`, after one check of --init_param.
+"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS`, after espzoo's checks.
+
+It dies with the espzoo process that started it (a lifeline pipe, see espzoo.trainer._start_child), refuses a
+`--resume` checkpoint.pth that holds anything but ESPnet's training state, and lets ESPnet's n-best averaging
+leave out epoch checkpoints that are missing (set aside as incomplete by espzoo.trainer).
 
 ESPnet's --init_param refuses shape mismatches (without --ignore_init_mismatch) and unexpected keys, but a
 tensor the checkpoint lacks silently keeps its random initialization. espzoo's init checkpoints hold exactly
@@ -9,11 +13,110 @@ ESPnet import that training does anyway; then the same arguments go to ESPnet's 
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sys
+import threading
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 MAX_LISTED = 8
+PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.trainer.PARENT_FD_ENV (not imported: it would import the data modules)
+REFUSAL = "espzoo: refusing to train: "  # espzoo.trainer.REFUSAL: the parent shows the rest of this line
+
+
+def die_with_parent() -> None:
+    """Kill this process group when the parent's end of the lifeline closes (the parent exited or was killed)."""
+    fd = os.environ.pop(PARENT_FD_ENV, None)  # popped: ESPnet's own workers must not watch it
+    if not fd:
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(int(fd), 1):  # the parent never writes: this returns b"" when it is gone
+                pass
+        except OSError:
+            pass
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="espzoo-lifeline", daemon=True).start()
+
+
+def resume_globals() -> list[Any]:
+    """The only non-tensor classes ESPnet's checkpoint.pth holds (espnet2/train/trainer.py saves the model,
+    optimizer, scheduler and scaler state dicts and Reporter.state_dict(), whose stats are numpy scalars and
+    datetime.timedelta): what a weights_only load of it may construct."""
+    import datetime
+
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    return [scalar, np.dtype, *dtypes, datetime.timedelta]
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` (ESPnet's checkpoint.pth) must not be handed to ESPnet, which unpickles it in full; None if it
+    holds nothing but training state (a weights_only load with resume_globals() succeeds)."""
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(resume_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(err))
+        what = f"it asks to run {found.group(1)}" if found else "it holds more than tensors and statistics"
+        return (
+            f"{path} is not a training state ESPnet wrote ({what}), so it was not loaded; if you did not put it "
+            "there, others can write to this out dir: start afresh in a new one you alone can write to."
+        )
+    if not isinstance(state, dict) or not {"model", "reporter", "optimizers"} <= set(state):
+        return f"{path} is not an ESPnet training checkpoint; start afresh in a new out dir."
+    return None
+
+
+def _safe_resume_and_average() -> None:
+    """Make ESPnet's resume load checkpoint.pth weights_only (it passes weights_only=False) and its n-best
+    averaging skip epochs whose checkpoint file is missing, in this process (not in DDP workers it spawns)."""
+    import copy
+
+    import torch
+    from espnet2.train import trainer as espnet_trainer
+
+    resume = espnet_trainer.Trainer.resume
+
+    def weights_only_resume(*args: Any, **kwargs: Any) -> Any:
+        previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # torch.load reads it at each call
+        try:
+            with torch.serialization.safe_globals(resume_globals()):
+                return resume(*args, **kwargs)
+        finally:
+            if previous is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+    average = espnet_trainer.average_nbest_models
+
+    def average_complete(*args: Any, **kwargs: Any) -> Any:
+        output_dir, reporter = Path(kwargs["output_dir"]), kwargs["reporter"]
+        missing = [e for e in reporter.stats if not (output_dir / f"{e}epoch.pth").is_file()]
+        # Epochs pruned by ESPnet are never among the n best; only set-aside ones are missing here.
+        if missing:
+            print(f"espzoo: averaging without epoch(s) {missing}: their checkpoints are incomplete", flush=True)
+            reporter = copy.copy(reporter)
+            reporter.stats = {e: v for e, v in reporter.stats.items() if e not in missing}
+            kwargs["reporter"] = reporter
+        return average(*args, **kwargs)
+
+    espnet_trainer.Trainer.resume = staticmethod(weights_only_resume)
+    espnet_trainer.average_nbest_models = average_complete
 
 
 def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: str, load: Any) -> list[str]:
@@ -42,12 +145,23 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
     return problems
 
 
+def refuse(reason: str) -> None:
+    print(REFUSAL + " ".join(reason.split()), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     from espzoo._espnet import import_asr_task
 
     asr_task = import_asr_task()
     args = asr_task.get_parser().parse_args(argv)
+    checkpoint = Path(args.output_dir) / "checkpoint.pth"
+    if args.resume and checkpoint.exists():
+        problem = checkpoint_problem(checkpoint)
+        if problem:
+            refuse(problem)
     if args.init_param and not args.collect_stats:
         import torch
 
@@ -62,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         problems = [p for spec in args.init_param for p in init_param_problems(shapes, spec, load)]
         if problems:
-            print("espzoo: refusing to train: " + " ".join(problems), file=sys.stderr)
-            sys.exit(2)
+            refuse(" ".join(problems))
     # A logging call during the check installed a default root handler; ESPnet's own logging.basicConfig
     # (its format, its log_level) only takes effect on a root logger without handlers.
     import logging
@@ -72,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.root.removeHandler(handler)
     from espnet2.bin.asr_train import main as asr_train_main
 
+    _safe_resume_and_average()
     asr_train_main(cmd=argv)
 
 

@@ -20,12 +20,53 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    public_mode(tmp)  # mkstemp makes it 0600; the finished file is an ordinary one
     try:
         write(tmp)
         os.replace(tmp, path)
+    except RuntimeError as err:  # torch.save reports a failed write as RuntimeError ("unexpected pos ...")
+        code = no_room(tmp)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def no_room(path: Path, *, slack: int = 1 << 20) -> int | None:
+    """ENOSPC when the file system of `path` has (almost) no space left, EFBIG when `path` reached the file size
+    limit (ulimit -f); None otherwise. For writers that report a failed write without its errno."""
+    import errno
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        size = path.stat().st_size if path.is_file() else 0
+        free = shutil.disk_usage(path if path.is_dir() else path.parent).free
+    except OSError:
+        return None
+    if soft != resource.RLIM_INFINITY and size + slack >= soft:
+        return errno.EFBIG
+    return errno.ENOSPC if free < slack else None
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (os.umask can only set it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, *, directory: bool = False) -> None:
+    """Give `path` the mode a plain open()/mkdir() would have (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
 def write_text(path: Path, text: str) -> Path:

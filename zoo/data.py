@@ -51,6 +51,8 @@ SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
 DIRECT_FORMATS = ("WAV", "FLAC")
 MAX_LISTED = 10  # problems shown in a DataError message; all of them are in DataError.problems
 PIPE_TIMEOUT_S = 600
+SKIPPED_LIST = "skipped.txt"
+DECODE_BLOCK = 1 << 16  # frames read at a time while checking that a file decodes to its end
 CACHE_VERSION = "1"  # bump when the conversion changes, so old cache entries are not reused
 
 
@@ -79,7 +81,8 @@ class Dataset:
     num_utterances: int
     total_seconds: float
     sample_rate: int
-    skipped: list[str] = field(default_factory=list)  # one line per dropped utterance (skip_bad=True)
+    skipped: list[str] = field(default_factory=list)  # one line per problem skip_bad let pass
+    dropped: int = 0  # utterances (or manifest rows) skip_bad dropped
     converted: int = 0  # files resampled/mixed/cut in this run
     cached: int = 0  # converted files found in the cache (no work done)
     source: str = ""
@@ -95,6 +98,18 @@ class Dataset:
     @property
     def speech_shape(self) -> Path:
         return self.dir / "speech_shape"
+
+    @property
+    def skipped_list(self) -> Path | None:
+        """The file listing the utterances skip_bad dropped (one problem a line), None when none were."""
+        return self.dir / SKIPPED_LIST if self.skipped else None
+
+    def skipped_note(self) -> str | None:
+        """'dropped N utterance(s) ... the list is ...' when skip_bad dropped any."""
+        if not self.skipped:
+            return None
+        return (f"--skip-bad dropped {self.dropped} utterance(s) from the {self.name} set (kept "
+                f"{self.num_utterances}); the list with the reasons is {self.skipped_list}")
 
     def texts(self) -> list[str]:
         """The transcripts, in the order of the text file (e.g. to train a BPE model on)."""
@@ -145,7 +160,21 @@ class _Reading:
 
 
 def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_utf8(path).splitlines()
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's contents; DataError naming the file, line and byte when it is not UTF-8 (a BOM is dropped)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); re-save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8",
+            [Problem(f"{path.name}:{line}", "not UTF-8", "re-save the file as UTF-8")],
+        ) from None
 
 
 def _numbered(path: Path) -> Iterable[tuple[str, int, str]]:
@@ -290,8 +319,8 @@ def _column(names: Sequence[str], wanted: str | None, candidates: Sequence[str],
             return lowered[candidate]
     if what in ("audio", "text"):
         raise DataError(
-            f"{source.name} has no {what} column (its columns: {', '.join(names) or 'none'}); name one of "
-            f"{', '.join(candidates[:4])}, or pass {what}_column=."
+            f"{source.name} has no {what} column (its columns: {', '.join(names) or 'none'}); rename the "
+            f"{what} column to one of: {', '.join(candidates[:4])}."
         )
     return None
 
@@ -315,11 +344,23 @@ def _manifest_rows(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str
             names.update(dict.fromkeys(row))
             rows.append((where, {k: "" if v is None else str(v) for k, v in row.items()}))
         return list(names), rows, problems
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: spreadsheets save a BOM that would otherwise stick to the first column's name.
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
         for row in reader:
             rows.append((f"{path.name}:{reader.line_num}", {k: (v or "") for k, v in row.items() if k is not None}))
         return list(reader.fieldnames or []), rows, problems
+
+
+def _stem(value: str, *, whole: bool = False) -> str:
+    """An utterance id from an audio path: its file name without suffix ("" for an empty value); `whole`: the
+    path's parts joined by '-' (where file names repeat)."""
+    value = value.strip()
+    if not value or not Path(value).name:
+        return ""
+    path = Path(value)
+    path = path.with_name(path.name.rsplit(".", 1)[0] or path.name)
+    return str(path).strip("/").replace("/", "-") if whole else path.name
 
 
 def _read_manifest(path: Path, audio_column: str | None, text_column: str | None, id_column: str | None) -> _Reading:
@@ -333,8 +374,9 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
     assert audio_col is not None and text_col is not None
 
     # Without an id column, ids come from the file names (their relative path where names repeat).
-    stems = [Path(row.get(audio_col, "")).with_suffix("").name for _, row in rows]
-    unique_stems = len(set(stems)) == len(stems)
+    stems = [_stem(row.get(audio_col, "")) for _, row in rows]
+    named = [stem for stem in stems if stem]
+    unique_stems = len(set(named)) == len(named)
     utterances: list[_Utterance] = []
     seen: dict[str, str] = {}
     for (where, row), stem in zip(rows, stems, strict=True):
@@ -342,8 +384,12 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
         if id_col is not None and row.get(id_col, "").strip():
             utt_id = row[id_col].strip()
         else:
-            utt_id = stem if unique_stems else str(Path(value).with_suffix("")).strip("/").replace("/", "-")
+            utt_id = stem if unique_stems or not stem else _stem(value, whole=True)
         utt_id = "_".join(utt_id.split())  # Kaldi ids cannot hold whitespace
+        if not value:
+            problems.append(Problem(where, "no audio path", f"fill the '{audio_col}' column or drop the row",
+                                    utt_id or None))
+            continue
         if not utt_id:
             problems.append(Problem(where, "no audio path and no id", f"fill the '{audio_col}' column"))
             continue
@@ -433,15 +479,38 @@ def _probe(utt: _Utterance, limits: _Limits) -> Problem | None:
             )
         try:
             info = sf.info(utt.audio)
+            decoded = _decode_all(utt.audio)
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             return Problem(
                 utt.where,
                 f"unreadable audio {utt.audio} ({err})",
-                "re-encode it as WAV or FLAC (e.g. ffmpeg -i IN OUT.flac)",
+                "re-encode it as WAV or FLAC (e.g. ffmpeg -i IN OUT.flac), or drop the utterance",
+                utt.id,
+            )
+        if info.frames > 0 and decoded < info.frames:
+            return Problem(
+                utt.where,
+                f"the audio {utt.audio} is cut off: its header says {info.frames / info.samplerate:.2f} s but only "
+                f"{decoded / info.samplerate:.2f} s decode",
+                "re-encode or replace the file, or drop the utterance",
                 utt.id,
             )
         utt.frames, utt.rate, utt.channels, utt.format = info.frames, info.samplerate, info.channels, info.format
     return _check_length(utt, limits)
+
+
+def _decode_all(path: str) -> int:
+    """Decode the whole file (the header alone passes a truncated FLAC, which then stops training mid-epoch with
+    'flac decoder lost sync'); the frames decoded. Threads decode in parallel: libsndfile runs without the GIL."""
+    import soundfile as sf
+
+    frames = 0
+    with sf.SoundFile(path) as f:
+        while True:
+            block = f.read(DECODE_BLOCK, dtype="int16", always_2d=True)
+            if not len(block):
+                return frames
+            frames += len(block)
 
 
 def _check_length(utt: _Utterance, limits: _Limits) -> Problem | None:
@@ -567,6 +636,7 @@ def prepare(
         total_seconds=round(sum(samples for _, samples, _ in results) / sample_rate, 3),
         sample_rate=sample_rate,
         skipped=[str(p) for p in problems],
+        dropped=len(bad_ids) + sum(1 for p in problems if p.utt_id is None and p.drops_utterance),
         converted=sum(1 for _, _, work in results if work) + sum(1 for u in kept if u.is_pipe),
         cached=sum(
             1 for u, (path, _, work) in zip(kept, results, strict=True) if not (work or u.is_pipe or path == u.audio)
@@ -578,6 +648,8 @@ def prepare(
 
 
 def _data_error(source: Path, problems: list[Problem]) -> DataError:
+    if len(problems) == 1:  # one sentence
+        return DataError(f"{source}: {problems[0]}; or pass skip_bad=True (--skip-bad) to drop it.", problems)
     utts = len({p.utt_id for p in problems if p.utt_id})
     shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
@@ -602,6 +674,8 @@ def _write_kaldi_dir(dataset: Dataset, utterances: list[_Utterance], results: li
         _write_lines(tmp / "text", (f"{u.id} {u.text}" for u, _ in rows))
         _write_lines(tmp / "utt2spk", (f"{u.id} {u.speaker}" for u, _ in rows))
         _write_lines(tmp / "speech_shape", (f"{u.id} {samples}" for u, (_, samples, _) in rows))
+        if dataset.skipped:  # what skip_bad dropped, and why: the user is told where this list is
+            _write_lines(tmp / SKIPPED_LIST, dataset.skipped)
         summary = {k: v for k, v in asdict(dataset).items() if k != "dir"}
         (tmp / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         replace_dir(tmp, out_dir)

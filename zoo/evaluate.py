@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from espzoo._fs import replace_dir
+from espzoo._fs import public_mode, replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import EspzooError, EvaluateError
 from espzoo.repo import model_reference
@@ -613,6 +613,7 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    public_mode(tmp, directory=True)  # not mkdtemp's 0700: the report folder is an ordinary one
     try:
         (tmp / "ref.trn").write_text("".join(f"{r.reference} ({r.id})\n" for r in report.rows), encoding="utf-8")
         (tmp / "hyp.trn").write_text("".join(f"{r.hypothesis} ({r.id})\n" for r in report.rows), encoding="utf-8")

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from espzoo._fs import replace_dir
+from espzoo._fs import public_mode, replace_dir
+from espzoo._redact import public
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import ExportError  # noqa: F401 (re-exported)
 from espzoo.repo import STATS_NAME, parse_token_list, stats_reference
@@ -67,6 +68,7 @@ def _export(out_dir: Path, dest: Path, options: ExportOptions | None) -> Path:
         raise ExportError(f"{dest} exists and is not empty; choose another --out or pass --overwrite.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    public_mode(tmp, directory=True)  # mkdtemp makes it 0700: the repo gets the user's umask like any folder
     try:
         _write_layout(experiment, tmp, options)
         replace_dir(tmp, dest)
@@ -114,7 +116,8 @@ def _read_experiment(root: Path) -> _Experiment:
     bpemodel = _existing(root, resolved.get("bpemodel"), "bpe.model") if resolved.get("token_type") == "bpe" else None
     if resolved.get("token_type") == "bpe" and bpemodel is None:
         raise ExportError(f"{root} has no bpe.model, which the model's bpe tokens need to become text.")
-    provenance = _read_json(root / "provenance.json")
+    # An exported repo is published: no secrets, and no paths of this machine (an older OUT may hold both).
+    provenance = public(_read_json(root / "provenance.json"), root)
     results = []
     for path in sorted((root / "eval").glob("*/result.json")):
         result = _read_json(path)
@@ -165,11 +168,15 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         config[key] = [_portable(path, experiment.root) for path in config.get(key) or []]
     config["init_param"] = []  # a local path to the pretrained checkpoint; provenance.json names its source
     (dest / exp / "config.yaml").write_text(
-        yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(public(config, experiment.root), allow_unicode=True, sort_keys=False), encoding="utf-8"
     )
-    for extra in ("provenance.json", "plan.json"):
-        if (experiment.root / extra).is_file():
-            shutil.copyfile(experiment.root / extra, dest / exp / "espzoo" / extra)
+    if (experiment.root / "provenance.json").is_file():
+        (dest / exp / "espzoo" / "provenance.json").write_text(
+            json.dumps(experiment.provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    if (experiment.root / "plan.json").is_file():
+        plan = public(_read_json(experiment.root / "plan.json"), experiment.root)
+        (dest / exp / "espzoo" / "plan.json").write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
 
     meta = {
         "espnet": _version("espnet"),

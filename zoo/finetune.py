@@ -27,7 +27,16 @@ from typing import Any
 import yaml
 from espzoo.data import Dataset, prepare
 from espzoo.repo import config_sample_rate
-from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
+from espzoo.trainer import (
+    EpochReport,
+    TrainOptions,
+    TrainResult,
+    check_options,
+    check_out_dir,
+    disk_full_is_one_sentence,
+    lock_out,
+    run,
+)
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
 
@@ -64,9 +73,27 @@ def finetune(
     *,
     on_stage: Callable[[str], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance."""
-    prepared = prepare_finetune(request, on_stage=on_stage)
+    """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance.
+
+    OUT is locked from before the first write to the end: a second run on it is refused and touches nothing."""
+    out = Path(request.out).expanduser().resolve()
+    stage = on_stage or (lambda _: None)
+    source = _resolve(request, stage)
+    with lock_out(out, request.training), disk_full_is_one_sentence(out):
+        check_out_dir(out, request.training)
+        prepared = _prepare(request, out, stage, on_note or (lambda _: None), source)
+        return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
+
+
+def _train(
+    request: FinetuneRequest,
+    prepared: Prepared,
+    *,
+    on_stage: Callable[[str], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainResult:
     provenance = {
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
@@ -90,16 +117,34 @@ def finetune(
     )
 
 
-def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None] | None = None) -> Prepared:
-    """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
+def prepare_finetune(
+    request: FinetuneRequest,
+    *,
+    on_stage: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Prepared:
+    """The steps before training: resolve the model, check and convert the data, plan and apply the transfer.
+    `on_note` hears what the user should know (e.g. how many utterances --skip-bad dropped, and where the list is)."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
-    # Options that cannot work are refused before any work.
+    source = _resolve(request, stage)
+    with lock_out(out, request.training), disk_full_is_one_sentence(out):
+        check_out_dir(out, request.training)
+        return _prepare(request, out, stage, on_note or (lambda _: None), source)
+
+
+def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:
+    """What needs no OUT: options that cannot work and a model that cannot be opened are refused before OUT is
+    created (resolving writes to the HF cache only)."""
     parse_vocab_spec(request.transfer.vocab)
     check_options(request.training)
-
     stage("model")
-    source = open_source(request.model)
+    return open_source(request.model)
+
+
+def _prepare(
+    request: FinetuneRequest, out: Path, stage: Callable[[str], None], note: Callable[[str], None], source: Source
+) -> Prepared:
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
     rate = config_sample_rate(source.config or {})
@@ -109,6 +154,9 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
     valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+    for dataset in (train, valid):
+        if dataset.skipped_note():
+            note(dataset.skipped_note())  # type: ignore[arg-type]
 
     stage("plan")
     plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")

@@ -17,9 +17,15 @@ resolve answers HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Conte
 A folder repo's branch `main` is ROOT/<org>/<name>/ and each ROOT/<org>/<name>@<ref>/ beside it adds a tag or
 branch; a commit id is a hash of the files' paths and contents: the same files give the same id, any change gives
 a new one. `--from-cache` serves every cached
-revision with the cache's refs as branches. `Faults` injects failures for tests (500s, a connection
-cut mid-body, slow or throttled bodies); `Stats` counts the requests served (`GET /_espzoo/stats`).
-Standard library only (and espzoo's stdlib-only _hf/repo rules): nothing here imports torch, espnet or huggingface_hub.
+revision with the cache's refs as branches. Built with `test_hooks=True` (by the tests, never by `espzoo mirror
+serve`), `Faults` injects failures (500s, a connection cut mid-body, slow or throttled bodies) and `GET
+/_espzoo/stats` shows the requests served.
+
+Served to other machines, it holds: nothing outside the root is served or listed (links leading out are
+ignored); LFS files are reached only through signed links that expire (so a gated repo's bytes need the token
+that resolved them); idle connections time out and at most `max_workers` connections are served at once.
+Standard library only (and espzoo's stdlib-only _hf/repo rules): nothing here imports torch, espnet or
+huggingface_hub.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -64,6 +72,10 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
 LOG_LIMIT = 10_000
+IDLE_TIMEOUT_S = 60.0  # an idle or half-sent connection is closed after this long
+MAX_WORKERS = 64  # connections served at once, per port
+LINK_TTL_S = 3600.0  # how long a signed LFS link stays valid (the Hub's CDN links last about an hour)
+MAX_BODY = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +146,7 @@ class FolderSource:
 
     def __init__(self, root: str | Path, lfs_threshold: int = LFS_THRESHOLD):
         self.root = Path(root)
+        self.real_root = self.root.resolve()
         self.lfs_threshold = lfs_threshold
         self._hashes: dict[tuple[str, int, int, int], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
@@ -144,8 +157,12 @@ class FolderSource:
         return sorted(
             f"{org.name}/{repo.name}"
             for org in self.root.iterdir() if org.is_dir() and not org.name.startswith(".")
-            for repo in org.iterdir() if repo.is_dir() and not repo.name.startswith(".") and "@" not in repo.name
+            for repo in org.iterdir()
+            if repo.is_dir() and not repo.name.startswith(".") and "@" not in repo.name and self._inside(repo)
         )
+
+    def _inside(self, path: Path) -> bool:
+        return _within(path, self.real_root)
 
     def revisions(self, repo_id: str) -> dict[str, Revision]:
         """Ref name -> revision: main from the repo folder, <ref> from each <name>@<ref> folder."""
@@ -157,14 +174,14 @@ class FolderSource:
         revisions = {"main": self._revision(repo_id, folder, gated)}
         for other in sorted(folder.parent.glob(f"{glob_escape(folder.name)}@*")):
             ref = other.name.split("@", 1)[1]
-            if other.is_dir() and ref and ref != "main":
+            if other.is_dir() and ref and ref != "main" and self._inside(other):
                 revisions[ref] = self._revision(repo_id, other, gated)
         return revisions
 
     def _revision(self, repo_id: str, folder: Path, gated: str | None) -> Revision:
         files: dict[str, RepoFile] = {}
         newest = 0.0
-        for local in sorted(_walk(folder)):
+        for local in sorted(_walk(folder, self.real_root)):
             rel = local.relative_to(folder).as_posix()
             stat = local.stat()
             newest = max(newest, stat.st_mtime)
@@ -176,7 +193,7 @@ class FolderSource:
         if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") or "@" in p for p in parts):
             return None
         folder = self.root / parts[0] / parts[1]
-        return folder if folder.is_dir() else None
+        return folder if folder.is_dir() and self._inside(folder) else None
 
     def _file(self, rel: str, local: Path, stat: os.stat_result) -> RepoFile:
         lfs = is_lfs(rel, stat.st_size, self.lfs_threshold)
@@ -190,12 +207,28 @@ class FolderSource:
         return RepoFile(rel, local, stat.st_size, ids[0], ids[1])
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, root: Path) -> Iterator[Path]:
+    """The files under `folder`, following links only while their real path stays inside `root` (a link that
+    leads out of the served tree would publish any file the server can read)."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if d not in HIDDEN]
+        here = os.path.realpath(dirpath)
+        kept = []
+        for d in dirnames:
+            real = os.path.realpath(os.path.join(dirpath, d))
+            loop = here == real or here.startswith(real + os.sep)  # a link to this folder or one above it
+            if d not in HIDDEN and not loop and _within(Path(real), root):
+                kept.append(d)
+        dirnames[:] = kept
         for name in filenames:
-            if name not in HIDDEN and not name.endswith(".incomplete"):
-                yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            if name not in HIDDEN and not name.endswith(".incomplete") and _within(path, root):
+                yield path
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether `path`'s real path (links followed) is `root` (already real) or inside it."""
+    real = os.path.realpath(path)
+    return real == str(root) or real.startswith(str(root).rstrip(os.sep) + os.sep)
 
 
 class CacheSource:
@@ -205,6 +238,7 @@ class CacheSource:
 
     def __init__(self, cache_dir: str | Path):
         self.cache_dir = Path(cache_dir)
+        self.real_root = self.cache_dir.resolve()
 
     def repo_ids(self) -> list[str]:
         if not self.cache_dir.is_dir():
@@ -212,14 +246,14 @@ class CacheSource:
         ids = []
         for folder in self.cache_dir.glob("models--*"):
             parts = folder.name.split("--")
-            if len(parts) == 3 and (folder / "snapshots").is_dir():
+            if len(parts) == 3 and (folder / "snapshots").is_dir() and _within(folder, self.real_root):
                 ids.append(f"{parts[1]}/{parts[2]}")
         return sorted(ids)
 
     def revisions(self, repo_id: str) -> dict[str, Revision]:
         folder = self.cache_dir / repo_folder(repo_id)
         snapshots = folder / "snapshots"
-        if "/" not in repo_id or not snapshots.is_dir():
+        if "/" not in repo_id or not snapshots.is_dir() or not _within(folder, self.real_root):
             return {}
         by_commit = {
             snap.name: self._revision(repo_id, snap) for snap in snapshots.iterdir() if HEX40.fullmatch(snap.name)
@@ -240,7 +274,7 @@ class CacheSource:
 
     def _revision(self, repo_id: str, snapshot: Path) -> Revision:
         files: dict[str, RepoFile] = {}
-        for local in _walk(snapshot):
+        for local in _walk(snapshot, self.real_root):
             rel = local.relative_to(snapshot).as_posix()
             try:
                 blob = local.resolve(strict=True)
@@ -275,6 +309,21 @@ class Faults:
     rate: int | None = None
 
     @classmethod
+    def from_json(cls, body: bytes) -> Faults:
+        """The body of POST /_espzoo/faults: a JSON object of these fields; ValueError for anything else."""
+        data = json.loads(body or b"{}")  # JSONDecodeError is a ValueError
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        faults = cls()
+        for key, value in data.items():
+            if key not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown fault {key!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{key} must be a number")
+            setattr(faults, key, value)
+        return faults
+
+    @classmethod
     def parse(cls, text: str | None) -> Faults:
         """'fail_first=2,drop_after=1000000,delay=0.5,rate=5000000' (the ESPZOO_MIRROR_FAULTS form)."""
         faults = cls()
@@ -284,6 +333,9 @@ class Faults:
                 raise ValueError(f"unknown mirror fault {key!r}; use fail_first, fail_status, drop_after, delay, rate.")
             setattr(faults, key, float(value) if key == "delay" else int(float(value)))
         return faults
+
+
+_NO_FAULTS = Faults()
 
 
 @dataclass
@@ -335,6 +387,10 @@ class MirrorServer:
         faults: Faults | None = None,
         log_file: str | Path | None = None,
         verbose: bool = False,
+        test_hooks: bool = False,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        max_workers: int = MAX_WORKERS,
+        link_ttl: float = LINK_TTL_S,
     ):
         if (root is None) == (not from_cache):
             raise ValueError("serve either a folder (root) or the HF cache (from_cache=True), not both or neither.")
@@ -344,15 +400,24 @@ class MirrorServer:
             if not Path(root).is_dir():  # type: ignore[arg-type]
                 raise FileNotFoundError(f"mirror root {root} is not a folder; create it or pass --from-cache.")
             self.source = FolderSource(root, lfs_threshold)  # type: ignore[arg-type]
+        if faults is not None and not test_hooks:
+            raise ValueError("faults are a test hook: build the server with test_hooks=True.")
+        # Test hooks (injected faults, the /_espzoo/ stats and control routes) exist only on servers the tests
+        # build; `espzoo mirror serve` never has them, so no client can switch failures on or read others' paths.
+        self.test_hooks = test_hooks
         self.faults = faults or Faults()
         self.stats = Stats()
+        self.idle_timeout = idle_timeout
+        self.link_ttl = link_ttl
+        # Signs the LFS redirect URLs; a new key per server, so links die with the process (and after link_ttl).
+        self._link_key = secrets.token_bytes(32)
         self.verbose = verbose
         self.log_file = Path(log_file) if log_file else None
         self._dropped: set[str] = set()
         self._fault_lock = threading.Lock()
         self._blobs: dict[str, RepoFile] = {}  # sha256 -> file, for the LFS origin
-        self._http = _Server((host, port), _ApiHandler, self)
-        self._lfs = _Server((host, lfs_port), _LfsHandler, self)
+        self._http = _Server((host, port), _ApiHandler, self, max_workers)
+        self._lfs = _Server((host, lfs_port), _LfsHandler, self, max_workers)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -380,6 +445,8 @@ class MirrorServer:
             self.stop()
 
     def stop(self) -> None:
+        for server in (self._http, self._lfs):
+            server.closing = True
         for server in (self._http, self._lfs):
             if self._threads:  # shutdown() waits for serve_forever, which never ran otherwise
                 server.shutdown()
@@ -414,24 +481,46 @@ class MirrorServer:
                 self._blobs[file.sha256] = file
         return found
 
-    def blob(self, sha256: str) -> RepoFile:
+    def blob(self, sha256: str, query: dict[str, str]) -> RepoFile:
+        """The LFS file a signed link names; 403 for a link this server did not sign or that has expired."""
+        if not self._link_valid(sha256, query.get("expires", ""), query.get("sig", "")):
+            raise MirrorError(403, None, "this download link is invalid or has expired; resolve the file again")
         file = self._blobs.get(sha256)
         if file is None or not file.local.is_file():
             raise MirrorError(404, "EntryNotFound", f"No LFS object {sha256}")
         return file
 
+    def sign_link(self, sha256: str) -> str:
+        """`expires=..&sig=..` for /lfs/<sha256>: only a client that resolved the file (with a token, for a gated
+        repo) learns it, as the Hub's CDN links are signed and expire."""
+        expires = str(int(time.time() + self.link_ttl))
+        return urllib.parse.urlencode({"expires": expires, "sig": self._signature(sha256, expires)})
+
+    def _signature(self, sha256: str, expires: str) -> str:
+        return hmac.new(self._link_key, f"{sha256}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def _link_valid(self, sha256: str, expires: str, sig: str) -> bool:
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(self._signature(sha256, expires), sig)
+
     # -- faults --------------------------------------------------------------------------------
 
+    @property
+    def active_faults(self) -> Faults:
+        """The faults in force: none unless the server was built with test_hooks."""
+        return self.faults if self.test_hooks else _NO_FAULTS
+
     def should_fail(self, count: int) -> bool:
-        return count <= self.faults.fail_first
+        return count <= self.active_faults.fail_first
 
     def drop_point(self, etag: str) -> int | None:
         """How many bytes to send before cutting the connection, the first time this file is sent."""
         with self._fault_lock:
-            if self.faults.drop_after is None or etag in self._dropped:
+            if self.active_faults.drop_after is None or etag in self._dropped:
                 return None
             self._dropped.add(etag)
-            return self.faults.drop_after
+            return self.active_faults.drop_after
 
     def reset(self) -> None:
         self.stats.reset()
@@ -456,15 +545,42 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type, mirror: MirrorServer):
+    def __init__(self, address: tuple[str, int], handler: type, mirror: MirrorServer, max_workers: int):
         self.mirror = mirror
+        # At most max_workers connections are served at once; more wait in the listen queue (a thread per
+        # connection without a bound let 400 half-sent requests grow the server to 422 threads).
+        self._slots = threading.BoundedSemaphore(max_workers)
         super().__init__(address, handler)
+
+    closing = False  # set by MirrorServer.stop: a connection waiting for a worker is then dropped
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if self.closing:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length
     server: _Server
     _entry: dict[str, Any] | None = None
+
+    def setup(self) -> None:
+        # An idle keep-alive connection or a half-sent request is dropped after idle_timeout, freeing its worker.
+        self.timeout = self.server.mirror.idle_timeout
+        super().setup()
 
     @property
     def mirror(self) -> MirrorServer:
@@ -488,23 +604,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._entry = None
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
         parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
-        if parts[:1] != ["_espzoo"]:
+        if parts[:1] != ["_espzoo"] or not self.mirror.test_hooks:
+            self.close_connection = True  # the body is not read: do not parse it as the next request
             return self._send_error(MirrorError(405, None, "the mirror is read-only"), head=False)
-        if parts[1:] == ["reset"]:
-            self.mirror.reset()
-        elif parts[1:] == ["faults"]:
-            self.mirror.faults = Faults(**json.loads(body or b"{}"))
-        else:
-            return self._send_error(MirrorError(404, None, "unknown control route"), head=False)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if not 0 <= length <= MAX_BODY:
+                raise ValueError(f"a control body holds at most {MAX_BODY} bytes")
+            body = self.rfile.read(length) if length else b""
+            if parts[1:] == ["reset"]:
+                self.mirror.reset()
+            elif parts[1:] == ["faults"]:
+                self.mirror.faults = Faults.from_json(body)
+            else:
+                raise MirrorError(404, None, "unknown control route")
+        except MirrorError as exc:
+            return self._send_error(exc, head=False)
+        except ValueError as exc:
+            return self._send_error(MirrorError(400, None, f"bad request body: {exc}"), head=False)
         self._send_json({"ok": True}, head=False)
 
     def _dispatch(self, head: bool) -> None:
         split = urllib.parse.urlsplit(self.path)
         self._entry = None
-        if split.path.startswith("/_espzoo/"):
+        if split.path.startswith("/_espzoo/") and self.mirror.test_hooks:
             if split.path == "/_espzoo/stats":
                 return self._send_json(self.mirror.stats.to_json(), head=head)
             return self._send_error(MirrorError(404, None, "unknown control route"), head=head)
@@ -513,11 +637,11 @@ class _Handler(BaseHTTPRequestHandler):
         }
         try:
             count = self.mirror.record(self._entry)
-            if self.mirror.faults.delay:
-                time.sleep(self.mirror.faults.delay)
+            faults = self.mirror.active_faults
+            if faults.delay:
+                time.sleep(faults.delay)
             if self.mirror.should_fail(count):
-                status = self.mirror.faults.fail_status
-                raise MirrorError(status, None, f"injected failure {count} of {self.mirror.faults.fail_first}")
+                raise MirrorError(faults.fail_status, None, f"injected failure {count} of {faults.fail_first}")
             # Split the raw path first, unquote each piece after: a revision arrives as refs%2Fpr%2F1.
             pieces = [urllib.parse.unquote(p) for p in split.path.split("/")[1:]]
             query = dict(urllib.parse.parse_qsl(split.query))
@@ -557,6 +681,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_file(self, file: RepoFile, *, head: bool, headers: dict[str, str]) -> None:
         """The file's bytes (or the Range asked for) with Content-Length, honouring the injected faults."""
+        if not _within(file.local, self.mirror.source.real_root):  # replaced by a link leading out since listed
+            raise MirrorError(404, "EntryNotFound", f"{file.path} is not served")
         start, end = 0, file.size - 1
         status = 200
         wanted = self.headers.get("Range")
@@ -579,7 +705,7 @@ class _Handler(BaseHTTPRequestHandler):
         if head or length == 0:
             return
         drop = self.mirror.drop_point(file.etag)
-        rate = self.mirror.faults.rate
+        rate = self.mirror.active_faults.rate
         with open(file.local, "rb") as f:
             if drop is None and not rate:
                 self.wfile.flush()
@@ -657,7 +783,7 @@ class _ApiHandler(_Handler):
             raise MirrorError(404, "EntryNotFound", f"{path} does not exist at {rev}", commit=revision.commit)
         headers = {"X-Repo-Commit": revision.commit, "ETag": f'"{file.blob_id}"'}
         if file.sha256:
-            location = f"{self._lfs_origin()}/lfs/{file.sha256}"
+            location = f"{self._lfs_origin()}/lfs/{file.sha256}?{self.mirror.sign_link(file.sha256)}"
             headers |= {"Location": location, "X-Linked-Etag": f'"{file.sha256}"', "X-Linked-Size": str(file.size)}
             self.send_response(302)
             for key, value in headers.items():
@@ -731,7 +857,7 @@ class _LfsHandler(_Handler):
 
     def route(self, pieces: list[str], query: dict[str, str], head: bool) -> None:
         if len(pieces) == 2 and pieces[0] == "lfs" and HEX64.fullmatch(pieces[1]):
-            file = self.mirror.blob(pieces[1])
+            file = self.mirror.blob(pieces[1], query)
             return self._send_file(file, head=head, headers={"ETag": f'"{file.sha256}"'})
         raise MirrorError(404, None, f"unknown route /{'/'.join(pieces)}")
 

@@ -31,6 +31,12 @@ Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM to this process waits until ES
 checkpoint, then stops the training process group; `resume=True` continues from OUT/espnet/checkpoint.pth
 (ESPnet's `--resume true`: model, optimizer, scheduler and reporter state of the last finished epoch).
 
+One run at a time: OUT is locked (flock on OUT/.espzoo.lock) before anything is written, and the lock passes to
+ESPnet's process, which dies with this one (a lifeline pipe: even a SIGKILLed espzoo leaves no trainer behind).
+`resume=True` sets aside what a kill or a full disk cut off (an epoch checkpoint is left out of the average; a
+cut-off checkpoint.pth restarts the run), and espzoo._asr_train loads checkpoint.pth weights_only before ESPnet
+does. There is no time limit: a child whose log stays silent for `stall_s` is stopped as stalled.
+
 Several GPUs, one machine: `ngpu=N` runs ESPnet's multiprocessing DDP (`--ngpu N
 --multiprocessing_distributed true`), one process per GPU; batch_bins is the total over all GPUs.
 
@@ -43,7 +49,10 @@ Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import fcntl
 import json
 import math
 import os
@@ -54,13 +63,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from espzoo._fs import copy_file, replace_dir, write_text
+from espzoo._fs import copy_file, no_room, replace_dir, write_text
 from espzoo._hf import file_id
+from espzoo._redact import redact
 from espzoo.data import Dataset
 from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
 from espzoo.repo import best_checkpoint, config_criteria, config_sample_rate
@@ -86,8 +96,23 @@ RUN_KEYS = frozenset(
 CPU_BATCH_BINS = 1_000_000
 GPU_BATCH_BINS = 16_000_000
 STOP_GRACE_S = 30.0  # after SIGINT, how long ESPnet gets to exit before SIGTERM, then SIGKILL
+STALL_S = 3600.0  # ESPnet's log silent this long: the training is taken as stalled (TrainOptions.stall_s)
+LOCK_NAME = ".espzoo.lock"
+PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # the child's end of the lifeline pipe (see _start_child)
+REFUSAL = "espzoo: refusing to train: "  # how espzoo._asr_train starts the one line that says why it stopped
 SAVE_WAIT_S = 120.0  # how long a stop waits for a checkpoint being written to be complete
 POLL_S = 0.2
+
+
+class OutInUse(TrainError):
+    """Another espzoo run holds OUT's lock."""
+
+
+class DiskFull(TrainError):
+    """A write into OUT failed for lack of space (or a file size limit)."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -116,6 +141,7 @@ class TrainOptions:
     master_addr: str | None = None
     master_port: int | None = None
     dist_launcher: str | None = None  # "slurm" or "mpi": ranks come from the launcher
+    stall_s: float | None = STALL_S  # stop when ESPnet's log stays silent this long (None: never)
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
 
 
@@ -154,6 +180,7 @@ class TrainResult:
     history: list[EpochReport]  # the epochs finished in this run
     seconds: float
     seconds_to_first_step: float | None  # from run() until ESPnet started the first epoch
+    notes: tuple[str, ...] = ()  # things the user should know (e.g. an incomplete epoch checkpoint left out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -400,17 +427,19 @@ class _LogFollower:
     history: list[EpochReport] = field(default_factory=list)
     _partial: str = ""
 
-    def poll(self) -> None:
+    def poll(self) -> bool:
+        """Read what ESPnet appended; whether there was anything."""
         with self.path.open("rb") as f:
             f.seek(self.offset)
             chunk = f.read()
         if not chunk:
-            return
+            return False
         self.offset += len(chunk)
         text = self._partial + chunk.decode("utf-8", errors="replace")
         *lines, self._partial = text.split("\n")
         for line in lines:
             self.feed(line)
+        return True
 
     def feed(self, line: str) -> None:
         started = _STARTED.search(line)
@@ -470,12 +499,45 @@ def run(
     a new max_epoch extends it); without a previous run it starts afresh.
     """
     options = options or TrainOptions()
-    started = time.monotonic()
     out = Path(out).expanduser().resolve()
+    check_options(options)
+    if train.name == valid.name:
+        raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
+    if not (options.resume and (out / "conf" / "train.yaml").is_file()):  # refusals that need no lock: OUT untouched
+        _check_init(init_checkpoint)
+        config = write_train_config(
+            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
+        )
+        _check_sample_rate(config, train, valid)
+    with lock_out(out, options), disk_full_is_one_sentence(out):
+        return _run(
+            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, train=train,
+            valid=valid, out=out, options=options, plan=plan, provenance=provenance, on_epoch=on_epoch,
+            on_stage=on_stage,
+        )
+
+
+def _run(
+    base_config: dict[str, Any],
+    *,
+    vocabulary: Vocabulary,
+    init_checkpoint: str | Path | None,
+    stats_file: str | Path | None,
+    train: Dataset,
+    valid: Dataset,
+    out: Path,
+    options: TrainOptions,
+    plan: Any,
+    provenance: dict[str, Any] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+    on_stage: Callable[[str], None] | None,
+) -> TrainResult:
+    started = time.monotonic()
     stage = on_stage or (lambda _: None)
     conf_path = out / "conf" / "train.yaml"
     resuming = options.resume and conf_path.is_file()
-    _check_request(out, train, valid, options, resuming, init_checkpoint)
+    check_out_dir(out, options)
+    notes = _set_aside_incomplete(out / "espnet") if resuming else []
 
     if resuming:
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
@@ -487,7 +549,6 @@ def run(
         config = write_train_config(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
         )
-        _check_sample_rate(config, train, valid)
     out.mkdir(parents=True, exist_ok=True)
     shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
@@ -524,12 +585,119 @@ def run(
     )
     args += ["--resume", "true" if options.resume else "false"]
     stage("train")
-    follower = _train(args, out, on_epoch, started, resuming)
+    follower = _train(args, out, on_epoch, started, resuming, options.stall_s)
 
     stage("average")
     result = _assemble(out, config, train, valid, options, follower, normalize, plan, provenance, started)
     stage("done")
-    return result
+    return replace(result, notes=tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OUT: one run at a time, and what a run can trust in it
+
+
+_held_locks: dict[str, int] = {}  # OUT -> the open lock file, while this process holds it (the lock is re-entrant)
+
+
+@contextlib.contextmanager
+def lock_out(out: str | Path, options: TrainOptions | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on OUT (OUT/.espzoo.lock, flock) for the block; the first thing a run does, before it
+    writes anything, so a second run on the same OUT is refused and touches nothing.
+
+    Nodes other than rank 0 of a multi-node run share rank 0's OUT and do not lock it. The lock file is handed to
+    the training child too, so the lock lasts until ESPnet is gone, not only this process."""
+    out = Path(out).expanduser().resolve()
+    key = str(out)
+    if key in _held_locks or _node_rank(options or TrainOptions()) != 0:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out} is a file, not a folder; choose another out dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise OutInUse(
+            f"{out} is in use by another espzoo run{who}; wait for it to finish, or choose another out dir."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = fd
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        os.close(fd)
+
+
+def _node_rank(options: TrainOptions) -> int:
+    if options.node_rank is not None:
+        return options.node_rank
+    if options.dist_launcher == "slurm":
+        return int(os.environ.get("SLURM_NODEID") or os.environ.get("SLURM_PROCID") or 0)
+    return 0
+
+
+def check_out_dir(out: str | Path, options: TrainOptions) -> None:
+    """Refuse an OUT that this run must not write into (a finished model, an unfinished training without resume,
+    a cut-off checkpoint.pth); cheap, so callers run it under the lock before writing data or checkpoints."""
+    out = Path(out).expanduser().resolve()
+    if options.resume and (out / "conf" / "train.yaml").is_file():
+        return  # what a resume finds cut off is set aside by _set_aside_incomplete
+    if (out / "model.pth").exists():
+        raise TrainError(
+            f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
+            "epochs, or choose another out dir."
+        )
+    if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
+        raise TrainError(
+            f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
+            "or choose another out dir."
+        )
+
+
+def _set_aside_incomplete(espnet_dir: Path) -> list[str]:
+    """What a killed or disk-full training left cut off, set aside so that --resume can go on (the notes say what).
+
+    A cut-off checkpoint.pth holds no usable training state: the whole run moves to espnet.incomplete-N and
+    training restarts from epoch 1 (the init checkpoint and config are kept). A cut-off Nepoch.pth is renamed
+    to *.incomplete: ESPnet's averaging then leaves it out (espzoo._asr_train skips epochs without a file)."""
+    checkpoint = espnet_dir / "checkpoint.pth"
+    if checkpoint.exists() and not _complete_zip(checkpoint):
+        n = 1
+        while espnet_dir.with_name(f"{espnet_dir.name}.incomplete-{n}").exists():
+            n += 1
+        aside = espnet_dir.rename(espnet_dir.with_name(f"{espnet_dir.name}.incomplete-{n}"))
+        return [f"{checkpoint} was cut off while being written (the training was killed, or the disk was full), "
+                f"so training restarts from epoch 1; the cut-off run is kept in {aside}."]
+    notes = []
+    for path in sorted(espnet_dir.glob("*epoch.pth")):
+        if path.name[0].isdigit() and not path.is_symlink() and not _complete_zip(path):
+            path.rename(path.with_name(path.name + ".incomplete"))
+            notes.append(
+                f"{path} was cut off while being written (a full disk?); it is left out of the averaged model "
+                f"(kept as {path.name}.incomplete)."
+            )
+    return notes
+
+
+@contextlib.contextmanager
+def disk_full_is_one_sentence(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        where = err.filename or out
+        raise DiskFull(
+            f"no room to write {where} ({os.strerror(err.errno)}); free space (or raise the file size limit) and "
+            "run the same command again with --resume."
+        ) from None
 
 
 def check_options(options: TrainOptions) -> None:
@@ -548,30 +716,7 @@ def check_options(options: TrainOptions) -> None:
         raise TrainError("max_epoch must be at least 1.")
 
 
-def _check_request(
-    out: Path, train: Dataset, valid: Dataset, options: TrainOptions, resuming: bool, init: str | Path | None
-) -> None:
-    check_options(options)
-    if train.name == valid.name:
-        raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
-    if resuming:
-        checkpoint = out / "espnet" / "checkpoint.pth"
-        if checkpoint.exists() and not _complete_zip(checkpoint):
-            raise TrainError(
-                f"{checkpoint} is incomplete (the training was killed while writing it); "
-                "restart without resume in a new out dir."
-            )
-        return
-    if (out / "model.pth").exists():
-        raise TrainError(
-            f"{out} already holds a trained model (model.pth); pass resume=True (--resume) to train it for more "
-            "epochs, or choose another out dir."
-        )
-    if (out / "espnet" / "checkpoint.pth").exists() or (out / "conf" / "train.yaml").exists():
-        raise TrainError(
-            f"{out} holds an unfinished training; pass resume=True (--resume) to continue it, "
-            "or choose another out dir."
-        )
+def _check_init(init: str | Path | None) -> None:
     if init is not None and not Path(init).is_file():
         raise TrainError(f"The init checkpoint {init} does not exist; write it with the transfer plan first.")
     if init is not None and ":" in str(Path(init).resolve()):
@@ -633,11 +778,11 @@ def _collect_stats(
     args += ["--collect_stats", "true"]
     log = out / "collect_stats.log"
     with log.open("wb") as f:
-        done = _supervise(subprocess.Popen(_child_command("espnet2.bin.asr_train", args), **_popen_kwargs(f)), None)
+        follower = _LogFollower(log, 0, None, time.monotonic())
+        done = _supervise(_start_child(args, f), follower, options.stall_s)
     if done != 0 or not (tmp / "train" / "feats_stats.npz").is_file():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainError(f"ESPnet's collect_stats failed (exit {done}); see {log}. Its last lines:\n{tail}")
+        raise _child_failed("collect_stats", done, log, follower)
     return replace_dir(tmp, stats_dir)
 
 
@@ -650,31 +795,81 @@ def _popen_kwargs(log_file: Any) -> dict[str, Any]:
     return {"stdout": log_file, "stderr": subprocess.STDOUT, "env": env, "start_new_session": True}
 
 
+def _start_child(args: list[str], log_file: Any) -> subprocess.Popen:
+    """`python -m espzoo._asr_train ARGS` (ESPnet's asr_train after espzoo's checks), tied to this process's life.
+
+    The child gets the read end of a pipe whose write end only this process holds: when this process dies, even
+    by SIGKILL, the child reads EOF and kills its process group (ESPnet and its workers), so no trainer is left
+    running unseen, writing into OUT. It also inherits OUT's lock, which therefore lasts as long as it does."""
+    read, write = os.pipe()
+    kwargs = _popen_kwargs(log_file)
+    kwargs["env"][PARENT_FD_ENV] = str(read)
+    try:
+        proc = subprocess.Popen(
+            _child_command("espzoo._asr_train", args), pass_fds=(read, *_held_locks.values()), **kwargs
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    proc.lifeline = write  # type: ignore[attr-defined]  # closed by _supervise once the child is gone
+    return proc
+
+
 def _train(
-    args: list[str], out: Path, on_epoch: Callable[[EpochReport], None] | None, started: float, resuming: bool
+    args: list[str],
+    out: Path,
+    on_epoch: Callable[[EpochReport], None] | None,
+    started: float,
+    resuming: bool,
+    stall_s: float | None,
 ) -> _LogFollower:
     log = out / "train.log"
     with log.open("ab") as f:
         what = "resuming" if resuming else "starting"
         f.write(f"# espzoo: {what} ESPnet training at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         offset = f.tell()
-        proc = subprocess.Popen(_child_command("espzoo._asr_train", args), **_popen_kwargs(f))
+        proc = _start_child(args, f)
     follower = _LogFollower(log, offset, on_epoch, started)
-    code = _supervise(proc, follower)
+    code = _supervise(proc, follower, stall_s)
     follower.poll()
     if code != 0:
-        raise TrainError(
-            f"ESPnet's training failed (exit {code}); the full log is {log}. Its last lines:\n{follower.tail()}"
-        )
+        raise _child_failed("training", code, log, follower)
     return follower
+
+
+def _child_failed(what: str, code: int, log: Path, follower: _LogFollower) -> TrainError:
+    """One sentence when espzoo's check or a full disk stopped ESPnet; else the log's last lines."""
+    tail = follower.tail(40)
+    for line in reversed(tail.splitlines()):
+        if line.startswith(REFUSAL):
+            return TrainError(line[len(REFUSAL):].strip())
+    short_write = "PytorchStreamWriter failed" in tail or "unexpected pos" in tail  # torch.save's way to say it
+    if any(m in tail for m in ("No space left on device", "Disk quota exceeded", "File too large")) or (
+        short_write and (no_room(log.parent, slack=64 << 20) or _file_size_limited())
+    ):
+        return DiskFull(
+            f"ESPnet's {what} ran out of disk space writing into {log.parent}; free space and run the same "
+            f"command again with --resume (the full log is {log})."
+        )
+    last = "\n".join(tail.splitlines()[-15:])
+    return TrainError(f"ESPnet's {what} failed (exit {code}); the full log is {log}. Its last lines:\n{last}")
+
+
+def _file_size_limited() -> bool:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
 
 
 class _Stop(Exception):
     pass
 
 
-def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
-    """Wait for the child, feeding the log follower; on Ctrl-C/SIGTERM stop it cleanly and raise."""
+def _supervise(proc: subprocess.Popen, follower: _LogFollower | None, stall_s: float | None = None) -> int:
+    """Wait for the child, feeding the log follower; on Ctrl-C/SIGTERM stop it cleanly and raise. A child whose
+    log stays silent for stall_s is stopped as stalled: no fixed limit on how long training may take."""
     previous = None
     if _in_main_thread():
 
@@ -683,9 +878,18 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
 
         previous = signal.signal(signal.SIGTERM, _on_term)
     try:
+        heard = time.monotonic()
         while proc.poll() is None:
-            if follower is not None:
-                follower.poll()
+            if follower is not None and follower.poll():
+                heard = time.monotonic()
+            if stall_s is not None and time.monotonic() - heard > stall_s:
+                epoch = _stop(proc, follower)
+                log = follower.path if follower is not None else "its log"
+                raise TrainError(
+                    f"ESPnet wrote nothing to {log} for {_duration(stall_s)} and looks stalled, so it was "
+                    f"stopped{f' after epoch {epoch}' if epoch else ''}; continue with --resume (raise "
+                    "--stall-minutes if its steps are really that slow)."
+                )
             time.sleep(POLL_S)
         return proc.returncode
     except (KeyboardInterrupt, _Stop):
@@ -700,6 +904,14 @@ def _supervise(proc: subprocess.Popen, follower: _LogFollower | None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        lifeline = getattr(proc, "lifeline", None)
+        if lifeline is not None and proc.poll() is not None:
+            os.close(lifeline)
+            proc.lifeline = None  # type: ignore[attr-defined]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
 
 
 def _in_main_thread() -> bool:
@@ -788,8 +1000,9 @@ def _assemble(
     espnet_config = _relative_paths(espnet_config, out)
     last_epoch = _last_epoch(espnet_dir) or follower.last_epoch
     info = _provenance(out, config, train, valid, options, follower, normalize, averaged, provenance, last_epoch)
-    write_text(out / "provenance.json", json.dumps(info, indent=2, default=str) + "\n")
-    write_text(out / "config.yaml", yaml.safe_dump(espnet_config, allow_unicode=True, sort_keys=False))
+    # The command line and --conf overrides may carry tokens (--conf hf_token=...): never written in the clear.
+    write_text(out / "provenance.json", json.dumps(redact(info), indent=2, default=str) + "\n")
+    write_text(out / "config.yaml", yaml.safe_dump(redact(espnet_config), allow_unicode=True, sort_keys=False))
     copy_file(source, out / "model.pth")  # last: its presence means OUT is complete
     return TrainResult(
         out=out,

@@ -38,6 +38,7 @@ WORD_START = "\u2581"  # sentencepiece's "▁"
 # Tokens that mean the same thing under different tokenizers (matched after an exact match fails).
 _ALIASES = {SPACE: WORD_START, WORD_START: SPACE}
 
+MAX_UNITS = 1_000_000  # sentencepiece's vocab_size is an int32, and no text supports more pieces than this
 VocabKind = Literal["keep", "char", "bpe", "unigram", "tokens", "bpemodel"]
 
 
@@ -96,8 +97,11 @@ def parse_vocab_spec(spec: str) -> VocabSpec:
         return VocabSpec("char", path=Path(rest) if rest else None)
     if kind in ("bpe", "unigram"):
         units, _, path = rest.partition(":")
-        if not units.isdigit() or int(units) < 1:
-            raise VocabularyError(f"--vocab {spec!r}: the number of units must be a positive integer, e.g. {kind}:500.")
+        # isascii: '²'.isdigit() is True, but int('²') fails
+        if not (units.isascii() and units.isdigit()) or not 1 <= int(units) <= MAX_UNITS:
+            raise VocabularyError(
+                f"--vocab {spec!r}: the number of units must be a positive integer up to {MAX_UNITS}, e.g. {kind}:500."
+            )
         return VocabSpec(kind, units=int(units), path=Path(path) if path else None)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_file():
@@ -116,7 +120,7 @@ def read_texts(path: Path) -> list[str]:
         path = path / "text"
     if not path.is_file():
         raise VocabularyError(f"The text file {path} does not exist; give a transcript file or a Kaldi data dir.")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _read_utf8(path).splitlines()
     # As tokenize_text --field 2- does for a Kaldi text: drop the id, join the words with single spaces.
     texts = [" ".join(line.split()[1:]) if kaldi else line.rstrip() for line in lines]
     texts = [t for t in texts if t.strip()]
@@ -211,7 +215,24 @@ def tokenize(texts: Iterable[str], token_type: str, bpemodel: Path | None = None
         tokenizer = WordTokenizer()
     else:
         raise VocabularyError(f"Token type {token_type!r} is not supported here; use char, bpe or word.")
-    return [tokenizer.text2tokens(text.rstrip()) for text in texts]
+    try:
+        return [tokenizer.text2tokens(text.rstrip()) for text in texts]
+    except (OSError, RuntimeError) as err:  # sentencepiece loads the model at the first text
+        raise VocabularyError(
+            f"{bpemodel} is not a sentencepiece model ({str(err).strip().splitlines()[-1]}); "
+            "replace it with the bpe.model the tokens were made with."
+        ) from None
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise VocabularyError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); re-save it as UTF-8."
+        ) from None
 
 
 def _token_list(tokenized: Iterable[Sequence[str]]) -> list[str]:
@@ -288,7 +309,7 @@ def _from_sentencepiece_model(path: Path) -> Vocabulary:
 
 
 def _from_token_list(path: Path) -> Vocabulary:
-    tokens = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    tokens = [line.strip() for line in _read_utf8(Path(path)).splitlines()]
     tokens = [t for t in tokens if t]
     if not tokens:
         raise VocabularyError(f"The token list {path} is empty; give one token a line.")

@@ -1,0 +1,152 @@
+"""Every command against bad input, as a careless or unlucky user gives it: each ends in one sentence on stderr
+that names the file or value, exit != 0, no traceback, and nothing a later run would trust is written or changed.
+
+The commands run as installed console scripts against the real mirror on 127.0.0.1 (tiny real ESPnet repos).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from _hubtools import ESPZOO, client_env
+from espzoo.mirror import MirrorServer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+REPO = "espzoo-test/tiny-char"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: list[str]  # {w} is the work folder
+    names: str  # what the sentence must name (formatted with {w})
+    untouched: tuple[str, ...] = ()  # paths (under {w}) that must not appear
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _subset(dest: Path, n: int = 6) -> Path:
+    dest.mkdir(parents=True)
+    rows = [line.split(maxsplit=1) for line in (SPEECH / "train" / "wav.scp").read_text().splitlines()[:n]]
+    text = (SPEECH / "train" / "text").read_text(encoding="utf-8")
+    texts = dict(line.split(maxsplit=1) for line in text.splitlines())
+    (dest / "wav.scp").write_text("".join(f"{u} {(SPEECH / 'train' / p).resolve()}\n" for u, p in rows))
+    (dest / "text").write_text("".join(f"{u} {texts[u]}\n" for u, _ in rows), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def work(mirror_root: Path, tiny_repo_char: Path, tiny_repo_bpe: Path, tmp_path_factory: pytest.TempPathFactory):
+    w = tmp_path_factory.mktemp("bad")
+    good = _subset(w / "good")
+    latin1 = _subset(w / "latin1")
+    (latin1 / "text").write_bytes((latin1 / "text").read_text(encoding="utf-8").replace("a", "á", 1).encode("latin-1"))
+    cut = _subset(w / "cut")
+    first = Path((cut / "wav.scp").read_text().split()[1])
+    audio, rate = sf.read(str(first))
+    whole = w / "whole.flac"
+    sf.write(str(whole), np.tile(audio, 3), rate)
+    (w / "cut.flac").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    lines = (cut / "wav.scp").read_text().splitlines()
+    lines[0] = f"{lines[0].split()[0]} {w / 'cut.flac'}"
+    (cut / "wav.scp").write_text("\n".join(lines) + "\n")
+    (w / "empty_cell.csv").write_text(f"audio,text\n,hola\n{first},adiós\n", encoding="utf-8")
+    (w / "no_audio_column.csv").write_text(f"sound,text\n{first},hola\n", encoding="utf-8")
+    (w / "plain.txt").write_text("not a data set\n")
+    # A hub-layout repo whose bpe.model is garbage, and one whose token list repeats a token.
+    shutil.copytree(tiny_repo_bpe, w / "garbage_bpe")
+    for model in (w / "garbage_bpe").rglob("bpe.model"):
+        model.write_bytes(b"not a sentencepiece model\n" * 20)
+    shutil.copytree(tiny_repo_char, w / "dup_tokens")
+    for config_path in (w / "dup_tokens").rglob("config.yaml"):
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        if isinstance(config, dict) and isinstance(config.get("token_list"), list):
+            config["token_list"].insert(3, config["token_list"][3])
+            config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    (w / "not_a_dir").write_text("a file where OUT should go\n")
+    (w / "unfinished" / "espnet").mkdir(parents=True)
+    (w / "unfinished" / "config.yaml").write_text("encoder: conformer\n")
+    server = MirrorServer(mirror_root)
+    url = server.start()
+    hf_home = w / "hf"
+    pulled = subprocess.run([ESPZOO, "pull", REPO, "--json"], env=client_env(url, hf_home), capture_output=True,
+                            text=True, timeout=300)
+    assert pulled.returncode == 0, pulled.stderr
+    yield {"w": w, "url": url, "hf_home": hf_home, "good": good}
+    server.stop()
+
+
+FT = ["finetune", REPO, "--valid", "{w}/good", "--max-epoch", "1", "--json"]
+CASES = [
+    Case("non-UTF-8 transcripts", [*FT, "--train", "{w}/latin1", "--out", "{w}/o1"], "{w}/latin1/text is not UTF-8",
+         ("o1/data/train", "o1/conf", "o1/init")),
+    Case("a truncated FLAC", [*FT, "--train", "{w}/cut", "--out", "{w}/o2"], "{w}/cut.flac", ("o2/data", "o2/conf")),
+    Case("an empty audio cell", [*FT, "--train", "{w}/empty_cell.csv", "--out", "{w}/o3"], "empty_cell.csv:2",
+         ("o3/data",)),
+    Case("a manifest without an audio column", [*FT, "--train", "{w}/no_audio_column.csv", "--out", "{w}/o4"],
+         "no_audio_column.csv has no audio column", ("o4/data",)),
+    Case("not a data set", [*FT, "--train", "{w}/plain.txt", "--out", "{w}/o5"], "{w}/plain.txt", ("o5/data",)),
+    Case("bpe:3000000000", [*FT, "--train", "{w}/good", "--out", "{w}/o6", "--vocab", "bpe:3000000000"],
+         "bpe:3000000000", ("o6",)),
+    Case("bpe:²", [*FT, "--train", "{w}/good", "--out", "{w}/o7", "--vocab", "bpe:\u00b2"], "bpe:\u00b2", ("o7",)),
+    Case("a garbage bpe.model in the repo", ["finetune", "{w}/garbage_bpe", "--train", "{w}/good", "--valid",
+         "{w}/good", "--out", "{w}/o8", "--max-epoch", "1", "--json"], "bpe.model is not a sentencepiece model",
+         ("o8/init", "o8/conf")),
+    Case("duplicate tokens in the repo", ["plan", "{w}/dup_tokens", "--json"], "repeats"),
+    Case("duplicate tokens in the repo (finetune)", ["finetune", "{w}/dup_tokens", "--train", "{w}/good", "--valid",
+         "{w}/good", "--out", "{w}/o9", "--max-epoch", "1", "--json"], "repeats", ("o9",)),
+    Case("OUT is a file", [*FT, "--train", "{w}/good", "--out", "{w}/not_a_dir"], "{w}/not_a_dir"),
+    Case("an override that is not key=value", [*FT, "--train", "{w}/good", "--out", "{w}/o10", "--conf", "lr"],
+         "'lr'", ("o10/conf", "o10/model.pth")),
+    Case("zero epochs", [*FT, "--train", "{w}/good", "--out", "{w}/o11", "--max-epoch", "0"], "max_epoch",
+         ("o11",)),
+    Case("an unknown model", ["pull", "espzoo-test/nope"], "espzoo-test/nope"),
+    Case("a bad revision", ["pull", f"{REPO}@v99"], "v99"),
+    Case("plan with a missing vocabulary file", ["plan", REPO, "--vocab", "{w}/missing.txt"], "{w}/missing.txt"),
+    Case("evaluate non-UTF-8 transcripts", ["evaluate", REPO, "--data", "{w}/latin1", "--json"],
+         "{w}/latin1/text is not UTF-8"),
+    Case("transcribe a missing file", ["transcribe", REPO, "{w}/missing.wav"], "{w}/missing.wav"),
+    Case("export an unfinished experiment", ["export", "{w}/unfinished", "--out", "{w}/repo"], "{w}/unfinished",
+         ("repo",)),
+    Case("mirror serve a missing root", ["mirror", "serve", "--root", "{w}/nowhere", "--port", "0"], "{w}/nowhere"),
+    Case("mirror add a bad repo id", ["mirror", "add", "no-slash", "--root", "{w}/mirror"], "no-slash",
+         ("mirror",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_sentence(case: Case, work: dict) -> None:
+    w = work["w"]
+    args = [a.format(w=w) for a in case.args]
+    before = {p: p.stat().st_mtime_ns for p in work["good"].rglob("*")}
+    done = subprocess.run([ESPZOO, *args], env=client_env(work["url"], work["hf_home"], **case.env),
+                          capture_output=True, text=True, timeout=600)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode not in (0, None), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert case.names.format(w=w) in lines[0], lines[0]
+    for rel in case.untouched:
+        assert not (w / rel).exists(), f"{rel} was written"
+    assert before == {p: p.stat().st_mtime_ns for p in work["good"].rglob("*")}  # the user's data is never touched
+
+
+def test_skip_bad_says_how_many_it_dropped_and_where_the_list_is(work: dict) -> None:
+    w = work["w"]
+    out = w / "skipped_out"
+    done = subprocess.run(
+        [ESPZOO, "finetune", REPO, "--train", str(w / "cut"), "--valid", str(w / "good"), "--out", str(out),
+         "--skip-bad", "--dry-run", "--json"],
+        env=client_env(work["url"], work["hf_home"]), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    listing = out / "data" / "train" / "skipped.txt"
+    assert f"--skip-bad dropped 1 utterance(s) from the train set (kept 5); the list with the reasons is {listing}" in (
+        " ".join(done.stderr.split()))
+    assert "cut.flac" in listing.read_text()
