@@ -65,3 +65,59 @@ def espnet_model(config: dict[str, Any], seed: int) -> Any:
 
     torch.manual_seed(seed)
     return build_model(config).eval()
+
+
+# The test oracle: the vocabulary-sized tensors of ESPnet ASR models as known by name, with the token axis.
+# espzoo finds them from the built model (espzoo.model.vocabulary_axes); the tests check it finds these.
+VOCAB_AXES: dict[str, int] = {
+    "ctc.ctc_lo.weight": 0,
+    "ctc.ctc_lo.bias": 0,
+    "pit_ctc.criterion_fn.ctc_lo.weight": 0,  # multi-speaker PIT-CTC: the same module as ctc.ctc_lo
+    "pit_ctc.criterion_fn.ctc_lo.bias": 0,
+    "decoder.embed.0.weight": 0,  # transformer-family decoders
+    "decoder.output_layer.weight": 0,
+    "decoder.output_layer.bias": 0,
+    "decoder.embed.weight": 0,  # RNN and transducer decoders
+    "decoder.output.weight": 0,
+    "decoder.output.bias": 0,
+    "joint_network.lin_out.weight": 0,  # transducer joint network
+    "joint_network.lin_out.bias": 0,
+    "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
+}
+
+_CONFORMER = {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2, "input_layer": "conv2d"}
+_SMALL_DECODER = {"attention_heads": 2, "linear_units": 64, "num_blocks": 1}
+
+# One small config per model family: (tests/configs base, overrides). Built by ESPnet in the generality test.
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "conformer": ("conformer", {}),
+    "e_branchformer": ("e_branchformer", {}),
+    "branchformer": ("conformer", {"encoder": "branchformer", "encoder_conf": {
+        "output_size": 32, "attention_heads": 2, "num_blocks": 2, "cgmlp_linear_units": 64, "cgmlp_conv_kernel": 7,
+        "input_layer": "conv2d"}}),
+    "transformer": ("transformer", {}),
+    "rnn": ("rnn", {}),
+    "contextual_block": ("conformer", {"encoder": "contextual_block_conformer", "encoder_conf": {
+        **_CONFORMER, "block_size": 8, "hop_size": 4, "look_ahead": 4}}),
+    "transducer": ("transducer", {"model_conf": {"transducer_multi_blank_durations": [],
+                                                  "transducer_multi_blank_sigma": 0.0}}),
+    "multi_blank": ("transducer", {}),
+    "ctc_only": ("conformer", {"decoder": None, "decoder_conf": {}, "model_conf": {"ctc_weight": 1.0}}),
+    "self_conditioned_ctc": ("conformer", {"decoder": None, "decoder_conf": {}, "model_conf": {"ctc_weight": 1.0},
+                                           "encoder_conf": {"interctc_layer_idx": [1], "interctc_use_conditioning": True}}),
+    "mask_ctc": ("conformer", {"model": "maskctc", "decoder": "mlm", "decoder_conf": _SMALL_DECODER}),
+    "pit_ctc": ("conformer", {"model": "pit_espnet", "decoder": None, "decoder_conf": {},
+                              "model_conf": {"ctc_weight": 1.0, "num_inf": 2, "num_ref": 2}}),
+}
+
+
+def family_config(family: str, folder: Path, tokens: list[str] | None = None) -> dict[str, Any]:
+    """The small config of `family` (see FAMILIES), with a token list and a stats file in `folder`."""
+    base, overrides = FAMILIES[family]
+    config = config_for(base, folder, tokens)
+    for key, value in overrides.items():
+        merge = isinstance(value, dict) and value and isinstance(config.get(key), dict)
+        if key == "encoder_conf" and "encoder" in overrides:  # another encoder: its own options only
+            merge = False
+        config[key] = {**config[key], **value} if merge else value
+    return config

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _models import ARCHITECTURES, config_for, espnet_model, make_experiment
+from _models import ARCHITECTURES, VOCAB_AXES, config_for, espnet_model, make_experiment
 from espzoo.transfer import (
     ACTIONS,
-    VOCAB_AXES,
     TransferError,
     TransferOptions,
     TransferSpec,

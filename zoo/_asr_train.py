@@ -45,20 +45,26 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from espzoo._espnet import import_asr_task
+    from espzoo._upstreams import install_bridges, offline_upstreams
 
+    install_bridges()  # ESPnet builds the model again below, in this process
     asr_task = import_asr_task()
     args = asr_task.get_parser().parse_args(argv)
-    if args.init_param and not args.collect_stats:
-        import torch
+    import torch
 
-        with torch.device("meta"):
+    def load(path: str) -> dict[str, Any]:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return state.get("module", state) if isinstance(state.get("module"), dict) else state
+
+    # Upstreams (Whisper, s3prl) get the init checkpoint's dimensions and are never downloaded: it overwrites them.
+    reference = None
+    if args.init_param:
+        reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
+    if args.init_param and not args.collect_stats:
+        with offline_upstreams(reference), torch.device("meta"):
             model = asr_task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         del model
-
-        def load(path: str) -> dict[str, Any]:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return state.get("module", state) if isinstance(state.get("module"), dict) else state
 
         problems = [p for spec in args.init_param for p in init_param_problems(shapes, spec, load)]
         if problems:
@@ -72,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.root.removeHandler(handler)
     from espnet2.bin.asr_train import main as asr_train_main
 
-    asr_train_main(cmd=argv)
+    with offline_upstreams(reference):
+        asr_train_main(cmd=argv)
 
 
 if __name__ == "__main__":
