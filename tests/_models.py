@@ -43,13 +43,15 @@ def config_for(name: str, folder: Path, tokens: list[str] | None = None, **overr
 
 
 def make_experiment(
-    folder: Path, name: str, *, seed: int = 1, tokens: list[str] | None = None, **overrides: Any
+    folder: Path, name: str, *, seed: int = 1, tokens: list[str] | None = None, family: str | None = None,
+    **overrides: Any,
 ) -> Path:
-    """An experiment dir holding an ESPnet-built model of architecture `name`; returns the folder."""
+    """An experiment dir holding an ESPnet-built model of architecture `name` (or of FAMILIES[family]); returns
+    the folder."""
     import torch
     from espzoo.model import build_model
 
-    config = config_for(name, folder, tokens, **overrides)
+    config = family_config(family, folder, tokens) if family else config_for(name, folder, tokens, **overrides)
     torch.manual_seed(seed)
     model = build_model(config)
     torch.save(model.state_dict(), folder / "model.pth")
