@@ -105,8 +105,9 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                                   "transducer_multi_blank_sigma": 0.0}}),
     "multi_blank": ("transducer", {}),
     "ctc_only": ("conformer", {"decoder": None, "decoder_conf": {}, "model_conf": {"ctc_weight": 1.0}}),
-    "self_conditioned_ctc": ("conformer", {"decoder": None, "decoder_conf": {}, "model_conf": {"ctc_weight": 1.0},
-                                           "encoder_conf": {"interctc_layer_idx": [1], "interctc_use_conditioning": True}}),
+    "self_conditioned_ctc": ("conformer", {
+        "decoder": None, "decoder_conf": {}, "model_conf": {"ctc_weight": 1.0},
+        "encoder_conf": {"interctc_layer_idx": [1], "interctc_use_conditioning": True}}),
     "mask_ctc": ("conformer", {"model": "maskctc", "decoder": "mlm", "decoder_conf": _SMALL_DECODER}),
     "pit_ctc": ("conformer", {"model": "pit_espnet", "decoder": None, "decoder_conf": {},
                               "model_conf": {"ctc_weight": 1.0, "num_inf": 2, "num_ref": 2}}),

@@ -566,6 +566,12 @@ def plan_transfer(
     source = open_source(model)
     if source.config is None:
         raise TransferError(f"{model} has no config.yaml beside its checkpoint; give a model folder or repo id.")
+    token_type = str(source.config.get("token_type") or "")
+    if token_type.startswith("whisper") and options.vocab != "keep":
+        raise TransferError(
+            f"{model} uses Whisper's own tokenizer ({token_type}), whose vocabulary is fixed; "
+            "a new vocabulary is not supported for it, use --vocab keep."
+        )
     old = source.vocabulary()
     if options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
