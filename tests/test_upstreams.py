@@ -1,0 +1,92 @@
+"""Whisper-based models build offline from their repo alone: the upstream is built from its architecture (with the
+checkpoint's dimensions), never downloaded, and the checkpoint is what the model starts from."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from _models import EN_CHARS, config_for
+from espzoo.model import build_model, describe_target
+from espzoo.transfer import TransferError, TransferOptions, apply_plan, plan_transfer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+ES_TEXT = SPEECH / "es" / "train" / "text"
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Any connection beyond 127.0.0.1 fails the test (and is recorded): a download attempt cannot pass."""
+    attempts: list[Any] = []
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost") and not isinstance(address, str | bytes):
+            attempts.append(address)
+            raise OSError(f"test blocks network access to {address}")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("no DNS in tests")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return attempts
+
+
+def _whisper_config(folder: Path, tokens: list[str] | None = None) -> dict[str, Any]:
+    config = config_for("conformer", folder, tokens, frontend=None, normalize=None, specaug=None, input_size=1,
+                        encoder="whisper", decoder="whisper", token_type="whisper_multilingual")
+    config["encoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["decoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["normalize_conf"] = {}
+    config["model_conf"] = {"ctc_weight": 0.3, "sym_sos": "<sos/eos>", "sym_eos": "<sos/eos>"}
+    return config
+
+
+def _tiny_whisper_shapes(vocab: int) -> dict[str, tuple[int, ...]]:
+    """A Whisper of the `tiny` class (6 heads) at 1/8 of its width and half its depth."""
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=48, n_audio_head=6, n_audio_layer=2,
+                           n_vocab=vocab, n_text_ctx=448, n_text_state=48, n_text_head=6, n_text_layer=2)
+    model = Whisper(dims)  # small; Whisper itself cannot be built on the meta device (a sparse buffer)
+    return {f"encoder.encoders.{k[len('encoder.'):]}" if k.startswith("encoder.") else
+            f"decoder.decoders.{k[len('decoder.'):]}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _whisper_experiment(folder: Path) -> Path:
+    config = _whisper_config(folder)
+    torch.manual_seed(3)
+    model = build_model(config, reference=_tiny_whisper_shapes(len(EN_CHARS)))
+    torch.save(model.state_dict(), folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def test_whisper_builds_from_the_checkpoints_dimensions_without_downloading(no_network: list, tmp_path: Path):
+    exp = _whisper_experiment(tmp_path / "pre")
+    pretrained = torch.load(exp / "model.pth", weights_only=True)
+    assert pretrained["encoder.encoders.ln_post.weight"].shape == (48,)  # the tiny-class model at 48 wide
+    shapes = {k: tuple(v.shape) for k, v in pretrained.items()}
+    target = describe_target(_whisper_config(tmp_path / "t"), reference=shapes)
+    assert target.shapes == {k: tuple(v.shape) for k, v in pretrained.items()}
+    plan = plan_transfer(str(exp), TransferOptions(vocab="keep"))
+    assert {r.action for r in plan.rows} == {"load"}
+    result = apply_plan(plan, tmp_path / "out")
+    model = build_model(yaml.safe_load(result.config.read_text()), reference=target.shapes)
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in pretrained.items())
+    speech = torch.randn(1, 16000)
+    encoded, _ = model.encode(speech, torch.tensor([16000]))
+    assert encoded.shape[-1] == 48 and torch.isfinite(encoded).all()
+    assert no_network == []
+
+
+def test_whisper_tokenizer_models_keep_their_vocabulary(no_network: list, tmp_path: Path) -> None:
+    exp = _whisper_experiment(tmp_path / "pre")
+    with pytest.raises(TransferError, match=r"Whisper's own tokenizer .*use --vocab keep"):
+        plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}"))
