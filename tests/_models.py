@@ -111,6 +111,10 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "mask_ctc": ("conformer", {"model": "maskctc", "decoder": "mlm", "decoder_conf": _SMALL_DECODER}),
     "pit_ctc": ("conformer", {"model": "pit_espnet", "decoder": None, "decoder_conf": {},
                               "model_conf": {"ctc_weight": 1.0, "num_inf": 2, "num_ref": 2}}),
+    "fused_frontend": ("conformer", {"frontend": "fused", "normalize": None, "frontend_conf": {
+        "align_method": "linear_projection", "proj_dim": 20, "frontends": [
+            {"frontend_type": "default", "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 20},
+            {"frontend_type": "default", "n_fft": 400, "win_length": 400, "hop_length": 160, "n_mels": 16}]}}),
 }
 
 
@@ -120,7 +124,8 @@ def family_config(family: str, folder: Path, tokens: list[str] | None = None) ->
     config = config_for(base, folder, tokens)
     for key, value in overrides.items():
         merge = isinstance(value, dict) and value and isinstance(config.get(key), dict)
-        if key == "encoder_conf" and "encoder" in overrides:  # another encoder: its own options only
+        if (key == "encoder_conf" and "encoder" in overrides) or (key == "frontend_conf" and "frontend" in overrides):
+            # another encoder or front end: its own options only
             merge = False
         config[key] = {**config[key], **value} if merge else value
     return config
