@@ -90,3 +90,46 @@ def test_whisper_tokenizer_models_keep_their_vocabulary(no_network: list, tmp_pa
     exp = _whisper_experiment(tmp_path / "pre")
     with pytest.raises(TransferError, match=r"Whisper's own tokenizer .*use --vocab keep"):
         plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}"))
+
+
+def _wavlm_config(folder: Path) -> dict[str, Any]:
+    config = config_for("conformer", folder, frontend="s3prl", normalize=None, specaug=None, preencoder="linear")
+    config["frontend_conf"] = {"frontend_conf": {"upstream": "wavlm_large"}, "multilayer_feature": True}
+    config["preencoder_conf"] = {"input_size": 48, "output_size": 20}
+    config["normalize_conf"] = {}
+    return config
+
+
+def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
+    """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
+    from espzoo._s3prl import ARCHITECTURES
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    cfg = dict(ARCHITECTURES["wavlm_large.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2", conv_pos=16, conv_pos_groups=4)
+    model = WavLM(WavLMConfig(cfg))  # small; its weight-normed positional conv cannot be built on the meta device
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_network: list, tmp_path: Path) -> None:
+    folder = tmp_path / "pre"
+    config = _wavlm_config(folder)
+    torch.manual_seed(3)
+    built = build_model(config, reference=_tiny_wavlm_shapes())
+    torch.save(built.state_dict(), folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    pretrained = torch.load(folder / "model.pth", weights_only=True)
+    assert pretrained["frontend.upstream.upstream.model.encoder.layers.0.fc1.weight"].shape == (64, 48)
+
+    plan = plan_transfer(str(folder), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    rows = plan.by_key()
+    assert all(rows[k].action == "load" for k in rows if k.startswith("frontend."))
+    result = apply_plan(plan, tmp_path / "out")
+    adapted = yaml.safe_load(result.config.read_text())
+    model = build_model(adapted, reference={k: tuple(v.shape) for k, v in pretrained.items()})
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pretrained.items() if k.startswith(("frontend.", "encoder.")))
+    encoded, _ = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
+    assert encoded.shape[-1] == 32 and torch.isfinite(encoded).all()
+    assert no_network == []

@@ -45,7 +45,7 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from espzoo._espnet import import_asr_task
-    from espzoo._upstreams import install_bridges, offline_upstreams
+    from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
 
     install_bridges()  # ESPnet builds the model again below, in this process
     asr_task = import_asr_task()
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.init_param:
         reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
     if args.init_param and not args.collect_stats:
-        with offline_upstreams(reference), torch.device("meta"):
+        with offline_upstreams(reference, upstreams_in(vars(args))), torch.device("meta"):
             model = asr_task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         del model
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.root.removeHandler(handler)
     from espnet2.bin.asr_train import main as asr_train_main
 
-    with offline_upstreams(reference):
+    with offline_upstreams(reference, upstreams_in(vars(args))):
         asr_train_main(cmd=argv)
 
 

@@ -89,20 +89,32 @@ def _warprnnt_stand_in() -> types.ModuleType:
     return module
 
 
+def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
+    """Which upstream toolkits ("s3prl", "whisper") the model of an ESPnet training config builds on."""
+    used = set()
+    frontends = [config.get("frontend"), *((config.get("frontend_conf") or {}).get("frontends") or [])]
+    if any(f == "s3prl" or (isinstance(f, dict) and f.get("frontend_type") == "s3prl") for f in frontends):
+        used.add("s3prl")
+    if "whisper" in (config.get("encoder"), config.get("decoder")):
+        used.add("whisper")
+    return frozenset(used)
+
+
 @contextlib.contextmanager
-def offline_upstreams(shapes: Shapes | None = None) -> Iterator[None]:
+def offline_upstreams(shapes: Shapes | None = None, uses: frozenset[str] | None = None) -> Iterator[None]:
     """While building: Whisper and s3prl upstreams come from their architecture (random weights), no download.
 
     `shapes` (a checkpoint's tensor shapes) gives the dimensions the built model must have; without it the
-    named size's published dimensions are used.
+    named size's published dimensions are used. `uses` (see `upstreams_in`) limits the work to the toolkits the
+    model needs; None means every installed one.
     """
     install_bridges()
     patches: list[tuple[Any, str, Any]] = []
-    if "whisper" in sys.modules or _importable("whisper"):
+    if (uses is None or "whisper" in uses) and ("whisper" in sys.modules or _importable("whisper")):
         import whisper
 
         patches.append((whisper, "load_model", _whisper_builder(shapes or {})))
-    if "s3prl" in sys.modules or _importable("s3prl"):
+    if (uses is None or "s3prl" in uses) and ("s3prl" in sys.modules or _importable("s3prl")):
         from espzoo._s3prl import offline_hub_patches
 
         patches += offline_hub_patches(shapes or {})

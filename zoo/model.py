@@ -98,10 +98,10 @@ def build_task_model(
 
 def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes | None) -> Any:
     import torch
-    from espzoo._upstreams import offline_upstreams
+    from espzoo._upstreams import offline_upstreams, upstreams_in
 
     try:
-        with offline_upstreams(reference), torch.device(device):
+        with offline_upstreams(reference, upstreams_in(vars(args))), torch.device(device):
             return task.build_model(args)
     except ModuleNotFoundError as err:
         raise MissingPackageError(missing_package_message(err.name or str(err))) from err
