@@ -85,6 +85,10 @@ VOCAB_AXES: dict[str, int] = {
     "joint_network.lin_out.weight": 0,  # transducer joint network
     "joint_network.lin_out.bias": 0,
     "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
+    "ctc_lin.weight": 0,  # asr_transducer task: auxiliary CTC and LM outputs
+    "ctc_lin.bias": 0,
+    "lm_lin.weight": 0,
+    "lm_lin.bias": 0,
 }
 
 _CONFORMER = {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2, "input_layer": "conv2d"}
@@ -111,6 +115,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "mask_ctc": ("conformer", {"model": "maskctc", "decoder": "mlm", "decoder_conf": _SMALL_DECODER}),
     "pit_ctc": ("conformer", {"model": "pit_espnet", "decoder": None, "decoder_conf": {},
                               "model_conf": {"ctc_weight": 1.0, "num_inf": 2, "num_ref": 2}}),
+    "asr_transducer": ("asr_transducer", {}),
     "fused_frontend": ("conformer", {"frontend": "fused", "normalize": None, "frontend_conf": {
         "align_method": "linear_projection", "proj_dim": 20, "frontends": [
             {"frontend_type": "default", "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 20},

@@ -100,6 +100,18 @@ def _wavlm_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def _tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
+    """A HuBERT of the hubert_base class (12 heads) with 2 layers, 48 wide, 32 conv channels, 10 classes."""
+    from espzoo._s3prl import ARCHITECTURES
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    cfg = dict(ARCHITECTURES["hubert_base_ls960.pt"][1], encoder_layers=2, encoder_embed_dim=48,
+               encoder_ffn_embed_dim=64, final_dim=16, conv_pos=16, conv_pos_groups=4,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
+    model = HubertModel(HubertConfig(**cfg), HubertPretrainingConfig(), [list("abcdefghij")])
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
     """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
     from espzoo._s3prl import ARCHITECTURES

@@ -1,4 +1,5 @@
-"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS`, after one check of --init_param.
+"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS` (or `asr_transducer_train` for that
+task's configs), after one check of --init_param, with upstreams (Whisper, s3prl) built offline.
 
 ESPnet's --init_param refuses shape mismatches (without --ignore_init_mismatch) and unexpected keys, but a
 tensor the checkpoint lacks silently keeps its random initialization. espzoo's init checkpoints hold exactly
@@ -42,14 +43,24 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
     return problems
 
 
+def _config_of(argv: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return {}
+    with open(argv[argv.index("--config") + 1], encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from espzoo._espnet import import_asr_task
     from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
+    from espzoo.model import is_asr_transducer_config, task_for_config
 
     install_bridges()  # ESPnet builds the model again below, in this process
-    asr_task = import_asr_task()
-    args = asr_task.get_parser().parse_args(argv)
+    config = _config_of(argv)
+    task = task_for_config(config)
+    args = task.get_parser().parse_args(argv)
     import torch
 
     def load(path: str) -> dict[str, Any]:
@@ -60,9 +71,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     reference = None
     if args.init_param:
         reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
+    uses = upstreams_in(vars(args))
     if args.init_param and not args.collect_stats:
-        with offline_upstreams(reference, upstreams_in(vars(args))), torch.device("meta"):
-            model = asr_task.build_model(args=args)
+        with offline_upstreams(reference, uses):
+            try:
+                with torch.device("meta"):
+                    model = task.build_model(args=args)
+            except NotImplementedError:  # a module that cannot be built on the meta device (see espzoo.model)
+                model = task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         del model
 
@@ -76,10 +92,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
-    from espnet2.bin.asr_train import main as asr_train_main
+    if is_asr_transducer_config(config):
+        from espnet2.bin.asr_transducer_train import main as train_main
+    else:
+        from espnet2.bin.asr_train import main as train_main
 
-    with offline_upstreams(reference, upstreams_in(vars(args))):
-        asr_train_main(cmd=argv)
+    with offline_upstreams(reference, uses):
+        train_main(cmd=argv)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any], bool]] = {
                                      "max_distance": 800, "gru_rel_pos": True}, False),
     "wavlm_large.pt": ("wavlm", {**_LARGE, "relative_position_embedding": True, "num_buckets": 320,
                                  "max_distance": 800, "gru_rel_pos": True}, True),
-    "hubert_base_ls960.pt": ("hubert", {**_BASE, "final_dim": 256}, False),
-    "hubert_large_ll60k.pt": ("hubert", {**_LARGE, "final_dim": 768}, True),
+    "hubert_base_ls960.pt": ("hubert", {**_BASE, "final_dim": 256, "label_rate": 50.0}, False),
+    "hubert_large_ll60k.pt": ("hubert", {**_LARGE, "final_dim": 768, "label_rate": 50.0}, True),
 }
 _HUBERT_CLASSES = {"hubert_base_ls960.pt": 504, "hubert_large_ll60k.pt": 500}
 

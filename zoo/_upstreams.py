@@ -100,6 +100,18 @@ def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(used)
 
 
+def upstream_modules(config: Mapping[str, Any]) -> dict[str, str]:
+    """Module path -> what it is, for the upstream modules (built at random here) of the config's model."""
+    modules = {}
+    if config.get("frontend") == "s3prl":
+        modules["frontend.upstream"] = "s3prl upstream"
+    if config.get("encoder") == "whisper":
+        modules["encoder.encoders"] = "Whisper encoder"
+    if config.get("decoder") == "whisper":
+        modules["decoder.decoders"] = "Whisper decoder"
+    return modules
+
+
 @contextlib.contextmanager
 def offline_upstreams(shapes: Shapes | None = None, uses: frozenset[str] | None = None) -> Iterator[None]:
     """While building: Whisper and s3prl upstreams come from their architecture (random weights), no download.

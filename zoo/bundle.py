@@ -280,8 +280,10 @@ def _has_checkpoint(folder: Path) -> bool:
 
 
 def _looks_like_train_config(config: dict[str, Any]) -> bool:
-    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list."""
-    return "encoder" in config and "token_list" in config
+    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list.
+    (The asr_transducer task's configs name no encoder: theirs is built from `encoder_conf.body_conf` blocks.)"""
+    body = isinstance(config.get("encoder_conf"), dict) and "body_conf" in config["encoder_conf"]
+    return ("encoder" in config or body) and "token_list" in config
 
 
 def _looks_like_s2t(config: dict[str, Any]) -> bool:

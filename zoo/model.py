@@ -59,13 +59,30 @@ def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespac
     This is what `asr_train.py --config config.yaml` does: the YAML's keys replace the parser's defaults
     (a `*_conf` dict replaces the default dict as a whole, it is not merged).
     """
-    task = task or import_asr_task()
+    task = task or task_for_config(config)
     args = task.get_parser().parse_args([])
     for key, value in config.items():
         setattr(args, key, copy.deepcopy(value))
     if args.token_list is None:
         raise ModelConfigError("The config has no token_list; give the model's token list (inline or a file path).")
     return args
+
+
+def is_asr_transducer_config(config: Mapping[str, Any]) -> bool:
+    """ESPnet's `asr_transducer` task (espnet2/tasks/asr_transducer.py): one block-built Encoder, so its configs
+    have no `encoder` key but an `encoder_conf` with `body_conf` (the list of blocks)."""
+    encoder_conf = config.get("encoder_conf")
+    return "encoder" not in config and isinstance(encoder_conf, dict) and "body_conf" in encoder_conf
+
+
+def task_for_config(config: Mapping[str, Any]) -> Any:
+    """The ESPnet task class that builds and trains the model of `config` (ASR, or the asr_transducer task)."""
+    asr_task = import_asr_task()  # the offline NLTK setup first
+    if is_asr_transducer_config(config):
+        from espnet2.tasks.asr_transducer import ASRTransducerTask
+
+        return ASRTransducerTask
+    return asr_task
 
 
 def build_model(config: dict[str, Any], *, device: Device = "cpu", reference: Shapes | None = None) -> Any:
@@ -77,7 +94,7 @@ def build_model(config: dict[str, Any], *, device: Device = "cpu", reference: Sh
     `reference`: the shapes of the checkpoint that will be loaded into it (upstreams such as Whisper or an SSL
     front end are then built with exactly those dimensions, never downloaded).
     """
-    return build_task_model(import_asr_task(), config, device=device, reference=reference)
+    return build_task_model(task_for_config(config), config, device=device, reference=reference)
 
 
 def build_task_model(
@@ -159,9 +176,10 @@ def describe_target(config: dict[str, Any], reference: Shapes | None = None) -> 
 # Known vocabulary layer kinds, by the module's own name: output layers (tokens on the rows of the weight) and
 # the self-conditioning input layer (CTC posteriors fed back: Linear(vocab, d), tokens on the weight's columns).
 # They count only under these owners; an encoder's `embed` is its input subsampling, never vocabulary-sized.
-_OUTPUT_LAYERS = frozenset({"ctc_lo", "output_layer", "output", "lin_out"})
+_OUTPUT_LAYERS = frozenset({"ctc_lo", "output_layer", "output", "lin_out", "ctc_lin", "lm_lin"})
 _INPUT_LAYERS = frozenset({"conditioning_layer"})
-_VOCAB_OWNERS = ("ctc", "pit_ctc", "decoder", "joint_network", "encoder")
+# (asr_transducer models hold their auxiliary CTC and LM outputs at the top: `ctc_lin`, `lm_lin`.)
+_VOCAB_OWNERS = ("ctc", "pit_ctc", "decoder", "joint_network", "encoder", "ctc_lin", "lm_lin")
 
 
 def vocabulary_axes(model: Any, sizes: set[int]) -> dict[str, int]:

@@ -641,7 +641,7 @@ def _collect_stats(
     args += ["--collect_stats", "true"]
     log = out / "collect_stats.log"
     with log.open("wb") as f:
-        done = _supervise(subprocess.Popen(_child_command("espnet2.bin.asr_train", args), **_popen_kwargs(f)), None)
+        done = _supervise(subprocess.Popen(_child_command("espzoo._asr_train", args), **_popen_kwargs(f)), None)
     if done != 0 or not (tmp / "train" / "feats_stats.npz").is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         shutil.rmtree(tmp, ignore_errors=True)

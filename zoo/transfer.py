@@ -399,6 +399,7 @@ def make_plan(
             if under(row.target_key, NORMALIZE_PREFIX):
                 row.action, row.note = "exclude", "--stats new: the new data's normalization stats"
     _mark_frozen(plan, target)
+    _check_upstreams(plan)
     mismatched = [r for r in plan.rows if r.action == "mismatch"]
     if mismatched and not ignore_init_mismatch:
         listed = "; ".join(f"{r.target_key} {r.source_shape} -> {r.target_shape}" for r in mismatched[:4])
@@ -465,6 +466,21 @@ def _plan_spec(
     if any(rows[k].action == "transplant" and rows[k].spec == index for k in rows):
         plan.row_maps[index] = row_map or {}
     plan.unused_source[index] = unused
+
+
+def _check_upstreams(plan: TransferPlan) -> None:
+    """An upstream (SSL front end, Whisper) is built at random, never downloaded: its weights must come from a
+    checkpoint. A recipe that froze the upstream and did not save it is the one case that needs the original."""
+    from espzoo._upstreams import upstream_modules
+
+    for module, what in upstream_modules(plan.target_config).items():
+        fresh = [r for r in plan.rows if under(r.target_key, module) and r.action == "init"]
+        if fresh:
+            raise TransferError(
+                f"The checkpoint lacks the {what}'s weights ({len(fresh)} tensors under {module}, e.g. "
+                f"{fresh[0].target_key}), so it would start at random; add a checkpoint that holds them with "
+                "--init-param PATH:SRC:DST."
+            )
 
 
 def _shapes_of(checkpoint: Path) -> dict[str, tuple[int, ...]]:
