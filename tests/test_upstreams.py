@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from _models import EN_CHARS, config_for
-from espzoo.model import build_model, describe_target
+from espzoo.model import ModelConfigError, build_model, describe_target
 from espzoo.transfer import TransferError, TransferOptions, apply_plan, plan_transfer
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
@@ -79,7 +79,7 @@ def test_whisper_builds_from_the_checkpoints_dimensions_without_downloading(no_n
     result = apply_plan(plan, tmp_path / "out")
     model = build_model(yaml.safe_load(result.config.read_text()), reference=target.shapes)
     model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in pretrained.items())
+    assert [k for k, v in pretrained.items() if not torch.equal(model.state_dict()[k], v)] == []
     speech = torch.randn(1, 16000)
     encoded, _ = model.encode(speech, torch.tensor([16000]))
     assert encoded.shape[-1] == 48 and torch.isfinite(encoded).all()
@@ -90,6 +90,9 @@ def test_whisper_tokenizer_models_keep_their_vocabulary(no_network: list, tmp_pa
     exp = _whisper_experiment(tmp_path / "pre")
     with pytest.raises(TransferError, match=r"Whisper's own tokenizer .*use --vocab keep"):
         plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    texts = ES_TEXT.read_text(encoding="utf-8").splitlines()  # finetune passes the transcripts: no coverage report
+    plan = plan_transfer(str(exp), TransferOptions(vocab="keep"), texts=texts)
+    assert plan.vocabulary.token_type == "whisper_multilingual" and {r.action for r in plan.rows} == {"load"}
 
 
 def _wavlm_config(folder: Path) -> dict[str, Any]:
@@ -145,3 +148,11 @@ def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_netw
     encoded, _ = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
     assert encoded.shape[-1] == 32 and torch.isfinite(encoded).all()
     assert no_network == []
+
+
+def test_an_upstream_espzoo_cannot_build_offline_is_one_sentence(no_network: list, tmp_path: Path) -> None:
+    config = _wavlm_config(tmp_path)
+    config["frontend_conf"]["frontend_conf"]["upstream"] = "xls_r_300m"
+    with pytest.raises(ModelConfigError, match=r"s3prl upstream .*could not be downloaded .*builds only") as err:
+        build_model(config, device="meta")
+    assert "\n" not in str(err.value) and no_network  # the download was attempted, and refused by the test

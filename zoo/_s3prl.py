@@ -58,7 +58,7 @@ def offline_hub_patches(shapes: Shapes) -> list[tuple[Any, str, Any]]:
         for url in urls:
             name = Path(url).name
             if name not in ARCHITECTURES:
-                paths.append(original_paths(url, refresh=refresh, download=download))
+                paths.append(_download(original_paths, url, refresh, download))
                 continue
             folder.mkdir(exist_ok=True)
             placeholder = folder / name  # an empty file: s3prl's *_local entries check that the path exists
@@ -71,11 +71,41 @@ def offline_hub_patches(shapes: Shapes) -> list[tuple[Any, str, Any]]:
         build = pending.get(str(f)) if isinstance(f, str | Path) else None
         return build() if build else original_load(f, *args, **kwargs)
 
+    modules = [wavlm_hubconf, hubert_hubconf, *_other_hubconfs()]
     return [
-        (wavlm_hubconf, "_urls_to_filepaths", urls_to_filepaths),
-        (hubert_hubconf, "_urls_to_filepaths", urls_to_filepaths),
+        *((module, "_urls_to_filepaths", urls_to_filepaths) for module in modules),
         (hubert_convert.torch, "load", load),  # the torch module itself: WavLM's expert calls torch.load too
     ]
+
+
+class UpstreamUnavailableError(RuntimeError):
+    """An upstream espzoo cannot build from its architecture, and s3prl could not download it."""
+
+
+def _download(original: Callable[..., Any], url: str, refresh: bool, download: bool) -> Any:
+    try:
+        return original(url, refresh=refresh, download=download)
+    except Exception as err:  # noqa: BLE001 (s3prl's downloader fails in many ways: requests, OSError, asserts)
+        known = ", ".join(sorted(Path(n).stem for n in ARCHITECTURES))
+        raise UpstreamUnavailableError(
+            f"The s3prl upstream {Path(url).name} could not be downloaded ({type(err).__name__}), and espzoo builds "
+            f"only {known} from their architecture; put the file in s3prl's download folder or use a network."
+        ) from err
+
+
+def _other_hubconfs() -> list[Any]:
+    """Every other s3prl hub module that resolves URLs through `_urls_to_filepaths` (wav2vec 2.0, XLS-R, ...)."""
+    import importlib
+
+    found = []
+    for name in ("wav2vec2", "wav2vec", "data2vec", "unispeech_sat", "distiller", "multires_hubert", "espnet_hubert"):
+        try:
+            module = importlib.import_module(f"s3prl.upstream.{name}.hubconf")
+        except Exception:  # noqa: BLE001, S112 (an upstream whose own optional imports are missing: not ours)
+            continue
+        if hasattr(module, "_urls_to_filepaths"):
+            found.append(module)
+    return found
 
 
 def upstream_checkpoint(name: str, shapes: Shapes) -> dict[str, Any]:

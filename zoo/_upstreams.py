@@ -191,6 +191,14 @@ def _whisper_builder(shapes: Shapes) -> Any:
     def load_model(name: str, device: Any = None, download_root: Any = None, in_memory: bool = False) -> Any:
         from whisper.model import ModelDimensions, Whisper
 
-        return Whisper(ModelDimensions(**whisper_dimensions(name, shapes)))
+        import torch
+
+        model = Whisper(ModelDimensions(**whisper_dimensions(name, shapes)))
+        # Whisper leaves the text positional embedding as torch.empty (its checkpoint always fills it): memory
+        # garbage, NaN at times. A build from the architecture gives it a defined value instead.
+        if not model.decoder.positional_embedding.is_meta:
+            with torch.no_grad():
+                torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+        return model
 
     return load_model

@@ -122,6 +122,10 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
             return task.build_model(args)
     except ModuleNotFoundError as err:
         raise MissingPackageError(missing_package_message(err.name or str(err))) from err
+    except RuntimeError as err:
+        if type(err).__name__ != "UpstreamUnavailableError":  # espzoo._s3prl's (not imported unless s3prl is used)
+            raise
+        raise ModelConfigError(str(err)) from err
     except (TypeError, KeyError, ValueError, AttributeError, AssertionError) as err:
         raise ModelConfigError(f"ESPnet cannot build a model from this config ({type(err).__name__}: {err}).") from err
 
