@@ -189,9 +189,8 @@ def _count_blocks(shapes: Shapes, prefix: str) -> int:
 
 def _whisper_builder(shapes: Shapes) -> Any:
     def load_model(name: str, device: Any = None, download_root: Any = None, in_memory: bool = False) -> Any:
-        from whisper.model import ModelDimensions, Whisper
-
         import torch
+        from whisper.model import ModelDimensions, Whisper
 
         model = Whisper(ModelDimensions(**whisper_dimensions(name, shapes)))
         # Whisper leaves the text positional embedding as torch.empty (its checkpoint always fills it): memory
