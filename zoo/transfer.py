@@ -748,7 +748,8 @@ def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResu
 
     config = dict(plan.target_config)
     vocabulary = plan.vocabulary
-    if vocabulary and vocabulary.bpemodel:
+    # A sentencepiece file travels; a tokenizer name (Whisper's `whisper_multilingual`) stays as it is.
+    if vocabulary and vocabulary.bpemodel and Path(vocabulary.bpemodel).is_file():
         atomic_write(dest / "bpe.model", lambda tmp: shutil.copyfile(vocabulary.bpemodel, tmp))  # type: ignore[arg-type]
         config["bpemodel"] = str((dest / "bpe.model").resolve())
     stats_file = (config.get("normalize_conf") or {}).get("stats_file")
