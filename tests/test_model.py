@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from _models import ARCHITECTURES, config_for
-from espzoo.model import ModelConfigError, build_model, describe_target, model_token_list, target_shapes, training_args
+from _models import ARCHITECTURES, EN_CHARS, FAMILIES, VOCAB_AXES, config_for, family_config
+from espzoo.model import (
+    MissingPackageError,
+    ModelConfigError,
+    build_model,
+    describe_target,
+    model_token_list,
+    target_shapes,
+    training_args,
+)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -67,3 +76,56 @@ def test_unbuildable_configs_say_so(tmp_path: Path) -> None:
         build_model({k: v for k, v in config.items() if k != "token_list"})
     with pytest.raises(ModelConfigError, match="no_such_option"):
         build_model({**config, "encoder_conf": {**config["encoder_conf"], "no_such_option": 1}}, device="meta")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vocabulary_tensors_are_found_from_the_model(family: str, tmp_path: Path) -> None:
+    config = family_config(family, tmp_path)
+    target = describe_target(config)
+    assert target.vocab_axes == {k: axis for k, axis in VOCAB_AXES.items() if k in target.shapes}  # the oracle
+    assert "ctc.ctc_lo.weight" in target.vocab_axes or "ctc_lin.weight" in target.vocab_axes
+    assert target.token_list == build_model(config, device="meta").token_list
+    if family == "pit_ctc":  # PIT-CTC's criterion holds the model's own CTC layer: one tensor, two names
+        assert target.aliases == {"pit_ctc.criterion_fn.ctc_lo.weight": "ctc.ctc_lo.weight",
+                                  "pit_ctc.criterion_fn.ctc_lo.bias": "ctc.ctc_lo.bias"}
+    if family == "mask_ctc":  # the decoder has the <mask> row the model appends; CTC does not
+        assert target.token_list[-1] == "<mask>" and model_token_list(config) == target.token_list
+        assert target.shapes["decoder.output_layer.weight"][0] == target.shapes["ctc.ctc_lo.weight"][0] + 1
+    if family == "self_conditioned_ctc":
+        assert target.vocab_axes["encoder.conditioning_layer.weight"] == 1
+
+
+def test_a_model_the_meta_device_cannot_build_is_built_on_the_cpu(tmp_path: Path) -> None:
+    # torchaudio's HuBERT copies tensors while it is constructed: "Cannot copy out of meta tensor" on meta.
+    config = config_for("conformer", tmp_path, frontend=None, normalize=None, input_size=1, encoder="torchaudiohubert")
+    config["encoder_conf"] = {"finetuning": False}
+    model = build_model(config, device="meta")
+    assert not any(p.is_meta for p in model.parameters())
+    assert describe_target(config).shapes["ctc.ctc_lo.weight"] == (len(EN_CHARS), 768)
+
+
+def test_a_missing_optional_package_is_one_sentence_naming_it(tmp_path: Path) -> None:
+    config = config_for("conformer", tmp_path, encoder="longformer")
+    config["encoder_conf"] = {"output_size": 32}
+    with pytest.raises(MissingPackageError) as err:
+        build_model(config, device="meta")
+    message = str(err.value)
+    assert "longformer" in message and "pip install" in message and "\n" not in message
+    assert isinstance(err.value, ModelConfigError)
+
+
+def test_a_standard_transducer_trains_with_torchaudios_rnnt_loss(tmp_path: Path) -> None:
+    """ESPnet imports warprnnt_pytorch (no wheel) for single-blank transducers; torchaudio's loss stands in."""
+    import torch
+
+    config = family_config("transducer", tmp_path)
+    torch.manual_seed(0)
+    model = build_model(config)
+    assert type(model.criterion_transducer).__qualname__.endswith("RNNTLoss")
+    assert sys.modules["warprnnt_pytorch"].__espzoo_stand_in__ == "torchaudio.functional.rnnt_loss"
+    speech = torch.randn(2, 8000)
+    text = torch.tensor([[4, 5, 6], [7, 8, 0]])
+    loss, stats, _ = model(speech, torch.tensor([8000, 6000]), text, torch.tensor([3, 2]))
+    loss.backward()
+    assert torch.isfinite(loss) and stats["loss_transducer"] > 0
+    assert model.joint_network.lin_out.weight.grad.abs().sum() > 0

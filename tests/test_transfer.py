@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _models import ARCHITECTURES, config_for, espnet_model, make_experiment
+from _models import ARCHITECTURES, VOCAB_AXES, config_for, espnet_model, make_experiment
 from espzoo.transfer import (
     ACTIONS,
-    VOCAB_AXES,
     TransferError,
     TransferOptions,
     TransferSpec,
@@ -460,3 +459,48 @@ def test_stats_new_with_everything_else_loaded_needs_no_model_build(pretrained: 
     source = torch.load(pretrained / "model.pth", weights_only=True)
     assert state.keys() == source.keys()
     assert torch.equal(state["encoder.embed.conv.0.weight"], source["encoder.embed.conv.0.weight"])
+
+
+def _started_from(config: dict, init: Path) -> dict:
+    """What ESPnet's model really holds after its strict load of the init checkpoint (shared tensors included)."""
+    model = espnet_model(config, seed=123)
+    model.load_state_dict(torch.load(init, weights_only=True), strict=True)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("excludes", [(), ("pit_ctc",)])
+def test_pit_ctc_plan_is_what_the_model_starts_from(excludes: tuple, tmp_path: Path) -> None:
+    """PIT-CTC's criterion holds the model's CTC layer: `--exclude pit_ctc` cannot give it fresh rows while CTC
+    keeps the transplanted ones; the plan says so, and the model after ESPnet's load holds what the plan says."""
+    exp = make_experiment(tmp_path / "pre", "", family="pit_ctc", seed=1)
+    plan = plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}", excludes=excludes))
+    rows = plan.by_key()
+    for key in ("ctc.ctc_lo.weight", "pit_ctc.criterion_fn.ctc_lo.weight"):
+        assert rows[key].action == "transplant"
+    assert "the same tensor as ctc.ctc_lo.weight" in rows["pit_ctc.criterion_fn.ctc_lo.weight"].note
+    result = apply_plan(plan, tmp_path / "out")
+    started = _started_from(yaml.safe_load(result.config.read_text()), result.checkpoint)
+    pretrained = torch.load(exp / "model.pth", weights_only=True)
+    new_to_old = plan.row_maps[0]
+    for key in ("ctc.ctc_lo.weight", "pit_ctc.criterion_fn.ctc_lo.weight"):
+        assert torch.equal(started[key][list(new_to_old)], pretrained["ctc.ctc_lo.weight"][list(new_to_old.values())])
+    init = torch.load(result.checkpoint, weights_only=True)
+    assert all(torch.equal(started[row.target_key], init[row.target_key]) for row in plan.rows)
+
+
+def test_mask_ctc_keeps_the_pretrained_mask_row(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path / "pre", "", family="mask_ctc", seed=1)
+    plan = plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    result = apply_plan(plan, tmp_path / "out")
+    config = yaml.safe_load(result.config.read_text())
+    started = _started_from(config, result.checkpoint)
+    pretrained = torch.load(exp / "model.pth", weights_only=True)
+    for key in ("decoder.embed.0.weight", "decoder.output_layer.weight", "decoder.output_layer.bias"):
+        assert plan.by_key()[key].action == "transplant"
+        assert torch.equal(started[key][-1], pretrained[key][-1])  # <mask>: the last row in both models
+    old_rows = pretrained["ctc.ctc_lo.weight"].shape[0]
+    assert started["ctc.ctc_lo.weight"].shape[0] == len(config["token_list"]) != old_rows
+    new_to_old = plan.row_maps[0]
+    shared = {n: o for n, o in new_to_old.items() if n < len(config["token_list"]) and o < old_rows}
+    ctc_old, ctc_new = pretrained["ctc.ctc_lo.weight"], started["ctc.ctc_lo.weight"]
+    assert torch.equal(ctc_new[list(shared)], ctc_old[list(shared.values())])

@@ -1,4 +1,5 @@
-"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS`, after espzoo's checks.
+"""`python -m espzoo._asr_train ARGS`: ESPnet's `espnet2.bin.asr_train ARGS` (or `asr_transducer_train` for that
+task's configs), after espzoo's checks, with upstreams (Whisper, s3prl) built offline.
 
 It dies with the espzoo process that started it (a lifeline pipe, see espzoo.trainer._start_child), refuses a
 `--resume` checkpoint.pth that holds anything but ESPnet's training state, and lets ESPnet's n-best averaging
@@ -150,29 +151,50 @@ def refuse(reason: str) -> None:
     sys.exit(2)
 
 
+def _config_of(argv: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return {}
+    with open(argv[argv.index("--config") + 1], encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from espzoo._espnet import import_asr_task
+    from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
+    from espzoo.model import is_asr_transducer_config, task_for_config
 
-    asr_task = import_asr_task()
-    args = asr_task.get_parser().parse_args(argv)
+    install_bridges()  # ESPnet builds the model again below, in this process
+    config = _config_of(argv)
+    task = task_for_config(config)
+    args = task.get_parser().parse_args(argv)
     checkpoint = Path(args.output_dir) / "checkpoint.pth"
     if args.resume and checkpoint.exists():
         problem = checkpoint_problem(checkpoint)
         if problem:
             refuse(problem)
-    if args.init_param and not args.collect_stats:
-        import torch
+    import torch
 
-        with torch.device("meta"):
-            model = asr_task.build_model(args=args)
+    def load(path: str) -> dict[str, Any]:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return state.get("module", state) if isinstance(state.get("module"), dict) else state
+
+    # Upstreams (Whisper, s3prl) get the init checkpoint's dimensions and are never downloaded: it overwrites them.
+    reference = None
+    if args.init_param:
+        reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
+    uses = upstreams_in(vars(args))
+    if args.init_param and not args.collect_stats:
+        with offline_upstreams(reference, uses):
+            try:
+                with torch.device("meta"):
+                    model = task.build_model(args=args)
+            except NotImplementedError:  # a module that cannot be built on the meta device (see espzoo.model)
+                model = task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         del model
-
-        def load(path: str) -> dict[str, Any]:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return state.get("module", state) if isinstance(state.get("module"), dict) else state
 
         problems = [p for spec in args.init_param for p in init_param_problems(shapes, spec, load)]
         if problems:
@@ -183,10 +205,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
-    from espnet2.bin.asr_train import main as asr_train_main
+    if is_asr_transducer_config(config):
+        from espnet2.bin.asr_transducer_train import main as train_main
+    else:
+        from espnet2.bin.asr_train import main as train_main
 
     _safe_resume_and_average()
-    asr_train_main(cmd=argv)
+    with offline_upstreams(reference, uses):
+        train_main(cmd=argv)
 
 
 if __name__ == "__main__":

@@ -299,7 +299,14 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     ctc_weight = options.ctc_weight
     if ctc_weight is None:
         ctc_weight = float((files.config.get("model_conf") or {}).get("ctc_weight", 0.5))
-    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet():
+    from espzoo._upstreams import offline_upstreams, upstreams_in
+    from espzoo.bundle import load_state_dict
+
+    state = load_state_dict(files.checkpoint)  # weights_only: refuses a pickle that would run code
+    reference = {key: tuple(value.shape) for key, value in state.items()}
+    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet(), offline_upstreams(
+        reference, upstreams_in(files.config)
+    ):
         # Speech2Text reads the config once, at construction; the paths inside it are absolute.
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(yaml_dump(files.config), encoding="utf-8")
@@ -314,9 +321,6 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             penalty=options.penalty,
             nbest=1,
         )
-    from espzoo.bundle import load_state_dict
-
-    state = load_state_dict(files.checkpoint)  # weights_only: refuses a pickle that would run code
     result = speech2text.asr_model.load_state_dict(state, strict=False)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:5])

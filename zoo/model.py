@@ -2,14 +2,20 @@
 
 ESPnet's `ASRTask.build_model` is the only code that gives every architecture on the Hub the exact parameter
 names its checkpoints use, so espzoo never builds models any other way. `target_shapes` builds on PyTorch's
-meta device: every parameter has its shape and no storage, so a 1 GB model's shapes cost no memory.
+meta device: every parameter has its shape and no storage, so a 1 GB model's shapes cost no memory; the few
+modules that cannot be built there (torchaudio's HuBERT copies tensors while constructing) are built on the CPU.
+
+Building is task-agnostic (`build_task_model(task class, config)`); the ASR task is the default. Every build
+goes through `espzoo._upstreams`, so SSL front ends and Whisper are built from their architecture, never
+downloaded, and an optional package that is missing is one sentence naming it (`MissingPackageError`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,16 +24,41 @@ from espzoo.errors import ModelConfigError  # noqa: F401 (re-exported)
 from espzoo.repo import parse_token_list
 
 Device = Literal["cpu", "meta"]
+Shapes = Mapping[str, tuple[int, ...]]
+
+# Optional packages some ESPnet architectures import while being built: module -> (pip package, espzoo extra).
+OPTIONAL_PACKAGES: dict[str, tuple[str, str | None]] = {
+    "s3prl": ("espnet-s3prl", "ssl"),
+    "transformers": ("transformers", "ssl"),
+    "whisper": ("openai-whisper", "whisper"),
+    "longformer": ("longformer", None),
+    "k2": ("k2", None),
+    "fairseq": ("fairseq", None),
+    "warprnnt_pytorch": ("warprnnt_pytorch", None),
+    "loralib": ("loralib", "whisper"),
+}
 
 
-def training_args(config: dict[str, Any]) -> argparse.Namespace:
+class MissingPackageError(ModelConfigError):
+    """The config's architecture needs an optional package that is not installed."""
+
+
+def missing_package_message(module: str) -> str:
+    """One sentence naming the package a build needs and how to install it."""
+    top = module.split(".")[0]
+    pip_name, extra = OPTIONAL_PACKAGES.get(top, (top, None))
+    how = f"pip install 'espzoo[{extra}]'" if extra else f"pip install {pip_name}"
+    return f"This model's architecture needs the package {pip_name} (module {top!r}), which is not installed; {how}."
+
+
+def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespace:
     """ESPnet's parsed training arguments for `config`: the parser's defaults, overlaid by the config's keys.
 
     This is what `asr_train.py --config config.yaml` does: the YAML's keys replace the parser's defaults
     (a `*_conf` dict replaces the default dict as a whole, it is not merged).
     """
-    asr_task = import_asr_task()
-    args = asr_task.get_parser().parse_args([])
+    task = task or task_for_config(config)
+    args = task.get_parser().parse_args([])
     for key, value in config.items():
         setattr(args, key, copy.deepcopy(value))
     if args.token_list is None:
@@ -35,21 +66,65 @@ def training_args(config: dict[str, Any]) -> argparse.Namespace:
     return args
 
 
-def build_model(config: dict[str, Any], *, device: Device = "cpu") -> Any:
+def is_asr_transducer_config(config: Mapping[str, Any]) -> bool:
+    """ESPnet's `asr_transducer` task (espnet2/tasks/asr_transducer.py): one block-built Encoder, so its configs
+    have no `encoder` key but an `encoder_conf` with `body_conf` (the list of blocks)."""
+    encoder_conf = config.get("encoder_conf")
+    return "encoder" not in config and isinstance(encoder_conf, dict) and "body_conf" in encoder_conf
+
+
+def task_for_config(config: Mapping[str, Any]) -> Any:
+    """The ESPnet task class that builds and trains the model of `config` (ASR, or the asr_transducer task)."""
+    asr_task = import_asr_task()  # the offline NLTK setup first
+    if is_asr_transducer_config(config):
+        from espnet2.tasks.asr_transducer import ASRTransducerTask
+
+        return ASRTransducerTask
+    return asr_task
+
+
+def build_model(config: dict[str, Any], *, device: Device = "cpu", reference: Shapes | None = None) -> Any:
     """Build the ESPnet ASR model (`ESPnetASRModel` or a subclass) that `config` describes.
 
     With `device="meta"` the parameters have shapes but no storage (no memory, no initialization cost);
     with `device="cpu"` they carry ESPnet's own initialization (seed torch first for a repeatable one).
+    A model that cannot be built on the meta device is built on the CPU instead (same shapes, real memory).
+    `reference`: the shapes of the checkpoint that will be loaded into it (upstreams such as Whisper or an SSL
+    front end are then built with exactly those dimensions, never downloaded).
     """
-    import torch
+    return build_task_model(task_for_config(config), config, device=device, reference=reference)
 
-    asr_task = import_asr_task()
-    args = training_args(config)
+
+def build_task_model(
+    task: Any, config: dict[str, Any], *, device: Device = "cpu", reference: Shapes | None = None
+) -> Any:
+    """`task.build_model` (an ESPnet AbsTask subclass) for `config`, offline, with errors as ModelConfigError."""
+    args = training_args(config, task)
     _check_stats_file(args)
     try:
-        with torch.device(device):
-            return asr_task.build_model(args)
-    except (TypeError, KeyError, ValueError, AttributeError) as err:
+        return _build(task, args, device, reference)
+    except NotImplementedError as err:
+        if device != "meta":
+            raise ModelConfigError(f"ESPnet cannot build a model from this config ({err}).") from err
+        # Some modules copy tensors while being constructed (torchaudio's HuBERT), which the meta device
+        # cannot: the CPU build has the same shapes, at the cost of real memory.
+        return _build(task, training_args(config, task), "cpu", reference)
+
+
+def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes | None) -> Any:
+    import torch
+    from espzoo._upstreams import offline_upstreams, upstreams_in
+
+    try:
+        with offline_upstreams(reference, upstreams_in(vars(args))), torch.device(device):
+            return task.build_model(args)
+    except ModuleNotFoundError as err:
+        raise MissingPackageError(missing_package_message(err.name or str(err))) from err
+    except RuntimeError as err:
+        if type(err).__name__ != "UpstreamUnavailableError":  # espzoo._s3prl's (not imported unless s3prl is used)
+            raise
+        raise ModelConfigError(str(err)) from err
+    except (TypeError, KeyError, ValueError, AttributeError, AssertionError) as err:
         raise ModelConfigError(f"ESPnet cannot build a model from this config ({type(err).__name__}: {err}).") from err
 
 
@@ -60,6 +135,10 @@ class TargetModel:
     shapes: dict[str, tuple[int, ...]]  # every state-dict tensor, in state-dict order
     parameters: frozenset[str]  # the keys that are parameters (the rest are buffers, which never train)
     token_list: list[str]  # as the built model uses it (see model_token_list)
+    # Vocabulary-sized tensors found in the model: key -> the axis that runs over the tokens.
+    vocab_axes: dict[str, int] = field(default_factory=dict)
+    # Keys naming a tensor that an earlier key already names (a module shared by two owners): key -> first key.
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -71,20 +150,80 @@ def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return describe_target(config).shapes
 
 
-def describe_target(config: dict[str, Any]) -> TargetModel:
-    """Shapes, parameter names and token list of the model `config` describes, built on the meta device."""
+def describe_target(config: dict[str, Any], reference: Shapes | None = None) -> TargetModel:
+    """Shapes, parameter names, token list and vocabulary tensors of the model `config` describes (meta device)."""
     config = dict(config)
     missing_stats = _missing_stats_file(config)
     if missing_stats:
         config["normalize"] = None
         config["normalize_conf"] = {}
-    model = build_model(config, device="meta")
-    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    model = build_model(config, device="meta", reference=reference)
+    state = model.state_dict(keep_vars=True)
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
     if missing_stats:
         dims = model.frontend.output_size() if model.frontend is not None else config["input_size"]
         shapes = {"normalize.mean": (dims,), "normalize.std": (dims,), **shapes}
-    parameters = frozenset(name for name, _ in model.named_parameters())
-    return TargetModel(shapes=shapes, parameters=parameters, token_list=model_token_list(config))
+    parameters = frozenset(name for name, _ in model.named_parameters(remove_duplicate=False))
+    token_list = list(getattr(model, "token_list", None) or model_token_list(config))
+    sizes = {len(token_list), len(model_token_list({**config, "model": None}))}
+    return TargetModel(
+        shapes=shapes,
+        parameters=parameters,
+        token_list=token_list,
+        vocab_axes=vocabulary_axes(model, sizes),
+        aliases=_aliases(state),
+    )
+
+
+# Known vocabulary layer kinds, by the module's own name: output layers (tokens on the rows of the weight) and
+# the self-conditioning input layer (CTC posteriors fed back: Linear(vocab, d), tokens on the weight's columns).
+# They count only under these owners; an encoder's `embed` is its input subsampling, never vocabulary-sized.
+_OUTPUT_LAYERS = frozenset({"ctc_lo", "output_layer", "output", "lin_out", "ctc_lin", "lm_lin"})
+_INPUT_LAYERS = frozenset({"conditioning_layer"})
+# (asr_transducer models hold their auxiliary CTC and LM outputs at the top: `ctc_lin`, `lm_lin`.)
+_VOCAB_OWNERS = ("ctc", "pit_ctc", "decoder", "joint_network", "encoder", "ctc_lin", "lm_lin")
+
+
+def vocabulary_axes(model: Any, sizes: set[int]) -> dict[str, int]:
+    """Every parameter of a known vocabulary layer whose token axis has one of `sizes`: key -> token axis.
+
+    Layers: CTC `ctc_lo` (also under PIT-CTC's criterion), a decoder's embedding and output layer, a transducer
+    joint network's output, the self-conditioning layer (tokens on the trailing axis of its weight).
+    """
+    import torch
+
+    axes: dict[str, int] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        parts = name.split(".")
+        if parts[0] not in _VOCAB_OWNERS:
+            continue
+        if isinstance(module, torch.nn.Embedding):
+            kind = "output" if parts[0] == "decoder" else None  # a decoder's token embedding: tokens on the rows
+        elif isinstance(module, torch.nn.Linear) and parts[-1] in _OUTPUT_LAYERS and parts[0] != "encoder":
+            kind = "output"
+        elif isinstance(module, torch.nn.Linear) and parts[-1] in _INPUT_LAYERS:
+            kind = "input"
+        else:
+            kind = None
+        if kind is None:
+            continue
+        for pname, param in module.named_parameters(recurse=False):
+            axis = 0 if kind == "output" else param.dim() - 1
+            if kind == "input" and pname != "weight":
+                continue  # its bias runs over the model dimension
+            if param.dim() > axis and param.shape[axis] in sizes:
+                axes[f"{name}.{pname}"] = axis
+    return axes
+
+
+def _aliases(state: dict[str, Any]) -> dict[str, str]:
+    first: dict[int, str] = {}
+    aliases = {}
+    for key, value in state.items():
+        owner = first.setdefault(id(value), key)
+        if owner != key:
+            aliases[key] = owner
+    return aliases
 
 
 def _missing_stats_file(config: dict[str, Any]) -> bool:
@@ -107,7 +246,8 @@ def _check_stats_file(args: argparse.Namespace) -> None:
 
 def model_token_list(config: dict[str, Any]) -> list[str]:
     """The token list the built model uses: the config's, plus the big-blank symbols ESPnet inserts for a
-    multi-blank transducer (`<blankD>` before `<blank>`, unless already there, as `ASRTask.build_model` does)."""
+    multi-blank transducer (`<blankD>` before `<blank>`, unless already there, as `ASRTask.build_model` does),
+    plus the `<mask>` token a mask-CTC model appends (its decoder has that row; its CTC does not)."""
     token_list = config.get("token_list")
     if isinstance(token_list, (str, Path)):
         token_list = parse_token_list(Path(token_list).read_text(encoding="utf-8"), str(token_list))
@@ -119,4 +259,6 @@ def model_token_list(config: dict[str, Any]) -> list[str]:
         for duration in durations:
             if f"<blank{duration}>" not in tokens:
                 tokens.insert(blank_idx, f"<blank{duration}>")
+    if config.get("model") == "maskctc":
+        tokens.append(model_conf.get("sym_mask", "<mask>"))
     return tokens

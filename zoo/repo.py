@@ -101,8 +101,12 @@ def best_checkpoint(paths: Iterable[P], config_dir: str | None = None, criteria:
 
 
 def looks_like_train_config(config: Any) -> bool:
-    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list."""
-    return isinstance(config, Mapping) and "encoder" in config and "token_list" in config
+    """ASR/S2T training configs have both; LM, TTS and decode configs lack an encoder or a token list.
+    (The asr_transducer task's configs name no encoder: theirs is built from `encoder_conf.body_conf` blocks.)"""
+    if not isinstance(config, Mapping):
+        return False
+    body = isinstance(config.get("encoder_conf"), Mapping) and "body_conf" in config["encoder_conf"]
+    return ("encoder" in config or body) and "token_list" in config
 
 
 def task_of_config(config: Mapping[str, Any]) -> str:

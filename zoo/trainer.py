@@ -225,7 +225,9 @@ def write_train_config(
     config = {k: copy.deepcopy(v) for k, v in base_config.items() if k not in RUN_KEYS}
     config["token_list"] = list(vocabulary.tokens)
     config["token_type"] = vocabulary.token_type
-    config["bpemodel"] = str(Path(vocabulary.bpemodel).resolve()) if vocabulary.bpemodel else None
+    bpemodel = vocabulary.bpemodel
+    # A sentencepiece file gets an absolute path; a tokenizer name (Whisper's `whisper_multilingual`) stays.
+    config["bpemodel"] = str(Path(bpemodel).resolve() if Path(bpemodel).is_file() else bpemodel) if bpemodel else None
     if config.get("normalize") == "global_mvn":
         normalize_conf = dict(config.get("normalize_conf") or {})
         normalize_conf["stats_file"] = str(Path(stats_file).resolve()) if stats_file else None
@@ -987,7 +989,7 @@ def _assemble(
     espnet_config = yaml.safe_load((espnet_dir / "config.yaml").read_text(encoding="utf-8"))
     tokens = [str(t) for t in espnet_config["token_list"]]
     write_text(out / "tokens.txt", "".join(f"{t}\n" for t in tokens))
-    if espnet_config.get("bpemodel"):
+    if espnet_config.get("bpemodel") and Path(espnet_config["bpemodel"]).is_file():  # not a tokenizer name
         copy_file(Path(espnet_config["bpemodel"]), out / "bpe.model")
         espnet_config["bpemodel"] = "bpe.model"
     stats = (espnet_config.get("normalize_conf") or {}).get("stats_file")

@@ -14,8 +14,10 @@ applies its `--init_param` list in order. `apply_plan` writes the adapted checkp
 model in its shape (the planned ones from the sources, the rest from ESPnet's own fresh initialization of the
 new model), so ESPnet loads it with `strict=True` and nothing is left at random silently; and the adapted config.
 
-For every vocabulary-sized tensor (CTC output, decoder embedding and output, a transducer's decoder embedding
-and joint output) a new vocabulary keeps the pretrained row of every token both vocabularies share.
+For every vocabulary-sized tensor (found in the built model: CTC output, also under PIT-CTC; decoder embedding and
+output; a transducer's joint output; self-conditioning) a new vocabulary keeps the pretrained row of every token
+both vocabularies share, including the `<mask>` row a mask-CTC decoder adds. Keys that name one shared tensor
+(PIT-CTC's criterion holds the model's own CTC) share one fate in the plan, as they do after ESPnet's load.
 """
 
 from __future__ import annotations
@@ -44,20 +46,6 @@ LOADED: frozenset[str] = frozenset({"load", "rename", "transplant"})
 NewRows = Literal["mean", "random"]
 Stats = Literal["pretrained", "new"]
 
-# Vocabulary-sized tensors of ESPnet ASR models, with the axis that runs over the tokens.
-VOCAB_AXES: dict[str, int] = {
-    "ctc.ctc_lo.weight": 0,
-    "ctc.ctc_lo.bias": 0,
-    "decoder.embed.0.weight": 0,  # transformer-family decoders
-    "decoder.output_layer.weight": 0,
-    "decoder.output_layer.bias": 0,
-    "decoder.embed.weight": 0,  # RNN and transducer decoders
-    "decoder.output.weight": 0,
-    "decoder.output.bias": 0,
-    "joint_network.lin_out.weight": 0,  # transducer joint network
-    "joint_network.lin_out.bias": 0,
-    "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
-}
 NORMALIZE_PREFIX = "normalize"
 
 
@@ -297,8 +285,11 @@ class TransferPlan:
     freeze: tuple[str, ...] = ()
     ignore_init_mismatch: bool = False
     transplant: bool = True  # False: vocabulary-sized tensors of another size are mismatches, as in ESPnet
-    # Per spec: new token index -> pretrained token index, for the vocabulary-sized tensors it transplants.
+    # Per spec: new token index -> pretrained token index (over the models' token lists, `<mask>` and big blanks
+    # included), for the vocabulary-sized tensors it transplants; a tensor with fewer rows uses the map's prefix.
     row_maps: dict[int, dict[int, int]] = field(default_factory=dict)
+    vocab_axes: dict[str, int] = field(default_factory=dict)  # the target model's vocabulary-sized tensors
+    aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
 
     def by_key(self) -> dict[str, PlanRow]:
@@ -366,8 +357,8 @@ def make_plan(
         raise TransferError(f"new_rows must be 'mean' or 'random', not {new_rows!r}.")
     if stats not in ("pretrained", "new"):
         raise TransferError(f"stats must be 'pretrained' or 'new', not {stats!r}.")
-    target = describe_target(target_config)
     sources = list(sources) if sources is not None else [open_source(spec.source) for spec in specs]
+    target = describe_target(target_config, reference=_shapes_of(sources[0].checkpoint))
     plan = TransferPlan(
         rows=[PlanRow(key, "init", shape) for key, shape in target.shapes.items()],
         specs=list(specs),
@@ -379,6 +370,8 @@ def make_plan(
         freeze=tuple(freeze),
         ignore_init_mismatch=ignore_init_mismatch,
         transplant=transplant,
+        vocab_axes=dict(target.vocab_axes),
+        aliases=dict(target.aliases),
     )
     rows = plan.by_key()
     for index, (spec, source) in enumerate(zip(specs, sources, strict=True)):
@@ -386,11 +379,13 @@ def make_plan(
         shapes = {key: tuple(value.shape) for key, value in state.items()}
         del state  # only shapes are needed here; apply_plan reads the values
         _plan_spec(plan, rows, index, spec, source, shapes, target)
+    _share_aliases(rows, target)
     if stats == "new":
         for row in plan.rows:
             if under(row.target_key, NORMALIZE_PREFIX):
                 row.action, row.note = "exclude", "--stats new: the new data's normalization stats"
     _mark_frozen(plan, target)
+    _check_upstreams(plan)
     mismatched = [r for r in plan.rows if r.action == "mismatch"]
     if mismatched and not ignore_init_mismatch:
         listed = "; ".join(f"{r.target_key} {r.source_shape} -> {r.target_shape}" for r in mismatched[:4])
@@ -439,7 +434,8 @@ def _plan_spec(
         excluded_by = next((e for e in spec.excludes if under(source_key, e)), None)
         if excluded_by is None and spec.includes and not any(under(source_key, i) for i in spec.includes):
             excluded_by = "not under --include " + ",".join(spec.includes)
-        outcome, note = _outcome(target_key, source_shape, row.target_shape, row_map, excluded_by)
+        axis = target.vocab_axes.get(target_key)
+        outcome, note = _outcome(source_shape, row.target_shape, axis, row_map, excluded_by)
         if outcome in LOADED:
             if outcome == "load" and source_key != target_key:
                 outcome = "rename"
@@ -458,6 +454,44 @@ def _plan_spec(
     plan.unused_source[index] = unused
 
 
+def _check_upstreams(plan: TransferPlan) -> None:
+    """An upstream (SSL front end, Whisper) is built at random, never downloaded: its weights must come from a
+    checkpoint. A recipe that froze the upstream and did not save it is the one case that needs the original."""
+    from espzoo._upstreams import upstream_modules
+
+    for module, what in upstream_modules(plan.target_config).items():
+        fresh = [r for r in plan.rows if under(r.target_key, module) and r.action == "init"]
+        if fresh:
+            raise TransferError(
+                f"The checkpoint lacks the {what}'s weights ({len(fresh)} tensors under {module}, e.g. "
+                f"{fresh[0].target_key}), so it would start at random; add a checkpoint that holds them with "
+                "--init-param PATH:SRC:DST."
+            )
+
+
+def _shapes_of(checkpoint: Path) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in load_checkpoint(checkpoint).items()}
+
+
+def _share_aliases(rows: dict[str, PlanRow], target: TargetModel) -> None:
+    """Keys naming one tensor (PIT-CTC's `pit_ctc.criterion_fn.ctc_lo` is the model's `ctc.ctc_lo`) start from
+    one value: what the first key gets, or else what a later one loads. Planned apart, the last key in the
+    checkpoint would silently overwrite the first one during ESPnet's load."""
+    groups: dict[str, list[str]] = {}
+    for key, first in target.aliases.items():
+        groups.setdefault(first, [first]).append(key)
+    for keys in groups.values():
+        members = [rows[k] for k in keys if k in rows]
+        decider = next((r for r in members if r.action in LOADED), members[0])
+        for row in members:
+            if row is decider:
+                continue
+            row.action, row.source_key, row.source_shape, row.spec = (
+                decider.action, decider.source_key, decider.source_shape, decider.spec,
+            )
+            row.note = f"the same tensor as {decider.target_key}" + (f"; {decider.note}" if decider.note else "")
+
+
 def _row_map(source: Source, target: TargetModel) -> dict[int, int] | None:
     """New token index -> pretrained token index, when the source's token list is known and differs."""
     old_tokens = source.token_list
@@ -467,23 +501,29 @@ def _row_map(source: Source, target: TargetModel) -> dict[int, int] | None:
 
 
 def _outcome(
-    target_key: str,
     source_shape: tuple[int, ...],
     target_shape: tuple[int, ...],
+    axis: int | None,
     row_map: dict[int, int] | None,
     excluded_by: str | None,
 ) -> tuple[Action, str]:
     if excluded_by is not None:
         return "exclude", excluded_by if excluded_by.startswith("not under") else f"excluded by {excluded_by!r}"
-    axis = VOCAB_AXES.get(target_key)
     if axis is not None and row_map is not None and len(source_shape) == len(target_shape) > axis:
         pairs = enumerate(zip(source_shape, target_shape, strict=True))
         same_elsewhere = all(s == t for i, (s, t) in pairs if i != axis)
         if same_elsewhere:
-            return "transplant", f"{len(row_map)}/{target_shape[axis]} token rows from the pretrained model"
+            shared = len(rows_for(row_map, source_shape[axis], target_shape[axis]))
+            return "transplant", f"{shared}/{target_shape[axis]} token rows from the pretrained model"
     if source_shape == target_shape:
         return "load", ""
     return "mismatch", "shape differs"
+
+
+def rows_for(row_map: dict[int, int], old_rows: int, new_rows: int) -> dict[int, int]:
+    """The part of a token map that a tensor with `old_rows` pretrained and `new_rows` new rows uses (a mask-CTC
+    CTC layer lacks the decoder's trailing `<mask>` row; the token lists are otherwise the same prefix)."""
+    return {new: old for new, old in row_map.items() if new < new_rows and old < old_rows}
 
 
 def _mark_frozen(plan: TransferPlan, target: TargetModel) -> None:
@@ -528,7 +568,15 @@ def plan_transfer(
     source = open_source(model)
     if source.config is None:
         raise TransferError(f"{model} has no config.yaml beside its checkpoint; give a model folder or repo id.")
+    token_type = str(source.config.get("token_type") or "")
+    if token_type.startswith("whisper") and options.vocab != "keep":
+        raise TransferError(
+            f"{model} uses Whisper's own tokenizer ({token_type}), whose vocabulary is fixed; "
+            "a new vocabulary is not supported for it, use --vocab keep."
+        )
     old = source.vocabulary()
+    if token_type.startswith("whisper"):
+        texts = None  # the coverage report would need Whisper's tokenizer; the vocabulary is kept as it is
     if options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
     else:
@@ -598,10 +646,13 @@ def _adapted_state(plan: TransferPlan, *, seed: int = 0) -> tuple[dict[str, Any]
                 regions += _mapped_regions(states[row.spec].values())
         value = states[row.spec][row.source_key]
         if row.action == "transplant":
-            value = transplant_rows(
-                value, row.target_shape, VOCAB_AXES[row.target_key], plan.row_maps[row.spec], plan.new_rows, generator
-            )
+            axis = plan.vocab_axes[row.target_key]
+            row_map = rows_for(plan.row_maps[row.spec], value.shape[axis], row.target_shape[axis])
+            value = transplant_rows(value, row.target_shape, axis, row_map, plan.new_rows, generator)
         out[row.target_key] = value
+    for key, first in plan.aliases.items():  # one tensor under two names: one value (see _share_aliases)
+        if key in out and first in out:
+            out[key] = out[first]
     return out, regions
 
 
@@ -624,7 +675,7 @@ def _fresh_tensors(plan: TransferPlan, keys: list[str], seed: int) -> dict[str, 
         module = normalize_choices.get_class(config["normalize"])(**(config.get("normalize_conf") or {}))
         model = torch.nn.ModuleDict({NORMALIZE_PREFIX: module})
     else:
-        model = build_model(config, device="cpu")
+        model = build_model(config, device="cpu", reference=_shapes_of(plan.sources[0].checkpoint))
     state = model.state_dict()
     shapes = plan.by_key()
     fresh = {}
@@ -683,7 +734,8 @@ def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResu
 
     config = dict(plan.target_config)
     vocabulary = plan.vocabulary
-    if vocabulary and vocabulary.bpemodel:
+    # A sentencepiece file travels; a tokenizer name (Whisper's `whisper_multilingual`) stays as it is.
+    if vocabulary and vocabulary.bpemodel and Path(vocabulary.bpemodel).is_file():
         atomic_write(dest / "bpe.model", lambda tmp: shutil.copyfile(vocabulary.bpemodel, tmp))  # type: ignore[arg-type]
         config["bpemodel"] = str((dest / "bpe.model").resolve())
     stats_file = (config.get("normalize_conf") or {}).get("stats_file")
@@ -776,7 +828,6 @@ def plan_from_json(path: Path) -> dict[str, Any]:
 
 __all__ = [
     "ACTIONS",
-    "VOCAB_AXES",
     "PlanRow",
     "Source",
     "TransferError",

@@ -1,0 +1,167 @@
+"""Whisper-based models build offline from their repo alone: the upstream is built from its architecture (with the
+checkpoint's dimensions), never downloaded, and the checkpoint is what the model starts from."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from _models import EN_CHARS, config_for
+from espzoo.model import ModelConfigError, build_model, describe_target
+from espzoo.transfer import TransferError, TransferOptions, apply_plan, plan_transfer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+ES_TEXT = SPEECH / "es" / "train" / "text"
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Any connection beyond 127.0.0.1 fails the test (and is recorded): a download attempt cannot pass."""
+    attempts: list[Any] = []
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost") and not isinstance(address, str | bytes):
+            attempts.append(address)
+            raise OSError(f"test blocks network access to {address}")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    resolve = socket.getaddrinfo
+
+    def guarded_resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            attempts.append(host)
+            raise OSError(f"test blocks name resolution of {host}")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_resolve)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return attempts
+
+
+def _whisper_config(folder: Path, tokens: list[str] | None = None) -> dict[str, Any]:
+    config = config_for("conformer", folder, tokens, frontend=None, normalize=None, specaug=None, input_size=1,
+                        encoder="whisper", decoder="whisper", token_type="whisper_multilingual")
+    config["encoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["decoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["bpemodel"] = "whisper_multilingual"  # ESPnet's Whisper tokenizer takes its model type from here
+    config["normalize_conf"] = {}
+    config["model_conf"] = {"ctc_weight": 0.3, "sym_sos": "<sos/eos>", "sym_eos": "<sos/eos>"}
+    return config
+
+
+def _tiny_whisper_shapes(vocab: int) -> dict[str, tuple[int, ...]]:
+    """A Whisper of the `tiny` class (6 heads) at 1/8 of its width and half its depth."""
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=48, n_audio_head=6, n_audio_layer=2,
+                           n_vocab=vocab, n_text_ctx=448, n_text_state=48, n_text_head=6, n_text_layer=2)
+    model = Whisper(dims)  # small; Whisper itself cannot be built on the meta device (a sparse buffer)
+    return {f"encoder.encoders.{k[len('encoder.'):]}" if k.startswith("encoder.") else
+            f"decoder.decoders.{k[len('decoder.'):]}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _whisper_experiment(folder: Path) -> Path:
+    config = _whisper_config(folder)
+    torch.manual_seed(3)
+    model = build_model(config, reference=_tiny_whisper_shapes(len(EN_CHARS)))
+    torch.save(model.state_dict(), folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def test_whisper_builds_from_the_checkpoints_dimensions_without_downloading(no_network: list, tmp_path: Path):
+    exp = _whisper_experiment(tmp_path / "pre")
+    pretrained = torch.load(exp / "model.pth", weights_only=True)
+    assert pretrained["encoder.encoders.ln_post.weight"].shape == (48,)  # the tiny-class model at 48 wide
+    shapes = {k: tuple(v.shape) for k, v in pretrained.items()}
+    target = describe_target(_whisper_config(tmp_path / "t"), reference=shapes)
+    assert target.shapes == {k: tuple(v.shape) for k, v in pretrained.items()}
+    plan = plan_transfer(str(exp), TransferOptions(vocab="keep"))
+    assert {r.action for r in plan.rows} == {"load"}
+    result = apply_plan(plan, tmp_path / "out")
+    model = build_model(yaml.safe_load(result.config.read_text()), reference=target.shapes)
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
+    assert [k for k, v in pretrained.items() if not torch.equal(model.state_dict()[k], v)] == []
+    speech = torch.randn(1, 16000)
+    encoded, _ = model.encode(speech, torch.tensor([16000]))
+    assert encoded.shape[-1] == 48 and torch.isfinite(encoded).all()
+    assert no_network == []
+
+
+def test_whisper_tokenizer_models_keep_their_vocabulary(no_network: list, tmp_path: Path) -> None:
+    exp = _whisper_experiment(tmp_path / "pre")
+    with pytest.raises(TransferError, match=r"Whisper's own tokenizer .*use --vocab keep"):
+        plan_transfer(str(exp), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    texts = ES_TEXT.read_text(encoding="utf-8").splitlines()  # finetune passes the transcripts: no coverage report
+    plan = plan_transfer(str(exp), TransferOptions(vocab="keep"), texts=texts)
+    assert plan.vocabulary.token_type == "whisper_multilingual" and {r.action for r in plan.rows} == {"load"}
+
+
+def _wavlm_config(folder: Path) -> dict[str, Any]:
+    config = config_for("conformer", folder, frontend="s3prl", normalize=None, specaug=None, preencoder="linear")
+    config["frontend_conf"] = {"frontend_conf": {"upstream": "wavlm_large"}, "multilayer_feature": True}
+    config["preencoder_conf"] = {"input_size": 48, "output_size": 20}
+    config["normalize_conf"] = {}
+    return config
+
+
+def _tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
+    """A HuBERT of the hubert_base class (12 heads) with 2 layers, 48 wide, 32 conv channels, 10 classes."""
+    from espzoo._s3prl import ARCHITECTURES
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    cfg = dict(ARCHITECTURES["hubert_base_ls960.pt"][1], encoder_layers=2, encoder_embed_dim=48,
+               encoder_ffn_embed_dim=64, final_dim=16, conv_pos=16, conv_pos_groups=4,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
+    model = HubertModel(HubertConfig(**cfg), HubertPretrainingConfig(), [list("abcdefghij")])
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
+    """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
+    from espzoo._s3prl import ARCHITECTURES
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    cfg = dict(ARCHITECTURES["wavlm_large.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2", conv_pos=16, conv_pos_groups=4)
+    model = WavLM(WavLMConfig(cfg))  # small; its weight-normed positional conv cannot be built on the meta device
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_network: list, tmp_path: Path) -> None:
+    folder = tmp_path / "pre"
+    config = _wavlm_config(folder)
+    torch.manual_seed(3)
+    built = build_model(config, reference=_tiny_wavlm_shapes())
+    torch.save(built.state_dict(), folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    pretrained = torch.load(folder / "model.pth", weights_only=True)
+    assert pretrained["frontend.upstream.upstream.model.encoder.layers.0.fc1.weight"].shape == (64, 48)
+
+    plan = plan_transfer(str(folder), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    rows = plan.by_key()
+    assert all(rows[k].action == "load" for k in rows if k.startswith("frontend."))
+    result = apply_plan(plan, tmp_path / "out")
+    adapted = yaml.safe_load(result.config.read_text())
+    model = build_model(adapted, reference={k: tuple(v.shape) for k, v in pretrained.items()})
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pretrained.items() if k.startswith(("frontend.", "encoder.")))
+    encoded, _ = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
+    assert encoded.shape[-1] == 32 and torch.isfinite(encoded).all()
+    assert no_network == []
+
+
+def test_an_upstream_espzoo_cannot_build_offline_is_one_sentence(no_network: list, tmp_path: Path) -> None:
+    config = _wavlm_config(tmp_path)
+    config["frontend_conf"]["frontend_conf"]["upstream"] = "xls_r_300m"
+    with pytest.raises(ModelConfigError, match=r"s3prl upstream .*could not be downloaded .*builds only") as err:
+        build_model(config, device="meta")
+    assert "\n" not in str(err.value) and no_network  # the download was attempted, and refused by the test
