@@ -18,6 +18,7 @@ checkpoint with exactly the new model's shapes, and ESPnet's trainer takes it fr
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
-from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
+from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, node_workdir, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
 
@@ -66,6 +67,22 @@ def finetune(
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainResult:
     """Run the whole recipe; OUT then holds the model, its config, vocabulary, stats, plan and provenance."""
+    work = node_workdir(request.out, request.training)
+    secondary = work != Path(request.out).expanduser().resolve()
+    if secondary:  # left over from a run of this node that was killed: this node prepares afresh
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        return _finetune(request, on_stage, on_epoch)
+    finally:
+        if secondary:  # another node's scratch copy of the inputs
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _finetune(
+    request: FinetuneRequest,
+    on_stage: Callable[[str], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainResult:
     prepared = prepare_finetune(request, on_stage=on_stage)
     provenance = {
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
@@ -93,7 +110,7 @@ def finetune(
 def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None] | None = None) -> Prepared:
     """The steps before training: resolve the model, check and convert the data, plan and apply the transfer."""
     stage = on_stage or (lambda _: None)
-    out = Path(request.out).expanduser().resolve()
+    out = node_workdir(request.out, request.training)  # OUT on node 0: only it writes there
     # Options that cannot work are refused before any work.
     parse_vocab_spec(request.transfer.vocab)
     check_options(request.training)
