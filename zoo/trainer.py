@@ -39,6 +39,11 @@ Several machines: run the same call on every node with the same OUT on a shared 
 `--dist_world_size M --dist_rank R --dist_master_addr --dist_master_port`, env:// rendezvous); or, under
 Slurm, `srun --nodes=M --ntasks-per-node=1 ...` with `dist_launcher="slurm"`, which reads the ranks from
 Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `resume=True` the same way.
+Only node 0 writes OUT: the other nodes prepare their inputs (data, vocabulary, init checkpoint, config) in a
+scratch folder of their own (`node_workdir`) and their ESPnet only reads OUT/espnet (the checkpoint, on
+resume). On CPUs (`ngpu=0`) the backend is gloo (`dist_backend`; ESPnet's default nccl needs GPUs): one
+process per node, checked end to end on loopback in tests/test_distributed.py. When a node dies the others
+stop within seconds (gloo sees the connection close) with `NodeLostError`.
 """
 
 from __future__ import annotations
