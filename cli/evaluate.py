@@ -3,6 +3,7 @@
     espzoo evaluate exp/bn_ft --data data/test          # WER, CER; ref.trn/hyp.trn/result.json in exp/bn_ft/eval/test/
     espzoo evaluate espnet/bn_openslr53@<rev> --data test.tsv --json   # {"wer", "cer", "utterances", ...}
     espzoo evaluate exp/bn_ft --data data/test --beam 10 --ctc-weight 0.5 --out-dir results/test
+    espzoo evaluate exp/bn_ft --data data/test --decode ctc-greedy --jobs 4   # quick WER: batched greedy CTC
     espzoo transcribe exp/bn_ft a.wav b.flac            # one line per file: path<TAB>text
     espzoo transcribe espnet/bn_openslr53 *.wav --json
 
@@ -42,6 +43,16 @@ OutDirOpt = Annotated[
     Path | None,
     typer.Option("--out-dir", help="Where to write ref.trn, hyp.trn, text, result.json (default: OUT/eval/<data>)."),
 ]
+JobsOpt = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", min=1, help="Worker processes, each with its own model (default: cores, capped by "
+                 "memory; 1 on a GPU)."),
+]
+DecodeModeOpt = Annotated[
+    str,
+    typer.Option("--decode", help="beam (ESPnet's beam search), ctc-greedy (batched, fast) or auto (ctc-greedy for "
+                 "CTC-only models)."),
+]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Drop unusable utterances instead of stopping.")]
 RowsOpt = Annotated[bool, typer.Option("--rows", help="Also show (or, with --json, include) every utterance.")]
 
@@ -53,6 +64,8 @@ def evaluate(
     ctc_weight: CtcWeightOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    jobs: JobsOpt = None,
+    decode: DecodeModeOpt = "auto",
     out_dir: OutDirOpt = None,
     skip_bad: SkipBadOpt = False,
     rows: RowsOpt = False,
@@ -62,7 +75,9 @@ def evaluate(
     from espzoo.evaluate import DecodeOptions
     from espzoo.evaluate import evaluate as run_evaluation
 
-    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
+    options = DecodeOptions(
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode
+    )
     with _progress("decoding", quiet=json) as progress:
         report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
     if json:
@@ -86,8 +101,11 @@ def evaluate(
         ["metric", "rate %", "errors", "S", "D", "I", "N"],
         title=f"{report.utterances} utterances, {report.audio_seconds:.1f} s of audio",
     )
+    how = "greedy CTC" if report.decode == "ctc-greedy" else (
+        f"beam {report.beam_size}, ctc weight {report.ctc_weight:g}"
+    )
     info(
-        f"{report.model} on {report.data}: beam {report.beam_size}, ctc weight {report.ctc_weight:g}, "
+        f"{report.model} on {report.data}: {how}, {report.jobs} job(s), "
         f"real-time factor {report.real_time_factor:.2f}"
     )
     if report.out_dir:
@@ -104,13 +122,17 @@ def transcribe(
     ctc_weight: CtcWeightOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    jobs: JobsOpt = None,
+    decode: DecodeModeOpt = "auto",
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
     from espzoo.evaluate import DecodeOptions
     from espzoo.evaluate import transcribe as run_transcription
 
-    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
+    options = DecodeOptions(
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode
+    )
     with _progress("transcribing", quiet=json or len(files) < 2) as progress:
         texts = run_transcription(model, files, options=options, progress=progress)
     if json:

@@ -12,6 +12,8 @@
 `espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file trains on the training
 transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and provenance.json.
 Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
+    espzoo finetune M ... --out exp/ft --num-nodes 2 --node-rank R --master-addr node0 --master-port 29500
+(run on every node, R = 0, 1; on CPUs the gloo backend is used; only node 0 writes OUT).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def finetune(
     stall_minutes: Annotated[
         float, typer.Option(help="Stop as stalled when ESPnet's log stays silent this long (0: never).")
     ] = 60.0,
+    dist_backend: Annotated[
+        str | None, typer.Option(help="torch.distributed backend (default: nccl with GPUs, gloo on CPUs).")
+    ] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop bad utterances instead of stopping.")] = False,
     allow_pipes: Annotated[bool, typer.Option("--allow-pipes", help="Run pipe commands in wav.scp.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
@@ -75,7 +80,8 @@ def finetune(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
         keep_nbest=keep_nbest, patience=patience, ngpu=ngpu, use_amp=use_amp, num_workers=num_workers, seed=seed,
         resume=resume, num_nodes=num_nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-        dist_launcher=dist_launcher, conf=list(conf or []), stall_s=stall_minutes * 60 if stall_minutes > 0 else None,
+        dist_launcher=dist_launcher, dist_backend=dist_backend, conf=list(conf or []),
+        stall_s=stall_minutes * 60 if stall_minutes > 0 else None,
     )
     request = FinetuneRequest(
         model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,

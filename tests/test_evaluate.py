@@ -395,3 +395,138 @@ def test_report_files_are_replaced_whole(tmp_path: Path) -> None:
     saved = json.loads((out / "result.json").read_text())
     assert saved["wer"] == 0.5 and saved["word"]["insertions"] == 1 and saved["real_time_factor"] == 0.5
     assert [p.name for p in out.parent.iterdir()] == ["test"]  # no temp or old folders left beside it
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Throughput: worker processes, batched greedy CTC
+
+
+def test_jobs_give_the_same_transcripts_as_one_job(tiny_out: Path, tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "test", count=3)
+    one = evaluate(tiny_out, data, tmp_path / "one", options=DecodeOptions(beam_size=2, jobs=1))
+    two = evaluate(tiny_out, data, tmp_path / "two", options=DecodeOptions(beam_size=2, jobs=2))
+    assert (one.jobs, two.jobs, one.decode, two.decode) == (1, 2, "beam", "beam")
+    assert [r.id for r in two.rows] == [r.id for r in one.rows]  # input order, whoever finished first
+    assert [r.hypothesis for r in two.rows] == [r.hypothesis for r in one.rows]
+    assert (two.wer, two.cer) == (one.wer, one.cer)
+    assert two.audio_seconds == pytest.approx(one.audio_seconds)
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["jobs"] == 2
+
+
+def test_a_worker_s_error_comes_back_as_it_is(tiny_out: Path, tmp_path: Path) -> None:
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "out"
+    shutil.copytree(tiny_out, evil, ignore=shutil.ignore_patterns("eval"))
+    torch.save({"encoder.x": Payload()}, evil / "model.pth")
+    data = small_data_dir(tmp_path / "test", count=2)
+    with pytest.raises(UnsafeCheckpointError, match="could run code"):  # raised in a worker, re-raised here
+        evaluate(evil, data, options=DecodeOptions(jobs=2))
+    assert not marker.exists() and not (evil / "eval").exists()
+
+
+def _espnet_ctc_alone(recognizer: Recognizer, wave: np.ndarray) -> list[int]:
+    """ESPnet's own greedy CTC of one utterance (a batch of one: no padding): encode, ctc.argmax, as
+    Speech2Text does for intermediate CTC; repeats merged, blank and sos/eos dropped."""
+    import itertools
+
+    import torch
+
+    model = recognizer.speech2text.asr_model
+    speech = torch.as_tensor(wave)[None]
+    with torch.inference_mode():
+        encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
+        best = model.ctc.argmax(encoded)[0].tolist()
+    return [t for t, _ in itertools.groupby(best) if t not in (model.blank_id, model.sos, model.eos)]
+
+
+def test_batched_greedy_ctc_is_espnet_s_per_utterance_ctc(recognizer: Recognizer, tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "test", count=6)
+    waves = [load_audio(path, 16000) for path in audio_files(data)]
+    assert len({len(w) for w in waves}) == 6  # rows of different lengths: real padding
+    converter, tokenizer = recognizer.speech2text.converter, recognizer.speech2text.tokenizer
+    alone = [tokenizer.tokens2text(converter.ids2tokens(_espnet_ctc_alone(recognizer, w))) for w in waves]
+    assert any(alone)
+    greedy = load_recognizer(recognizer.model, DecodeOptions(decode="ctc-greedy", batch_seconds=1e6))
+    assert greedy.mode == "ctc-greedy"
+    assert greedy.greedy_ctc(waves) == alone  # one padded batch of six
+    assert decode(greedy, data) == alone  # batched by length, in input order
+
+
+def test_padding_reaches_rows_without_the_guards(recognizer: Recognizer, tmp_path: Path) -> None:
+    """What the guards remove: ESPnet's padded batch gives shorter rows other encoder lengths and outputs."""
+    import torch
+    from espzoo.evaluate import _padding_guards
+
+    data = small_data_dir(tmp_path / "test", count=4)
+    waves = [load_audio(path, 16000) for path in audio_files(data)]
+    model = recognizer.speech2text.asr_model
+    lengths = torch.tensor([len(w) for w in waves])
+    speech = torch.zeros(len(waves), int(lengths.max()))
+    for i, wave in enumerate(waves):
+        speech[i, : len(wave)] = torch.as_tensor(wave)
+    with torch.inference_mode():
+        alone = [model.encode(speech[i : i + 1, : int(n)], lengths[i : i + 1]) for i, n in enumerate(lengths)]
+        padded, padded_lengths = model.encode(speech, lengths)
+        with _padding_guards(model):
+            guarded, guarded_lengths = model.encode(speech, lengths)
+    own = [int(out.size(1)) for out, _ in alone]
+    assert guarded_lengths.tolist() == own
+    assert padded_lengths.tolist() != own  # ESPnet's mask slicing counts extra frames for shorter rows
+    for i, (out, _) in enumerate(alone):
+        assert torch.allclose(guarded[i, : own[i]], out[0], atol=1e-4)
+    assert max((padded[i, : own[i]] - out[0]).abs().max().item() for i, (out, _) in enumerate(alone)) > 1e-2
+
+
+def test_ctc_only_models_decode_greedily_by_default(tiny_out: Path, recognizer: Recognizer, tmp_path: Path) -> None:
+    import yaml
+
+    ctc_only = tmp_path / "out"
+    shutil.copytree(tiny_out, ctc_only, ignore=shutil.ignore_patterns("eval"))
+    config = yaml.safe_load((ctc_only / "config.yaml").read_text())
+    config["model_conf"]["ctc_weight"] = 1.0
+    (ctc_only / "config.yaml").write_text(yaml.safe_dump(config))
+    greedy = load_recognizer(ctc_only)
+    assert greedy.mode == "ctc-greedy"
+    assert load_recognizer(ctc_only, DecodeOptions(decode="beam", beam_size=1)).mode == "beam"
+    data = small_data_dir(tmp_path / "test", count=2)
+    hybrid_greedy = load_recognizer(recognizer.model, DecodeOptions(decode="ctc-greedy"))
+    assert decode(greedy, data) == decode(hybrid_greedy, data)  # same weights, same CTC path
+    report = evaluate(greedy, data, tmp_path / "r")
+    assert report.decode == "ctc-greedy" and report.to_dict()["decode"] == "ctc-greedy"
+
+
+def test_decode_options_are_checked(tiny_out: Path, tmp_path: Path) -> None:
+    from espzoo.cli.main import app
+    from typer.testing import CliRunner
+
+    with pytest.raises(ValueError, match="decode mode 'fast' is unknown"):
+        DecodeOptions(decode="fast")
+    with pytest.raises(ValueError, match="jobs=0"):
+        DecodeOptions(jobs=0)
+    data = small_data_dir(tmp_path / "test", count=1)
+    bad = CliRunner().invoke(app, ["evaluate", str(tiny_out), "--data", str(data), "--decode", "fast"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: decode mode 'fast' is unknown")
+    assert "Traceback" not in bad.output
+
+
+def test_cli_greedy_ctc_in_two_jobs(tiny_out: Path, tmp_path: Path) -> None:
+    from espzoo.cli.main import app
+    from typer.testing import CliRunner
+
+    data = small_data_dir(tmp_path / "test", count=3)
+    done = CliRunner().invoke(
+        app, ["evaluate", str(tiny_out), "--data", str(data), "--json", "--rows", "--decode", "ctc-greedy",
+              "--jobs", "2", "--out-dir", str(tmp_path / "r")],
+    )
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert (result["decode"], result["jobs"], result["utterances"]) == ("ctc-greedy", 2, 3)
+    greedy = load_recognizer(tiny_out, DecodeOptions(decode="ctc-greedy"))
+    assert [row["hypothesis"] for row in result["rows"]] == decode(greedy, data)

@@ -195,17 +195,33 @@ class ModelFiles:
     commit: str | None = None  # the hub commit, for a pulled repo
 
 
+DECODE_MODES = ("auto", "beam", "ctc-greedy")
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Beam search settings for ESPnet's Speech2Text (its own defaults are beam 20, ctc_weight 0.5)."""
+    """How to decode: ESPnet's Speech2Text beam search (its own defaults are beam 20, ctc_weight 0.5), or
+    batched greedy CTC; in this process or in `jobs` worker processes."""
 
     beam_size: int = 4  # small: on CPU a beam of 20 is ~5x slower for a fraction of a point of WER
     ctc_weight: float | None = None  # None: the weight the model was trained with (model_conf.ctc_weight)
     device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    threads: int | None = None  # torch intra-op threads (per job); None: torch's default, or cores / jobs
     maxlenratio: float = 0.0  # 0: up to the encoder length, as ESPnet's default
     minlenratio: float = 0.0
     penalty: float = 0.0
+    # "beam": ESPnet's beam search, one utterance at a time; "ctc-greedy": padded batches through the encoder,
+    # best CTC path per row; "auto": ctc-greedy for CTC-only models (no attention decoder to search with).
+    decode: str = "auto"
+    jobs: int | None = None  # worker processes, each with its own model; None: cores, capped by memory
+    batch_seconds: float = 120.0  # ctc-greedy: padded audio per encoder batch
+    pad_guards: bool = True  # ctc-greedy: keep padding out of the STFT and conformer convolutions (see greedy_ctc)
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise EvaluateError(f"decode mode {self.decode!r} is unknown; use one of {', '.join(DECODE_MODES)}.")
+        if self.jobs is not None and self.jobs < 1:
+            raise EvaluateError(f"jobs={self.jobs}: pass 1 or more worker processes.")
 
 
 @dataclass
@@ -218,14 +234,144 @@ class Recognizer:
     options: DecodeOptions
     ctc_weight: float  # the one in use: the option, else the model's
 
+    @property
+    def mode(self) -> str:
+        """The decoding in use: "beam" or "ctc-greedy" (see DecodeOptions.decode)."""
+        return decode_mode(self.model.config, self.options)
+
     def __call__(self, wave: np.ndarray) -> str:
+        if self.mode == "ctc-greedy":
+            return self.greedy_ctc([wave])[0]
         import torch
 
         with torch.inference_mode(), _quiet_espnet():
             results = self.speech2text(wave)
         text, tokens, _, _ = results[0]
+        return self._text(text, tokens)
+
+    def greedy_ctc(self, waves: Sequence[np.ndarray]) -> list[str]:
+        """Greedy CTC transcripts of `waves`, run as one zero-padded batch through ESPnet's encoder.
+
+        Each row is read up to its own encoder length (the best class per frame, repeats merged, blanks
+        dropped), as ESPnet's `ctc.argmax` does for intermediate CTC. Padding would reach a row's last frames
+        through the STFT window and a conformer's convolutions (ESPnet masks attention, not those):
+        `_padding_guards` keeps both out; other encoders' convolutions may still see some, which is why
+        utterances of similar length are batched together, and bench/evaluate.py counts the differences.
+        """
+        import torch
+
+        model = self.speech2text.asr_model
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        speech = torch.zeros(len(waves), int(lengths.max()), dtype=getattr(torch, self.speech2text.dtype))
+        for row, wave in enumerate(waves):
+            speech[row, : len(wave)] = torch.as_tensor(wave)
+        with torch.inference_mode(), _quiet_espnet(), _padding_guards(model) if self.options.pad_guards else _nothing():
+            encoded, encoded_lengths = model.encode(speech.to(self.options.device), lengths.to(self.options.device))
+            if isinstance(encoded, tuple):  # intermediate CTC outputs ride along
+                encoded = encoded[0]
+            best = model.ctc.argmax(encoded).cpu()
+        return [self._ctc_text(best[row, : int(n)].tolist()) for row, n in enumerate(encoded_lengths.cpu())]
+
+    def _ctc_text(self, frames: list[int]) -> str:
+        from itertools import groupby
+
+        model = self.speech2text.asr_model
+        special = {model.blank_id, model.sos, model.eos}
+        token_int = [token for token, _ in groupby(frames) if token not in special]
+        tokens = self.speech2text.converter.ids2tokens(token_int)
+        tokenizer = self.speech2text.tokenizer
+        return self._text(tokenizer.tokens2text(tokens) if tokenizer is not None else None, tokens)
+
+    @staticmethod
+    def _text(text: str | None, tokens: list[str]) -> str:
         # Speech2Text leaves `text` None when it has no detokenizer (bpe without a model file): join tokens.
         return text if text is not None else " ".join(tokens)
+
+
+@contextmanager
+def _padding_guards(model: Any) -> Iterator[None]:
+    """Make a padded batch give each row what it gives alone, where ESPnet lets padding leak in:
+
+    * the frontend (STFT: a row's last window reads the next row's zeros instead of its own reflection)
+      runs row by row on each row's own length, then is padded again;
+    * the convolutional subsampling's output mask counts each row's frames as the row alone has them
+      (ESPnet slices the padded input mask, which counts up to two frames more per row: frames that then
+      take part in every attention and CTC of that row);
+    * a conformer block's depthwise convolution (no mask in ESPnet) reads zeros past each row's end, as a
+      row alone does from the convolution's own zero padding, instead of the padded frames' activations.
+    """
+    import torch
+
+    handles = []
+    frontend = getattr(model, "frontend", None)
+    if frontend is not None:
+
+        def per_row(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            speech, lengths = args[0], args[1]
+            rows = [module.forward(speech[i : i + 1, : int(n)], lengths[i : i + 1]) for i, n in enumerate(lengths)]
+            feats_lengths = torch.cat([r[1] for r in rows])
+            feats = output[0].new_zeros(len(rows), int(feats_lengths.max()), output[0].size(-1))
+            for i, (row, _) in enumerate(rows):
+                feats[i, : row.size(1)] = row[0]
+            return feats, feats_lengths
+
+        handles.append(frontend.register_forward_hook(per_row))
+    embed = getattr(model.encoder, "embed", None)
+    convs = [m for m in getattr(embed, "conv", []) if isinstance(m, torch.nn.Conv2d)]
+    if convs:
+
+        def own_lengths(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            mask = output[1] if isinstance(output, tuple) and len(output) == 2 else None
+            if not isinstance(mask, torch.Tensor) or len(args) < 2 or args[1] is None:
+                return None
+            lengths = args[1].sum(dim=-1).view(-1)
+            for conv in convs:  # the time axis through each convolution, as for a row alone
+                lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            frames = torch.arange(mask.size(-1), device=mask.device)
+            return output[0], (frames[None, :] < lengths[:, None]).unsqueeze(1) & mask.bool()
+
+        handles.append(embed.register_forward_hook(own_lengths))
+    for layer in model.encoder.modules():
+        depthwise = getattr(getattr(layer, "conv_module", None), "depthwise_conv", None)
+        if depthwise is None:
+            continue
+        state: dict[str, Any] = {}
+
+        def keep_mask(module: Any, args: tuple[Any, ...], state: dict[str, Any] = state) -> None:
+            mask = args[1] if len(args) > 1 else None
+            state["mask"] = mask if isinstance(mask, torch.Tensor) and mask.dim() == 3 else None
+
+        def zero_padding(module: Any, args: tuple[Any, ...], state: dict[str, Any] = state) -> Any:
+            mask = state.get("mask")
+            if mask is None or mask.size(-1) != args[0].size(-1):
+                return None
+            return (args[0].masked_fill(~mask.bool(), 0.0),)
+
+        handles.append(layer.register_forward_pre_hook(keep_mask))
+        handles.append(depthwise.register_forward_pre_hook(zero_padding))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def is_ctc_only(config: dict[str, Any]) -> bool:
+    """A model without an attention decoder to search with (ctc_weight 1, or no decoder)."""
+    model_conf = config.get("model_conf") or {}
+    return float(model_conf.get("ctc_weight", 0.5)) >= 1.0 or config.get("decoder") in (None, "none")
+
+
+def decode_mode(config: dict[str, Any], options: DecodeOptions) -> str:
+    """"beam" or "ctc-greedy": the option, with "auto" meaning greedy CTC for CTC-only models only."""
+    if options.decode != "auto":
+        return options.decode
+    return "ctc-greedy" if is_ctc_only(config) else "beam"
 
 
 def locate_model(model: str | Path | Snapshot) -> ModelFiles:
@@ -296,9 +442,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
         import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
         from espnet2.bin.asr_inference import Speech2Text
 
-    ctc_weight = options.ctc_weight
-    if ctc_weight is None:
-        ctc_weight = float((files.config.get("model_conf") or {}).get("ctc_weight", 0.5))
+    ctc_weight = _ctc_weight(files, options)
     from espzoo._upstreams import offline_upstreams, upstreams_in
     from espzoo.bundle import load_state_dict
 
@@ -450,33 +594,188 @@ def decode(
     progress: Progress | None = None,
 ) -> list[str]:
     """Transcripts of a data set's utterances (Kaldi dir or manifest), or of audio files (any rate, any
-    channels), in order.
+    channels), in order, in this process (see `evaluate`/`transcribe` for worker processes).
 
-    One utterance at a time, as ESPnet's own asr_inference does (it refuses batch_size > 1): batching the
-    encoder would change results, since a conformer's convolution modules see the padding of shorter inputs.
-    Use `DecodeOptions.threads` to spread each utterance over cores.
+    Beam search takes one utterance at a time, as ESPnet's own asr_inference does (it refuses batch_size > 1):
+    batching it would change results, since a conformer's convolution modules see the padding of shorter
+    inputs. Greedy CTC (`DecodeOptions.decode`) batches utterances of similar length.
     """
     if isinstance(utterances, (str, Path)) and _is_data_set(Path(utterances)):
         with prepared_utterances(utterances, recognizer.sample_rate) as items:
-            return _decode_all(recognizer, items, progress)[0]
+            return _decode_here(recognizer, items, progress).hypotheses
     if isinstance(utterances, (str, Path)):
         utterances = [utterances]
     items = [u if isinstance(u, Utterance) else Utterance(Path(u).stem, Path(u)) for u in utterances]
-    return _decode_all(recognizer, items, progress)[0]
+    return _decode_here(recognizer, items, progress).hypotheses
 
 
-def _decode_all(
-    recognizer: Recognizer, items: list[Utterance], progress: Progress | None
-) -> tuple[list[str], float]:
-    """Hypotheses and the seconds of audio they cover."""
-    hypotheses, audio_seconds = [], 0.0
-    for done, utterance in enumerate(items, 1):
-        wave = load_audio(utterance.audio, recognizer.sample_rate, start=utterance.start, end=utterance.end)
-        audio_seconds += len(wave) / recognizer.sample_rate
-        hypotheses.append(recognizer(wave))
+@dataclass(frozen=True)
+class Decoded:
+    """Hypotheses in input order, the seconds of audio they cover, and how they were made."""
+
+    hypotheses: list[str]
+    audio_seconds: float
+    mode: str
+    jobs: int
+    # Wall-clock seconds of decoding: after the model is loaded in this process; with worker processes,
+    # from their start, so including each one's (parallel) model load.
+    seconds: float = 0.0
+
+
+# A worker process holds ESPnet and one model: ~0.6 GB resident on CPU before the model's own tensors.
+WORKER_BASE_BYTES = 700 * 2**20
+
+
+def default_jobs(files: ModelFiles, options: DecodeOptions, utterances: int) -> int:
+    """`options.jobs`, else one worker per core while the memory available holds each one's model (GPUs: 1)."""
+    if options.jobs is not None:
+        return max(1, min(options.jobs, utterances))
+    if options.device != "cpu":
+        return 1
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_worker = WORKER_BASE_BYTES + 3 * files.checkpoint.stat().st_size  # weights, their float32 copy, activations
+    available = _available_memory()
+    by_memory = max(1, available // per_worker) if available else cores
+    return max(1, min(cores, by_memory, utterances))
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _units(items: list[Utterance], sample_rate: int, mode: str, batch_seconds: float) -> list[list[int]]:
+    """Indices of `items` in the groups decoded together, longest first (so that workers finish together).
+
+    Beam search: one utterance each. Greedy CTC: runs of similar length whose padded size (rows x the
+    longest) stays within `batch_seconds` of audio, which keeps padding, and its effect, small.
+    """
+    import soundfile
+
+    def seconds(u: Utterance) -> float:
+        if u.end is not None:
+            return u.end - u.start
+        try:
+            return soundfile.info(str(u.audio)).duration - u.start
+        except (RuntimeError, soundfile.LibsndfileError, OSError):
+            return 0.0  # unreadable: load_audio names it when its unit is decoded
+
+    lengths = [seconds(u) for u in items]
+    order = sorted(range(len(items)), key=lambda i: -lengths[i])
+    if mode != "ctc-greedy":
+        return [[i] for i in order]
+    units: list[list[int]] = []
+    for i in order:  # longest first: a unit's first row is its longest
+        if units and (len(units[-1]) + 1) * lengths[units[-1][0]] <= batch_seconds:
+            units[-1].append(i)
+        else:
+            units.append([i])
+    return units
+
+
+def _decode_unit(recognizer: Recognizer, items: Sequence[Utterance]) -> tuple[list[str], float]:
+    waves = [load_audio(u.audio, recognizer.sample_rate, start=u.start, end=u.end) for u in items]
+    seconds = sum(len(w) for w in waves) / recognizer.sample_rate
+    if recognizer.mode == "ctc-greedy":
+        return recognizer.greedy_ctc(waves), seconds
+    return [recognizer(w) for w in waves], seconds
+
+
+def _decode_here(recognizer: Recognizer, items: list[Utterance], progress: Progress | None) -> Decoded:
+    """Decode `items` in this process, with `recognizer`."""
+    import time
+
+    started = time.perf_counter()
+    hypotheses: list[str] = [""] * len(items)
+    audio_seconds, done = 0.0, 0
+    units = _units(items, recognizer.sample_rate, recognizer.mode, recognizer.options.batch_seconds)
+    if recognizer.mode != "ctc-greedy":
+        units.sort()  # one at a time: input order, so that a failure names the first bad file
+    for unit in units:
+        texts, seconds = _decode_unit(recognizer, [items[i] for i in unit])
+        for i, text in zip(unit, texts, strict=True):
+            hypotheses[i] = text
+        audio_seconds += seconds
+        done += len(unit)
         if progress:
             progress(done, len(items))
-    return hypotheses, audio_seconds
+    return Decoded(hypotheses, audio_seconds, recognizer.mode, 1, time.perf_counter() - started)
+
+
+class DecodeWorkerError(EvaluateError):
+    """A decoding worker process died (killed, out of memory) before it finished."""
+
+
+def _decode_in_workers(
+    files: ModelFiles, options: DecodeOptions, items: list[Utterance], jobs: int, progress: Progress | None
+) -> Decoded:
+    """Decode `items` in `jobs` fresh processes, each loading its own model; results merged in input order.
+
+    Processes are spawned, not forked: a fork of a process whose torch thread pool is running can hang.
+    Each job gets cores / jobs torch threads unless `options.threads` says otherwise.
+    """
+    import multiprocessing
+    import os
+    import time
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from dataclasses import replace
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    worker_options = replace(options, jobs=1, threads=options.threads or max(1, cores // jobs))
+    mode = decode_mode(files.config, options)
+    units = _units(items, files.sample_rate, mode, options.batch_seconds)
+    started = time.perf_counter()
+    hypotheses: list[str] = [""] * len(items)
+    audio_seconds, done = 0.0, 0
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start,
+                             initargs=(files, worker_options)) as pool:
+        pending = {pool.submit(_worker_decode, [items[i] for i in unit]): unit for unit in units}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    unit = pending.pop(future)
+                    texts, seconds = future.result()
+                    for i, text in zip(unit, texts, strict=True):
+                        hypotheses[i] = text
+                    audio_seconds += seconds
+                    done += len(unit)
+                    if progress:
+                        progress(done, len(items))
+        except BrokenProcessPool:
+            raise DecodeWorkerError(
+                f"a decoding worker process died (out of memory, or killed); run again with fewer jobs "
+                f"(--jobs {max(1, jobs // 2)})."
+            ) from None
+        finally:
+            for future in pending:
+                future.cancel()
+    return Decoded(hypotheses, audio_seconds, mode, jobs, time.perf_counter() - started)
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: what _worker_start was given, and the model once loaded
+
+
+def _worker_start(files: ModelFiles, options: DecodeOptions) -> None:
+    # Loading the model happens in the first task, not here: an initializer that raises breaks the whole pool
+    # with no message, while a task's exception (a bad checkpoint, say) comes back to the caller as it is.
+    _WORKER.update(files=files, options=options)
+
+
+def _worker_decode(items: list[Utterance]) -> tuple[list[str], float]:
+    if "recognizer" not in _WORKER:
+        _WORKER["recognizer"] = load_recognizer(_WORKER["files"], _WORKER["options"])
+    return _decode_unit(_WORKER["recognizer"], items)
 
 
 @dataclass(frozen=True)
@@ -512,6 +811,8 @@ class EvalReport:
     decode_seconds: float
     commit: str | None = None
     out_dir: Path | None = None
+    decode: str = "beam"  # "beam" or "ctc-greedy"
+    jobs: int = 1  # processes that decoded
 
     @property
     def utterances(self) -> int:
@@ -533,6 +834,8 @@ class EvalReport:
             "char": self.cer.to_dict(),
             "beam_size": self.beam_size,
             "ctc_weight": self.ctc_weight,
+            "decode": self.decode,
+            "jobs": self.jobs,
             "audio_seconds": round(self.audio_seconds, 3),
             "decode_seconds": round(self.decode_seconds, 3),
             "real_time_factor": round(self.real_time_factor, 4),
@@ -558,15 +861,12 @@ def evaluate(
     `out_dir`; by default, for an experiment dir, to `OUT/eval/<data name>/` (where `espzoo export` finds the
     results for the model card), and nowhere for other models. The folder is replaced whole, never half-written.
     """
-    import time
-
     # The data is checked before the model is built (seconds), so that bad data fails fast.
     files = model.model if isinstance(model, Recognizer) else locate_model(model)
+    options = model.options if isinstance(model, Recognizer) else (options or DecodeOptions())
     with prepared_utterances(data, files.sample_rate, skip_bad=skip_bad) as utterances:
-        recognizer = model if isinstance(model, Recognizer) else load_recognizer(files, options)
-        started = time.perf_counter()
-        hypotheses, audio_seconds = _decode_all(recognizer, utterances, progress)
-        decode_seconds = time.perf_counter() - started
+        decoded = _decode(model, files, options, utterances, progress)
+    hypotheses, audio_seconds, decode_seconds = decoded.hypotheses, decoded.audio_seconds, decoded.seconds
 
     references = [u.text or "" for u in utterances]
     rates = error_rates(references, hypotheses)
@@ -582,12 +882,14 @@ def evaluate(
         wer=rates.wer,
         cer=rates.cer,
         rows=rows,
-        beam_size=recognizer.options.beam_size,
-        ctc_weight=recognizer.ctc_weight,
+        beam_size=options.beam_size,
+        ctc_weight=_ctc_weight(files, options),
         audio_seconds=audio_seconds,
         decode_seconds=decode_seconds,
         commit=files.commit,
         out_dir=Path(out_dir) if out_dir else None,
+        decode=decoded.mode,
+        jobs=decoded.jobs,
     )
     if report.out_dir:
         write_report(report, report.out_dir)
@@ -605,8 +907,34 @@ def transcribe(
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise AudioFileMissing(f"no such audio file: {', '.join(missing)}; check the path.")
-    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
-    return decode(recognizer, [Path(f) for f in files], progress=progress)
+    located = model.model if isinstance(model, Recognizer) else locate_model(model)
+    options = model.options if isinstance(model, Recognizer) else (options or DecodeOptions())
+    items = [Utterance(Path(f).stem, Path(f)) for f in files]
+    return _decode(model, located, options, items, progress).hypotheses
+
+
+def _decode(
+    model: object, files: ModelFiles, options: DecodeOptions, items: list[Utterance], progress: Progress | None
+) -> Decoded:
+    """With the Recognizer given, or in this process, or in worker processes (`default_jobs`).
+
+    A model already loaded decodes here unless more jobs are asked for explicitly: loading it again in
+    each worker costs more than it saves on a few utterances.
+    """
+    if isinstance(model, Recognizer) and options.jobs is None:
+        return _decode_here(model, items, progress)
+    jobs = default_jobs(files, options, len(items))
+    if jobs > 1:
+        return _decode_in_workers(files, options, items, jobs, progress)
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(files, options)
+    return _decode_here(recognizer, items, progress)
+
+
+def _ctc_weight(files: ModelFiles, options: DecodeOptions) -> float:
+    """The CTC weight of the beam search: the option, else the one the model was trained with."""
+    if options.ctc_weight is not None:
+        return options.ctc_weight
+    return float((files.config.get("model_conf") or {}).get("ctc_weight", 0.5))
 
 
 def write_report(report: EvalReport, out_dir: Path) -> Path:

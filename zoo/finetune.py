@@ -18,6 +18,7 @@ checkpoint with exactly the new model's shapes, and ESPnet's trainer takes it fr
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from espzoo.trainer import (
     check_out_dir,
     disk_full_is_one_sentence,
     lock_out,
+    node_workdir,
     run,
 )
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
@@ -79,12 +81,21 @@ def finetune(
 
     OUT is locked from before the first write to the end: a second run on it is refused and touches nothing."""
     out = Path(request.out).expanduser().resolve()
+    work = node_workdir(out, request.training)  # OUT on node 0; the other nodes prepare in a scratch folder
+    secondary = work != out
     stage = on_stage or (lambda _: None)
     source = _resolve(request, stage)
-    with lock_out(out, request.training), disk_full_is_one_sentence(out):
-        check_out_dir(out, request.training)
-        prepared = _prepare(request, out, stage, on_note or (lambda _: None), source)
-        return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
+    if secondary:  # left over from a run of this node that was killed: this node prepares afresh
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        with lock_out(out, request.training), disk_full_is_one_sentence(work):
+            if not secondary:  # what OUT holds is node 0's to check: the other nodes start while it writes there
+                check_out_dir(out, request.training)
+            prepared = _prepare(request, work, stage, on_note or (lambda _: None), source)
+            return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
+    finally:
+        if secondary:  # another node's scratch copy of the inputs
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _train(
@@ -127,10 +138,12 @@ def prepare_finetune(
     `on_note` hears what the user should know (e.g. how many utterances --skip-bad dropped, and where the list is)."""
     stage = on_stage or (lambda _: None)
     out = Path(request.out).expanduser().resolve()
+    work = node_workdir(out, request.training)  # OUT on node 0: only it writes there
     source = _resolve(request, stage)
-    with lock_out(out, request.training), disk_full_is_one_sentence(out):
-        check_out_dir(out, request.training)
-        return _prepare(request, out, stage, on_note or (lambda _: None), source)
+    with lock_out(out, request.training), disk_full_is_one_sentence(work):
+        if work == out:  # what OUT holds is node 0's to check: the other nodes start while it writes there
+            check_out_dir(out, request.training)
+        return _prepare(request, work, stage, on_note or (lambda _: None), source)
 
 
 def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:

@@ -45,6 +45,11 @@ Several machines: run the same call on every node with the same OUT on a shared 
 `--dist_world_size M --dist_rank R --dist_master_addr --dist_master_port`, env:// rendezvous); or, under
 Slurm, `srun --nodes=M --ntasks-per-node=1 ...` with `dist_launcher="slurm"`, which reads the ranks from
 Slurm. Each node runs `ngpu` processes; only node 0 writes checkpoints, so run `resume=True` the same way.
+Only node 0 writes OUT: the other nodes prepare their inputs (data, vocabulary, init checkpoint, config) in a
+scratch folder of their own (`node_workdir`) and their ESPnet only reads OUT/espnet (the checkpoint, on
+resume). On CPUs (`ngpu=0`) the backend is gloo (`dist_backend`; ESPnet's default nccl needs GPUs): one
+process per node, checked end to end on loopback in tests/test_distributed.py. When a node dies the others
+stop within seconds (gloo sees the connection close) with `NodeLostError`.
 """
 
 from __future__ import annotations
@@ -115,6 +120,17 @@ class DiskFull(TrainError):
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class NodeLostError(TrainError):
+    """Another node or process of a distributed run died; this one stopped instead of waiting."""
+
+
+# What torch.distributed raises in the survivors when a peer's connection drops (gloo on CPUs, NCCL on GPUs).
+_PEER_LOST = re.compile(
+    r"Connection closed by peer|Connection reset by peer|gloo.*Broken pipe|NCCL (?:communicator was aborted|error)"
+)
+
+
+
 @dataclass
 class TrainOptions:
     """How to fine-tune. Every field has a fine-tuning default; `conf` overrides config keys last."""
@@ -142,6 +158,7 @@ class TrainOptions:
     master_port: int | None = None
     dist_launcher: str | None = None  # "slurm" or "mpi": ranks come from the launcher
     stall_s: float | None = STALL_S  # stop when ESPnet's log stays silent this long (None: never)
+    dist_backend: str | None = None  # None: nccl with GPUs, gloo on CPUs (ESPnet's own default is nccl)
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
 
 
@@ -347,6 +364,29 @@ def _read_shape(path: Path) -> dict[str, list[int]]:
     return shapes
 
 
+def node_rank(options: TrainOptions) -> int:
+    """This machine's rank in a multi-node run (0 when there is one node), as ESPnet's launcher reads it."""
+    if options.node_rank is not None:
+        return options.node_rank
+    if options.dist_launcher == "slurm":
+        return int(os.environ.get("SLURM_NODEID") or os.environ.get("SLURM_PROCID") or 0)
+    return 0
+
+
+def node_workdir(out: str | Path, options: TrainOptions) -> Path:
+    """Where this node writes what it prepares: OUT on node 0; on the others a scratch folder of their own
+    (named after OUT), since only node 0 writes OUT (ESPnet's other ranks only read OUT/espnet on resume)."""
+    out = Path(out).expanduser().resolve()
+    rank = node_rank(options)
+    if rank == 0:
+        return out
+    import hashlib
+    import tempfile
+
+    tag = hashlib.sha256(str(out).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"espzoo-node{rank}-{tag}"
+
+
 def espnet_args(
     config_path: Path,
     *,
@@ -367,6 +407,8 @@ def espnet_args(
     args += ["--ngpu", str(options.ngpu)]
     if options.ngpu > 1 or options.num_nodes > 1 or options.dist_launcher:
         args += ["--multiprocessing_distributed", "true"]
+        # ESPnet defaults to nccl, which has no CPU tensors; its DDP runs on CPUs with gloo (device_ids None).
+        args += ["--dist_backend", options.dist_backend or ("nccl" if options.ngpu > 0 else "gloo")]
     if options.num_nodes > 1:
         args += ["--dist_world_size", str(options.num_nodes)]
         if options.node_rank is not None:
@@ -536,23 +578,25 @@ def _run(
 ) -> TrainResult:
     started = time.monotonic()
     stage = on_stage or (lambda _: None)
-    conf_path = out / "conf" / "train.yaml"
+    work = node_workdir(out, options)  # OUT, or on nodes other than 0 their own scratch folder
+    conf_path = work / "conf" / "train.yaml"
     resuming = options.resume and conf_path.is_file()
-    check_out_dir(out, options)
-    notes = _set_aside_incomplete(out / "espnet") if resuming else []
+    if work == out:  # what OUT holds is node 0's to check: the other nodes start while it is already writing there
+        check_out_dir(out, options)
+    notes = _set_aside_incomplete(out / "espnet") if resuming and work == out else []
 
     if resuming:
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
         if config.get("max_epoch") != options.max_epoch:
             config["max_epoch"] = options.max_epoch
             write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
-        normalize = _normalize_source(config, out)
+        normalize = _normalize_source(config, work)
     else:
         config = write_train_config(
             base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
         )
-    out.mkdir(parents=True, exist_ok=True)
-    shapes = {d.name: text_shapes(d, config, out / "shapes" / d.name) for d in (train, valid)}
+    work.mkdir(parents=True, exist_ok=True)
+    shapes = {d.name: text_shapes(d, config, work / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
         steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"])
         config = write_train_config(
@@ -567,7 +611,7 @@ def _run(
         if needs_new_stats(config, options):
             stage("stats")
             config["normalize_conf"]["stats_file"] = str(
-                _collect_stats(config, train, valid, shapes, out, options) / "train" / "feats_stats.npz"
+                _collect_stats(config, train, valid, shapes, work, options) / "train" / "feats_stats.npz"
             )
             # The checkpoint's normalize.* buffers hold the pretrained statistics: keep the new ones.
             config["init_param"] = [f"{p}:::normalize" for p in config["init_param"]]
@@ -587,7 +631,10 @@ def _run(
     )
     args += ["--resume", "true" if options.resume else "false"]
     stage("train")
-    follower = _train(args, out, on_epoch, started, resuming, options.stall_s)
+    follower = _train(args, work, on_epoch, started, resuming, options.stall_s)
+    if work != out:  # another node: node 0 averages and writes OUT
+        stage("done")
+        return _secondary_result(out, follower, normalize, started)
 
     stage("average")
     result = _assemble(out, config, train, valid, options, follower, normalize, plan, provenance, started)
@@ -611,7 +658,7 @@ def lock_out(out: str | Path, options: TrainOptions | None = None) -> Iterator[N
     the training child too, so the lock lasts until ESPnet is gone, not only this process."""
     out = Path(out).expanduser().resolve()
     key = str(out)
-    if key in _held_locks or _node_rank(options or TrainOptions()) != 0:
+    if key in _held_locks or node_rank(options or TrainOptions()) != 0:
         yield
         return
     if out.exists() and not out.is_dir():
@@ -635,14 +682,6 @@ def lock_out(out: str | Path, options: TrainOptions | None = None) -> Iterator[N
     finally:
         del _held_locks[key]
         os.close(fd)
-
-
-def _node_rank(options: TrainOptions) -> int:
-    if options.node_rank is not None:
-        return options.node_rank
-    if options.dist_launcher == "slurm":
-        return int(os.environ.get("SLURM_NODEID") or os.environ.get("SLURM_PROCID") or 0)
-    return 0
 
 
 def check_out_dir(out: str | Path, options: TrainOptions) -> None:
@@ -702,6 +741,20 @@ def disk_full_is_one_sentence(out: Path) -> Iterator[None]:
         ) from None
 
 
+def _secondary_result(out: Path, follower: _LogFollower, normalize: str, started: float) -> TrainResult:
+    return TrainResult(
+        out=out,
+        model=out / "model.pth",
+        config=out / "config.yaml",
+        epochs=follower.last_epoch,
+        averaged="",  # node 0's to say
+        normalize=normalize,
+        history=follower.history,
+        seconds=time.monotonic() - started,
+        seconds_to_first_step=(follower.first_step_at - started) if follower.first_step_at else None,
+    )
+
+
 def check_options(options: TrainOptions) -> None:
     """Refuse options this machine cannot honour; cheap, so callers run it before any data or model work."""
     if options.use_amp and options.ngpu < 1:
@@ -716,6 +769,16 @@ def check_options(options: TrainOptions) -> None:
             )
     if options.max_epoch < 1:
         raise TrainError("max_epoch must be at least 1.")
+    if options.num_nodes > 1 and not options.dist_launcher:
+        missing = [f"--{k.replace('_', '-')}" for k in ("node_rank", "master_addr", "master_port")
+                   if getattr(options, k) is None]
+        if missing:
+            raise TrainError(
+                f"A {options.num_nodes}-node run needs {', '.join(missing)} on every node "
+                "(the same master address and port everywhere, node ranks 0..N-1)."
+            )
+        if not 0 <= options.node_rank < options.num_nodes:  # type: ignore[operator]
+            raise TrainError(f"node_rank {options.node_rank} is outside 0..{options.num_nodes - 1}.")
 
 
 def _check_init(init: str | Path | None) -> None:
@@ -836,6 +899,12 @@ def _train(
     follower = _LogFollower(log, offset, on_epoch, started)
     code = _supervise(proc, follower, stall_s)
     follower.poll()
+    if code != 0 and _PEER_LOST.search(follower.tail(40)):
+        done = f"after epoch {follower.last_epoch}" if follower.last_epoch else "before the first epoch finished"
+        raise NodeLostError(
+            f"Another process of this distributed run stopped {done}, so this one cannot go on (the full log is "
+            f"{log}); fix that node, then start every node again with --resume."
+        )
     if code != 0:
         raise _child_failed("training", code, log, follower)
     return follower
