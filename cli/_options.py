@@ -55,6 +55,18 @@ InitParamOpt = Annotated[
     typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
 ]
 
+LangOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lang",
+        help="S2T (OWSM) models: the data's language (ISO 639-3/639-1 or a name); one the model lacks gets a token.",
+    ),
+]
+LangInitOpt = Annotated[
+    str | None,
+    typer.Option("--lang-init", help="S2T: a new language token starts from this language's rows (default: mean)."),
+]
+
 
 def transfer_options(
     *,
@@ -68,6 +80,8 @@ def transfer_options(
     stats: str,
     init_param: list[str] | None,
     transplant: bool = True,
+    lang: str | None = None,
+    lang_init: str | None = None,
 ) -> Any:
     """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
     from espzoo.cli._output import fail
@@ -94,4 +108,6 @@ def transfer_options(
         new_rows=new_rows,  # type: ignore[arg-type]
         stats=stats,  # type: ignore[arg-type]
         transplant=transplant,
+        lang=lang,
+        lang_init=lang_init,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from espzoo.cli._options import JsonOpt
+from espzoo.cli._options import JsonOpt, LangOpt
 from espzoo.cli._output import fail, info, print_json, print_table
 
 ModelArg = Annotated[
@@ -53,6 +53,7 @@ def evaluate(
     ctc_weight: CtcWeightOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    lang: LangOpt = None,
     out_dir: OutDirOpt = None,
     skip_bad: SkipBadOpt = False,
     rows: RowsOpt = False,
@@ -62,7 +63,7 @@ def evaluate(
     from espzoo.evaluate import DecodeOptions
     from espzoo.evaluate import evaluate as run_evaluation
 
-    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
+    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, lang=lang)
     with _progress("decoding", quiet=json) as progress:
         report = _run(
             lambda: run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
@@ -106,13 +107,14 @@ def transcribe(
     ctc_weight: CtcWeightOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    lang: LangOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
     from espzoo.evaluate import DecodeOptions
     from espzoo.evaluate import transcribe as run_transcription
 
-    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads)
+    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, lang=lang)
     with _progress("transcribing", quiet=json or len(files) < 2) as progress:
         texts = _run(lambda: run_transcription(model, files, options=options, progress=progress))
     if json:

@@ -28,6 +28,8 @@ from espzoo.cli._options import (
     IncludeOpt,
     InitParamOpt,
     JsonOpt,
+    LangInitOpt,
+    LangOpt,
     MapOpt,
     ModelArg,
     NewRowsOpt,
@@ -57,6 +59,8 @@ def finetune(
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
     transplant: TransplantOpt = True,
+    lang: LangOpt = None,
+    lang_init: LangInitOpt = None,
     max_epoch: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warmup.")] = 5e-4,
     warmup_steps: Annotated[int | None, typer.Option(help="Warmup steps (default: 10% of the run).")] = None,
@@ -89,6 +93,7 @@ def finetune(
     transfer = transfer_options(
         exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
         vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
+        lang=lang, lang_init=lang_init,
     )
     training = TrainOptions(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,

@@ -23,6 +23,8 @@ from espzoo.cli._options import (
     IncludeOpt,
     InitParamOpt,
     JsonOpt,
+    LangInitOpt,
+    LangOpt,
     MapOpt,
     ModelArg,
     NewRowsOpt,
@@ -48,6 +50,8 @@ def plan(
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
     transplant: TransplantOpt = True,
+    lang: LangOpt = None,
+    lang_init: LangInitOpt = None,
     detail: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -55,6 +59,7 @@ def plan(
     options = transfer_options(
         exclude=exclude, include=include, map=map, ignore_init_mismatch=ignore_init_mismatch, freeze=freeze,
         vocab=vocab, new_rows=new_rows, stats=stats, init_param=init_param, transplant=transplant,
+        lang=lang, lang_init=lang_init,
     )
     result = _plan(model, options)
     if json:
@@ -110,6 +115,9 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             start = "the mean of the pretrained rows" if summary["new_rows"] == "mean" else "random"
             parts.append(f"new tokens' rows start as {start}")
         info(f"vocabulary: {', '.join(parts)}")
+    language = summary.get("language")
+    if language:  # an S2T model: the prompt, and a language token of its own when the model lacked it
+        info(f"language: {language['describe']}; prompt {''.join(language['prompt'])}")
     info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
          else "normalization stats: new, computed on your data (normalize.* excluded)")
     for index, count in summary["unused_source_tensors"].items():

@@ -44,9 +44,12 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from espzoo._espnet import import_asr_task
+    from espzoo.s2t import espnet_task
 
-    asr_task = import_asr_task()
+    task = "asr"
+    if argv[:1] == ["--espzoo-task"]:  # an S2T model (espzoo.s2t.espnet_env_task_arg): its own ESPnet task
+        task, argv = argv[1], argv[2:]
+    asr_task = espnet_task(task)  # type: ignore[arg-type]
     args = asr_task.get_parser().parse_args(argv)
     if args.init_param and not args.collect_stats:
         import torch
@@ -70,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
+    if task != "asr":
+        asr_task.main(cmd=argv)  # what espnet2.bin.s2t_train does; S2T-CTC has no such module
+        return
     from espnet2.bin.asr_train import main as asr_train_main
 
     asr_train_main(cmd=argv)

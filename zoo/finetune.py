@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from espzoo.bundle import config_sample_rate
 from espzoo.data import Dataset, prepare
+from espzoo.s2t import S2TError, config_task, write_training_data
 from espzoo.trainer import EpochReport, TrainOptions, TrainResult, check_options, run
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
@@ -71,6 +72,9 @@ def finetune(
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
     }
+    if prepared.plan.language is not None:  # an S2T model: decoding uses the same prompt (espzoo.s2t)
+        prompt = prepared.plan.language.prompt
+        provenance["s2t"] = {"task": prompt.task, "lang": prompt.lang, "espnet_task": config_task(prepared.config)}
     stats_file = None
     if request.transfer.stats == "pretrained":
         stats_file = (prepared.config.get("normalize_conf") or {}).get("stats_file")
@@ -103,6 +107,8 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
     rate = config_sample_rate(source.config or {})
+    if config_task(source.config or {}) != "asr" and not request.transfer.lang:
+        raise S2TError(f"{request.model} is an S2T (OWSM) model: give the data's language with --lang (e.g. spa).")
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
     train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
@@ -118,4 +124,8 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
         stage("apply")
         apply_plan(plan, init_dir, seed=request.training.seed)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
+    if plan.language is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
+        train, valid = (
+            write_training_data(d, config, plan.language.prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid)
+        )
     return Prepared(source, train, valid, plan, init_dir / "init.pth", config)

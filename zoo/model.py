@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from espzoo._espnet import import_asr_task
+from espzoo.s2t import config_task, espnet_task
 
 Device = Literal["cpu", "meta"]
 
@@ -28,7 +28,7 @@ def training_args(config: dict[str, Any]) -> argparse.Namespace:
     This is what `asr_train.py --config config.yaml` does: the YAML's keys replace the parser's defaults
     (a `*_conf` dict replaces the default dict as a whole, it is not merged).
     """
-    asr_task = import_asr_task()
+    asr_task = espnet_task(config_task(config))  # ASR, or an S2T task for OWSM configs (espzoo.s2t)
     args = asr_task.get_parser().parse_args([])
     for key, value in config.items():
         setattr(args, key, copy.deepcopy(value))
@@ -45,7 +45,7 @@ def build_model(config: dict[str, Any], *, device: Device = "cpu") -> Any:
     """
     import torch
 
-    asr_task = import_asr_task()
+    asr_task = espnet_task(config_task(config))
     args = training_args(config)
     _check_stats_file(args)
     try:

@@ -62,6 +62,7 @@ from typing import Any
 import yaml
 from espzoo._fs import copy_file, write_text
 from espzoo.data import Dataset
+from espzoo.s2t import config_task, extra_data_files, train_command, train_task_args
 from espzoo.vocab import Vocabulary
 
 # Keys of a pretrained model's training config that describe that run, not the model: dropped, then set
@@ -339,6 +340,8 @@ def espnet_args(
     for mode, data, text_shape in (("train", train, train_text_shape), ("valid", valid, valid_text_shape)):
         args += [f"--{mode}_data_path_and_name_and_type", f"{data.wav_scp},speech,sound"]
         args += [f"--{mode}_data_path_and_name_and_type", f"{data.text},text,text"]
+        for entry in extra_data_files(data.dir):  # an S2T model's text_prev / text_ctc (espzoo.s2t)
+            args += [f"--{mode}_data_path_and_name_and_type", entry]
         args += [f"--{mode}_shape_file", str(data.speech_shape), f"--{mode}_shape_file", str(text_shape)]
     args += ["--use_tensorboard", "false", "--use_matplotlib", "false", "--use_wandb", "false"]
     args += ["--ngpu", str(options.ngpu)]
@@ -519,7 +522,7 @@ def run(
             normalize = "pretrained"
         write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
 
-    args = espnet_args(
+    args = train_task_args(config_task(config)) + espnet_args(
         conf_path,
         train=train,
         valid=valid,
@@ -641,7 +644,8 @@ def _collect_stats(
     args += ["--collect_stats", "true"]
     log = out / "collect_stats.log"
     with log.open("wb") as f:
-        done = _supervise(subprocess.Popen(_child_command("espnet2.bin.asr_train", args), **_popen_kwargs(f)), None)
+        command = [sys.executable, *train_command(config_task(config)), *args]  # ASR or the model's S2T task
+        done = _supervise(subprocess.Popen(command, **_popen_kwargs(f)), None)
     if done != 0 or not (tmp / "train" / "feats_stats.npz").is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         shutil.rmtree(tmp, ignore_errors=True)

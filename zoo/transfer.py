@@ -35,6 +35,7 @@ from typing import Any, Literal
 import yaml
 from espzoo._fs import atomic_write
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
+from espzoo.s2t import config_task, s2t_vocabulary
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
@@ -56,6 +57,7 @@ VOCAB_AXES: dict[str, int] = {
     "joint_network.lin_out.weight": 0,  # transducer joint network
     "joint_network.lin_out.bias": 0,
     "encoder.conditioning_layer.weight": 1,  # self-conditioned CTC feeds posteriors back: Linear(vocab, d)
+    "embed.weight": 0,  # OWSM-CTC's prompt embedding (espnet2/s2t/espnet_ctc_model.py)
 }
 NORMALIZE_PREFIX = "normalize"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -314,6 +316,7 @@ class TransferPlan:
     # Per spec: new token index -> pretrained token index, for the vocabulary-sized tensors it transplants.
     row_maps: dict[int, dict[int, int]] = field(default_factory=dict)
     unused_source: dict[int, list[str]] = field(default_factory=dict)
+    language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
 
     def by_key(self) -> dict[str, PlanRow]:
         return {row.target_key: row for row in self.rows}
@@ -349,10 +352,24 @@ class TransferPlan:
             "transplant": self.transplant,
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
+            "language": _language_summary(self.language),
         }
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [row.to_json() for row in self.rows], "summary": self.summary()}
+
+
+def _language_summary(language: Any) -> dict[str, Any] | None:
+    if language is None:
+        return None
+    new = language.new
+    return {
+        "prompt": [language.prompt.lang, language.prompt.task],
+        "new_token": new.token if new else None,
+        "index": new.index if new else None,
+        "init_from": list(new.init_from) if new else None,
+        "describe": new.describe() if new else f"{language.prompt.lang} is one of the model's languages",
+    }
 
 
 def make_plan(
@@ -524,6 +541,8 @@ class TransferOptions:
     ignore_init_mismatch: bool = False
     freeze: tuple[str, ...] = ()
     vocab: str = "keep"
+    lang: str | None = None  # S2T (OWSM) models: the data's language (a new one gets its own token)
+    lang_init: str | None = None  # S2T: the language whose rows start a new language token (default: their mean)
     transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
     new_rows: NewRows = "mean"
     stats: Stats = "pretrained"
@@ -543,7 +562,13 @@ def plan_transfer(
     if source.config is None:
         raise TransferError(f"{model} has no config.yaml beside its checkpoint; give a model folder or repo id.")
     old = source.vocabulary()
-    if options.vocab == "keep" and texts is None:
+    row_init: dict[int, tuple[int, ...]] = {}
+    language = None
+    if config_task(source.config) != "asr":  # OWSM: the vocabulary stays; a new language adds its token
+        vocabulary, row_init, language = s2t_vocabulary(old, options.vocab, options.lang, options.lang_init, workdir)
+    elif options.lang or options.lang_init:
+        raise TransferError(f"--lang applies to S2T (OWSM) models; {model} is an ASR model (drop --lang).")
+    elif options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
     else:
         vocabulary = build_vocabulary(options.vocab, texts, old, workdir=workdir)
@@ -552,7 +577,7 @@ def plan_transfer(
     extra = [parse_spec(text) for text in options.init_params]
     specs = [primary, *extra]
     sources = [source, *(open_source(spec.source) for spec in extra)]
-    return make_plan(
+    plan = make_plan(
         specs,
         adapt_config(source.config, vocabulary),
         vocabulary=vocabulary,
@@ -563,6 +588,10 @@ def plan_transfer(
         sources=sources,
         transplant=options.transplant,
     )
+    if row_init and 0 in plan.row_maps:  # a new S2T language token starts from chosen language rows
+        plan.row_maps[0].update(row_init)  # type: ignore[arg-type]
+    plan.language = language
+    return plan
 
 
 def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
@@ -677,10 +706,15 @@ def transplant_rows(
     else:
         values = old.float()
         new.copy_(torch.normal(values.mean().item(), values.std().item(), size=new.shape, generator=generator))
-    if new_to_old:
-        index_new = torch.tensor(list(new_to_old.keys()), dtype=torch.long)
-        index_old = torch.tensor(list(new_to_old.values()), dtype=torch.long)
+    # A value that is a tuple of old indices (an S2T language token added by espzoo.s2t) gets their rows' mean.
+    single = {n: o for n, o in new_to_old.items() if isinstance(o, int)}
+    if single:
+        index_new = torch.tensor(list(single.keys()), dtype=torch.long)
+        index_old = torch.tensor(list(single.values()), dtype=torch.long)
         new[index_new] = old[index_old]
+    for n, olds in new_to_old.items():
+        if not isinstance(olds, int):
+            new[n] = old[torch.tensor(list(olds), dtype=torch.long)].mean(dim=0)
     return new.movedim(0, axis).contiguous()
 
 
