@@ -252,3 +252,37 @@ def test_pull_plan_finetune_evaluate_export(
     assert ours.returncode == 0, ours.stderr[-3000:]
     texts = [r["text"] for r in json.loads(ours.stdout)]
     assert texts == _espnet_transcripts(export, variant, "<spa>", audio)
+
+
+@pytest.mark.slow
+def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp_path: Path) -> None:
+    import sentencepiece as spm
+    import torch
+    from espzoo.bundle import load_state_dict, open_bundle
+    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+
+    text = subset(SPEECH / "train", tmp_path / "train", 40)
+    bundle = open_bundle(tiny_s2t)
+    old_tokens = bundle.token_list
+    plan = plan_transfer(str(tiny_s2t), TransferOptions(vocab=f"extend:6:{text}"), workdir=tmp_path / "vocab")
+    ext = plan.to_json()["summary"]["language"]["extension"]
+    pieces = ext["pieces"]
+    assert 0 < len(pieces) <= 6 and not set(pieces) & set(old_tokens)
+    assert ext["coverage_after"] < ext["coverage_before"]
+    assert plan.vocabulary.tokens == [*old_tokens, *pieces]
+    old_sp = spm.SentencePieceProcessor(model_file=str(bundle.bpemodel))
+    new_sp = spm.SentencePieceProcessor(model_file=str(plan.vocabulary.bpemodel))
+    assert all(old_sp.id_to_piece(i) == new_sp.id_to_piece(i) for i in range(old_sp.get_piece_size()))
+    lines = [line.split(maxsplit=1)[1] for line in (text / "text").read_text(encoding="utf-8").splitlines()]
+    used = {p for line in lines for p in new_sp.encode(line, out_type=str)}
+    assert set(pieces) <= used  # every new piece tokenizes the user's text
+
+    result = apply_plan(plan, tmp_path / "init")
+    old, new = load_state_dict(bundle.checkpoint), torch.load(result.checkpoint, weights_only=True)
+    index = {t: i for i, t in enumerate(old_tokens)}
+    for key, axis in VOCAB_KEYS["s2t"].items():
+        assert torch.equal(new[key].narrow(axis, 0, len(old_tokens)), old[key]), key
+        for offset, piece in enumerate(pieces):
+            spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
+            expected = old[key].index_select(axis, torch.tensor(spelled)).mean(dim=axis)
+            assert torch.allclose(new[key].select(axis, len(old_tokens) + offset), expected), (key, piece)

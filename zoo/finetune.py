@@ -72,8 +72,8 @@ def finetune(
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
     }
-    if prepared.plan.language is not None:  # an S2T model: decoding uses the same prompt (espzoo.s2t)
-        prompt = prepared.plan.language.prompt
+    prompt = prepared.plan.language.prompt if prepared.plan.language is not None else None
+    if prompt is not None:  # an S2T model: decoding uses the same prompt (espzoo.s2t)
         provenance["s2t"] = {"task": prompt.task, "lang": prompt.lang, "espnet_task": config_task(prepared.config)}
     stats_file = None
     if request.transfer.stats == "pretrained":
@@ -124,8 +124,7 @@ def prepare_finetune(request: FinetuneRequest, *, on_stage: Callable[[str], None
         stage("apply")
         apply_plan(plan, init_dir, seed=request.training.seed)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
-    if plan.language is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
-        train, valid = (
-            write_training_data(d, config, plan.language.prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid)
-        )
+    prompt = plan.language.prompt if plan.language is not None else None
+    if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
+        train, valid = (write_training_data(d, config, prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid))
     return Prepared(source, train, valid, plan, init_dir / "init.pth", config)

@@ -254,11 +254,33 @@ class NewLanguage:
 
 @dataclass
 class LanguagePlan:
-    """The outcome of `plan_language`: the prompt, and the new token when the model lacked it."""
+    """What an S2T fine-tune changes in the vocabulary: the prompt (None without --lang), the new language token
+    when the model lacked it, and the pieces `--vocab extend` added."""
 
-    prompt: Prompt
+    prompt: Prompt | None
     new: NewLanguage | None = None
     tokens: list[str] = field(default_factory=list)  # the new model's token list
+    extension: Extension | None = None
+
+    def summary(self) -> dict[str, Any]:
+        new, ext = self.new, self.extension
+        if new:
+            text = new.describe()
+        elif self.prompt:
+            text = f"{self.prompt.lang} is one of the model's languages"
+        else:
+            text = "no --lang given (needed to fine-tune)"
+        return {
+            "prompt": [self.prompt.lang, self.prompt.task] if self.prompt else None,
+            "new_token": new.token if new else None,
+            "index": new.index if new else None,
+            "init_from": list(new.init_from) if new else None,
+            "describe": text,
+            "extension": {
+                "pieces": list(ext.pieces), "coverage_before": ext.before, "coverage_after": ext.after,
+                "describe": ext.describe(),
+            } if ext else None,
+        }
 
 
 def plan_language(
@@ -319,36 +341,157 @@ def add_user_symbols(bpemodel: Path, symbols: Sequence[str], dest: Path) -> Path
 
 
 def s2t_vocabulary(
-    old: Any, vocab: str, lang: str | None, lang_init: str | None, workdir: Path | None
+    old: Any, vocab: str, lang: str | None, lang_init: str | None, workdir: Path | None,
+    texts: Sequence[str] | None = None,
 ) -> tuple[Any, dict[int, tuple[int, ...]], LanguagePlan | None]:
     """The vocabulary of a fine-tuned S2T model: the pretrained one (`--vocab keep`, S2T's default: OWSM's 50k
-    pieces cover most scripts), plus the language token when the model lacks it. Returns (Vocabulary, new token
-    index -> old token indices whose rows' mean starts it, the language plan or None without `lang`)."""
+    pieces cover most scripts), plus the language token when the model lacks it, plus the pieces `extend:N[:TEXT]`
+    learns from TEXT (else `texts`, the training transcripts). Returns (Vocabulary, new token index -> old token
+    indices whose rows' mean starts it, the LanguagePlan, None when neither `lang` nor `extend` is given)."""
     import tempfile
 
     from espzoo.vocab import Vocabulary
 
-    if vocab != "keep":
-        raise S2TError(f"--vocab {vocab} is not supported for S2T (OWSM) models; they keep their vocabulary (keep).")
+    extension = parse_extend(vocab)
     if lang_init and not lang:
         raise S2TError("--lang-init needs --lang (the new language whose token starts from it).")
     vocabulary = Vocabulary(list(old.tokens), old.token_type, old.bpemodel)
     vocabulary.old_to_new = {i: i for i in range(len(old.tokens))}
     vocabulary.new_in_old = 1.0
-    if not lang:
+    if not lang and extension is None:
         return vocabulary, {}, None
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="espzoo-s2t-"))
-    language = plan_language(old.tokens, old.bpemodel, lang, lang_init=lang_init, workdir=workdir)
-    if language.new is None:
-        return vocabulary, {}, language
-    new = language.new
-    vocabulary.tokens = list(language.tokens)
-    vocabulary.bpemodel = new.bpemodel
-    vocabulary.source = f"keep + {new.token}"
+    row_init: dict[int, tuple[int, ...]] = {}
+    language = None
+    if lang:
+        language = plan_language(old.tokens, old.bpemodel, lang, lang_init=lang_init, workdir=workdir / "lang")
+        if language.new is not None:
+            new = language.new
+            index = {t: i for i, t in enumerate(old.tokens)}
+            vocabulary.tokens = list(language.tokens)
+            vocabulary.bpemodel = new.bpemodel
+            vocabulary.source = f"keep + {new.token}"
+            row_init[new.index] = tuple(index[t] for t in new.init_from)
+    if extension is not None:
+        units, text = extension
+        texts = read_texts(text) if text else list(texts or [])
+        if not texts:
+            raise S2TError(f"--vocab {vocab} needs text: write extend:{units}:TEXTFILE, or give training transcripts.")
+        ext = extend_pieces(vocabulary.bpemodel, old.tokens, vocabulary.tokens, texts, units, workdir / "extend")
+        vocabulary.tokens = [*vocabulary.tokens, *ext.pieces]
+        vocabulary.bpemodel = ext.bpemodel
+        vocabulary.source = f"{vocabulary.source} + {len(ext.pieces)} pieces"
+        row_init.update(ext.row_init)
+        language = language or LanguagePlan(None, None, list(vocabulary.tokens))
+        language.extension = ext
     plain = [t for t in vocabulary.tokens if t not in ("<blank>", "<unk>")]
-    vocabulary.new_in_old = (len(plain) - 1) / len(plain)
-    index = {t: i for i, t in enumerate(old.tokens)}
-    return vocabulary, {new.index: tuple(index[t] for t in new.init_from)}, language
+    vocabulary.new_in_old = sum(t in set(old.tokens) for t in plain) / len(plain)
+    return vocabulary, row_init, language
+
+
+# ------------------------------------------------------------------------------------------------ --vocab extend
+
+_EXTEND = re.compile(r"^extend:(\d+)(?::(.+))?$")
+
+
+def parse_extend(vocab: str) -> tuple[int, Path | None] | None:
+    """`keep` -> None; `extend:N[:TEXT]` -> (N, TEXT or None); anything else is refused for S2T models."""
+    if vocab.strip() == "keep":
+        return None
+    match = _EXTEND.match(vocab.strip())
+    if not match or int(match.group(1)) < 1:
+        raise S2TError(
+            f"--vocab {vocab} does not fit an S2T (OWSM) model, whose pieces stay: use keep (the default) or "
+            "extend:N[:TEXT] (add up to N pieces learned from TEXT, or from the training transcripts)."
+        )
+    return int(match.group(1)), Path(match.group(2)) if match.group(2) else None
+
+
+def read_texts(path: Path) -> list[str]:
+    from espzoo.vocab import VocabularyError
+    from espzoo.vocab import read_texts as read
+
+    try:
+        return read(path)
+    except VocabularyError as err:
+        raise S2TError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Pieces learned from the user's text that the pretrained sentencepiece model lacked, appended after its ids."""
+
+    pieces: tuple[str, ...]
+    bpemodel: Path
+    row_init: dict[int, tuple[int, ...]]  # new token index -> old token indices that spelled it (their mean)
+    before: float  # share of the text's pieces that are <unk> or a single character, with the old pieces
+    after: float  # the same with the new pieces
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.pieces)} new pieces; text in <unk>/single characters: {self.before:.0%} -> {self.after:.0%}"
+        )
+
+
+def extend_pieces(
+    bpemodel: Path | None, old_tokens: Sequence[str], tokens: Sequence[str], texts: Sequence[str], units: int,
+    workdir: Path,
+) -> Extension:
+    """Up to `units` pieces a unigram model trained on `texts` uses that `bpemodel` lacks, most used first, added
+    to a copy of `bpemodel` as NORMAL pieces after every old id. Their score is the best old piece's, so that the
+    segmentation prefers one new piece over the several old ones that spell it."""
+    import collections
+    import tempfile
+
+    import sentencepiece as spm
+    from espzoo._fs import atomic_write
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    if bpemodel is None:
+        raise S2TError("--vocab extend needs the model's bpe.model; pull the whole repo (--all).")
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(Path(bpemodel).read_bytes())
+    if proto.trainer_spec.model_type != model_pb2.TrainerSpec.UNIGRAM:
+        raise S2TError(f"--vocab extend needs a unigram sentencepiece model; {bpemodel} is another kind. Use keep.")
+    old_sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    existing = {p.piece for p in proto.pieces}
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        (Path(tmp) / "text.txt").write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
+        size = min(len(existing), max(units * 4, 64))
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(Path(tmp) / "text.txt"), model_prefix=str(Path(tmp) / "m"), vocab_size=size,
+                model_type="unigram", character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+            )
+        except RuntimeError as err:
+            raise S2TError(f"--vocab extend:{units}: sentencepiece could not learn from the text ({err}).") from None
+        learned = spm.SentencePieceProcessor(model_file=str(Path(tmp) / "m.model"))
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        counts.update(learned.encode(text, out_type=str))
+    candidates = [p for p, _ in counts.most_common() if p not in existing and len(p.lstrip("\u2581")) > 1]
+    pieces = tuple(candidates[:units])
+    best = max((p.score for p in proto.pieces if p.type == model_pb2.ModelProto.SentencePiece.NORMAL), default=0.0)
+    for piece in pieces:
+        added = proto.pieces.add()
+        added.piece, added.score, added.type = piece, best, model_pb2.ModelProto.SentencePiece.NORMAL
+    dest = workdir / "bpe.model"
+    atomic_write(dest, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
+    new_sp = spm.SentencePieceProcessor(model_file=str(dest))
+    index = {t: i for i, t in enumerate(old_tokens)}
+    row_init = {}
+    for offset, piece in enumerate(pieces):
+        spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
+        row_init[len(tokens) + offset] = tuple(spelled) or tuple(range(len(old_tokens)))
+    return Extension(pieces, dest, row_init, _poor_share(old_sp, texts), _poor_share(new_sp, texts))
+
+
+def _poor_share(processor: Any, texts: Sequence[str]) -> float:
+    """Share of the text's pieces that are <unk> or a single character (what a vocabulary covers badly)."""
+    pieces = [p for t in texts for p in processor.encode(t, out_type=str)]
+    poor = [p for p in pieces if p == processor.id_to_piece(processor.unk_id()) or len(p.lstrip("\u2581")) <= 1]
+    return len(poor) / len(pieces) if pieces else 0.0
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -462,7 +605,9 @@ __all__ = [
     "S2TDecoder",
     "S2TError",
     "Task",
+    "Extension",
     "add_user_symbols",
+    "extend_pieces",
     "build_decoder",
     "clean_hypothesis",
     "config_task",

@@ -360,16 +360,7 @@ class TransferPlan:
 
 
 def _language_summary(language: Any) -> dict[str, Any] | None:
-    if language is None:
-        return None
-    new = language.new
-    return {
-        "prompt": [language.prompt.lang, language.prompt.task],
-        "new_token": new.token if new else None,
-        "index": new.index if new else None,
-        "init_from": list(new.init_from) if new else None,
-        "describe": new.describe() if new else f"{language.prompt.lang} is one of the model's languages",
-    }
+    return language.summary() if language is not None else None
 
 
 def make_plan(
@@ -565,7 +556,9 @@ def plan_transfer(
     row_init: dict[int, tuple[int, ...]] = {}
     language = None
     if config_task(source.config) != "asr":  # OWSM: the vocabulary stays; a new language adds its token
-        vocabulary, row_init, language = s2t_vocabulary(old, options.vocab, options.lang, options.lang_init, workdir)
+        vocabulary, row_init, language = s2t_vocabulary(
+            old, options.vocab, options.lang, options.lang_init, workdir, texts
+        )
     elif options.lang or options.lang_init:
         raise TransferError(f"--lang applies to S2T (OWSM) models; {model} is an ASR model (drop --lang).")
     elif options.vocab == "keep" and texts is None:
