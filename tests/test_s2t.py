@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +117,13 @@ def test_add_user_symbols_keeps_every_piece_id(tiny_s2t: Path, tmp_path: Path) -
 @pytest.mark.parametrize("variant", ["s2t", "s2t_ctc"])
 @pytest.mark.parametrize("lang_init", ["spa", None])
 def test_new_language_token_keeps_every_pretrained_row(
-    variant: str, lang_init: str | None, tiny_s2t: Path, tiny_s2t_ctc: Path, tmp_path: Path
+    variant: str, lang_init: str | None, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     import torch
     from espzoo.bundle import load_state_dict, open_bundle
     from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
 
-    repo = tiny_s2t if variant == "s2t" else tiny_s2t_ctc
+    repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
     bundle = open_bundle(repo)
     old_tokens = bundle.token_list
     plan = plan_transfer(str(repo), TransferOptions(lang="top", lang_init=lang_init), workdir=tmp_path / "vocab")
@@ -159,13 +160,16 @@ def test_new_language_token_keeps_every_pretrained_row(
 # ------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def served(tiny_s2t: Path, tiny_s2t_ctc: Path, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(params=["s2t", "s2t_ctc"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(variant, endpoint): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]."""
+    variant = request.param
     root = tmp_path_factory.mktemp("s2t_mirror")
-    shutil.copytree(tiny_s2t, root / "espzoo-test" / "tiny-owsm")
-    shutil.copytree(tiny_s2t_ctc, root / "espzoo-test" / "tiny-owsm-ctc")
+    name = "tiny-owsm" if variant == "s2t" else "tiny-owsm-ctc"
+    repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
+    shutil.copytree(repo, root / "espzoo-test" / name)
     server = MirrorServer(root)
-    yield server.start()
+    yield variant, server.start()
     server.stop()
 
 
@@ -202,7 +206,7 @@ print("<<R>>" + json.dumps(out))
 """
     from espzoo._espnet import espnet_env
 
-    proc = subprocess.run(["python3" if False else __import__("sys").executable, "-c", script], cwd=export,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=export,
                           env=espnet_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("<<R>>"))
@@ -210,23 +214,21 @@ print("<<R>>" + json.dumps(out))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["s2t", "s2t_ctc"])
-def test_pull_plan_finetune_evaluate_export(
-    variant: str, served: str, data: dict[str, Path], tmp_path: Path
-) -> None:
+def test_pull_plan_finetune_evaluate_export(served: tuple[str, str], data: dict[str, Path], tmp_path: Path) -> None:
+    variant, served_at = served
     repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
     hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
-    pulled = espzoo(["pull", repo], served, hf_home)
+    pulled = espzoo(["pull", repo], served_at, hf_home)
     assert pulled.returncode == 0, pulled.stderr[-2000:]
 
-    plan = espzoo(["plan", repo, "--lang", "spa", "--json"], served, hf_home)
+    plan = espzoo(["plan", repo, "--lang", "spa", "--json"], served_at, hf_home)
     assert plan.returncode == 0, plan.stderr[-2000:]
     summary = json.loads(plan.stdout)["summary"]
     assert summary["language"]["new_token"] is None and summary["language"]["prompt"] == ["<spa>", "<asr>"]
     assert set(summary["actions"]) == {"load"}  # same vocabulary: every tensor loads
 
     ft = espzoo(["finetune", repo, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
-                 "--lang", "spa", "--max-epoch", "2", "--batch-bins", "400000", "--json"], served, hf_home)
+                 "--lang", "spa", "--max-epoch", "2", "--batch-bins", "400000", "--json"], served_at, hf_home)
     assert ft.returncode == 0, ft.stderr[-3000:]
     assert json.loads(ft.stdout)["epochs"] == 2
     provenance = json.loads((out / "provenance.json").read_text())
@@ -236,19 +238,19 @@ def test_pull_plan_finetune_evaluate_export(
     train_conf = yaml.safe_load((out / "conf" / "train.yaml").read_text())
     assert s2t.config_task(train_conf) == variant
 
-    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served, hf_home)
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served_at, hf_home)
     assert ev.returncode == 0, ev.stderr[-3000:]
     report = json.loads(ev.stdout)
     assert report["utterances"] == 4 and 0.0 <= report["cer"]
     assert all("<" not in row["hypothesis"] for row in report["rows"])  # no prompt or timestamp left
 
-    ex = espzoo(["export", str(out), "--out", str(export)], served, hf_home)
+    ex = espzoo(["export", str(out), "--out", str(export)], served_at, hf_home)
     assert ex.returncode == 0, ex.stderr[-3000:]
     meta = yaml.safe_load((export / "meta.yaml").read_text())
     assert set(meta["files"]) == {"s2t_model_file"} and set(meta["yaml_files"]) == {"s2t_train_config"}
 
     audio = sorted((SPEECH / "test" / "audio").glob("*.flac"))[:3]
-    ours = espzoo(["transcribe", str(export), *map(str, audio), "--lang", "spa", "--json"], served, hf_home)
+    ours = espzoo(["transcribe", str(export), *map(str, audio), "--lang", "spa", "--json"], served_at, hf_home)
     assert ours.returncode == 0, ours.stderr[-3000:]
     texts = [r["text"] for r in json.loads(ours.stdout)]
     assert texts == _espnet_transcripts(export, variant, "<spa>", audio)
@@ -286,3 +288,21 @@ def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp
             spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
             expected = old[key].index_select(axis, torch.tensor(spelled)).mean(dim=axis)
             assert torch.allclose(new[key].select(axis, len(old_tokens) + offset), expected), (key, piece)
+
+
+def test_bad_language_options_are_one_sentence(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
+    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+
+    with pytest.raises(s2t.S2TError, match="--lang-init needs --lang"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang_init="spa"))
+    with pytest.raises(s2t.S2TError, match="no <deu> token"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="top", lang_init="deu"), workdir=tmp_path)
+    with pytest.raises(s2t.S2TError, match="already knows <spa>"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="es", lang_init="eng"))
+    with pytest.raises(s2t.S2TError, match="extend:N"):
+        plan_transfer(str(tiny_s2t), TransferOptions(vocab="bpe:30"))
+    with pytest.raises(TransferError, match="applies to S2T"):
+        plan_transfer(str(tiny_repo_char), TransferOptions(lang="spa"))
+    proc = subprocess.run([ESPZOO, "plan", str(tiny_s2t), "--lang", "no such language"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "ISO 639-3" in proc.stderr
