@@ -62,6 +62,18 @@ InitParamOpt = Annotated[
     typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
 ]
 
+LangOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lang",
+        help="S2T (OWSM) models: the data's language (ISO 639-3/639-1 or a name); one the model lacks gets a token.",
+    ),
+]
+LangInitOpt = Annotated[
+    str | None,
+    typer.Option("--lang-init", help="S2T: a new language token starts from this language's rows (default: mean)."),
+]
+
 
 def _transfer_parameters(
     exclude: ExcludeOpt = None,
@@ -74,6 +86,8 @@ def _transfer_parameters(
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
     transplant: TransplantOpt = True,
+    lang: LangOpt = None,
+    lang_init: LangInitOpt = None,
 ) -> None:
     """The transfer options, declared once: `with_transfer_options` adds them to a command."""
 
@@ -110,6 +124,8 @@ def transfer_options(
     stats: str,
     init_param: list[str] | None,
     transplant: bool = True,
+    lang: str | None = None,
+    lang_init: str | None = None,
 ) -> Any:
     """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
     from espzoo.cli._output import fail
@@ -136,4 +152,6 @@ def transfer_options(
         new_rows=new_rows,  # type: ignore[arg-type]
         stats=stats,  # type: ignore[arg-type]
         transplant=transplant,
+        lang=lang,
+        lang_init=lang_init,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from espzoo.cli._options import JsonOpt
+from espzoo.cli._options import JsonOpt, LangOpt
 from espzoo.cli._output import info, print_json, print_table
 
 ModelArg = Annotated[
@@ -66,6 +66,7 @@ def evaluate(
     threads: ThreadsOpt = None,
     jobs: JobsOpt = None,
     decode: DecodeModeOpt = "auto",
+    lang: LangOpt = None,
     out_dir: OutDirOpt = None,
     skip_bad: SkipBadOpt = False,
     rows: RowsOpt = False,
@@ -76,7 +77,7 @@ def evaluate(
     from espzoo.evaluate import evaluate as run_evaluation
 
     options = DecodeOptions(
-        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
     )
     with _progress("decoding", quiet=json) as progress:
         report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
@@ -124,6 +125,7 @@ def transcribe(
     threads: ThreadsOpt = None,
     jobs: JobsOpt = None,
     decode: DecodeModeOpt = "auto",
+    lang: LangOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
@@ -131,7 +133,7 @@ def transcribe(
     from espzoo.evaluate import transcribe as run_transcription
 
     options = DecodeOptions(
-        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
     )
     with _progress("transcribing", quiet=json or len(files) < 2) as progress:
         texts = run_transcription(model, files, options=options, progress=progress)

@@ -68,10 +68,16 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             parts.append(f"{vocab['new_in_old']:.0%} of its tokens in the pretrained vocabulary")
         if vocab["text_coverage"] is not None:
             parts.append(f"{vocab['text_coverage']:.0%} of the text's tokens shared")
-        if vocab["shared_tokens"] < vocab["size"]:
+        if vocab["shared_tokens"] < vocab["size"] and not summary.get("language"):  # S2T: its own line below
             start = "the mean of the pretrained rows" if summary["new_rows"] == "mean" else "random"
             parts.append(f"new tokens' rows start as {start}")
         info(f"vocabulary: {', '.join(parts)}")
+    language = summary.get("language")
+    if language:  # an S2T model: the prompt, and a language token of its own when the model lacked it
+        prompt = f"; prompt {''.join(language['prompt'])}" if language["prompt"] else ""
+        info(f"language: {language['describe']}{prompt}")
+        if language.get("extension"):
+            info(f"vocabulary extension: {language['extension']['describe']}")
     info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
          else "normalization stats: new, computed on your data (normalize.* excluded)")
     for index, count in summary["unused_source_tensors"].items():

@@ -110,8 +110,13 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
             bundle = open_bundle(cached.path)
         except BundleError as err:
             return {"commit": cached.commit, "path": str(cached.path), "error": str(err)}
-        return {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
-                "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
+        facts = {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
+                 "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
+        if bundle.task == "s2t":  # OWSM: languages and tasks from the token list (espzoo.s2t, torch-free)
+            from espzoo.s2t import config_task, describe
+
+            facts.update(espnet_task=config_task(bundle.config), **describe(bundle.token_list))
+        return facts
     return None
 
 

@@ -89,6 +89,7 @@ VOCAB_AXES: dict[str, int] = {
     "ctc_lin.bias": 0,
     "lm_lin.weight": 0,
     "lm_lin.bias": 0,
+    "embed.weight": 0,  # OWSM-CTC's prompt embedding (espnet2/s2t/espnet_ctc_model.py)
 }
 
 _CONFORMER = {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2, "input_layer": "conv2d"}

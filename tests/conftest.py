@@ -64,3 +64,22 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """A fresh ESPZOO_HOME per test, so a user catalog or cache on this machine never leaks in."""
     home = tmp_path_factory.mktemp("espzoo_home")
     monkeypatch.setenv("ESPZOO_HOME", str(home))
+
+
+def _tiny_s2t(variant: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real OWSM-style model trained by ESPnet's S2T task (tests/fixtures/make_tiny_s2t.py; cached)."""
+    from fixtures.make_tiny_s2t import build_tiny_s2t
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESPZOO_HOME", str(tmp_path_factory.mktemp("fixture_home")))
+        return build_tiny_s2t(variant)
+
+
+@pytest.fixture(scope="session")
+def tiny_s2t(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_s2t("s2t", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_s2t_ctc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_s2t("s2t_ctc", tmp_path_factory)

@@ -166,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
     from espzoo.model import is_asr_transducer_config, task_for_config
 
+    if argv[:1] == ["--espzoo-task"]:  # named by espzoo.s2t.train_task_args; the config says the same
+        argv = argv[2:]
     install_bridges()  # ESPnet builds the model again below, in this process
     config = _config_of(argv)
     task = task_for_config(config)
@@ -205,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
-    if is_asr_transducer_config(config):
+    if task.__module__.startswith("espnet2.tasks.s2t"):
+        train_main = task.main  # what espnet2.bin.s2t_train does; S2T-CTC has no such module
+    elif is_asr_transducer_config(config):
         from espnet2.bin.asr_transducer_train import main as train_main
     else:
         from espnet2.bin.asr_train import main as train_main

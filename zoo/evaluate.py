@@ -31,6 +31,7 @@ from espzoo._fs import public_mode, replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import EspzooError, EvaluateError
 from espzoo.repo import model_reference
+from espzoo.s2t import config_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -210,6 +211,7 @@ class DecodeOptions:
     maxlenratio: float = 0.0  # 0: up to the encoder length, as ESPnet's default
     minlenratio: float = 0.0
     penalty: float = 0.0
+    lang: str | None = None  # S2T (OWSM) models: the language to prompt with (default: the fine-tuning run's)
     # "beam": ESPnet's beam search, one utterance at a time; "ctc-greedy": padded batches through the encoder,
     # best CTC path per row; "auto": ctc-greedy for CTC-only models (no attention decoder to search with).
     decode: str = "auto"
@@ -369,6 +371,11 @@ def is_ctc_only(config: dict[str, Any]) -> bool:
 
 def decode_mode(config: dict[str, Any], options: DecodeOptions) -> str:
     """"beam" or "ctc-greedy": the option, with "auto" meaning greedy CTC for CTC-only models only."""
+    if config_task(config) != "asr":  # S2T models decode with ESPnet's S2T inference, one utterance at a time
+        if options.decode == "ctc-greedy":
+            raise EvaluateError("--decode ctc-greedy is for ASR models; an S2T model decodes with ESPnet's S2T "
+                                "inference (drop --decode).")
+        return "beam"
     if options.decode != "auto":
         return options.decode
     return "ctc-greedy" if is_ctc_only(config) else "beam"
@@ -410,8 +417,8 @@ def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFi
     from espzoo.bundle import open_bundle
 
     bundle = open_bundle(root)
-    if bundle.task != "asr":
-        raise ModelNotFoundError(f"{source} is an ESPnet {bundle.task} model; espzoo evaluates asr models only.")
+    if bundle.task not in ("asr", "s2t"):
+        raise ModelNotFoundError(f"{source} is an ESPnet {bundle.task} model; espzoo evaluates asr and s2t models.")
     return ModelFiles(
         source=source,
         kind="hub",
@@ -438,6 +445,10 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     options = options or DecodeOptions()
     if options.threads:
         torch.set_num_threads(options.threads)
+    if config_task(files.config) != "asr":
+        return _s2t_recognizer(files, options)
+    if options.lang:
+        raise EvaluateError(f"--lang applies to S2T (OWSM) models; {files.source} is an ASR model (drop --lang).")
     with _quiet_espnet():
         import_asr_task()  # the offline NLTK setup, before asr_inference imports ESPnet's ASR chain
         from espnet2.bin.asr_inference import Speech2Text
@@ -474,6 +485,37 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
         )
     speech2text.asr_model.to(options.device).eval()
     return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
+
+
+def _s2t_recognizer(files: ModelFiles, options: DecodeOptions) -> Recognizer:
+    """ESPnet's S2T inference (espzoo.s2t) prompted with --lang, the fine-tuning run's language or the default."""
+    import json
+    import tempfile
+
+    from espzoo.bundle import load_state_dict
+    from espzoo.s2t import Prompt, build_decoder, decode_ctc_weight, default_prompt
+
+    provenance_path = files.root / "provenance.json"
+    provenance = json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else None
+    tokens = list(files.config.get("token_list") or [])
+    prompt = Prompt.for_language(options.lang) if options.lang else default_prompt(tokens, provenance)
+    ctc_weight = options.ctc_weight if options.ctc_weight is not None else decode_ctc_weight(files.config)
+    with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet():
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(yaml_dump(files.config), encoding="utf-8")
+        decoder = build_decoder(
+            config_path, files.config, prompt, sample_rate=files.sample_rate, device=options.device,
+            beam_size=options.beam_size, ctc_weight=ctc_weight, maxlenratio=options.maxlenratio,
+            minlenratio=options.minlenratio, penalty=options.penalty,
+        )
+    result = decoder.model.load_state_dict(load_state_dict(files.checkpoint), strict=False)  # weights_only
+    if result.missing_keys:
+        raise EvaluateError(
+            f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
+            f"({', '.join(result.missing_keys[:5])}, ...); the checkpoint and config.yaml do not belong together."
+        )
+    decoder.model.to(options.device).eval()
+    return Recognizer(decoder, files.sample_rate, files, options, ctc_weight)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from espzoo._redact import public
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import ExportError  # noqa: F401 (re-exported)
 from espzoo.repo import STATS_NAME, parse_token_list, stats_reference
+from espzoo.s2t import config_task, export_names
 
 MODEL_FILE = "valid.acc.ave.pth"
 
@@ -140,10 +141,12 @@ def _read_experiment(root: Path) -> _Experiment:
 def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -> None:
     config = dict(experiment.resolved)
     token_type = str(config.get("token_type") or "char")
-    name = options.name or f"asr_{experiment.root.resolve().name}"
+    task = config_task(config)
+    prefix = "asr" if task == "asr" else "s2t"  # ESPnet's recipe names: exp/asr_* or exp/s2t_*
+    name = options.name or f"{prefix}_{experiment.root.resolve().name}"
     exp = Path("exp") / name
     tokens_dir = Path("data") / "token_list" / _token_dir_name(token_type, experiment)
-    stats = Path("exp") / f"asr_stats_raw_{_token_dir_name(token_type, experiment)}" / "train" / "feats_stats.npz"
+    stats = Path("exp") / f"{prefix}_stats_raw_{_token_dir_name(token_type, experiment)}" / "train" / "feats_stats.npz"
 
     (dest / exp / "espzoo").mkdir(parents=True)
     (dest / tokens_dir).mkdir(parents=True)
@@ -178,14 +181,15 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         plan = public(_read_json(experiment.root / "plan.json"), experiment.root)
         (dest / exp / "espzoo" / "plan.json").write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
 
+    model_key, config_key = export_names(task)  # what ESPnet's pack writes: asr_* or s2t_*
     meta = {
         "espnet": _version("espnet"),
-        "files": {"asr_model_file": str(exp / MODEL_FILE)},
+        "files": {model_key: str(exp / MODEL_FILE)},
         "python": sys.version.split()[0],
         "timestamp": time.time(),
         "torch": _version("torch"),
         "espzoo": _version("espzoo"),
-        "yaml_files": {"asr_train_config": str(exp / "config.yaml")},
+        "yaml_files": {config_key: str(exp / "config.yaml")},
     }
     (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
     (dest / "README.md").write_text(model_card(experiment, options, exp, config), encoding="utf-8")
@@ -256,9 +260,7 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "",
         "```python",
         "import soundfile",
-        "from espnet2.bin.asr_inference import Speech2Text",
-        "",
-        f'speech2text = Speech2Text("{exp}/config.yaml", "{exp}/{MODEL_FILE}", beam_size=4)',
+        *_inference_lines(config, exp, provenance),
         'speech, rate = soundfile.read("audio.wav")  # mono, ' + f"{config_sample_rate(config)} Hz",
         "text, tokens, token_ids, hypothesis = speech2text(speech)[0]",
         "```",
@@ -272,6 +274,26 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "",
     ]
     return "\n".join(lines)
+
+
+def _inference_lines(config: dict[str, Any], exp: Path, provenance: dict[str, Any]) -> list[str]:
+    """How ESPnet alone loads the model: asr_inference, or the S2T inference with the fine-tuning prompt."""
+    task = config_task(config)
+    if task == "asr":
+        return [
+            "from espnet2.bin.asr_inference import Speech2Text",
+            "",
+            f'speech2text = Speech2Text("{exp}/config.yaml", "{exp}/{MODEL_FILE}", beam_size=4)',
+        ]
+    prompt = (provenance.get("s2t") or {}).get("lang") or "<eng>"
+    module, cls = (
+        ("s2t_inference_ctc", "Speech2TextGreedySearch") if task == "s2t_ctc" else ("s2t_inference", "Speech2Text")
+    )
+    return [
+        f"from espnet2.bin.{module} import {cls}",
+        "",
+        f'speech2text = {cls}("{exp}/config.yaml", "{exp}/{MODEL_FILE}", lang_sym="{prompt}", task_sym="<asr>")',
+    ]
 
 
 def _provenance_lines(provenance: dict[str, Any], source: tuple[str | None, str | None]) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from espzoo.data import Dataset, prepare
 from espzoo.repo import config_sample_rate
+from espzoo.s2t import S2TError, config_task, write_training_data
 from espzoo.trainer import (
     EpochReport,
     TrainOptions,
@@ -109,6 +110,9 @@ def _train(
         "source": {"model": request.model, "repo_id": prepared.source.repo_id, "commit": prepared.source.commit},
         "command": request.command or sys.argv,
     }
+    prompt = prepared.plan.language.prompt if prepared.plan.language is not None else None
+    if prompt is not None:  # an S2T model: decoding uses the same prompt (espzoo.s2t)
+        provenance["s2t"] = {"task": prompt.task, "lang": prompt.lang, "espnet_task": config_task(prepared.config)}
     stats_file = None
     if request.transfer.stats == "pretrained":
         stats_file = (prepared.config.get("normalize_conf") or {}).get("stats_file")
@@ -161,6 +165,8 @@ def _prepare(
     # Plan against the pinned commit: the second look-up then costs no request and cannot drift.
     model = f"{source.repo_id}@{source.commit}" if source.repo_id and source.commit else request.model
     rate = config_sample_rate(source.config or {})
+    if config_task(source.config or {}) != "asr" and not request.transfer.lang:
+        raise S2TError(f"{request.model} is an S2T (OWSM) model: give the data's language with --lang (e.g. spa).")
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
     train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
@@ -179,4 +185,7 @@ def _prepare(
         stage("apply")
         apply_plan(plan, init_dir, seed=request.training.seed)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
+    prompt = plan.language.prompt if plan.language is not None else None
+    if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
+        train, valid = (write_training_data(d, config, prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid))
     return Prepared(source, train, valid, plan, init_dir / "init.pth", config)

@@ -74,7 +74,13 @@ def is_asr_transducer_config(config: Mapping[str, Any]) -> bool:
 
 
 def task_for_config(config: Mapping[str, Any]) -> Any:
-    """The ESPnet task class that builds and trains the model of `config` (ASR, or the asr_transducer task)."""
+    """The ESPnet task class that builds and trains the model of `config`: ASR, the asr_transducer task, or an S2T
+    task for OWSM configs (espzoo.s2t)."""
+    from espzoo.s2t import config_task, espnet_task
+
+    task = config_task(dict(config))
+    if task != "asr":
+        return espnet_task(task)
     asr_task = import_asr_task()  # the offline NLTK setup first
     if is_asr_transducer_config(config):
         from espnet2.tasks.asr_transducer import ASRTransducerTask
@@ -181,7 +187,8 @@ def describe_target(config: dict[str, Any], reference: Shapes | None = None) -> 
 _OUTPUT_LAYERS = frozenset({"ctc_lo", "output_layer", "output", "lin_out", "ctc_lin", "lm_lin"})
 _INPUT_LAYERS = frozenset({"conditioning_layer"})
 # (asr_transducer models hold their auxiliary CTC and LM outputs at the top: `ctc_lin`, `lm_lin`.)
-_VOCAB_OWNERS = ("ctc", "pit_ctc", "decoder", "joint_network", "encoder", "ctc_lin", "lm_lin")
+# OWSM-CTC (espnet2/s2t/espnet_ctc_model.py) holds its prompt's token embedding at the top, as `embed`.
+_VOCAB_OWNERS = ("ctc", "pit_ctc", "decoder", "joint_network", "encoder", "ctc_lin", "lm_lin", "embed")
 
 
 def vocabulary_axes(model: Any, sizes: set[int]) -> dict[str, int]:
@@ -198,7 +205,8 @@ def vocabulary_axes(model: Any, sizes: set[int]) -> dict[str, int]:
         if parts[0] not in _VOCAB_OWNERS:
             continue
         if isinstance(module, torch.nn.Embedding):
-            kind = "output" if parts[0] == "decoder" else None  # a decoder's token embedding: tokens on the rows
+            # a decoder's (or OWSM-CTC's prompt) token embedding: tokens on the rows
+            kind = "output" if parts[0] == "decoder" or name == "embed" else None
         elif isinstance(module, torch.nn.Linear) and parts[-1] in _OUTPUT_LAYERS and parts[0] != "encoder":
             kind = "output"
         elif isinstance(module, torch.nn.Linear) and parts[-1] in _INPUT_LAYERS:

@@ -109,11 +109,21 @@ def looks_like_train_config(config: Any) -> bool:
     return ("encoder" in config or body) and "token_list" in config
 
 
-def task_of_config(config: Mapping[str, Any]) -> str:
-    """"s2t" for OWSM-style configs (their preprocessor and special symbols), else "asr"."""
+def espnet_task_of_config(config: Mapping[str, Any]) -> str:
+    """Which ESPnet task trained the model of `config`: "s2t_ctc" (OWSM-CTC: espnet2.tasks.s2t_ctc), "s2t" (OWSM:
+    espnet2.tasks.s2t; their preprocessor and special symbols) or "asr" (asr_transducer configs included)."""
+    preprocessor = config.get("preprocessor")
+    if preprocessor == "s2t_ctc" or config.get("model") == "espnet_ctc" or "promptencoder" in config:
+        return "s2t_ctc"
     model_conf = config.get("model_conf") or {}
-    s2t = config.get("preprocessor") == "s2t" or "sym_na" in model_conf or "sym_sop" in model_conf
-    return "s2t" if s2t else "asr"
+    if preprocessor == "s2t" or "sym_na" in model_conf or "sym_sop" in model_conf:
+        return "s2t"
+    return "asr"
+
+
+def task_of_config(config: Mapping[str, Any]) -> str:
+    """The repo family: "s2t" for both S2T tasks (their meta.yaml keys are s2t_*), else "asr"."""
+    return "asr" if espnet_task_of_config(config) == "asr" else "s2t"
 
 
 def config_rank(path: str | PurePosixPath, *, checkpoint_beside: bool, collect_stats: bool = False) -> tuple[Any, ...]:

@@ -79,6 +79,7 @@ from espzoo._redact import redact
 from espzoo.data import Dataset
 from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
 from espzoo.repo import best_checkpoint, config_criteria, config_sample_rate
+from espzoo.s2t import config_task, extra_data_files, train_task_args
 from espzoo.vocab import Vocabulary
 
 # Keys of a pretrained model's training config that describe that run, not the model: dropped, then set
@@ -402,6 +403,8 @@ def espnet_args(
     for mode, data, text_shape in (("train", train, train_text_shape), ("valid", valid, valid_text_shape)):
         args += [f"--{mode}_data_path_and_name_and_type", f"{data.wav_scp},speech,sound"]
         args += [f"--{mode}_data_path_and_name_and_type", f"{data.text},text,text"]
+        for entry in extra_data_files(data.dir):  # an S2T model's text_prev / text_ctc (espzoo.s2t)
+            args += [f"--{mode}_data_path_and_name_and_type", entry]
         args += [f"--{mode}_shape_file", str(data.speech_shape), f"--{mode}_shape_file", str(text_shape)]
     args += ["--use_tensorboard", "false", "--use_matplotlib", "false", "--use_wandb", "false"]
     args += ["--ngpu", str(options.ngpu)]
@@ -620,7 +623,7 @@ def _run(
             normalize = "pretrained"
         write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
 
-    args = espnet_args(
+    args = train_task_args(config_task(config)) + espnet_args(
         conf_path,
         train=train,
         valid=valid,

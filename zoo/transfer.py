@@ -38,6 +38,7 @@ from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
 from espzoo.repo import best_checkpoint, config_criteria, looks_like_repo_id, model_reference, parse_token_list
+from espzoo.s2t import config_task, s2t_vocabulary
 from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
@@ -291,6 +292,7 @@ class TransferPlan:
     vocab_axes: dict[str, int] = field(default_factory=dict)  # the target model's vocabulary-sized tensors
     aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
+    language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
 
     def by_key(self) -> dict[str, PlanRow]:
         return {row.target_key: row for row in self.rows}
@@ -326,10 +328,15 @@ class TransferPlan:
             "transplant": self.transplant,
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
+            "language": _language_summary(self.language),
         }
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [row.to_json() for row in self.rows], "summary": self.summary()}
+
+
+def _language_summary(language: Any) -> dict[str, Any] | None:
+    return language.summary() if language is not None else None
 
 
 def make_plan(
@@ -550,6 +557,8 @@ class TransferOptions:
     ignore_init_mismatch: bool = False
     freeze: tuple[str, ...] = ()
     vocab: str = "keep"
+    lang: str | None = None  # S2T (OWSM) models: the data's language (a new one gets its own token)
+    lang_init: str | None = None  # S2T: the language whose rows start a new language token (default: their mean)
     transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
     new_rows: NewRows = "mean"
     stats: Stats = "pretrained"
@@ -577,7 +586,15 @@ def plan_transfer(
     old = source.vocabulary()
     if token_type.startswith("whisper"):
         texts = None  # the coverage report would need Whisper's tokenizer; the vocabulary is kept as it is
-    if options.vocab == "keep" and texts is None:
+    row_init: dict[int, tuple[int, ...]] = {}
+    language = None
+    if config_task(source.config) != "asr":  # OWSM: the vocabulary stays; a new language adds its token
+        vocabulary, row_init, language = s2t_vocabulary(
+            old, options.vocab, options.lang, options.lang_init, workdir, texts
+        )
+    elif options.lang or options.lang_init:
+        raise TransferError(f"--lang applies to S2T (OWSM) models; {model} is an ASR model (drop --lang).")
+    elif options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
     else:
         vocabulary = build_vocabulary(options.vocab, texts, old, workdir=workdir)
@@ -586,7 +603,7 @@ def plan_transfer(
     extra = [parse_spec(text) for text in options.init_params]
     specs = [primary, *extra]
     sources = [source, *(open_source(spec.source) for spec in extra)]
-    return make_plan(
+    plan = make_plan(
         specs,
         adapt_config(source.config, vocabulary),
         vocabulary=vocabulary,
@@ -597,6 +614,10 @@ def plan_transfer(
         sources=sources,
         transplant=options.transplant,
     )
+    if row_init and 0 in plan.row_maps:  # a new S2T language token starts from chosen language rows
+        plan.row_maps[0].update(row_init)  # type: ignore[arg-type]
+    plan.language = language
+    return plan
 
 
 def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
@@ -714,10 +735,15 @@ def transplant_rows(
     else:
         values = old.float()
         new.copy_(torch.normal(values.mean().item(), values.std().item(), size=new.shape, generator=generator))
-    if new_to_old:
-        index_new = torch.tensor(list(new_to_old.keys()), dtype=torch.long)
-        index_old = torch.tensor(list(new_to_old.values()), dtype=torch.long)
+    # A value that is a tuple of old indices (an S2T language token added by espzoo.s2t) gets their rows' mean.
+    single = {n: o for n, o in new_to_old.items() if isinstance(o, int)}
+    if single:
+        index_new = torch.tensor(list(single.keys()), dtype=torch.long)
+        index_old = torch.tensor(list(single.values()), dtype=torch.long)
         new[index_new] = old[index_old]
+    for n, olds in new_to_old.items():
+        if not isinstance(olds, int):
+            new[n] = old[torch.tensor(list(olds), dtype=torch.long)].mean(dim=0)
     return new.movedim(0, axis).contiguous()
 
 

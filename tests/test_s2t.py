@@ -1,0 +1,308 @@
+"""S2T (OWSM, OWSM-CTC) models: the rules in espzoo.s2t checked against ESPnet's own S2T code, a new language
+token with every pretrained row kept, and the whole path as a user runs it: pull from the mirror, plan,
+fine-tune 2 epochs on the shipped Spanish speech with --lang spa, evaluate, export, and ESPnet's own S2T
+inference loading the export from its files alone and giving the same text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from _hubtools import ESPZOO, client_env
+from espzoo import s2t
+from espzoo.mirror import MirrorServer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+VOCAB_KEYS = {
+    "s2t": {"decoder.embed.0.weight": 0, "decoder.output_layer.weight": 0, "decoder.output_layer.bias": 0,
+            "ctc.ctc_lo.weight": 0, "ctc.ctc_lo.bias": 0},
+    "s2t_ctc": {"embed.weight": 0, "ctc.ctc_lo.weight": 0, "ctc.ctc_lo.bias": 0,
+                "encoder.conditioning_layer.weight": 1},
+}
+
+
+def subset(source: Path, dest: Path, n: int) -> Path:
+    dest.mkdir(parents=True)
+    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
+    for name in ("text", "wav.scp", "utt2spk"):
+        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
+        lines = []
+        for utt in ids:
+            value = str((source / rows[utt]).resolve()) if name == "wav.scp" else rows[utt]
+            lines.append(f"{utt} {value}\n")
+        (dest / name).write_text("".join(lines), encoding="utf-8")
+    return dest
+
+
+def espzoo(args: list[str], endpoint: str, hf_home: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([ESPZOO, *args], env=client_env(endpoint, hf_home), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------- rules, no model
+
+
+def test_config_task_tells_the_three_tasks_apart() -> None:
+    assert s2t.config_task({"encoder": "conformer", "model_conf": {"ctc_weight": 0.3}}) == "asr"
+    assert s2t.config_task({"preprocessor": "s2t", "model_conf": {}}) == "s2t"
+    assert s2t.config_task({"model_conf": {"sym_na": "<na>"}}) == "s2t"
+    assert s2t.config_task({"preprocessor": "s2t_ctc"}) == "s2t_ctc"
+    assert s2t.config_task({"model": "espnet_ctc", "promptencoder": "transformer"}) == "s2t_ctc"
+
+
+def test_training_text_forms() -> None:
+    prompt = s2t.Prompt.for_language("es")
+    assert prompt == s2t.Prompt("<spa>", "<asr>")
+    config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
+    assert s2t.training_text("hola", 1.2345, prompt, config, "s2t") == "<spa><asr><0.00> hola<1.22>"
+    # Longer than the padded length: the end timestamp stays inside the block (speech is trimmed there too).
+    assert s2t.training_text("hola", 9.0, prompt, config, "s2t") == "<spa><asr><0.00> hola<4.00>"
+    assert s2t.training_text("hola", 1.0, prompt, {"preprocessor": "s2t_ctc"}, "s2t_ctc") == "<spa><asr> hola"
+
+
+def test_unknown_language_is_one_sentence() -> None:
+    with pytest.raises(s2t.S2TError, match="ISO 639-3"):
+        s2t.language_token("not a language")
+
+
+# ------------------------------------------------------------------------------------------- with the models
+
+
+def test_espnet_preprocessor_reads_the_written_text(tiny_s2t: Path) -> None:
+    """ESPnet's S2TPreprocessor (training mode, both time branches) on espzoo's text: <spa><asr> first, then
+    timestamps or exactly one <notimestamps>, never two."""
+    from espzoo.bundle import open_bundle
+
+    s2t.espnet_task("s2t")
+    from espnet2.train.preprocessor import S2TPreprocessor
+
+    bundle = open_bundle(tiny_s2t)
+    config = bundle.resolved_config()
+    tokens = bundle.token_list
+    pre = S2TPreprocessor(train=True, token_type="bpe", token_list=tokens, bpemodel=config["bpemodel"],
+                          **config["preprocessor_conf"])
+    text = s2t.training_text("el gato come", 1.5, s2t.Prompt("<spa>"), config, "s2t")
+    seen = set()
+    for seed in range(20):
+        np.random.seed(seed)
+        out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": text, "text_prev": "<na>",
+                        "text_ctc": "el gato come"})
+        ids = [tokens[i] for i in out["text"]]
+        assert ids[:2] == ["<spa>", "<asr>"]
+        assert ids.count("<notimestamps>") <= 1
+        seen.add(ids[2] == "<notimestamps>")
+        assert ids[2] == "<notimestamps>" or s2t._TIME.match(ids[2])
+    assert seen == {True, False}  # both branches of time_apply_prob ran
+
+
+def test_add_user_symbols_keeps_every_piece_id(tiny_s2t: Path, tmp_path: Path) -> None:
+    import sentencepiece as spm
+
+    model = next(tiny_s2t.rglob("bpe.model"))
+    new = s2t.add_user_symbols(model, ["<top>"], tmp_path / "bpe.model")
+    old_sp, new_sp = spm.SentencePieceProcessor(model_file=str(model)), spm.SentencePieceProcessor(model_file=str(new))
+    assert new_sp.get_piece_size() == old_sp.get_piece_size() + 1
+    assert all(old_sp.id_to_piece(i) == new_sp.id_to_piece(i) for i in range(old_sp.get_piece_size()))
+    assert "<top>" not in old_sp.encode("<top><asr> hola", out_type=str)
+    assert new_sp.encode("<top><asr> hola", out_type=str)[1:3] == ["<top>", "<asr>"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["s2t", "s2t_ctc"])
+@pytest.mark.parametrize("lang_init", ["spa", None])
+def test_new_language_token_keeps_every_pretrained_row(
+    variant: str, lang_init: str | None, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import torch
+    from espzoo.bundle import load_state_dict, open_bundle
+    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+
+    repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
+    bundle = open_bundle(repo)
+    old_tokens = bundle.token_list
+    plan = plan_transfer(str(repo), TransferOptions(lang="top", lang_init=lang_init), workdir=tmp_path / "vocab")
+    summary = plan.to_json()["summary"]
+    assert summary["language"]["new_token"] == "<top>" and summary["language"]["index"] == len(old_tokens)
+    assert plan.vocabulary.tokens == [*old_tokens, "<top>"]
+    result = apply_plan(plan, tmp_path / "init")
+    old, new = load_state_dict(bundle.checkpoint), torch.load(result.checkpoint, weights_only=True)
+    assert set(new) == set(old)
+    languages = [old_tokens.index(t) for t in s2t.language_tokens(old_tokens)]
+    for key, value in new.items():
+        axis = VOCAB_KEYS[variant].get(key)
+        if axis is None:
+            assert torch.equal(value, old[key]), key  # everything else loads as it was
+            continue
+        assert value.shape[axis] == old[key].shape[axis] + 1, key
+        kept = value.narrow(axis, 0, len(old_tokens))
+        assert torch.equal(kept, old[key]), f"{key}: a pretrained row changed"
+        row = value.select(axis, len(old_tokens))
+        if lang_init:
+            expected = old[key].select(axis, old_tokens.index("<spa>"))
+        else:
+            expected = old[key].index_select(axis, torch.tensor(languages)).mean(dim=axis)
+        assert torch.allclose(row, expected), key
+    assert set(VOCAB_KEYS[variant]) <= set(new)
+    config = yaml.safe_load(result.config.read_text())
+    assert config["token_list"][-1] == "<top>"
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=config["bpemodel"])
+    assert "<top>" in sp.encode("<top><asr> hola", out_type=str)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(params=["s2t", "s2t_ctc"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(variant, endpoint): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]."""
+    variant = request.param
+    root = tmp_path_factory.mktemp("s2t_mirror")
+    name = "tiny-owsm" if variant == "s2t" else "tiny-owsm-ctc"
+    repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
+    shutil.copytree(repo, root / "espzoo-test" / name)
+    server = MirrorServer(root)
+    yield variant, server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("es")
+    return {
+        "train": subset(SPEECH / "train", root / "train", 24),
+        "dev": subset(SPEECH / "dev", root / "dev", 6),
+        "test": subset(SPEECH / "test", root / "test", 4),
+    }
+
+
+def _espnet_transcripts(export: Path, variant: str, lang: str, audio: list[Path]) -> list[str]:
+    """ESPnet's own S2T inference from the exported files alone (its own loader; run in the repo folder)."""
+    script = f"""
+import json, sys, soundfile, numpy as np
+meta = __import__("yaml").safe_load(open("meta.yaml"))
+config, model = meta["yaml_files"]["s2t_train_config"], meta["files"]["s2t_model_file"]
+if {variant!r} == "s2t_ctc":
+    from espnet2.bin.s2t_inference_ctc import Speech2TextGreedySearch as S
+    s = S(config, model, lang_sym={lang!r}, task_sym="<asr>")
+    conf = s.preprocessor_conf
+    pad = lambda w: np.pad(w, (0, max(0, int(conf["fs"] * conf["speech_length"]) - len(w))))
+else:
+    from espnet2.bin.s2t_inference import Speech2Text as S
+    s = S(config, model, lang_sym={lang!r}, task_sym="<asr>", beam_size=4, ctc_weight=0.3)
+    pad = lambda w: w
+out = []
+for path in {[str(a) for a in audio]!r}:
+    wave, _ = soundfile.read(path, dtype="float32")
+    out.append(s(pad(wave))[0][3])
+print("<<R>>" + json.dumps(out))
+"""
+    from espzoo._espnet import espnet_env
+
+    proc = subprocess.run([sys.executable, "-c", script], cwd=export,
+                          env=espnet_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("<<R>>"))
+    return [t.strip() for t in json.loads(line[5:])]
+
+
+@pytest.mark.slow
+def test_pull_plan_finetune_evaluate_export(served: tuple[str, str], data: dict[str, Path], tmp_path: Path) -> None:
+    variant, served_at = served
+    repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
+    hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
+    pulled = espzoo(["pull", repo], served_at, hf_home)
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+
+    plan = espzoo(["plan", repo, "--lang", "spa", "--json"], served_at, hf_home)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    summary = json.loads(plan.stdout)["summary"]
+    assert summary["language"]["new_token"] is None and summary["language"]["prompt"] == ["<spa>", "<asr>"]
+    assert set(summary["actions"]) == {"load"}  # same vocabulary: every tensor loads
+
+    ft = espzoo(["finetune", repo, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+                 "--lang", "spa", "--max-epoch", "2", "--batch-bins", "400000", "--json"], served_at, hf_home)
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert json.loads(ft.stdout)["epochs"] == 2
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["s2t"] == {"task": "<asr>", "lang": "<spa>", "espnet_task": variant}
+    written = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert written.startswith("<spa><asr>") and (variant == "s2t_ctc" or "<0.00> " in written)
+    train_conf = yaml.safe_load((out / "conf" / "train.yaml").read_text())
+    assert s2t.config_task(train_conf) == variant
+
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served_at, hf_home)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout)
+    assert report["utterances"] == 4 and 0.0 <= report["cer"]
+    assert all("<" not in row["hypothesis"] for row in report["rows"])  # no prompt or timestamp left
+
+    ex = espzoo(["export", str(out), "--out", str(export)], served_at, hf_home)
+    assert ex.returncode == 0, ex.stderr[-3000:]
+    meta = yaml.safe_load((export / "meta.yaml").read_text())
+    assert set(meta["files"]) == {"s2t_model_file"} and set(meta["yaml_files"]) == {"s2t_train_config"}
+
+    audio = sorted((SPEECH / "test" / "audio").glob("*.flac"))[:3]
+    ours = espzoo(["transcribe", str(export), *map(str, audio), "--lang", "spa", "--json"], served_at, hf_home)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    texts = [r["text"] for r in json.loads(ours.stdout)]
+    assert texts == _espnet_transcripts(export, variant, "<spa>", audio)
+
+
+@pytest.mark.slow
+def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp_path: Path) -> None:
+    import sentencepiece as spm
+    import torch
+    from espzoo.bundle import load_state_dict, open_bundle
+    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+
+    text = subset(SPEECH / "train", tmp_path / "train", 40)
+    bundle = open_bundle(tiny_s2t)
+    old_tokens = bundle.token_list
+    plan = plan_transfer(str(tiny_s2t), TransferOptions(vocab=f"extend:6:{text}"), workdir=tmp_path / "vocab")
+    ext = plan.to_json()["summary"]["language"]["extension"]
+    pieces = ext["pieces"]
+    assert 0 < len(pieces) <= 6 and not set(pieces) & set(old_tokens)
+    assert ext["coverage_after"] < ext["coverage_before"]
+    assert plan.vocabulary.tokens == [*old_tokens, *pieces]
+    old_sp = spm.SentencePieceProcessor(model_file=str(bundle.bpemodel))
+    new_sp = spm.SentencePieceProcessor(model_file=str(plan.vocabulary.bpemodel))
+    assert all(old_sp.id_to_piece(i) == new_sp.id_to_piece(i) for i in range(old_sp.get_piece_size()))
+    lines = [line.split(maxsplit=1)[1] for line in (text / "text").read_text(encoding="utf-8").splitlines()]
+    used = {p for line in lines for p in new_sp.encode(line, out_type=str)}
+    assert set(pieces) <= used  # every new piece tokenizes the user's text
+
+    result = apply_plan(plan, tmp_path / "init")
+    old, new = load_state_dict(bundle.checkpoint), torch.load(result.checkpoint, weights_only=True)
+    index = {t: i for i, t in enumerate(old_tokens)}
+    for key, axis in VOCAB_KEYS["s2t"].items():
+        assert torch.equal(new[key].narrow(axis, 0, len(old_tokens)), old[key]), key
+        for offset, piece in enumerate(pieces):
+            spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
+            expected = old[key].index_select(axis, torch.tensor(spelled)).mean(dim=axis)
+            assert torch.allclose(new[key].select(axis, len(old_tokens) + offset), expected), (key, piece)
+
+
+def test_bad_language_options_are_one_sentence(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
+    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+
+    with pytest.raises(s2t.S2TError, match="--lang-init needs --lang"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang_init="spa"))
+    with pytest.raises(s2t.S2TError, match="no <deu> token"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="top", lang_init="deu"), workdir=tmp_path)
+    with pytest.raises(s2t.S2TError, match="already knows <spa>"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="es", lang_init="eng"))
+    with pytest.raises(s2t.S2TError, match="extend:N"):
+        plan_transfer(str(tiny_s2t), TransferOptions(vocab="bpe:30"))
+    with pytest.raises(TransferError, match="applies to S2T"):
+        plan_transfer(str(tiny_repo_char), TransferOptions(lang="spa"))
+    proc = subprocess.run([ESPZOO, "plan", str(tiny_s2t), "--lang", "no such language"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "ISO 639-3" in proc.stderr
