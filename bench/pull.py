@@ -4,8 +4,10 @@
 
 The mirror (`espzoo mirror serve`) runs in its own process over a generated ESPnet-layout repo of random bytes.
 The peer is curl fetching every file of the repo (following the LFS redirects) into a fresh folder; espzoo pulls
-the same files (--all) into a fresh HF cache. Then a pull pinned to the cached commit: its wall time and the
-requests the mirror saw. Prints the throughput ratio (espzoo / curl) last. Goal: >= 0.8.
+the same files (--all) into a fresh HF cache, and so does the path without parallel ranges (huggingface_hub alone,
+`hub.PARALLEL_MIN` out of reach: the "before"). With --repeat N the three alternate N times (curl, before, after)
+and medians are reported, as the machine may be shared. Then a pull pinned to the cached commit: its wall time and
+the requests the mirror saw. Prints the throughput ratio (espzoo / curl) last. Goal: >= 0.8.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,9 +59,43 @@ def reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{url}/_espzoo/reset", data=b"", method="POST"), timeout=10)
 
 
+def run_curl(url: str, files: list[str], out: Path) -> float:
+    """Seconds for curl to fetch every file into a fresh folder."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["curl", "-sSfL", "--create-dirs"]
+    for rel in files:
+        cmd += ["-o", str(out / rel), f"{url}/{REPO}/resolve/main/{rel}"]
+    started = time.perf_counter()
+    curl = subprocess.Popen(cmd)
+    # A watchdog instead of wait(timeout=...), which polls in 50 ms steps and would add them to curl's time.
+    watchdog = threading.Timer(600, curl.kill)
+    watchdog.start()
+    try:
+        if curl.wait() != 0:
+            raise subprocess.CalledProcessError(curl.returncode, cmd)
+    finally:
+        watchdog.cancel()
+    return time.perf_counter() - started
+
+
+def run_pull(hf_home: Path, files: list[str]) -> tuple[float, object]:
+    """Seconds for `espzoo.hub.pull --all` into a fresh HF cache (the mirror's request count reset first)."""
+    from espzoo.hub import pull
+
+    shutil.rmtree(hf_home / "hub", ignore_errors=True)  # not HF_HOME: huggingface_hub keeps a registry there
+    os.environ["HF_HOME"] = str(hf_home)
+    reset(os.environ["HF_ENDPOINT"])
+    started = time.perf_counter()
+    snap = pull(REPO, all_files=True, progress=False)
+    seconds = time.perf_counter() - started
+    assert sorted(snap.files) == files, "the pull did not fetch the same files"
+    return seconds, snap
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=500, help="Size of the generated repo in MB.")
+    parser.add_argument("--repeat", type=int, default=1, help="Rounds of curl / before / after, alternating.")
     args = parser.parse_args()
     if not shutil.which("curl"):
         sys.exit("curl is not installed; install it (the peer of this benchmark) and run again.")
@@ -76,41 +113,31 @@ def main() -> int:
             # Warm the mirror's hashes (first request hashes the repo) so neither side pays for it.
             urllib.request.urlopen(f"{url}/api/models/{REPO}", timeout=120).read()
 
-            out = work / "curl"
-            cmd = ["curl", "-sSfL", "--create-dirs"]
-            for rel in files:
-                cmd += ["-o", str(out / rel), f"{url}/{REPO}/resolve/main/{rel}"]
-            started = time.perf_counter()
-            curl = subprocess.Popen(cmd)
-            # A watchdog instead of wait(timeout=...), which polls in 50 ms steps and would add them to curl's time.
-            watchdog = threading.Timer(600, curl.kill)
-            watchdog.start()
-            try:
-                if curl.wait() != 0:
-                    raise subprocess.CalledProcessError(curl.returncode, cmd)
-            finally:
-                watchdog.cancel()
-            curl_s = time.perf_counter() - started
-
             os.environ.update(HF_ENDPOINT=url, HF_HOME=str(work / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
                               HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
             os.environ.pop("HF_HUB_CACHE", None)
             # Throughput, not start-up: load the client's modules first (curl's start-up is ~10 ms; importing
             # huggingface_hub is ~200 ms, reported below as the CLI's cached-pull time).
             import huggingface_hub  # noqa: F401
-            from espzoo import _hf
+            from espzoo import _hf, fetch, hub  # noqa: F401
             from espzoo.hub import pull
             from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
 
             _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
             from huggingface_hub.hf_api import RepoFile  # noqa: F401
 
-            reset(url)
-            started = time.perf_counter()
-            snap = pull(REPO, all_files=True, progress=False)
-            pull_s = time.perf_counter() - started
-            pull_requests = stats(url)
-            assert sorted(snap.files) == files, "the pull did not fetch the same files"
+            parallel_min = hub.PARALLEL_MIN
+            curl_runs, before_runs, after_runs, after_requests = [], [], [], 0
+            for _ in range(args.repeat):
+                curl_runs.append(run_curl(url, files, work / "curl"))
+                hub.PARALLEL_MIN = 1 << 62  # before: huggingface_hub alone
+                before_runs.append(run_pull(work / "hf", files)[0])
+                hub.PARALLEL_MIN = parallel_min
+                seconds, snap = run_pull(work / "hf", files)
+                after_runs.append(seconds)
+                after_requests = stats(url)
+            curl_s, before_s, pull_s = (statistics.median(r) for r in (curl_runs, before_runs, after_runs))
+            pull_requests = after_requests
 
             reset(url)
             started = time.perf_counter()
@@ -128,13 +155,21 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=10)
     mb = total / 1e6
-    print(f"repo: {len(files)} files, {mb:.0f} MB, served by `espzoo mirror serve` on 127.0.0.1")
-    print(f"curl (peer):          {curl_s:6.2f} s  {mb / curl_s:7.0f} MB/s")
-    print(f"espzoo pull --all:    {pull_s:6.2f} s  {mb / pull_s:7.0f} MB/s  ({pull_requests} requests)")
+    runs = f" (median of {args.repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    print(f"repo: {len(files)} files, {mb:.0f} MB, served by `espzoo mirror serve` on 127.0.0.1{runs}")
+    print(f"curl (peer):          {curl_s:6.2f} s  {mb / curl_s:7.0f} MB/s  runs: {fmt(curl_runs)}")
+    print(f"pull, hf alone:       {before_s:6.2f} s  {mb / before_s:7.0f} MB/s  runs: {fmt(before_runs)} (before)")
+    print(f"espzoo pull --all:    {pull_s:6.2f} s  {mb / pull_s:7.0f} MB/s  runs: {fmt(after_runs)} "
+          f"({pull_requests} requests)")
     print(f"pinned cached pull:   {pinned_s * 1000:6.1f} ms, {pinned_requests} requests (library call)")
     print(f"pinned cached pull:   {cli_pinned_s * 1000:6.1f} ms, {cli_pinned_requests} requests (a CLI process)")
+    print(f"throughput ratio before (hf alone / curl): {curl_s / before_s:.2f}")
     print(f"throughput ratio (espzoo pull / curl): {curl_s / pull_s:.2f} (goal >= 0.8)")
     return 0
+
+
+def fmt(runs: list[float]) -> str:
+    return " ".join(f"{r:.2f}" for r in runs)
 
 
 if __name__ == "__main__":
