@@ -93,8 +93,9 @@ def uses_proxy(url: str) -> bool:
 
 
 def fetch(
-    url: str, partial: Path, size: int, *, headers: dict[str, str], parts: int = PARTS, timeout: float = READ_TIMEOUT,
-    retries: int = 3, backoff: float = 0.5, on_bytes: Callable[[int], None] | None = None,
+    url: str, partial: Path, size: int, *, headers: dict[str, str], parts: int | None = None,
+    timeout: float = READ_TIMEOUT, retries: int = 3, backoff: float = 0.5,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> bool:
     """Fill `partial` with the `size` bytes of `url`, resuming from its state file when there is one. True when it
     holds them all (its state file removed); False, with nothing written, when the server does not honour Range.
@@ -103,7 +104,7 @@ def fetch(
     plan = _load_state(partial, size)
     fresh = plan is None
     if plan is None:
-        plan = split(size, parts)
+        plan = split(size, parts or PARTS)
     todo = [p for p in plan if p.left > 0]
     if not todo:
         state_path(partial).unlink(missing_ok=True)
