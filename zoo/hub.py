@@ -9,8 +9,10 @@ Everything goes through huggingface_hub (HF_ENDPOINT, HF_HOME/HF_HUB_CACHE, HF_T
 and `hf cache` sees what espzoo downloads). The revision is resolved to a commit first and files are fetched by
 commit, so a pinned pull of a cached commit makes zero requests. Only the files an ASR fine-tune needs are fetched
 (README.md, meta.yaml, the training config, the checkpoint meta.yaml names or the best one found, the token list and
-bpe model, the normalization stats) unless all_files=True. Failures become a `HubError` whose message is one
-sentence naming the problem and the fix. Progress is reported to a callback (the CLI draws it); verify, ls, rm,
+bpe model, the normalization stats) unless all_files=True. LFS files of PARALLEL_MIN bytes or more are fetched
+as parallel byte ranges (espzoo.fetch) into the blob huggingface_hub would write, under its lock; the rest, and
+any file of a server that ignores Range, through huggingface_hub itself. Failures become a `HubError` whose message
+is one sentence naming the problem and the fix. Progress is reported to a callback (the CLI draws it); verify, ls, rm,
 lock files and stale-download repair are in espzoo.cache, catalog refresh in espzoo.catalog_refresh.
 """
 
