@@ -116,22 +116,21 @@ def fetch(
         if fresh:
             return False
         raise RangeError(f"the server stopped honouring Range requests (HTTP {resp.status})")
+    progress = _Progress(partial, plan, on_bytes)
+    # Redirects are followed once: the other parts ask the final URL (an LFS store's signed URL) directly.
+    part_headers = _headers_for(final_url, url, headers)
+    workers = [_Worker(p, final_url, part_headers, timeout, retries, backoff, progress) for p in todo]
+    workers[0].conn, workers[0].resp = conn, resp
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers[1:]]
+    fd = -1
     try:
         # 0o666 less the umask: the mode huggingface_hub's own blobs get.
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o666)
-    except OSError:
-        conn.close()
-        raise
-    try:
         if fresh:
             _preallocate(fd, size)
-        progress = _Progress(partial, plan, on_bytes)
         progress.save()
-        # Redirects are followed once: the other parts ask the final URL (an LFS store's signed URL) directly.
-        headers = _headers_for(final_url, url, headers)
-        workers = [_Worker(p, fd, final_url, headers, timeout, retries, backoff, progress) for p in todo]
-        workers[0].conn, workers[0].resp = conn, resp
-        threads = [threading.Thread(target=w.run, daemon=True) for w in workers[1:]]
+        for worker in workers:
+            worker.fd = fd
         for thread in threads:
             thread.start()
         workers[0].run()
@@ -141,16 +140,29 @@ def fetch(
         if failed is not None:
             raise failed
         progress.save()
-    except BaseException as exc:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            _stop(workers, threads)
             discard(partial)  # a full disk: leave nothing half-written (the next pull starts over)
         raise
     finally:
-        os.close(fd)
+        _stop(workers, threads)  # interrupted (Ctrl-C): the parts stop before their file is closed
+        if fd >= 0:
+            os.close(fd)
     if any(p.left for p in plan):
         raise RangeError("a part ended before its last byte")
     state_path(partial).unlink(missing_ok=True)
     return True
+
+
+def _stop(workers: list[_Worker], threads: list[threading.Thread]) -> None:
+    if any(t.is_alive() for t in threads):
+        workers[0].progress.stop.set()
+        for worker in workers:
+            worker.abort()
+        for thread in threads:
+            thread.join()
+    workers[0].close()  # its connection was opened before any thread ran
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,9 +273,9 @@ def _load_state(partial: Path, size: int) -> list[Part] | None:
 
 
 class _Worker:
-    def __init__(self, part: Part, fd: int, url: str, headers: dict[str, str], timeout: float, retries: int,
+    def __init__(self, part: Part, url: str, headers: dict[str, str], timeout: float, retries: int,
                  backoff: float, progress: _Progress):
-        self.part, self.fd, self.url, self.headers = part, fd, url, headers
+        self.part, self.fd, self.url, self.headers = part, -1, url, headers
         self.timeout, self.retries, self.backoff, self.progress = timeout, retries, backoff, progress
         self.conn: http.client.HTTPConnection | None = None
         self.resp: http.client.HTTPResponse | None = None
@@ -280,7 +292,7 @@ class _Worker:
                     self._connect()
                     self._copy(view)
                 except TRANSIENT as exc:
-                    self._close()
+                    self.close()
                     failures += 1  # counted in a row: a part that moved on starts again from zero
                     if failures > self.retries or self.progress.stop.is_set():
                         raise exc
@@ -291,7 +303,7 @@ class _Worker:
             self.error = exc
             self.progress.stop.set()
         finally:
-            self._close()
+            self.close()
 
     def _connect(self) -> None:
         if self.resp is not None:
@@ -314,7 +326,16 @@ class _Worker:
             part.done += n
             self.progress.add(n)
 
-    def _close(self) -> None:
+    def abort(self) -> None:
+        """Wake a read blocked in another thread (close alone does not)."""
+        sock = self.conn.sock if self.conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
         self.conn = self.resp = None
