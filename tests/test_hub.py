@@ -548,3 +548,20 @@ def test_server_without_range_support_gets_a_whole_download(big_mirror: MirrorSe
     assert [e["range"] is None for e in gets] == [False, True]
     blobs = tmp_path / "hf" / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
     assert not fetch.partial_path(blobs / digest).exists() and not list(blobs.glob("*.parts"))
+
+
+def test_parallel_pull_on_a_full_disk_is_one_sentence_and_leaves_no_partial(big_mirror: MirrorServer,
+                                                                            tmp_path: Path):
+    import resource
+
+    def limit_file_size() -> None:  # a write past 5 MB fails (EFBIG), like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000))
+
+    home = tmp_path / "hf"
+    code = (f"from espzoo import hub\nhub.PARALLEL_MIN = 1_000_000\ntry:\n    hub.pull({BIG!r}, progress=False)\n"
+            "except hub.DiskFull as exc:\n    print(exc)\n    raise SystemExit(1)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=client_env(big_mirror.url, home), capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and proc.stdout.startswith("no room to write espzoo-test/asr_big"), proc.stderr
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
