@@ -565,3 +565,20 @@ def test_parallel_pull_on_a_full_disk_is_one_sentence_and_leaves_no_partial(big_
     assert proc.returncode == 1 and proc.stdout.startswith("no room to write espzoo-test/asr_big"), proc.stderr
     blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
     assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
+
+
+def test_parallel_pulls_at_once_fetch_the_file_once(big_mirror: MirrorServer, big_root: Path, tmp_path: Path):
+    home = tmp_path / "hf"
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    size = (big_root / BIG / BIG_CKPT).stat().st_size
+    code = f"from espzoo import hub; hub.PARALLEL_MIN = 1_000_000; print(hub.pull({BIG!r}, progress=False).path)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=client_env(big_mirror.url, home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert sha256_of(Path(outputs[0][0].strip()) / BIG_CKPT) == digest
+    # huggingface_hub's lock for the blob is held while its parts download: the others wait, then find it.
+    fetched = sum(int(e["range"].split("-")[1]) - _range_start(e) + 1 if e["range"] else size
+                  for e in _blob_gets(big_mirror, digest))
+    assert fetched == size
