@@ -498,7 +498,7 @@ def test_parallel_part_cut_midway_retries_from_where_it_stopped(big_mirror: Mirr
     starts = {p.start for p in fetch.split(size, fetch.PARTS)}
     retries = [e for e in gets if _range_start(e) not in starts]
     assert len(gets) == fetch.PARTS + 1 and len(retries) == 1
-    # The cut part asked again for its missing bytes only (1 MiB pieces: at most one piece is fetched twice).
+    # The cut part asked again for its missing bytes only (fetch.CHUNK pieces: at most one is fetched twice).
     part_start = max(s for s in starts if s < _range_start(retries[0]))
     assert 3_000_000 - fetch.CHUNK <= _range_start(retries[0]) - part_start <= 3_000_000
 
