@@ -5,7 +5,8 @@
 The mirror (`espzoo mirror serve`) runs in its own process over a generated ESPnet-layout repo of random bytes.
 The peer is curl fetching every file of the repo (following the LFS redirects) into a fresh folder; espzoo pulls
 the same files (--all) into a fresh HF cache, and so does the path without parallel ranges (huggingface_hub alone,
-`hub.PARALLEL_MIN` out of reach: the "before"). With --repeat N the three alternate N times (curl, before, after)
+`hub.PARALLEL_MIN` out of reach: the "before"); each pull runs in a fresh process, as a user's does, timed from
+after its imports. With --repeat N the three alternate N times (curl, before, after)
 and medians are reported, as the machine may be shared. Then a pull pinned to the cached commit: its wall time and
 the requests the mirror saw. Prints the throughput ratio (espzoo / curl) last. Goal: >= 0.8.
 """
@@ -79,21 +80,29 @@ def run_curl(url: str, files: list[str], out: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_pull(hf_home: Path, files: list[str]) -> tuple[float, object]:
-    """Seconds for `espzoo.hub.pull --all` into a fresh HF cache (the mirror's request count reset first)."""
-    from espzoo.hub import pull
-
+def run_pull(hf_home: Path, parallel: bool, files: list[str]) -> tuple[float, str]:
+    """Seconds for `espzoo.hub.pull --all` into a fresh HF cache, and the commit, in a fresh process as a user's
+    pull is (a warm process hid a 3x slowdown once); its modules are loaded before the clock starts. `parallel`
+    False: large files through huggingface_hub alone (the "before")."""
     shutil.rmtree(hf_home / "hub", ignore_errors=True)  # not HF_HOME: huggingface_hub keeps a registry there
-    os.environ["HF_HOME"] = str(hf_home)
     reset(os.environ["HF_ENDPOINT"])
     # The previous run's 524 MB are still being written back to disk and would throttle this run's writes: each
     # run, curl's and espzoo's alike, starts with nothing dirty.
     os.sync()
-    started = time.perf_counter()
-    snap = pull(REPO, all_files=True, progress=False)
-    seconds = time.perf_counter() - started
-    assert sorted(snap.files) == files, "the pull did not fetch the same files"
-    return seconds, snap
+    code = (
+        "import time, huggingface_hub\n"
+        "from huggingface_hub import HfApi, hf_hub_download, snapshot_download\n"
+        "from huggingface_hub.hf_api import RepoFile\n"
+        "from espzoo import fetch, hub\n"
+        f"hub.PARALLEL_MIN = {'hub.PARALLEL_MIN' if parallel else '1 << 62'}\n"
+        "started = time.perf_counter()\n"
+        f"snap = hub.pull({REPO!r}, all_files=True, progress=False)\n"
+        "print(time.perf_counter() - started, snap.commit, len(snap.files))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, HF_HOME=str(hf_home)), check=True,
+                         capture_output=True, text=True, timeout=600).stdout.split()
+    assert int(out[2]) == len(files), "the pull did not fetch the same files"
+    return float(out[0]), out[1]
 
 
 def main() -> int:
@@ -120,38 +129,34 @@ def main() -> int:
             os.environ.update(HF_ENDPOINT=url, HF_HOME=str(work / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
                               HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
             os.environ.pop("HF_HUB_CACHE", None)
-            # Throughput, not start-up: load the client's modules first (curl's start-up is ~10 ms; importing
-            # huggingface_hub is ~200 ms, reported below as the CLI's cached-pull time).
-            import huggingface_hub  # noqa: F401
-            from espzoo import _hf, fetch, hub  # noqa: F401
-            from espzoo.hub import pull
-            from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
-
-            _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
-            from huggingface_hub.hf_api import RepoFile  # noqa: F401
-
-            parallel_min = hub.PARALLEL_MIN
-            curl_runs, before_runs, after_runs, after_requests = [], [], [], 0
+            curl_runs, before_runs, after_runs, after_requests, commit = [], [], [], 0, ""
             for _ in range(args.repeat):
                 curl_runs.append(run_curl(url, files, work / "curl"))
-                hub.PARALLEL_MIN = 1 << 62  # before: huggingface_hub alone
-                before_runs.append(run_pull(work / "hf", files)[0])
-                hub.PARALLEL_MIN = parallel_min
-                seconds, snap = run_pull(work / "hf", files)
+                before_runs.append(run_pull(work / "hf", parallel=False, files=files)[0])
+                seconds, commit = run_pull(work / "hf", parallel=True, files=files)
                 after_runs.append(seconds)
                 after_requests = stats(url)
             curl_s, before_s, pull_s = (statistics.median(r) for r in (curl_runs, before_runs, after_runs))
             pull_requests = after_requests
 
+            # The pinned pulls below: load the client's modules first (curl's start-up is ~10 ms; importing
+            # huggingface_hub is ~200 ms, reported below as the CLI's cached-pull time).
+            import huggingface_hub  # noqa: F401
+            from espzoo import _hf
+            from espzoo.hub import pull
+            from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
+
+            _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
+
             reset(url)
             started = time.perf_counter()
-            pull(f"{REPO}@{snap.commit}", all_files=True, progress=False)
+            pull(f"{REPO}@{commit}", all_files=True, progress=False)
             pinned_s = time.perf_counter() - started
             pinned_requests = stats(url)
 
             reset(url)
             started = time.perf_counter()
-            subprocess.run([str(BIN / "espzoo"), "pull", f"{REPO}@{snap.commit}", "--all", "--json"], check=True,
+            subprocess.run([str(BIN / "espzoo"), "pull", f"{REPO}@{commit}", "--all", "--json"], check=True,
                            env=dict(env, HF_ENDPOINT=url), stdout=subprocess.DEVNULL, timeout=120)
             cli_pinned_s = time.perf_counter() - started
             cli_pinned_requests = stats(url)
