@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -438,3 +439,146 @@ def test_progress_bars_are_drawn_with_rich(big_mirror: MirrorServer, capsys: pyt
         hub.pull(BIG, progress=progress)
     err = capsys.readouterr().err
     assert "downloading" in err and "31.5/31.5 MB" in err and "files" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Large LFS files in parallel byte ranges (espzoo.fetch)
+
+
+def _blob_gets(server: MirrorServer, digest: str) -> list[dict]:
+    return [e for e in server.stats.log if e["method"] == "GET" and e["path"] == f"/lfs/{digest}"]
+
+
+def _range_start(entry: dict) -> int:
+    return int(entry["range"].split("=")[1].split("-")[0])
+
+
+def test_parallel_pull_lands_a_byte_identical_blob_where_huggingface_hub_puts_it(
+        big_mirror: MirrorServer, big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from espzoo import fetch
+    from huggingface_hub import scan_cache_dir
+
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    size = (big_root / BIG / BIG_CKPT).stat().st_size
+    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
+    snap = hub.pull(BIG, all_files=True, progress=False)
+    parts = _blob_gets(big_mirror, digest)
+    # One ranged GET per part, the parts tiling the file.
+    assert sorted(e["range"] for e in parts) == sorted(
+        f"bytes={p.start}-{p.end - 1}" for p in fetch.split(size, fetch.PARTS))
+    link = snap.path / BIG_CKPT
+    blobs = tmp_path / "hf" / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    assert sha256_of(link) == digest and link.resolve() == blobs / digest
+    assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
+    # The same file pulled by huggingface_hub alone: the same blob name, relative link and mode.
+    monkeypatch.setattr(hub, "PARALLEL_MIN", 1 << 62)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_alone"))
+    alone = hub.pull(BIG, all_files=True, progress=False)
+    assert os.readlink(alone.path / BIG_CKPT) == os.readlink(link)
+    assert (alone.path / BIG_CKPT).resolve().stat().st_mode == link.resolve().stat().st_mode
+    # `hf cache` sees it like any other download.
+    info = scan_cache_dir(tmp_path / "hf" / "hub")
+    (repo,) = [r for r in info.repos if r.repo_id == BIG]
+    (revision,) = repo.revisions
+    files = {f.file_name: f for f in revision.files}
+    assert files[Path(BIG_CKPT).name].size_on_disk == size and not info.incomplete_files and not info.warnings
+
+
+def test_parallel_part_cut_midway_retries_from_where_it_stopped(big_mirror: MirrorServer, big_root: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    from espzoo import fetch
+
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    size = (big_root / BIG / BIG_CKPT).stat().st_size
+    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
+    big_mirror.faults = Faults(drop_after=3_000_000)  # the first part served is cut after 3 MB
+    snap = hub.pull(BIG, progress=False)
+    assert sha256_of(snap.path / BIG_CKPT) == digest
+    gets = _blob_gets(big_mirror, digest)
+    starts = {p.start for p in fetch.split(size, fetch.PARTS)}
+    retries = [e for e in gets if _range_start(e) not in starts]
+    assert len(gets) == fetch.PARTS + 1 and len(retries) == 1
+    # The cut part asked again for its missing bytes only (fetch.CHUNK pieces: at most one is fetched twice).
+    part_start = max(s for s in starts if s < _range_start(retries[0]))
+    assert 3_000_000 - fetch.CHUNK <= _range_start(retries[0]) - part_start <= 3_000_000
+
+
+def test_killed_parallel_pull_resumes_each_part_on_the_next_pull(big_mirror: MirrorServer, big_root: Path,
+                                                                  tmp_path: Path):
+    from espzoo import fetch
+
+    home = tmp_path / "hf"
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    size = (big_root / BIG / BIG_CKPT).stat().st_size
+    big_mirror.faults = Faults(rate=2_000_000)  # 4 parts at 2 MB/s each: time to kill it part way
+    code = f"from espzoo import hub; hub.PARALLEL_MIN = 1_000_000; hub.pull({BIG!r}, progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=client_env(big_mirror.url, home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = fetch.partial_path(home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs" / digest)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and fetch.written(partial, size) < 9_000_000:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    recorded = fetch.written(partial, size)
+    assert 9_000_000 <= recorded < size, "the parallel download never got going"
+    big_mirror.faults = Faults()
+    big_mirror.reset()
+    snap = hub.pull(BIG, progress=False)  # the default threshold: the resume is espzoo.cache's, for any size
+    assert any(note.startswith("resumed") for note in snap.notes), snap.notes
+    assert sha256_of(snap.path / BIG_CKPT) == digest
+    assert not partial.exists() and not fetch.state_path(partial).exists()
+    # Only what the state file did not record as written was fetched again, by the parts that had it missing.
+    gets = _blob_gets(big_mirror, digest)
+    fetched = sum(int(e["range"].split("-")[1]) - _range_start(e) + 1 for e in gets)
+    assert fetched == size - recorded and 1 <= len(gets) <= fetch.PARTS
+
+
+def test_server_without_range_support_gets_a_whole_download(big_mirror: MirrorServer, big_root: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from espzoo import fetch
+
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
+    big_mirror.faults = Faults(ignore_range=1)
+    snap = hub.pull(BIG, progress=False)
+    assert sha256_of(snap.path / BIG_CKPT) == digest
+    gets = _blob_gets(big_mirror, digest)
+    # One ranged probe, answered with the whole file and dropped; then huggingface_hub's plain GET.
+    assert [e["range"] is None for e in gets] == [False, True]
+    blobs = tmp_path / "hf" / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    assert not fetch.partial_path(blobs / digest).exists() and not list(blobs.glob("*.parts"))
+
+
+def test_parallel_pull_on_a_full_disk_is_one_sentence_and_leaves_no_partial(big_mirror: MirrorServer,
+                                                                            tmp_path: Path):
+    import resource
+
+    def limit_file_size() -> None:  # a write past 5 MB fails (EFBIG), like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000))
+
+    home = tmp_path / "hf"
+    code = (f"from espzoo import hub\nhub.PARALLEL_MIN = 1_000_000\ntry:\n    hub.pull({BIG!r}, progress=False)\n"
+            "except hub.DiskFull as exc:\n    print(exc)\n    raise SystemExit(1)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=client_env(big_mirror.url, home), capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and proc.stdout.startswith("no room to write espzoo-test/asr_big"), proc.stderr
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
+
+
+def test_parallel_pulls_at_once_fetch_the_file_once(big_mirror: MirrorServer, big_root: Path, tmp_path: Path):
+    home = tmp_path / "hf"
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    size = (big_root / BIG / BIG_CKPT).stat().st_size
+    code = f"from espzoo import hub; hub.PARALLEL_MIN = 1_000_000; print(hub.pull({BIG!r}, progress=False).path)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=client_env(big_mirror.url, home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert sha256_of(Path(outputs[0][0].strip()) / BIG_CKPT) == digest
+    # huggingface_hub's lock for the blob is held while its parts download: the others wait, then find it.
+    fetched = sum(int(e["range"].split("-")[1]) - _range_start(e) + 1 if e["range"] else size
+                  for e in _blob_gets(big_mirror, digest))
+    assert fetched == size

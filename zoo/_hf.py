@@ -150,10 +150,14 @@ def download_chunk_size(size: int) -> Iterator[None]:
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions of the HTTP stack worth a retry (a timeout, a connection cut mid-answer)."""
+    """Exceptions of the HTTP stack worth a retry (a timeout, a connection cut mid-answer); the stdlib's too, which
+    espzoo.fetch's parallel parts raise."""
+    import http.client
+
     import httpx2
 
-    return (httpx2.TimeoutException, httpx2.RemoteProtocolError, httpx2.ReadError)
+    return (httpx2.TimeoutException, httpx2.RemoteProtocolError, httpx2.ReadError, TimeoutError, ConnectionResetError,
+            ConnectionAbortedError, BrokenPipeError, http.client.HTTPException)
 
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from espzoo import _hf
+from espzoo import _hf, fetch
 from espzoo._fs import write_text
 from espzoo.errors import HubError
 
@@ -273,7 +273,7 @@ def recover_stale_downloads(
                     resumed += 1
                     kept_bytes += size
                 elif outcome == "drop":
-                    partial.unlink(missing_ok=True)
+                    fetch.discard(partial)
                     removed += 1
                     removed_bytes += size
         except Timeout:
@@ -311,7 +311,10 @@ def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpo
         size = partial.stat().st_size
         if size > entry.size:
             return "drop"
-        if size < entry.size:
+        if fetch.is_resumable(partial):  # a parallel download: its parts go on from where each stopped
+            if not fetch.fetch(url, partial, entry.size, headers=build_hf_headers(token=token)):
+                return "drop"
+        elif size < entry.size:
             with open(partial, "ab") as f:
                 _hf.http_get(url, f, resume_size=size, headers=build_hf_headers(token=token), expected_size=entry.size,
                          displayed_filename=PurePosixPath(path).name)

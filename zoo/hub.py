@@ -9,8 +9,10 @@ Everything goes through huggingface_hub (HF_ENDPOINT, HF_HOME/HF_HUB_CACHE, HF_T
 and `hf cache` sees what espzoo downloads). The revision is resolved to a commit first and files are fetched by
 commit, so a pinned pull of a cached commit makes zero requests. Only the files an ASR fine-tune needs are fetched
 (README.md, meta.yaml, the training config, the checkpoint meta.yaml names or the best one found, the token list and
-bpe model, the normalization stats) unless all_files=True. Failures become a `HubError` whose message is one
-sentence naming the problem and the fix. Progress is reported to a callback (the CLI draws it); verify, ls, rm,
+bpe model, the normalization stats) unless all_files=True. LFS files of PARALLEL_MIN bytes or more are fetched
+as parallel byte ranges (espzoo.fetch) into the blob huggingface_hub would write, under its lock; the rest, and
+any file of a server that ignores Range, through huggingface_hub itself. Failures become a `HubError` whose message
+is one sentence naming the problem and the fix. Progress is reported to a callback (the CLI draws it); verify, ls, rm,
 lock files and stale-download repair are in espzoo.cache, catalog refresh in espzoo.catalog_refresh.
 """
 
@@ -49,6 +51,9 @@ API_TIMEOUT = 30.0  # seconds for each API call (model info, tree listing)
 # that runs at a third of curl's speed (bench/pull.py), and a connection cut before 10 MiB restarts from byte 0.
 # Pieces the size of a socket read match curl and let a cut download resume from where it stopped.
 DOWNLOAD_CHUNK = 64 * 1024
+# LFS files this large are fetched as parallel byte ranges (espzoo.fetch, as hf_transfer did); smaller ones, and any
+# file of a server that ignores Range, through huggingface_hub.
+PARALLEL_MIN = 64 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -384,13 +389,71 @@ class _Session:
         snapshot = self.storage / "snapshots" / commit
         if all((snapshot / f).exists() for f in files):
             return  # every file cached: nothing to ask (snapshot_download would not ask either, but this is explicit)
-        patterns = [glob.escape(f) for f in files]
         tqdm_class = _hf.tqdm_class(progress if callable(progress) else None)
+        for path, entry in self._large_files(commit, files):
+            self.call(lambda path=path, entry=entry: self._fetch_parallel(commit, path, entry, tqdm_class),
+                      f"download {path}", commit)
+        patterns = [glob.escape(f) for f in files]
         with _hf.download_chunk_size(DOWNLOAD_CHUNK):
             self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
                                                 allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
                                                 tqdm_class=tqdm_class, etag_timeout=self.timeout),
                       f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
+
+    def _large_files(self, commit: str, files: list[str]) -> list[tuple[str, Any]]:
+        """(path, tree entry) of the files to fetch in parallel parts: large LFS files not yet cached. Xet-backed ones
+        stay with huggingface_hub (hf_xet fetches in parallel itself), as does any file reached through a proxy."""
+        from espzoo import fetch
+        from huggingface_hub import hf_hub_url
+
+        listing = _hf.read_tree(self.storage, commit) or {}
+        snapshot = self.storage / "snapshots" / commit
+        found = []
+        for path in files:
+            entry = listing.get(path)
+            if (entry is None or not entry.lfs_sha256 or entry.size < PARALLEL_MIN or entry.xet_hash
+                    or (snapshot / path).exists() or (self.storage / "blobs" / entry.lfs_sha256).exists()
+                    or fetch.uses_proxy(hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint))):
+                continue
+            found.append((path, entry))
+        return found
+
+    def _fetch_parallel(self, commit: str, path: str, entry: Any, tqdm_class: type) -> None:
+        """Fetch one large LFS file into blobs/<sha256> in parallel parts, under huggingface_hub's own lock for that
+        blob (a concurrent pull waits, then finds it). snapshot_download then links it into the snapshot as it links
+        any cached blob. A partial another process left is resumed and then checked against its sha256 (as
+        espzoo.cache does); a server that ignores Range leaves the file to snapshot_download."""
+        from espzoo import fetch
+        from filelock import FileLock
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        sha256 = entry.lfs_sha256
+        blob = self.storage / "blobs" / sha256
+        lock = _hf.lock_path(self.cache_dir, self.repo_id, sha256)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)):
+            if blob.exists():
+                return
+            partial = fetch.partial_path(blob)
+            left_by_another = fetch.is_resumable(partial)
+            bar = tqdm_class(total=entry.size, unit="B", unit_scale=True, desc=PurePosixPath(path).name,
+                             initial=fetch.written(partial, entry.size))
+            url = hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint)
+            try:
+                done = fetch.fetch(url, partial, entry.size, headers=build_hf_headers(token=self.token),
+                                   timeout=self.timeout, retries=self.retries,
+                                   backoff=self.backoff, on_bytes=bar.update)
+            finally:
+                bar.close()
+            if not done:
+                return
+            if left_by_another and _hf.file_id(partial, lfs=True) != sha256:
+                fetch.discard(partial)
+                raise HubError(f"the resumed download of {path} does not match its sha256; pull again to fetch it "
+                               "afresh.")
+            partial.replace(blob)
 
     # -- errors and retries --------------------------------------------------------------------
 

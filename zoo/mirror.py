@@ -300,13 +300,15 @@ class CacheSource:
 class Faults:
     """Failures to inject. `fail_first`: answer the first K requests with `fail_status`;
     `drop_after`: cut the connection after N body bytes, the first time each file is sent;
-    `delay`: seconds to wait before answering; `rate`: bytes per second a body is sent at."""
+    `delay`: seconds to wait before answering; `rate`: bytes per second a body is sent at;
+    `ignore_range`: answer every GET with the whole file (200), as a server without Range support does."""
 
     fail_first: int = 0
     fail_status: int = 500
     drop_after: int | None = None
     delay: float = 0.0
     rate: int | None = None
+    ignore_range: int = 0
 
     @classmethod
     def from_json(cls, body: bytes) -> Faults:
@@ -330,7 +332,8 @@ class Faults:
         for item in filter(None, (p.strip() for p in (text or "").split(","))):
             key, _, value = item.partition("=")
             if key not in cls.__dataclass_fields__:
-                raise ValueError(f"unknown mirror fault {key!r}; use fail_first, fail_status, drop_after, delay, rate.")
+                raise ValueError(f"unknown mirror fault {key!r}; use fail_first, fail_status, drop_after, delay, rate, "
+                                 "ignore_range.")
             setattr(faults, key, float(value) if key == "delay" else int(float(value)))
         return faults
 
@@ -686,7 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, file.size - 1
         status = 200
         wanted = self.headers.get("Range")
-        if wanted:
+        if wanted and not self.mirror.active_faults.ignore_range:
             parsed = _parse_range(wanted, file.size)
             if parsed is None:
                 raise MirrorError(416, None, f"range {wanted} is outside 0-{file.size - 1}")
