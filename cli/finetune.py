@@ -91,7 +91,8 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         prepared = prepare_finetune(request, on_stage=progress.stage)
         return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
                 "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
-                "plan": prepared.plan.to_json()["summary"]}
+                "plan": prepared.plan.to_json()["summary"],
+                **({"adapters": prepared.adapters.to_json()} if prepared.adapters else {})}
     with progress:  # a TrainInterrupted (Ctrl-C) exits 130 with the library's "continue with --resume" sentence
         result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch)
     last = result.history[-1] if result.history else None

@@ -117,6 +117,7 @@ class TrainOptions:
     master_port: int | None = None
     dist_launcher: str | None = None  # "slurm" or "mpi": ranks come from the launcher
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
+    adapters: str | None = None  # an adapter_config.yaml (espzoo.lora): train LoRA adapters on the frozen model
 
 
 @dataclass(frozen=True)
@@ -523,6 +524,8 @@ def run(
         options=options,
     )
     args += ["--resume", "true" if options.resume else "false"]
+    if options.adapters:
+        args += ["--espzoo_lora", str(Path(options.adapters).resolve())]  # read by espzoo._asr_train
     stage("train")
     follower = _train(args, out, on_epoch, started, resuming)
 
