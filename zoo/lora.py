@@ -289,11 +289,26 @@ def apply_adapters(model: torch.nn.Module, config: AdapterConfig) -> AdapterSumm
         setattr(parent, child, LoRALinear(base, config.rank, config.scaling, config.dropout))
     for name, param in model.named_parameters():
         param.requires_grad_(name.endswith(LORA_SUFFIXES) or name in trained)
+    _freeze_running_stats(model)
     params = dict(model.named_parameters())
     trainable = sum(p.numel() for p in params.values() if p.requires_grad)
     total = sum(p.numel() for p in params.values())
     shapes = {k: tuple(v.shape) for k, v in params.items() if k.endswith(LORA_SUFFIXES)}
     return AdapterSummary(targets, shapes, sorted(trained), trainable, total - trainable, total)
+
+
+def _freeze_running_stats(model: torch.nn.Module) -> None:
+    """A frozen batch norm (the conformer's convolution module has them) normalizes with its pretrained
+    statistics in training too: otherwise its running mean and variance would drift on the new data, a part of
+    the "frozen" model that trains anyway (as it does under ESPnet's freeze_param)."""
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in params):
+            module.register_forward_pre_hook(_use_running_stats)
+
+
+def _use_running_stats(module: torch.nn.Module, args: Any) -> None:
+    module.training = False
 
 
 def merge_adapters(model: torch.nn.Module) -> int:
