@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from _hubtools import ESPZOO, client_env
-from _tiny_out import audio_files, build_tiny_out, small_data_dir
+from _tiny_out import audio_files, build_tiny_out
 from espzoo.lora import AdapterConfig, AdapterError, LoRALinear, apply_adapters, merged_state
 from espzoo.mirror import MirrorServer
 from test_finetune import SPEECH, subset
@@ -152,7 +152,8 @@ def test_resume_with_lora_continues_and_the_optimizer_holds_only_what_trains(fin
     out = finetuned["out"]
     assert finetuned["first"]["epochs"] == 1 and finetuned["second"]["epochs"] == 2
     assert "resuming" in (out / "train.log").read_text()
-    checkpoint = torch.load(out / "espnet" / "checkpoint.pth", map_location="cpu", weights_only=True)
+    # ESPnet's own resume file, written by this test's run (its reporter state is pickled Python objects)
+    checkpoint = torch.load(out / "espnet" / "checkpoint.pth", map_location="cpu", weights_only=False)
     model = checkpoint["model"]
     trainable = [k for k in model if k.endswith((".lora_A", ".lora_B")) or k.startswith("ctc.ctc_lo.")]
     optimizer = checkpoint["optimizers"][0]
@@ -201,9 +202,11 @@ def test_merged_export_is_the_base_plus_the_folded_delta(finetuned: dict, merged
 
 def test_merged_and_adapter_decode_the_same(finetuned: dict, merged: Path, data: dict[str, Path], monkeypatch,
                                             capsys) -> None:
-    from espnet2.bin.asr_inference import Speech2Text
+    from espzoo._espnet import import_asr_task
     from espzoo.evaluate import DecodeOptions, load_audio, load_recognizer, transcribe
-    from espzoo.lora import AdapterConfig, apply_adapters
+
+    import_asr_task()  # ESPnet's import chain, offline (g2p_en's NLTK check satisfied)
+    from espnet2.bin.asr_inference import Speech2Text
 
     audio = audio_files(data["test"])
     options = DecodeOptions(beam_size=2)
@@ -235,7 +238,6 @@ def test_merged_and_adapter_decode_the_same(finetuned: dict, merged: Path, data:
     with capsys.disabled():
         print(f"\nmax |logit difference| merged vs adapter: {difference:.2e}; adapter vs base: {from_base:.2e}")
     assert difference < 1e-4 and from_base > 1e-2
-    assert AdapterConfig and apply_adapters  # (imported for readers: the adapter path is espzoo.lora's)
 
 
 def test_adapter_only_export_pulls_its_base_and_scores_like_the_merged_one(

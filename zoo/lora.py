@@ -350,7 +350,7 @@ def adapter_state(state: dict[str, Any], config: AdapterConfig) -> dict[str, Any
 
 def adapted_task(base_task: type) -> type:
     """ESPnet task `base_task` (ASRTask, S2TTask, ...) whose models carry the adapters of $ESPZOO_LORA."""
-    return globals()[f"Adapted{base_task.__name__}"]
+    return __getattr__(f"Adapted{base_task.__name__}")
 
 
 _TASKS = {"ASRTask": "espnet2.tasks.asr", "S2TTask": "espnet2.tasks.s2t"}
