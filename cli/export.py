@@ -3,6 +3,7 @@
     espzoo export exp/bn_ft --out hub_repo/                          # README, meta.yaml, exp/..., data/token_list/...
     espzoo export exp/bn_ft --out hub_repo/ --repo-id me/bn_ft --language bn --dataset openslr53
     espzoo export exp/bn_ft --out hub_repo/ --overwrite --json       # {"path", "files": [...]}
+    espzoo export exp/bn_lora --out hub_repo/ --adapter-only         # a --lora run: adapter.pth + adapter_config.yaml
     hf upload me/bn_ft hub_repo/                                     # then upload it with huggingface_hub's CLI
 
 Results in the model card come from `espzoo evaluate exp/bn_ft --data ...` run before the export. The folder

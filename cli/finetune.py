@@ -7,10 +7,13 @@
     espzoo finetune espnet/bn_openslr53 ... --resume              # continue after Ctrl-C or a crash
     espzoo finetune espnet/bn_openslr53 ... --ngpu 4 --use-amp    # ESPnet's DDP, one process per GPU
     espzoo finetune espnet/bn_openslr53 ... --conf optim_conf.lr=1e-4 --conf encoder_conf.dropout_rate=0.2
+    espzoo finetune espnet/bn_openslr53 ... --lora 8 --lora-alpha 16   # LoRA adapters on a frozen model
 
 --train/--valid take a Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest. The transfer options are
 `espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file trains on the training
 transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and provenance.json.
+With --lora only the adapters (and --train-also modules) train; OUT holds adapter_config.yaml beside model.pth,
+and `espzoo export` merges them (or --adapter-only).
 Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
 """
 

@@ -6,6 +6,7 @@
     espzoo plan espnet/bn_openslr53 --map encoder=encoder --init-param other/model.pth:decoder:decoder
     espzoo plan espnet/bn_openslr53 --detail                         # one line per tensor
     espzoo plan espnet/bn_openslr53 --json                           # {"rows": [...], "summary": {...}}
+    espzoo plan espnet/bn_openslr53 --lora 8 --lora-targets encoder  # adapters (new), what trains, its share
 
 MODEL is a repo id (pulled through the HF cache), a hub-layout folder or an experiment dir. The excludes,
 includes, --map and --init-param specs are ESPnet's `--init_param SOURCE:SRC:DST:EXCLUDES` at module boundaries.

@@ -140,7 +140,9 @@ class LoRALinear(torch.nn.Linear):
         if self.merged:
             return out
         low = torch.nn.functional.linear(torch.nn.functional.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
-        return out + low * self.scaling
+        # In place, scaled in the same pass: linear's backward needs its input, not its output, and no
+        # out-sized temporaries are made (the low-rank path is two thin matmuls; the adds were the cost).
+        return out.add_(low, alpha=self.scaling)
 
     def delta(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
