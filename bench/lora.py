@@ -6,7 +6,9 @@
 
 The model is built by ESPnet (ASRTask.build_model): a conformer encoder (d=512, 12 blocks, FFN 2048) and a
 transformer decoder (6 blocks) with a 5000-token vocabulary, random weights (seeded). Each variant trains the
-same random batches (speech and token ids) with Adam for `--steps` timed steps after one warm-up step:
+same random batches (speech and token ids) with Adam for `--steps` timed steps after one warm-up step, the two
+variants' steps interleaved on the CPU (a shared machine's load then falls on both; on CUDA one after the other,
+so that each peak memory is its own):
 
 - full: every parameter trains (ESPnet's default fine-tuning);
 - lora: espzoo.lora.apply_adapters with rank `--rank` on the attention and feed-forward Linears of encoder
@@ -58,54 +60,87 @@ def batches(count: int, batch: int, seconds: float, vocab: int, device: str) -> 
     return out
 
 
-def run_variant(name: str, args: argparse.Namespace) -> dict[str, float]:
-    import torch
-    from espzoo.lora import AdapterConfig, adapter_state, apply_adapters
-    from espzoo.model import build_model
+class Variant:
+    """One model and its optimizer, trained step by step (the variants' steps are interleaved, so a busy shared
+    machine slows both alike)."""
 
-    torch.manual_seed(0)
-    model = build_model(CONFIG, device="cpu")
-    total = sum(p.numel() for p in model.parameters())
-    if name == "lora":
-        apply_adapters(model, AdapterConfig(rank=args.rank, alpha=2.0 * args.rank))
-    model.to(args.device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
-    data = batches(args.steps + 1, args.batch, args.seconds, len(CONFIG["token_list"]), args.device)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i, (speech, speech_lengths, text, text_lengths) in enumerate(data):
-        if args.device == "cuda":
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        import torch
+        from espzoo.lora import AdapterConfig, apply_adapters
+        from espzoo.model import build_model
+
+        torch.manual_seed(0)
+        self.name, self.args = name, args
+        self.model = build_model(CONFIG, device="cpu")
+        self.base_parameters = sum(p.numel() for p in self.model.parameters())
+        self.config = AdapterConfig(rank=args.rank, alpha=2.0 * args.rank)
+        if name == "lora":
+            apply_adapters(self.model, self.config)
+        self.model.to(args.device).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=1e-4)
+        self.times: list[float] = []
+        self.peak = 0.0
+
+    def step(self, batch: tuple[Any, ...], timed: bool) -> None:
+        import torch
+
+        cuda = self.args.device == "cuda"
+        if cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
-        loss = model(speech, speech_lengths, text, text_lengths)[0]
+        loss = self.model(*batch)[0]
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if args.device == "cuda":
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if cuda:
             torch.cuda.synchronize()
-        if i:  # the first step warms up (allocations, Adam state)
-            times.append(time.perf_counter() - started)
-    state_bytes = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
-                      if torch.is_tensor(v))
-    checkpoint = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizers": [optimizer.state_dict()]}, checkpoint)
-    result = {
-        "parameters": float(sum(p.numel() for p in model.parameters())),
-        "base_parameters": float(total),
-        "trainable": float(sum(p.numel() for p in params)),
-        "optimizer_state_bytes": float(state_bytes),
-        "checkpoint_bytes": float(checkpoint.getbuffer().nbytes),
-        "step_s": statistics.median(times),
-    }
-    if name == "lora":
-        adapter = io.BytesIO()
-        torch.save(adapter_state(model.state_dict(), AdapterConfig(rank=args.rank)), adapter)
-        result["adapter_file_bytes"] = float(adapter.getbuffer().nbytes)
-    if args.device == "cuda":
-        result["peak_memory_bytes"] = float(torch.cuda.max_memory_allocated())
-    return result
+            self.peak = max(self.peak, float(torch.cuda.max_memory_allocated()))
+        if timed:  # the first step warms up (allocations, Adam state)
+            self.times.append(time.perf_counter() - started)
+
+    def result(self) -> dict[str, float]:
+        import torch
+        from espzoo.lora import adapter_state
+
+        state_bytes = sum(v.numel() * v.element_size() for s in self.optimizer.state.values() for v in s.values()
+                          if torch.is_tensor(v))
+        checkpoint = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizers": [self.optimizer.state_dict()]}, checkpoint)
+        result = {
+            "parameters": float(sum(p.numel() for p in self.model.parameters())),
+            "base_parameters": float(self.base_parameters),
+            "trainable": float(sum(p.numel() for p in self.params)),
+            "optimizer_state_bytes": float(state_bytes),
+            "checkpoint_bytes": float(checkpoint.getbuffer().nbytes),
+            "step_s": statistics.median(self.times),
+        }
+        if self.name == "lora":
+            adapter = io.BytesIO()
+            torch.save(adapter_state(self.model.state_dict(), self.config), adapter)
+            result["adapter_file_bytes"] = float(adapter.getbuffer().nbytes)
+        if self.args.device == "cuda":
+            result["peak_memory_bytes"] = self.peak
+        return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    data = batches(args.steps + 1, args.batch, args.seconds, len(CONFIG["token_list"]), args.device)
+    if args.device == "cuda":  # one model on the GPU at a time: each one's peak memory is its own
+        results = {}
+        for name in ("full", "lora"):
+            variant = Variant(name, args)
+            for i, batch in enumerate(data):
+                variant.step(batch, timed=i > 0)
+            results[name] = variant.result()
+            del variant
+        return results
+    variants = [Variant(name, args) for name in ("full", "lora")]
+    for i, batch in enumerate(data):
+        for variant in variants if i % 2 == 0 else variants[::-1]:
+            variant.step(batch, timed=i > 0)
+    return {v.name: v.result() for v in variants}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible to torch here; run on the CPU (the default).")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = {name: run_variant(name, args) for name in ("full", "lora")}
+    results = measure(args)
     print(f"model: {results['full']['base_parameters'] / 1e6:.1f}M parameters (ESPnet conformer/transformer, "
           f"random weights), batch {args.batch} x {args.seconds:g} s, Adam, {args.steps} timed steps on {args.device}")
     for name, r in results.items():

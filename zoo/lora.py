@@ -338,13 +338,30 @@ def merged_state(state: dict[str, Any], config: AdapterConfig) -> dict[str, Any]
     return out
 
 
-def adapter_state(state: dict[str, Any], config: AdapterConfig) -> dict[str, Any]:
-    """What an adapter-only export keeps: the `lora_*` tensors and the fully trained (`train_also`) ones."""
+def adapter_state(
+    state: dict[str, Any], config: AdapterConfig, from_base: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """What an adapter-only export keeps: the `lora_*` tensors, the fully trained (`train_also`) ones and every
+    tensor that is not the base model's own unchanged (`from_base`: what the transfer plan loaded as it is, e.g.
+    not the transplanted rows of a new vocabulary or new normalization stats), so base + adapter is the model."""
     keep = adapter_keys(state)
     if not keep:
         raise AdapterError("This state holds no LoRA tensors; there is no adapter to export.")
-    trained = [k for k in state if not k.endswith(LORA_SUFFIXES) and any(_selects(p, k) for p in config.train_also)]
-    return {k: state[k].clone() for k in [*keep, *trained]}
+    base = set(from_base) if from_base is not None else {k for k in state if not k.startswith("normalize.")}
+    trained = {k for k in state if any(_selects(p, k) for p in config.train_also)}
+    rest = [k for k in state if not k.endswith(LORA_SUFFIXES) and (k in trained or k not in base)]
+    return {k: state[k].clone() for k in [*keep, *rest]}
+
+
+def loaded_from_base(plan_json: Path) -> set[str] | None:
+    """The tensors a written plan.json says came unchanged from the base model (spec 0), None without one."""
+    import json
+
+    if not Path(plan_json).is_file():
+        return None
+    rows = json.loads(Path(plan_json).read_text(encoding="utf-8")).get("rows") or []
+    return {r["target_key"] for r in rows
+            if r.get("action") == "load" and r.get("spec") == 0 and r.get("source_key") == r.get("target_key")}
 
 
 # ---------------------------------------------------------------------------------------------------- ESPnet
@@ -470,7 +487,8 @@ def write_weights(checkpoint: Path, adapter: AdapterConfig | None, model_file: P
         if not adapter.base_repo or not adapter.base_commit:
             raise AdapterExportError(f"{checkpoint.parent} was fine-tuned from a local model, not a hub repo: an "
                                      "adapter-only export could not name its base; export merged (--merge).")
-        torch.save(adapter_state(state, adapter), root / ADAPTER_NAME)
+        from_base = loaded_from_base(checkpoint.parent / "plan.json")
+        torch.save(adapter_state(state, adapter, from_base), root / ADAPTER_NAME)
         adapter.write(root / CONFIG_NAME)
         return False
     torch.save(merged_state(state, adapter), model_file)
