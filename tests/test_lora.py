@@ -76,6 +76,27 @@ def test_merging_twice_is_impossible() -> None:
         merged_state(merged, config)
 
 
+def test_an_adapter_keeps_what_its_base_does_not_have(tmp_path: Path) -> None:
+    """adapter.pth: the adapters, what trained fully, and whatever the plan did not load unchanged from the base
+    (a new vocabulary's transplanted rows, new normalization stats), so that base + adapter is the model."""
+    from espzoo.lora import adapter_state, loaded_from_base
+
+    state = {k: torch.zeros(1) for k in ("enc.w.weight", "enc.w.lora_A", "enc.w.lora_B", "ctc.ctc_lo.weight",
+                                         "decoder.embed.0.weight", "normalize.mean")}
+    rows = [{"target_key": "enc.w.weight", "action": "load", "spec": 0, "source_key": "enc.w.weight"},
+            {"target_key": "ctc.ctc_lo.weight", "action": "load", "spec": 0, "source_key": "ctc.ctc_lo.weight"},
+            {"target_key": "decoder.embed.0.weight", "action": "transplant", "spec": 0,
+             "source_key": "decoder.embed.0.weight"},
+            {"target_key": "normalize.mean", "action": "exclude", "spec": 0, "source_key": "normalize.mean"}]
+    (tmp_path / "plan.json").write_text(json.dumps({"rows": rows}))
+    from_base = loaded_from_base(tmp_path / "plan.json")
+    kept = adapter_state(state, AdapterConfig(rank=1, train_also=("ctc.ctc_lo",)), from_base)
+    assert set(kept) == {"enc.w.lora_A", "enc.w.lora_B", "ctc.ctc_lo.weight", "decoder.embed.0.weight",
+                         "normalize.mean"}
+    with pytest.raises(AdapterError, match="no LoRA tensors"):
+        adapter_state({"enc.w.weight": torch.zeros(1)}, AdapterConfig(rank=1))
+
+
 # ---------------------------------------------------------------------------------------------------- plan
 
 
