@@ -73,6 +73,22 @@ LangInitOpt = Annotated[
     str | None,
     typer.Option("--lang-init", help="S2T: a new language token starts from this language's rows (default: mean)."),
 ]
+LoraOpt = Annotated[
+    int | None,
+    typer.Option("--lora", help="Train LoRA adapters of this rank on the frozen model instead of every weight."),
+]
+LoraAlphaOpt = Annotated[float | None, typer.Option("--lora-alpha", help="LoRA scaling alpha (default: the rank).")]
+LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", help="Dropout on the LoRA path's input.")]
+LoraTargetsOpt = Annotated[
+    str | None,
+    typer.Option("--lora-targets", help="Linear layers to adapt, comma-separated module patterns "
+                 "('encoder', 'linear_q,linear_v', 'decoder.*.src_attn'); default: attention and feed-forward."),
+]
+TrainAlsoOpt = Annotated[
+    str | None,
+    typer.Option("--train-also", help="With --lora, also train these modules fully, comma-separated (default: "
+                 "what the transfer does not load unchanged, e.g. ctc.ctc_lo for a new vocabulary)."),
+]
 
 
 def _transfer_parameters(
@@ -88,6 +104,11 @@ def _transfer_parameters(
     transplant: TransplantOpt = True,
     lang: LangOpt = None,
     lang_init: LangInitOpt = None,
+    lora: LoraOpt = None,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_dropout: LoraDropoutOpt = 0.0,
+    lora_targets: LoraTargetsOpt = None,
+    train_also: TrainAlsoOpt = None,
 ) -> None:
     """The transfer options, declared once: `with_transfer_options` adds them to a command."""
 
@@ -126,6 +147,11 @@ def transfer_options(
     transplant: bool = True,
     lang: str | None = None,
     lang_init: str | None = None,
+    lora: int | None = None,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
+    lora_targets: str | None = None,
+    train_also: str | None = None,
 ) -> Any:
     """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
     from espzoo.cli._output import fail
@@ -141,6 +167,7 @@ def transfer_options(
         if not sep or not src.strip() or not dst.strip():
             fail(f"--map {map!r} is not SRC=DST; write e.g. --map encoder=encoder.")
         pair = (src.strip(), dst.strip())
+    adapters = _lora_options(lora, lora_alpha, lora_dropout, lora_targets, train_also)
     return TransferOptions(
         excludes=tuple(exclude or ()),
         includes=tuple(include or ()),
@@ -154,4 +181,28 @@ def transfer_options(
         transplant=transplant,
         lang=lang,
         lang_init=lang_init,
+        lora=adapters,
     )
+
+
+def _lora_options(
+    rank: int | None, alpha: float | None, dropout: float, targets: str | None, train_also: str | None
+) -> Any:
+    from espzoo.cli._output import fail
+
+    if rank is None:
+        if alpha is not None or dropout or targets or train_also:
+            fail("--lora-alpha, --lora-dropout, --lora-targets and --train-also need --lora RANK (e.g. --lora 8).")
+        return None
+    if rank < 1:
+        fail(f"--lora {rank} is not a rank; give a positive integer such as 8.")
+    if alpha is not None and alpha <= 0:
+        fail(f"--lora-alpha {alpha} must be positive (the usual choice is the rank or twice it).")
+    if not 0.0 <= dropout < 1.0:
+        fail(f"--lora-dropout {dropout} must be in [0, 1).")
+    from espzoo.lora import LoraOptions
+
+    def split(text: str | None) -> tuple[str, ...]:
+        return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+    return LoraOptions(rank, alpha, dropout, split(targets), split(train_also) if train_also is not None else None)

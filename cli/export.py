@@ -3,6 +3,7 @@
     espzoo export exp/bn_ft --out hub_repo/                          # README, meta.yaml, exp/..., data/token_list/...
     espzoo export exp/bn_ft --out hub_repo/ --repo-id me/bn_ft --language bn --dataset openslr53
     espzoo export exp/bn_ft --out hub_repo/ --overwrite --json       # {"path", "files": [...]}
+    espzoo export exp/bn_lora --out hub_repo/ --adapter-only         # a --lora run: adapter.pth + adapter_config.yaml
     hf upload me/bn_ft hub_repo/                                     # then upload it with huggingface_hub's CLI
 
 Results in the model card come from `espzoo evaluate exp/bn_ft --data ...` run before the export. The folder
@@ -29,6 +30,11 @@ LanguageOpt = Annotated[str | None, typer.Option("--language", help="Language co
 DatasetOpt = Annotated[list[str] | None, typer.Option("--dataset", help="A dataset name for the card (repeatable).")]
 LicenseOpt = Annotated[str, typer.Option("--license", help="The model's license, for the card.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
+MergeOpt = Annotated[
+    bool,
+    typer.Option("--merge/--adapter-only", help="A --lora experiment: fold the adapters into a plain ESPnet model "
+                 "(--merge), or write only adapter.pth + adapter_config.yaml naming the base repo@commit."),
+]
 
 
 def export(
@@ -40,6 +46,7 @@ def export(
     dataset: DatasetOpt = None,
     license: LicenseOpt = "cc-by-4.0",
     overwrite: OverwriteOpt = False,
+    merge: MergeOpt = True,
     json: JsonOpt = False,
 ) -> None:
     """Write an experiment as an ESPnet Hub repo folder. Example: espzoo export exp/bn_ft --out hub_repo/"""
@@ -48,7 +55,7 @@ def export(
 
     options = ExportOptions(
         name=name, repo_id=repo_id, language=language, datasets=list(dataset or []), license=license,
-        overwrite=overwrite,
+        overwrite=overwrite, weights="merge" if merge else "adapter-only",
     )
     path = run_export(out_dir, dest, options)
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())

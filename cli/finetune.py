@@ -7,10 +7,13 @@
     espzoo finetune espnet/bn_openslr53 ... --resume              # continue after Ctrl-C or a crash
     espzoo finetune espnet/bn_openslr53 ... --ngpu 4 --use-amp    # ESPnet's DDP, one process per GPU
     espzoo finetune espnet/bn_openslr53 ... --conf optim_conf.lr=1e-4 --conf encoder_conf.dropout_rate=0.2
+    espzoo finetune espnet/bn_openslr53 ... --lora 8 --lora-alpha 16   # LoRA adapters on a frozen model
 
 --train/--valid take a Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest. The transfer options are
 `espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file trains on the training
 transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and provenance.json.
+With --lora only the adapters (and --train-also modules) train; OUT holds adapter_config.yaml beside model.pth,
+and `espzoo export` merges them (or --adapter-only).
 Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
     espzoo finetune M ... --out exp/ft --num-nodes 2 --node-rank R --master-addr node0 --master-port 29500
 (run on every node, R = 0, 1; on CPUs the gloo backend is used; only node 0 writes OUT).
@@ -100,7 +103,8 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         prepared = prepare_finetune(request, on_stage=progress.stage, on_note=progress.note)
         return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
                 "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
-                "plan": prepared.plan.to_json()["summary"]}
+                "plan": prepared.plan.to_json()["summary"],
+                **({"adapters": prepared.adapters.to_json()} if prepared.adapters else {})}
     with progress:  # a TrainInterrupted (Ctrl-C) exits 130 with the library's "continue with --resume" sentence
         result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch, on_note=progress.note)
     last = result.history[-1] if result.history else None

@@ -6,6 +6,7 @@
     espzoo plan espnet/bn_openslr53 --map encoder=encoder --init-param other/model.pth:decoder:decoder
     espzoo plan espnet/bn_openslr53 --detail                         # one line per tensor
     espzoo plan espnet/bn_openslr53 --json                           # {"rows": [...], "summary": {...}}
+    espzoo plan espnet/bn_openslr53 --lora 8 --lora-targets encoder  # adapters (new), what trains, its share
 
 MODEL is a repo id (pulled through the HF cache), a hub-layout folder or an experiment dir. The excludes,
 includes, --map and --init-param specs are ESPnet's `--init_param SOURCE:SRC:DST:EXCLUDES` at module boundaries.
@@ -32,10 +33,47 @@ def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, json:
     from espzoo.transfer import plan_transfer
 
     result = plan_transfer(model, transfer)
+    data = result.to_json()
+    if transfer.lora:
+        from espzoo.lora import plan_adapters
+
+        source = result.sources[0]
+        data["adapters"] = plan_adapters(result, transfer.lora, base_repo=source.repo_id,
+                                         base_commit=source.commit)[1].to_json()
     if json:
-        print_json(result.to_json())
+        print_json(data)
         return
-    render(result.to_json(), detail=detail)
+    render(data, detail=detail)
+    if "adapters" in data:
+        render_adapters(data["adapters"], detail=detail)
+
+
+def render_adapters(adapters: dict[str, Any], *, detail: bool = False) -> None:
+    """--lora: the new adapter tensors (every one with --detail, else per module), then what trains."""
+    tensors = adapters["adapter_tensors"]
+    if detail:
+        rows = [{"target_key": k, "action": "new (LoRA)", "shape": "x".join(map(str, v)), "trains": "yes"}
+                for k, v in tensors.items()]
+        print_table(rows, ["target_key", "action", "shape", "trains"], title="LoRA adapters (new, trainable)")
+    else:
+        groups: dict[str, dict[str, Any]] = {}
+        for key, shape in tensors.items():
+            group = groups.setdefault(key.split(".")[0], {"module": key.split(".")[0], "action": "new (LoRA)",
+                                                          "tensors": 0, "values": 0})
+            group["tensors"] += 1
+            group["values"] += _numel(shape)
+        rows = [{**g, "parameters": f"{g['values']:,}"} for g in groups.values()]
+        print_table(rows, ["module", "action", "tensors", "parameters"],
+                    title=f"LoRA adapters (new, trainable) on {len(adapters['targets'])} Linear layers")
+    also = adapters["train_also"]
+    info(f"trains fully beside the adapters: {_modules(also) if also else 'nothing (--train-also)'}")
+    info(f"trainable {adapters['trainable']:,} of {adapters['total']:,} parameters ({adapters['share']:.2%}); "
+         f"frozen {adapters['frozen']:,}")
+
+
+def _modules(keys: list[str]) -> str:
+    """Tensor names shortened to their modules (ctc.ctc_lo.weight, ctc.ctc_lo.bias -> ctc.ctc_lo)."""
+    return ", ".join(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
 
 
 def render(plan: dict[str, Any], *, detail: bool = False) -> None:

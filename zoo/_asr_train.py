@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_LISTED = 8
+LORA_OPTION = "--espzoo_lora"  # PATH of an adapter_config.yaml (espzoo.lora)
 PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.trainer.PARENT_FD_ENV (not imported: it would import the data modules)
 REFUSAL = "espzoo: refusing to train: "  # espzoo.trainer.REFUSAL: the parent shows the rest of this line
 
@@ -120,8 +121,11 @@ def _safe_resume_and_average() -> None:
     espnet_trainer.average_nbest_models = average_complete
 
 
-def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: str, load: Any) -> list[str]:
-    """What --init_param `PATH[:SRC[:DST[:EXCLUDES]]]` would leave wrong in a model with `model_shapes`."""
+def init_param_problems(
+    model_shapes: dict[str, tuple[int, ...]], init_param: str, load: Any, new: frozenset[str] = frozenset()
+) -> list[str]:
+    """What --init_param `PATH[:SRC[:DST[:EXCLUDES]]]` would leave wrong in a model with `model_shapes`;
+    `new` tensors (LoRA adapters) start at their own initialization on purpose and are not missing."""
     path, src, dst, excludes = (init_param.split(":", 3) + ["", "", ""])[:4]
     state = {k: tuple(v.shape) for k, v in load(path).items()}
     excluded = [e for e in excludes.split(",") if e] if excludes else []
@@ -131,7 +135,7 @@ def init_param_problems(model_shapes: dict[str, tuple[int, ...]], init_param: st
     target = {k[len(dst) + 1 :]: v for k, v in model_shapes.items() if k.startswith(dst + ".")} if dst else model_shapes
     # Tensors the exclusions skip on purpose are not missing: they keep the new model's own values.
     skipped = [k for k in target if any((f"{dst}.{k}" if dst else k).startswith(e) for e in excluded)]
-    missing = [k for k in target if k not in state and k not in skipped]
+    missing = [k for k in target if k not in state and k not in skipped and (f"{dst}.{k}" if dst else k) not in new]
     problems = []
     if missing:
         shown = ", ".join(missing[:MAX_LISTED]) + (" ..." if len(missing) > MAX_LISTED else "")
@@ -164,13 +168,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
-    from espzoo.model import is_asr_transducer_config, task_for_config
+    from espzoo.model import task_for_config
 
     if argv[:1] == ["--espzoo-task"]:  # named by espzoo.s2t.train_task_args; the config says the same
         argv = argv[2:]
+    argv, adapters = _pop_option(argv, LORA_OPTION)
     install_bridges()  # ESPnet builds the model again below, in this process
     config = _config_of(argv)
     task = task_for_config(config)
+    if adapters:  # espzoo's LoRA: the task's models carry the adapters (DDP workers read the env too)
+        from espzoo import lora
+
+        os.environ[lora.ENV] = adapters
+        task = lora.adapted_task(task)
     args = task.get_parser().parse_args(argv)
     checkpoint = Path(args.output_dir) / "checkpoint.pth"
     if args.resume and checkpoint.exists():
@@ -196,9 +206,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             except NotImplementedError:  # a module that cannot be built on the meta device (see espzoo.model)
                 model = task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        new = frozenset(k for k in shapes if k.endswith((".lora_A", ".lora_B")))
         del model
 
-        problems = [p for spec in args.init_param for p in init_param_problems(shapes, spec, load)]
+        problems = [p for spec in args.init_param for p in init_param_problems(shapes, spec, load, new)]
         if problems:
             refuse(" ".join(problems))
     # A logging call during the check installed a default root handler; ESPnet's own logging.basicConfig
@@ -207,16 +218,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
-    if task.__module__.startswith("espnet2.tasks.s2t"):
-        train_main = task.main  # what espnet2.bin.s2t_train does; S2T-CTC has no such module
-    elif is_asr_transducer_config(config):
-        from espnet2.bin.asr_transducer_train import main as train_main
-    else:
-        from espnet2.bin.asr_train import main as train_main
-
     _safe_resume_and_average()
     with offline_upstreams(reference, uses):
-        train_main(cmd=argv)
+        task.main(cmd=argv)  # what espnet2.bin.{asr,asr_transducer,s2t}_train do, with the (possibly adapted) task
+
+
+def _pop_option(argv: list[str], option: str) -> tuple[list[str], str | None]:
+    """`argv` without `option VALUE` (an espzoo option ESPnet's parser does not know), and VALUE."""
+    if option not in argv:
+        return argv, None
+    at = argv.index(option)
+    return argv[:at] + argv[at + 2 :], argv[at + 1]
 
 
 if __name__ == "__main__":

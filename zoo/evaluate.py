@@ -416,6 +416,8 @@ def _experiment_files(root: Path) -> ModelFiles:
 def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFiles:
     from espzoo.bundle import open_bundle
 
+    if (root / "adapter.pth").is_file() and (root / "adapter_config.yaml").is_file():
+        return _adapter_files(root, source=source, commit=commit)
     bundle = open_bundle(root)
     if bundle.task not in ("asr", "s2t"):
         raise ModelNotFoundError(f"{source} is an ESPnet {bundle.task} model; espzoo evaluates asr and s2t models.")
@@ -428,6 +430,19 @@ def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFi
         sample_rate=bundle.sample_rate or config_sample_rate(bundle.config),
         commit=commit,
     )
+
+
+def _adapter_files(root: Path, *, source: str, commit: str | None) -> ModelFiles:
+    """An adapter-only export (espzoo.lora): its config beside adapter.pth; the base comes at load time."""
+    meta = _read_yaml(root / "meta.yaml")
+    config_path = root / str((meta.get("yaml_files") or {}).get("asr_train_config", ""))
+    if not config_path.is_file():
+        raise ModelNotFoundError(f"{root}/meta.yaml names no training config (yaml_files.asr_train_config); "
+                                 "re-export the adapter.")
+    config = _read_yaml(config_path)
+    return ModelFiles(source=source, kind="adapter", root=root.resolve(), config=resolve_config_paths(config, root),
+                      checkpoint=(root / "adapter.pth").resolve(), sample_rate=config_sample_rate(config),
+                      commit=commit)
 
 
 def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOptions | None = None) -> Recognizer:
@@ -476,6 +491,11 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             penalty=options.penalty,
             nbest=1,
         )
+    adapted = (files.root / "adapter_config.yaml").is_file() and files.kind in ("experiment", "adapter")
+    if adapted:  # LoRA: the adapters go on before the weights (else strict=False would drop them silently)
+        from espzoo.lora import attach
+
+        state = attach(speech2text.asr_model, files.root, state)
     result = speech2text.asr_model.load_state_dict(state, strict=False)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:5])
@@ -483,6 +503,10 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
             f"({shown}, ...); the checkpoint and config.yaml do not belong together."
         )
+    if adapted:
+        from espzoo.lora import merge_adapters
+
+        merge_adapters(speech2text.asr_model)  # decoding then costs what the base model's does
     speech2text.asr_model.to(options.device).eval()
     return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
 

@@ -51,6 +51,7 @@ class ExportOptions:
     datasets: list[str] = field(default_factory=list)
     license: str = "cc-by-4.0"  # what ESPnet's recipes put on their uploads
     overwrite: bool = False
+    weights: str = "merge"  # a LoRA experiment: "merge" (a plain ESPnet model) or "adapter-only" (espzoo.lora)
 
 
 def export(out_dir: str | Path, dest: str | Path, options: ExportOptions | None = None) -> Path:
@@ -150,7 +151,10 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
 
     (dest / exp / "espzoo").mkdir(parents=True)
     (dest / tokens_dir).mkdir(parents=True)
-    shutil.copyfile(experiment.checkpoint, dest / exp / MODEL_FILE)
+    from espzoo.lora import ADAPTER_NAME, experiment_adapter, write_weights
+
+    adapter = experiment_adapter(experiment.root)
+    whole = write_weights(experiment.checkpoint, adapter, dest / exp / MODEL_FILE, dest, options.weights)
     (dest / tokens_dir / "tokens.txt").write_text("\n".join(experiment.token_list) + "\n", encoding="utf-8")
     config["token_list"] = experiment.token_list  # inline, as ESPnet's own configs have it
     if experiment.bpemodel is not None:
@@ -184,7 +188,7 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
     model_key, config_key = export_names(task)  # what ESPnet's pack writes: asr_* or s2t_*
     meta = {
         "espnet": _version("espnet"),
-        "files": {model_key: str(exp / MODEL_FILE)},
+        "files": {model_key: str(exp / MODEL_FILE)} if whole else {"adapter_file": ADAPTER_NAME},
         "python": sys.version.split()[0],
         "timestamp": time.time(),
         "torch": _version("torch"),
@@ -192,7 +196,13 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         "yaml_files": {config_key: str(exp / "config.yaml")},
     }
     (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-    (dest / "README.md").write_text(model_card(experiment, options, exp, config), encoding="utf-8")
+    card = model_card(experiment, options, exp, config)
+    if not whole and adapter is not None:
+        card += (f"\n### LoRA adapter only\n\nThis repo holds a LoRA adapter (`{ADAPTER_NAME}`; rank {adapter.rank}, "
+                 f"alpha {adapter.alpha or adapter.rank}, targets in `adapter_config.yaml`) for the base model "
+                 f"`{adapter.base_repo}` at commit `{adapter.base_commit}`. `espzoo evaluate`/`transcribe` pull "
+                 "that base and apply the adapter; ESPnet alone cannot load it (export merged for that).\n")
+    (dest / "README.md").write_text(card, encoding="utf-8")
 
 
 def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, config: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class Prepared:
     plan: TransferPlan
     init_checkpoint: Path
     config: dict[str, Any]  # the adapted training config (new vocabulary, init checkpoint)
+    adapters: Any = None  # espzoo.lora.AdapterSummary with --lora
 
 
 def finetune(
@@ -124,7 +125,7 @@ def _train(
         train=prepared.train,
         valid=prepared.valid,
         out=request.out,
-        options=request.training,
+        options=_with_adapters(request),
         plan=prepared.plan,
         provenance=provenance,
         on_epoch=on_epoch,
@@ -180,6 +181,8 @@ def _prepare(
     stage("plan")
     plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
     init_dir = out / "init"
+    resuming_run = request.training.resume and (out / "conf" / "train.yaml").is_file()
+    adapters = _plan_adapters(request, plan, source, out, resuming_run) if request.transfer.lora else None
     resuming = request.training.resume and (init_dir / "init.pth").is_file() and (init_dir / "config.yaml").is_file()
     if not resuming:  # a resumed run keeps the init checkpoint it started from
         stage("apply")
@@ -188,4 +191,33 @@ def _prepare(
     prompt = plan.language.prompt if plan.language is not None else None
     if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
         train, valid = (write_training_data(d, config, prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid))
-    return Prepared(source, train, valid, plan, init_dir / "init.pth", config)
+    return Prepared(source, train, valid, plan, init_dir / "init.pth", config, adapters)
+
+
+def _plan_adapters(request: FinetuneRequest, plan: TransferPlan, source: Source, out: Path, resuming: bool) -> Any:
+    """--lora: OUT/adapter_config.yaml (what trains, on which base), kept as it is when resuming."""
+    from espzoo.lora import CONFIG_NAME, AdapterConfig, plan_adapters
+
+    path = out / CONFIG_NAME
+    if resuming and path.is_file():
+        kept = AdapterConfig.read(path)
+        return plan_adapters(plan, _as_options(kept), base_repo=kept.base_repo, base_commit=kept.base_commit)[1]
+    adapter, summary = plan_adapters(plan, request.transfer.lora, base_repo=source.repo_id,
+                                     base_commit=source.commit)
+    if not (out / "model.pth").exists() and not (out / "conf" / "train.yaml").exists():  # else run() refuses OUT
+        adapter.write(path)
+    return summary
+
+
+def _as_options(adapter: Any) -> Any:
+    from espzoo.lora import LoraOptions
+
+    return LoraOptions(adapter.rank, adapter.alpha, adapter.dropout, adapter.targets, adapter.train_also)
+
+
+def _with_adapters(request: FinetuneRequest) -> TrainOptions:
+    if not request.transfer.lora:
+        return request.training
+    from espzoo.lora import CONFIG_NAME
+
+    return replace(request.training, adapters=str(Path(request.out).expanduser().resolve() / CONFIG_NAME))

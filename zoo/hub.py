@@ -229,7 +229,8 @@ def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> l
     a language model's) and the checkpoint by rules.best_checkpoint. Raises NotAsrModel when there is none."""
     files = list(listing)
     present = set(files)
-    wanted = {f for f in ("README.md", "meta.yaml") if f in present}
+    # adapter_*: an adapter-only export (espzoo.lora), applied to the base model its config names
+    wanted = {f for f in ("README.md", "meta.yaml", "adapter.pth", "adapter_config.yaml") if f in present}
     config = checkpoint = None
     if "meta.yaml" in present:
         try:

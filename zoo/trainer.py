@@ -161,6 +161,7 @@ class TrainOptions:
     stall_s: float | None = STALL_S  # stop when ESPnet's log stays silent this long (None: never)
     dist_backend: str | None = None  # None: nccl with GPUs, gloo on CPUs (ESPnet's own default is nccl)
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
+    adapters: str | None = None  # an adapter_config.yaml (espzoo.lora): train LoRA adapters on the frozen model
 
 
 @dataclass(frozen=True)
@@ -633,6 +634,8 @@ def _run(
         options=options,
     )
     args += ["--resume", "true" if options.resume else "false"]
+    if options.adapters:
+        args += ["--espzoo_lora", str(Path(options.adapters).resolve())]  # read by espzoo._asr_train
     stage("train")
     follower = _train(args, work, on_epoch, started, resuming, options.stall_s)
     if work != out:  # another node: node 0 averages and writes OUT

@@ -562,6 +562,7 @@ class TransferOptions:
     transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
     new_rows: NewRows = "mean"
     stats: Stats = "pretrained"
+    lora: Any = None  # espzoo.lora.LoraOptions: train LoRA adapters (planned by espzoo.lora.plan_adapters)
 
 
 def plan_transfer(
