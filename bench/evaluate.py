@@ -46,6 +46,7 @@ def greedy_ctc_comparison(model: Path, data: Path, device: str) -> dict[str, flo
     import itertools
 
     import torch
+
     from espzoo.evaluate import DecodeOptions, decode, load_audio, load_recognizer, prepared_utterances
 
     recognizer = load_recognizer(model, DecodeOptions(decode="ctc-greedy", device=device))

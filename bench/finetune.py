@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from espzoo._espnet import espnet_env, import_asr_task
 from espzoo._tiny import TINY_ASR_CONFIG
 from espzoo.data import prepare

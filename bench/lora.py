@@ -66,6 +66,7 @@ class Variant:
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
         import torch
+
         from espzoo.lora import AdapterConfig, apply_adapters
         from espzoo.model import build_model
 
@@ -102,6 +103,7 @@ class Variant:
 
     def result(self) -> dict[str, float]:
         import torch
+
         from espzoo.lora import adapter_state
 
         state_bytes = sum(v.numel() * v.element_size() for s in self.optimizer.state.values() for v in s.values()

@@ -150,9 +150,10 @@ def main() -> int:
             # The pinned pulls below: load the client's modules first (curl's start-up is ~10 ms; importing
             # huggingface_hub is ~200 ms, reported below as the CLI's cached-pull time).
             import huggingface_hub  # noqa: F401
+            from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
+
             from espzoo import _hf
             from espzoo.hub import pull
-            from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
 
             _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
 

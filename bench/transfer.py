@@ -107,6 +107,7 @@ def build_s2t(size: str) -> None:
     import sentencepiece as spm
     import torch
     import yaml
+
     from espzoo.model import build_model
 
     BIG.mkdir(parents=True, exist_ok=True)
@@ -137,6 +138,7 @@ def run_espzoo_s2t() -> None:
 def run_espnet_s2t() -> None:
     import yaml
     from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
+
     from espzoo.model import build_model
 
     config = yaml.safe_load((BIG / "config.yaml").read_text())
@@ -163,6 +165,7 @@ def build() -> None:
     import numpy as np
     import torch
     import yaml
+
     from espzoo.model import build_model
 
     BIG.mkdir(parents=True, exist_ok=True)
@@ -189,6 +192,7 @@ def run_espzoo() -> None:
 def run_espnet() -> None:
     import yaml
     from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
+
     from espzoo.model import build_model
 
     config = yaml.safe_load((BIG / "config.yaml").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from espzoo.cli._options import JsonOpt, LangOpt
 from espzoo.cli._output import info, print_json, print_table
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from espzoo.cli._options import JsonOpt
 from espzoo.cli._output import info, print_json
 

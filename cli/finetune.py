@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from espzoo.cli._options import (
     JsonOpt,
     ModelArg,

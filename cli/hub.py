@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from espzoo.cli._options import JsonOpt, RepoArg
 from espzoo.cli._output import fail, info, print_json, print_table
 

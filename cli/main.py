@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
 from espzoo import __version__
 from espzoo.cli import evaluate, export, finetune, hub, mirror, plan, recommend, search
 from espzoo.errors import EspzooError
-from typer.core import TyperGroup
 
 INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
 

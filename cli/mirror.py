@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from espzoo.cli._options import JsonOpt, RepoArg
 from espzoo.cli._output import fail, info, print_fields, print_json
 

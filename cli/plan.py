@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+
 from espzoo.cli._options import (
     JsonOpt,
     ModelArg,

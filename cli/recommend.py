@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from espzoo.catalog import Catalog, parse_size
 from espzoo.cli._options import JsonOpt, MaxParamsOpt
 from espzoo.cli._output import markup_escape, print_json, print_lines

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from espzoo.catalog import Catalog, CatalogEntry, languages_label, parse_size, size_label
 from espzoo.cli._options import JsonOpt, LimitOpt, MaxParamsOpt
 from espzoo.cli._output import fail, print_fields, print_json, print_table

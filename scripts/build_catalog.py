@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from espzoo.catalog import entry_from_dict, entry_from_row, overlay_s2t, s2t_facts
 from espzoo.languages import TABLE_COLUMNS, TOKEN_HOLDS, Languages, name_keys
 

@@ -37,6 +37,7 @@ def error_rates(model: TrainedModel, split: str = "test") -> dict[str, float]:
     """CER and WER of ESPnet's Speech2Text (beam 4, CTC weight 0.3) on one committed split."""
     import editdistance
     import soundfile as sf
+
     from espzoo._espnet import import_asr_task
 
     import_asr_task()  # offline NLTK setup before espnet2.bin imports the ASR task

@@ -49,6 +49,7 @@ def make_experiment(
     """An experiment dir holding an ESPnet-built model of architecture `name` (or of FAMILIES[family]); returns
     the folder."""
     import torch
+
     from espzoo.model import build_model
 
     config = family_config(family, folder, tokens) if family else config_for(name, folder, tokens, **overrides)
@@ -63,6 +64,7 @@ def make_experiment(
 def espnet_model(config: dict[str, Any], seed: int) -> Any:
     """The target model as ESPnet builds it, with a seeded initialization."""
     import torch
+
     from espzoo.model import build_model
 
     torch.manual_seed(seed)

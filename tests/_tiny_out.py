@@ -21,6 +21,7 @@ def build_tiny_out(dest: Path, *, token_type: str = "char", seed: int = 0) -> Pa
     """Write OUT/{config.yaml, model.pth, tokens.txt, feats_stats.npz, provenance.json} (and bpe.model for
     token_type "bpe", a sentencepiece unigram model of the English train transcripts) and return OUT."""
     import torch
+
     from espzoo._espnet import import_asr_task
 
     asr_task = import_asr_task()

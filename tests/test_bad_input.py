@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 from _hubtools import ESPZOO, client_env
+
 from espzoo.mirror import MirrorServer
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from espzoo.bundle import BundleError, UnsafeCheckpointError, load_state_dict, open_bundle
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from espzoo.catalog import (
     Catalog,
     CatalogError,
@@ -22,7 +24,6 @@ from espzoo.catalog import (
     shipped_catalog_path,
 )
 from espzoo.cli.main import app
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "data" / "espnet_hub_repos.tsv"

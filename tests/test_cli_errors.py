@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
+
 from espzoo.cli import main as cli_main
 from espzoo.errors import EspzooError, TrainInterrupted
 

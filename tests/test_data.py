@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from espzoo.data import DataError, load_dataset, prepare
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _hubtools import ESPZOO
+
 from espzoo.trainer import TrainError, TrainOptions, check_options, espnet_args, node_workdir
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
+
 from espzoo.bundle import UnsafeCheckpointError
 from espzoo.data import DataError
 from espzoo.evaluate import (
@@ -335,8 +336,9 @@ def test_hub_folder_and_repo_id_through_the_mirror(
 
 
 def test_cli_evaluate_and_transcribe(tiny_out: Path, tmp_path: Path) -> None:
-    from espzoo.cli.main import app
     from typer.testing import CliRunner
+
+    from espzoo.cli.main import app
 
     data = small_data_dir(tmp_path / "test", count=1)
     runner = CliRunner()
@@ -462,6 +464,7 @@ def test_batched_greedy_ctc_is_espnet_s_per_utterance_ctc(recognizer: Recognizer
 def test_padding_reaches_rows_without_the_guards(recognizer: Recognizer, tmp_path: Path) -> None:
     """What the guards remove: ESPnet's padded batch gives shorter rows other encoder lengths and outputs."""
     import torch
+
     from espzoo.evaluate import _padding_guards
 
     data = small_data_dir(tmp_path / "test", count=4)
@@ -503,8 +506,9 @@ def test_ctc_only_models_decode_greedily_by_default(tiny_out: Path, recognizer: 
 
 
 def test_decode_options_are_checked(tiny_out: Path, tmp_path: Path) -> None:
-    from espzoo.cli.main import app
     from typer.testing import CliRunner
+
+    from espzoo.cli.main import app
 
     with pytest.raises(ValueError, match="decode mode 'fast' is unknown"):
         DecodeOptions(decode="fast")
@@ -517,8 +521,9 @@ def test_decode_options_are_checked(tiny_out: Path, tmp_path: Path) -> None:
 
 
 def test_cli_greedy_ctc_in_two_jobs(tiny_out: Path, tmp_path: Path) -> None:
-    from espzoo.cli.main import app
     from typer.testing import CliRunner
+
+    from espzoo.cli.main import app
 
     data = small_data_dir(tmp_path / "test", count=3)
     done = CliRunner().invoke(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
+
 from espzoo.bundle import open_bundle
 from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer
 from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
@@ -171,8 +172,9 @@ def test_export_is_pullable_through_the_mirror_and_transcribes_alike(evaluated_o
 def test_cli_export(evaluated_out, tmp_path: Path) -> None:
     import json
 
-    from espzoo.cli.main import app
     from typer.testing import CliRunner
+
+    from espzoo.cli.main import app
 
     out, _, _ = evaluated_out
     runner = CliRunner()

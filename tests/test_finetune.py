@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _hubtools import ESPZOO, client_env
+
 from espzoo.mirror import MirrorServer
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"

@@ -66,6 +66,7 @@ def test_tiny_repo_checkpoint_loads_strictly_into_the_model_espnet_builds(tiny_r
     import argparse
 
     import torch
+
     from espzoo._espnet import import_asr_task
 
     _, config = _config(tiny_repo_char)

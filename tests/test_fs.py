@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from espzoo._fs import atomic_write, replace_dir, write_text
 
 

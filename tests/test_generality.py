@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 import yaml
 from _models import FAMILIES, family_config
+from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes, _wavlm_config, _whisper_config
+
 from espzoo.model import build_model
 from espzoo.transfer import TransferOptions, plan_transfer
 from espzoo.vocab import read_texts
-from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes, _wavlm_config, _whisper_config
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
 ES_TEXT = SPEECH / "es" / "train" / "text"

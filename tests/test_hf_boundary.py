@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from espzoo import _hf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +63,9 @@ def test_cache_layout_rules_agree_with_huggingface_hub(tmp_path: Path) -> None:
 
 
 def test_download_chunk_size_is_set_only_inside_espzoo_calls(tmp_path: Path) -> None:
-    from espzoo import hub
     from huggingface_hub import constants
+
+    from espzoo import hub
 
     default = constants.DOWNLOAD_CHUNK_SIZE
     hub._Session("espnet/x", tmp_path, "http://127.0.0.1:9", None, retries=0, backoff=0)  # set it process-wide before

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from _hubtools import ESPZOO, client_env, make_espnet_repo, sha256_of
+from typer.testing import CliRunner
+
 from espzoo import catalog_refresh, hub
 from espzoo.catalog import Catalog, shipped_catalog_path
 from espzoo.cli.main import app
 from espzoo.mirror import Faults, MirrorServer
-from typer.testing import CliRunner
 
 CHAR, BPE, NOMETA = "espzoo-test/tiny-char", "espzoo-test/tiny-bpe", "espzoo-test/tiny-nometa"
 BIG = "espzoo-test/asr_big"
@@ -455,8 +456,9 @@ def _range_start(entry: dict) -> int:
 
 def test_parallel_pull_lands_a_byte_identical_blob_where_huggingface_hub_puts_it(
         big_mirror: MirrorServer, big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from espzoo import fetch
     from huggingface_hub import scan_cache_dir
+
+    from espzoo import fetch
 
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     size = (big_root / BIG / BIG_CKPT).stat().st_size

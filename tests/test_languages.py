@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from espzoo.catalog import CatalogError
 from espzoo.languages import Language, LanguageError, Languages, owsm_token, resolve, table, token_holds
 

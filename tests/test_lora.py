@@ -13,9 +13,10 @@ import torch
 import yaml
 from _hubtools import ESPZOO, client_env
 from _tiny_out import audio_files, build_tiny_out
+from test_finetune import SPEECH, subset
+
 from espzoo.lora import AdapterConfig, AdapterError, LoRALinear, apply_adapters, merged_state
 from espzoo.mirror import MirrorServer
-from test_finetune import SPEECH, subset
 
 REPO = "espzoo-test/tiny-char"
 RANK, ALPHA = 4, 8.0

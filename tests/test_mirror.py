@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _hubtools import ESPZOO, client_env, make_espnet_repo, run_client, sha256_of
+
 from espzoo.mirror import Faults, MirrorServer, add_from_cache, git_blob_sha1
 
 REPO = "espzoo-test/asr_big"
@@ -272,8 +273,9 @@ def test_cli_serve_rejects_bad_arguments(tmp_path: Path):
 
 
 def test_cli_mirror_add_and_serve_from_cache(mirror: MirrorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from espzoo.cli.main import app
     from typer.testing import CliRunner
+
+    from espzoo.cli.main import app
 
     home = tmp_path / "hf"
     run_client(f"""

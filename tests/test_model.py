@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from _models import ARCHITECTURES, EN_CHARS, FAMILIES, VOCAB_AXES, config_for, family_config
+
 from espzoo.model import (
     MissingPackageError,
     ModelConfigError,

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from typer.testing import CliRunner
+
 from espzoo.catalog import Catalog, CatalogError, merge_entries, parse_size, shipped_catalog_path, size_label
 from espzoo.cli.main import app
 from espzoo.recommend import RecommendOptions, finetune_command, recommend
-from typer.testing import CliRunner
 
 runner = CliRunner()
 SIX = ["eng", "spa", "por", "msa", "deu", "jpn"]

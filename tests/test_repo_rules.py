@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from espzoo import bundle, evaluate, hub, repo, trainer, transfer
 from espzoo.data import Dataset
 from espzoo.errors import BundleError, EspzooError

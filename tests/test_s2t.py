@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from _hubtools import ESPZOO, client_env
+
 from espzoo import s2t
 from espzoo.mirror import MirrorServer
 
@@ -120,6 +121,7 @@ def test_new_language_token_keeps_every_pretrained_row(
     variant: str, lang_init: str | None, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     import torch
+
     from espzoo.bundle import load_state_dict, open_bundle
     from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
 
@@ -260,6 +262,7 @@ def test_pull_plan_finetune_evaluate_export(served: tuple[str, str], data: dict[
 def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp_path: Path) -> None:
     import sentencepiece as spm
     import torch
+
     from espzoo.bundle import load_state_dict, open_bundle
     from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from espzoo._tiny import TINY_ASR_CONFIG
 from espzoo.data import Dataset, prepare
 from espzoo.trainer import (
@@ -62,6 +63,7 @@ def _subset(source: Path, dest: Path, count: int) -> Path:
 
 def _build_model(config: dict[str, Any]) -> Any:
     import torch
+
     from espzoo._espnet import import_asr_task
 
     asr_task = import_asr_task()

@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 from _models import ARCHITECTURES, VOCAB_AXES, config_for, espnet_model, make_experiment
+from typer.testing import CliRunner
+
 from espzoo.transfer import (
     ACTIONS,
     TransferError,
@@ -21,7 +23,6 @@ from espzoo.transfer import (
     plan_transfer,
 )
 from espzoo.vocab import read_texts
-from typer.testing import CliRunner
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
 ES_TEXT = SPEECH / "es" / "train" / "text"

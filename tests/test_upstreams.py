@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from _models import EN_CHARS, config_for
+
 from espzoo.model import ModelConfigError, build_model, describe_target
 from espzoo.transfer import TransferError, TransferOptions, apply_plan, plan_transfer
 
@@ -114,8 +115,9 @@ def _wavlm_config(folder: Path) -> dict[str, Any]:
 
 def _tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
     """A HuBERT of the hubert_base class (12 heads) with 2 layers, 48 wide, 32 conv channels, 10 classes."""
-    from espzoo._s3prl import ARCHITECTURES
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    from espzoo._s3prl import ARCHITECTURES
 
     cfg = dict(ARCHITECTURES["hubert_base_ls960.pt"][1], encoder_layers=2, encoder_embed_dim=48,
                encoder_ffn_embed_dim=64, final_dim=16, conv_pos=16, conv_pos_groups=4,
@@ -126,8 +128,9 @@ def _tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
 
 def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
     """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
-    from espzoo._s3prl import ARCHITECTURES
     from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    from espzoo._s3prl import ARCHITECTURES
 
     cfg = dict(ARCHITECTURES["wavlm_large.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
                conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2", conv_pos=16, conv_pos_groups=4)

@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 from _hubtools import ESPZOO
-from espzoo.model import build_model
 from test_finetune import SPEECH, subset
 from test_generality import _experiment
 from test_upstreams import _tiny_wavlm_shapes, _wavlm_config
+
+from espzoo.model import build_model
 
 
 def _offline_env(hf_home: Path) -> dict[str, str]:

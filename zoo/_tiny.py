@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
 from espzoo._fs import replace_dir
 
 SPEECH = Path(__file__).resolve().parent / "assets" / "speech"  # committed espeak-ng speech, per language

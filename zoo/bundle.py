@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+
 from espzoo import repo
 from espzoo._fs import write_text
 from espzoo.errors import BundleError

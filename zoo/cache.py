@@ -211,9 +211,10 @@ def _looks_espnet(names: list[str], snapshot: Path) -> bool:
 
 def remove(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None) -> tuple[list[str], int]:
     """Delete repo_id@revision (every revision when None) from the HF cache; returns (commits removed, bytes freed)."""
-    from espzoo.hub import parse_repo_ref
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
+
+    from espzoo.hub import parse_repo_ref
 
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at

@@ -45,6 +45,7 @@ def refresh_catalog(
     With `configs`, each model's meta.yaml and training config are read too (two small downloads per model, kept in
     the HF cache) for the architecture, tokens and sample rate."""
     import yaml
+
     from espzoo.catalog import Catalog, entry_from_dict, merge_entries, shipped_catalog_path, user_catalog_path
 
     session = _Session(f"{author}/catalog", None, endpoint, token, retries=3, backoff=0.5)

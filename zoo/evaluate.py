@@ -35,6 +35,7 @@ from espzoo.s2t import config_task
 
 if TYPE_CHECKING:
     import numpy as np
+
     from espzoo.hub import Snapshot
 
 SPACE = "<space>"
@@ -454,6 +455,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     import tempfile
 
     import torch
+
     from espzoo._espnet import import_asr_task
 
     files = model if isinstance(model, ModelFiles) else locate_model(model)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from espzoo._fs import public_mode, replace_dir
 from espzoo._redact import public
 from espzoo.bundle import config_sample_rate, resolve_config_paths

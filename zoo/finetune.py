@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from espzoo.data import Dataset, prepare
 from espzoo.repo import config_sample_rate
 from espzoo.s2t import S2TError, config_task, write_training_data

@@ -404,8 +404,9 @@ class _Session:
     def _large_files(self, commit: str, files: list[str]) -> list[tuple[str, Any]]:
         """(path, tree entry) of the files to fetch in parallel parts: large LFS files not yet cached. Xet-backed ones
         stay with huggingface_hub (hf_xet fetches in parallel itself), as does any file reached through a proxy."""
-        from espzoo import fetch
         from huggingface_hub import hf_hub_url
+
+        from espzoo import fetch
 
         listing = _hf.read_tree(self.storage, commit) or {}
         snapshot = self.storage / "snapshots" / commit
@@ -424,10 +425,11 @@ class _Session:
         blob (a concurrent pull waits, then finds it). snapshot_download then links it into the snapshot as it links
         any cached blob. A partial another process left is resumed and then checked against its sha256 (as
         espzoo.cache does); a server that ignores Range leaves the file to snapshot_download."""
-        from espzoo import fetch
         from filelock import FileLock
         from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers
+
+        from espzoo import fetch
 
         sha256 = entry.lfs_sha256
         blob = self.storage / "blobs" / sha256

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 import yaml
+
 from espzoo._fs import atomic_write
 from espzoo.errors import ExportError, TransferError
 

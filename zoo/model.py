@@ -119,6 +119,7 @@ def build_task_model(
 
 def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes | None) -> Any:
     import torch
+
     from espzoo._upstreams import offline_upstreams, upstreams_in
 
     try:

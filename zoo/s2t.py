@@ -303,8 +303,9 @@ def plan_language(
 def add_user_symbols(bpemodel: Path, symbols: Sequence[str], dest: Path) -> Path:
     """A copy of a sentencepiece model with `symbols` appended as USER_DEFINED pieces (every old piece keeps its
     id), written to `dest` complete or not at all."""
-    from espzoo._fs import atomic_write
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    from espzoo._fs import atomic_write
 
     proto = model_pb2.ModelProto()
     try:
@@ -429,8 +430,9 @@ def extend_pieces(
     import tempfile
 
     import sentencepiece as spm
-    from espzoo._fs import atomic_write
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    from espzoo._fs import atomic_write
 
     if bpemodel is None:
         raise S2TError("--vocab extend needs the model's bpe.model; pull the whole repo (--all).")

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from espzoo._fs import copy_file, no_room, replace_dir, write_text
 from espzoo._hf import file_id
 from espzoo._redact import redact

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
 from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
