@@ -139,4 +139,4 @@ def test_distributed_arguments_and_refusals(tmp_path: Path) -> None:
 
 
 class _Fake:
-    wav_scp = text = speech_shape = Path("x")
+    wav_scp = text = speech_shape = dir = Path("x")

@@ -528,10 +528,17 @@ def _outcome(
     return "mismatch", "shape differs"
 
 
-def rows_for(row_map: dict[int, int], old_rows: int, new_rows: int) -> dict[int, int]:
+def rows_for(
+    row_map: dict[int, int | tuple[int, ...]], old_rows: int, new_rows: int
+) -> dict[int, int | tuple[int, ...]]:
     """The part of a token map that a tensor with `old_rows` pretrained and `new_rows` new rows uses (a mask-CTC
-    CTC layer lacks the decoder's trailing `<mask>` row; the token lists are otherwise the same prefix)."""
-    return {new: old for new, old in row_map.items() if new < new_rows and old < old_rows}
+    CTC layer lacks the decoder's trailing `<mask>` row; the token lists are otherwise the same prefix). A new row
+    may come from several old rows (their mean: an S2T language or extension piece, espzoo.s2t)."""
+
+    def within(old: int | tuple[int, ...]) -> bool:
+        return all(o < old_rows for o in old) if isinstance(old, tuple) else old < old_rows
+
+    return {new: old for new, old in row_map.items() if new < new_rows and within(old)}
 
 
 def _mark_frozen(plan: TransferPlan, target: TargetModel) -> None:
