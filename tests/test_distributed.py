@@ -79,7 +79,8 @@ def test_two_nodes_on_loopback_train_resume_and_fail_together(setup: dict, tmp_p
     assert scratch != out and not scratch.exists()  # node 1's own copy of the inputs is gone
     assert load_recognizer(out, DecodeOptions(beam_size=1)).model.kind == "experiment"  # the averaged model loads
 
-    # --resume, the same way on both nodes
+    # --resume, the same way on both nodes (a fresh rendezvous port: the last one may still be in TIME_WAIT)
+    port = free_port()
     ranks = [start(setup, out, rank, port, "--max-epoch", "2", "--resume") for rank in (1, 0)]
     (code1, _, err1), (code0, zero, err0) = (finish(p) for p in ranks)
     assert (code0, code1) == (0, 0), (err0[-2000:], err1[-2000:])
@@ -87,6 +88,7 @@ def test_two_nodes_on_loopback_train_resume_and_fail_together(setup: dict, tmp_p
     assert (out / "espnet" / "2epoch.pth").is_file()
 
     # A node killed mid-run: the other one stops within seconds with one sentence, instead of hanging.
+    port = free_port()
     ranks = [start(setup, out, rank, port, "--max-epoch", "60", "--resume") for rank in (1, 0)]
     deadline = time.monotonic() + 600
     while "4epoch results" not in (out / "train.log").read_text() and time.monotonic() < deadline:
