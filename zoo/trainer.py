@@ -126,6 +126,7 @@ class NodeLostError(TrainError):
     """Another node or process of a distributed run died; this one stopped instead of waiting."""
 
 
+_GLOO_EXIT_ABORT = "terminate called without an active exception"  # std::terminate in gloo's teardown at exit
 # What torch.distributed raises in the survivors when a peer's connection drops (gloo on CPUs, NCCL on GPUs).
 _PEER_LOST = re.compile(
     r"Connection closed by peer|Connection reset by peer|gloo.*Broken pipe|NCCL (?:communicator was aborted|error)"
@@ -638,7 +639,7 @@ def _run(
     if options.adapters:
         args += ["--espzoo_lora", str(Path(options.adapters).resolve())]  # read by espzoo._asr_train
     stage("train")
-    follower = _train(args, work, on_epoch, started, resuming, options.stall_s)
+    follower = _train(args, work, on_epoch, started, resuming, options.stall_s, secondary=work != out)
     if work != out:  # another node: node 0 averages and writes OUT
         stage("done")
         return _secondary_result(out, follower, normalize, started)
@@ -896,6 +897,7 @@ def _train(
     started: float,
     resuming: bool,
     stall_s: float | None,
+    secondary: bool = False,
 ) -> _LogFollower:
     log = out / "train.log"
     with log.open("ab") as f:
@@ -912,6 +914,10 @@ def _train(
             f"Another process of this distributed run stopped {done}, so this one cannot go on (the full log is "
             f"{log}); fix that node, then start every node again with --resume."
         )
+    if secondary and code == -signal.SIGABRT and _GLOO_EXIT_ABORT in follower.tail(3):
+        # gloo's teardown in a rank other than 0 can abort at process exit, after the last collective; whether the
+        # run finished is node 0's to say (it averages and writes OUT, and fails itself if a peer was lost).
+        return follower
     if code != 0:
         raise _child_failed("training", code, log, follower)
     return follower
