@@ -6,10 +6,12 @@
     dev = prepare("dev.tsv", "exp/bn_ft/data/dev", sample_rate=16000, skip_bad=True)  # or a manifest
     print(train.num_utterances, train.total_seconds, train.dir / "wav.scp")
 
-Input is either a Kaldi data dir (`wav.scp`, `text`, optional `utt2spk` and `segments`) or a manifest: a
+Input is either a Kaldi data dir (`wav.scp`, `text`, optional `utt2spk` and `segments`), a manifest: a
 CSV/TSV/JSONL file with an audio path column and a text column (optional id and speaker columns), its paths
-relative to the manifest. Relative paths in a wav.scp are read from the data dir first, then from the current
-directory (Kaldi's own convention, for dirs made by a recipe).
+relative to the manifest, or a Hugging Face dataset (espzoo.hfdata: `hf:ORG/NAME[:CONFIG][@REV]:SPLIT`, a
+datasets.save_to_disk folder, parquet files), whose embedded audio is written once into the cache (named by its
+content) and then checked and converted like any file. Relative paths in a wav.scp are read from the data dir
+first, then from the current directory (Kaldi's own convention, for dirs made by a recipe).
 
 Everything is checked before anything is written or converted, and every problem is reported in one
 `DataError` (file:line, what is wrong, how to fix it); with `skip_bad=True` the offending utterances are
@@ -39,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from espzoo import hfdata
 from espzoo._fs import atomic_write, replace_dir
 from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
@@ -410,6 +413,73 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
     return _Reading(utterances, problems, {p.utt_id for p in problems if p.utt_id and p.drops_utterance})
 
 
+# Encoded audio is named by its first bytes when its path does not say (soundfile reads by content anyway).
+_MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"))
+
+
+def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_column: str | None,
+             extract_dir: Path) -> _Reading:
+    """The rows of a Hugging Face dataset as utterances, read a batch at a time; embedded audio is written to
+    `extract_dir` under the hash of its bytes (a rerun writes nothing), so only ids and texts stay in memory."""
+    table = hfdata.open_table(source)
+    audio_col, text_col = table.pick_columns(audio_column, text_column)
+    names = table.columns()
+    label = Path(table.label)
+    id_col = _column(names, id_column, ID_COLUMNS, "id", label)
+    speaker_col = _column(names, None, SPEAKER_COLUMNS, "speaker", label)
+    wanted = list(dict.fromkeys(c for c in (audio_col, text_col, id_col, speaker_col) if c))
+    problems: list[Problem] = []
+    rows: list[tuple[str, str | None, str, str, str, str]] = []  # (where, audio, text, id value, stem, speaker)
+    for where, row in table.rows(wanted):
+        data, path = hfdata.audio_of(row.get(audio_col))
+        audio = _extract(data, path, extract_dir) if data else (_resolve_audio(path, table.base) if path else None)
+        ident = "" if id_col is None or row.get(id_col) is None else "_".join(str(row[id_col]).split())
+        speaker = "" if speaker_col is None or row.get(speaker_col) is None else "_".join(str(row[speaker_col]).split())
+        text = " ".join(str(row.get(text_col) or "").split())
+        rows.append((where, audio, text, ident, _stem(path or ""), speaker))
+    if not rows:
+        raise DataError(f"{source} holds no rows; give a split with at least one utterance.")
+    ids = _hf_ids(rows, explicit=id_column is not None)
+    utterances: list[_Utterance] = []
+    seen: dict[str, str] = {}
+    for (where, audio, text, _, _, speaker), utt_id in zip(rows, ids, strict=True):
+        if utt_id in seen:
+            problems.append(Problem(where, f"duplicate id (first at {seen[utt_id]})", "give each row its own id",
+                                    utt_id, False))
+            continue
+        seen[utt_id] = where
+        if audio is None:
+            problems.append(Problem(where, "no audio", f"fill the '{audio_col}' column or drop the row", utt_id))
+            continue
+        utterances.append(_Utterance(utt_id, audio, text, speaker or utt_id, where))
+        if not text:
+            problems.append(Problem(where, "empty transcript", f"fill the '{text_col}' column or drop the row", utt_id))
+    return _Reading(utterances, problems, {p.utt_id for p in problems if p.utt_id and p.drops_utterance})
+
+
+def _hf_ids(rows: list[tuple[str, str | None, str, str, str, str]], *, explicit: bool) -> list[str]:
+    """Utterance ids: the id column's when asked for or unique, else the audio file names when unique (a dataset
+    made from a Kaldi dir keeps its ids), else the row's place (FLEURS' `id` repeats across speakers)."""
+    idents, stems = [r[3] for r in rows], [r[4] for r in rows]
+    if explicit or (all(idents) and len(set(idents)) == len(idents)):
+        return [ident or f"row{n:07d}" for n, ident in enumerate(idents, start=1)]
+    if all(stems) and len(set(stems)) == len(stems):
+        return stems
+    return [f"row{n:07d}" for n in range(1, len(rows) + 1)]
+
+
+def _extract(data: bytes, path: str | None, extract_dir: Path) -> str:
+    """The file holding the encoded audio `data`, written once under the hash of its contents."""
+    suffix = Path(path or "").suffix.lower()
+    if not suffix or len(suffix) > 5:
+        suffix = next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".audio")
+    digest = hashlib.sha256(data).hexdigest()
+    target = extract_dir / digest[:2] / f"{digest[2:26]}{suffix}"
+    if not target.is_file() or target.stat().st_size != len(data):
+        atomic_write(target, lambda tmp: tmp.write_bytes(data))
+    return str(target)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Probing and converting audio
 
@@ -586,32 +656,31 @@ def prepare(
     text_column: str | None = None,
     id_column: str | None = None,
 ) -> Dataset:
-    """Check `source` (a Kaldi data dir or a manifest), convert its audio, and write a Kaldi dir at `out_dir`.
+    """Check `source` (a Kaldi data dir, a manifest or a Hugging Face dataset), convert its audio, and write a
+    Kaldi dir at `out_dir`.
 
     Raises DataError naming every offending entry unless `skip_bad`, which drops them instead. Converted audio
-    goes to `cache_dir` (default: an `audio` folder beside `out_dir`, shared by train and valid sets).
+    (and a dataset's embedded audio) goes to `cache_dir` (default: an `audio` folder beside `out_dir`, shared by
+    train and valid sets). `audio_column`/`text_column` name a manifest's or dataset's columns when they are not
+    the usual ones.
     """
-    source = Path(source).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
     name = name or out_dir.name
-    if source.is_dir():
-        reading = _read_kaldi_dir(source)
-    elif source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
-        reading = _read_manifest(source, audio_column, text_column, id_column)
-    elif source.is_file():
-        raise DataError(
-            f"{source} is neither a Kaldi data dir nor a manifest; give a dir with wav.scp and text, "
-            "or a .csv/.tsv/.jsonl file with audio and text columns."
-        )
+    cache = Path(cache_dir).resolve() if cache_dir else out_dir.parent / "audio"
+    if hfdata.is_hf_source(source):  # before resolving: an hf: reference or a glob is not a path
+        text = str(source)
+        source = text if text.startswith(hfdata.HF_SCHEME) else str(Path(text).expanduser().resolve())
+        reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf")
     else:
-        raise DataError(f"{source} does not exist; give a Kaldi data dir or a manifest file.")
+        source = Path(source).expanduser().resolve()
+        reading = _read_local(source, audio_column, text_column, id_column)
 
     limits = _Limits(
         sample_rate=sample_rate,
         min_seconds=min_seconds,
         max_seconds=max_seconds,
         allow_pipes=allow_pipes,
-        cache_dir=Path(cache_dir).resolve() if cache_dir else out_dir.parent / "audio",
+        cache_dir=cache,
     )
     workers = workers or min(8, os.cpu_count() or 1)
     candidates = [u for u in reading.utterances if u.id not in reading.bad_ids]
@@ -647,7 +716,21 @@ def prepare(
     return dataset
 
 
-def _data_error(source: Path, problems: list[Problem]) -> DataError:
+def _read_local(source: Path, audio_column: str | None, text_column: str | None, id_column: str | None) -> _Reading:
+    if source.is_dir():
+        return _read_kaldi_dir(source)
+    if source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
+        return _read_manifest(source, audio_column, text_column, id_column)
+    if source.is_file():
+        raise DataError(
+            f"{source} is neither a Kaldi data dir nor a manifest; give a dir with wav.scp and text, "
+            "a .csv/.tsv/.jsonl file with audio and text columns, or a Hugging Face dataset (parquet files, a "
+            "save_to_disk folder, hf:ORG/NAME:SPLIT)."
+        )
+    raise DataError(f"{source} does not exist; give a Kaldi data dir, a manifest file or a Hugging Face dataset.")
+
+
+def _data_error(source: Path | str, problems: list[Problem]) -> DataError:
     if len(problems) == 1:  # one sentence
         return DataError(f"{source}: {problems[0]}; or pass skip_bad=True (--skip-bad) to drop it.", problems)
     utts = len({p.utt_id for p in problems if p.utt_id})

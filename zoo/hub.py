@@ -133,16 +133,19 @@ def pull(
     timeout: float = API_TIMEOUT,
     progress: _hf.ProgressFn | bool | None = None,
     notify: Callable[[str], None] | None = None,
+    repo_type: str = "model",
+    select: Callable[[list[str], Callable[[str], str | None]], list[str]] | None = None,
 ) -> Snapshot:
     """Download `repo_id` at `revision` (branch, tag or commit; default main, or the commit in `lock_file`)
     into the HF cache and return the snapshot. Offline (HF_HUB_OFFLINE=1 or the Hub unreachable) a cached
     snapshot is used, with a note. `lock_file` records repo -> commit (created or updated). Notes (offline
     fallback, resumed downloads) are in `Snapshot.notes` and passed to `notify` (default: a logging warning).
-    `progress(bar, unit, done, total)` hears every update of the download (a bool or None: nothing)."""
+    `progress(bar, unit, done, total)` hears every update of the download (a bool or None: nothing).
+    `repo_type="dataset"` pulls a dataset repo, `select(listing, read)` choosing its files (espzoo.hfdata)."""
     try:
         return _pull(repo_id, revision, all_files=all_files, lock_file=lock_file, cache_dir=cache_dir,
                      endpoint=endpoint, token=token, retries=retries, backoff=backoff, timeout=timeout,
-                     progress=progress, notify=notify)
+                     progress=progress, notify=notify, repo_type=repo_type, select=select)
     except OSError as exc:  # the cache's disk, not the Hub (DiskFull already says which)
         raise HubError(f"cannot write to the cache ({exc.strerror or exc}); check HF_HOME points at a writable "
                        "disk.") from exc
@@ -150,12 +153,14 @@ def pull(
 
 def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str | Path | None,
           cache_dir: str | Path | None, endpoint: str | None, token: str | bool | None, retries: int,
-          backoff: float, timeout: float, progress: Any, notify: Callable[[str], None] | None) -> Snapshot:
+          backoff: float, timeout: float, progress: Any, notify: Callable[[str], None] | None,
+          repo_type: str = "model", select: Any = None) -> Snapshot:
     repo_id, at = parse_repo_ref(repo_id)
     revision = revision or at
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
-    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout)
+    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout, repo_type)
+    session.select = select
     offline = hub_offline()
     notes: list[str] = []
     commit: str | None = None
@@ -167,9 +172,9 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
         except _Unreachable as exc:
             offline = True
             notes.append(f"the Hub at {session.endpoint} cannot be reached ({exc.reason}); using the cached copy")
-        else:  # not known to be offline: finish what a killed pull left half-downloaded
+        else:  # not known to be offline: finish what a killed pull left half-downloaded (a model's blobs)
             notes += recover_stale_downloads(repo_id, cache_dir=session.cache_dir, endpoint=session.endpoint,
-                                             token=token)
+                                             token=token) if repo_type == "model" else []
     if not offline:
         assert commit is not None
         try:
@@ -196,7 +201,7 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
 def _fetch(session: _Session, commit: str, all_files: bool, progress: Any) -> list[str]:
     """Download what is wanted at `commit` (nothing when it is all cached); returns the repo paths."""
     listing = session.listing(commit, offline=False)
-    wanted = sorted(listing) if all_files else select_files(listing, lambda path: session.read(commit, path, False))
+    wanted = sorted(listing) if all_files else session.choose(listing, lambda path: session.read(commit, path, False))
     session.download(commit, wanted, progress)
     return wanted
 
@@ -204,7 +209,7 @@ def _fetch(session: _Session, commit: str, all_files: bool, progress: Any) -> li
 def _cached_files(session: _Session, commit: str, all_files: bool) -> list[str]:
     """What is wanted at `commit`, all of it from the cache, else NotCached."""
     listing = session.listing(commit, offline=True)
-    wanted = sorted(listing) if all_files else select_files(listing, lambda path: session.read(commit, path, True))
+    wanted = sorted(listing) if all_files else session.choose(listing, lambda path: session.read(commit, path, True))
     snapshot_dir = session.storage / "snapshots" / commit
     missing = [f for f in wanted if not (snapshot_dir / f).exists()]
     if missing:
@@ -311,17 +316,22 @@ class _Unreachable(HubError):
 
 class _Session:
     def __init__(self, repo_id: str, cache_dir: str | Path | None, endpoint: str | None, token: Any,
-                 retries: int, backoff: float, timeout: float = API_TIMEOUT):
+                 retries: int, backoff: float, timeout: float = API_TIMEOUT, repo_type: str = "model"):
         from huggingface_hub import HfApi
 
         _hf.ensure_client_timeout(API_TIMEOUT)
         self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.select: Any = None  # the files wanted from a listing; None: an ASR model's (select_files)
         self.cache_dir = Path(cache_dir or hub_cache_dir())
-        self.storage = self.cache_dir / _hf.repo_folder(repo_id)
+        self.storage = self.cache_dir / _hf.repo_folder(repo_id, repo_type)
         self.endpoint = (endpoint or hub_endpoint()).rstrip("/")
         self.token = token
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.api = HfApi(endpoint=self.endpoint, token=token)
+
+    def choose(self, listing: dict[str, Any], read: Callable[[str], str | None]) -> list[str]:
+        return sorted((self.select or select_files)(list(listing), read))
 
     # -- resolving -----------------------------------------------------------------------------
 
@@ -329,7 +339,8 @@ class _Session:
         """The commit `revision` names (a 40-hex commit is taken as is: no request)."""
         if revision and HEX40.fullmatch(revision):
             return revision
-        info = self.call(lambda: self.api.model_info(self.repo_id, revision=revision, timeout=self.timeout),
+        info = self.call(lambda: self.api.repo_info(self.repo_id, revision=revision, repo_type=self.repo_type,
+                                                    timeout=self.timeout),
                          f"resolve {self.repo_id}@{revision or 'main'}", revision)
         if not info.sha:
             raise HubError(f"the Hub at {self.endpoint} gave no commit for {self.repo_id}; check HF_ENDPOINT.")
@@ -360,7 +371,8 @@ class _Session:
         if offline:
             return {p.relative_to(snapshot).as_posix(): None for p in snapshot.rglob("*") if not p.is_dir()}
         tree = self.call(
-            lambda: list(self.api.list_repo_tree(self.repo_id, recursive=True, revision=commit)),
+            lambda: list(self.api.list_repo_tree(self.repo_id, recursive=True, revision=commit,
+                                                 repo_type=self.repo_type)),
             f"list the files of {self.repo_id}@{commit[:12]}", commit,
         )
         # snapshot_download reads the same cache: it lists nothing again, and a later pinned pull asks nothing.
@@ -376,6 +388,7 @@ class _Session:
 
             with _hf.download_chunk_size(DOWNLOAD_CHUNK):
                 self.call(lambda: hf_hub_download(self.repo_id, path, revision=commit, cache_dir=self.cache_dir,
+                                                  repo_type=self.repo_type,
                                                   endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout,
                                                   tqdm_class=_hf.tqdm_class(None)),
                           f"download {path}", commit)
@@ -397,6 +410,7 @@ class _Session:
         patterns = [glob.escape(f) for f in files]
         with _hf.download_chunk_size(DOWNLOAD_CHUNK):
             self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
+                                                repo_type=self.repo_type,
                                                 allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
                                                 tqdm_class=tqdm_class, etag_timeout=self.timeout),
                       f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
@@ -408,6 +422,8 @@ class _Session:
 
         from espzoo import fetch
 
+        if self.repo_type != "model":  # the parallel fetch knows a model's URLs and locks only
+            return []
         listing = _hf.read_tree(self.storage, commit) or {}
         snapshot = self.storage / "snapshots" / commit
         found = []
@@ -477,7 +493,8 @@ class _Session:
     def _error(self, exc: Exception, kind: str, what: str, revision: str | None, attempts: int) -> Exception:
         repo = self.repo_id
         if kind == "repo":
-            return RepoNotFound(f"{repo} does not exist on {self.endpoint}{_suggestion(repo)}")
+            hint = _suggestion(repo) if self.repo_type == "model" else "; check the dataset's ORG/NAME"
+            return RepoNotFound(f"{repo} does not exist on {self.endpoint}{hint}")
         if kind == "revision":
             return RevisionNotFound(f"{repo} has no revision {revision!r}; use a branch, tag or commit the repo has "
                                     "(e.g. main).")

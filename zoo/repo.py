@@ -322,6 +322,11 @@ def read_front_matter(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {}
+    return parse_front_matter(text)
+
+
+def parse_front_matter(text: str) -> dict[str, Any]:
+    """The YAML front matter of a card's text (a model's or a dataset's), {} when absent or malformed."""
     if not text.startswith("---"):
         return {}
     end = text.find("\n---", 3)
