@@ -12,6 +12,16 @@ import typer
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 RepoArg = Annotated[str, typer.Argument(help="A hub repo id, optionally pinned: ORG/NAME[@REVISION].")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", help="Show at most N results (0 = all).")]
+# Data sets: where --train/--valid/--data take a Kaldi dir, a manifest or a Hugging Face dataset.
+DATA_HELP = ("A Kaldi data dir (wav.scp, text), a CSV/TSV/JSONL manifest, or a Hugging Face dataset: parquet files "
+             "(folder or glob), a save_to_disk folder, or hf:ORG/NAME[:CONFIG][@REV]:SPLIT.")
+AudioColumnOpt = Annotated[
+    str | None, typer.Option("--audio-column", help="The data's audio column (default: audio, path, ...).")
+]
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option("--text-column", help="The data's transcript column (default: sentence, text, transcription, ...)."),
+]
 MaxParamsOpt = Annotated[
     str | None,
     typer.Option("--max-params", help="Leave out models known to be bigger: 400M, 1.5B (unknown sizes stay)."),

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from espzoo.cli._options import JsonOpt, LangOpt
+from espzoo.cli._options import DATA_HELP, AudioColumnOpt, JsonOpt, LangOpt, TextColumnOpt
 from espzoo.cli._output import info, print_json, print_table
 
 ModelArg = Annotated[
@@ -30,9 +30,7 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
-DataOpt = Annotated[
-    Path, typer.Option("--data", help="A Kaldi data dir (wav.scp, text) or a .csv/.tsv/.jsonl manifest.")
-]
+DataOpt = Annotated[Path, typer.Option("--data", help=DATA_HELP)]
 BeamOpt = Annotated[int, typer.Option("--beam", min=1, help="Beam size (ESPnet's own default is 20: slower).")]
 CtcWeightOpt = Annotated[
     float | None,
@@ -70,6 +68,8 @@ def evaluate(
     lang: LangOpt = None,
     out_dir: OutDirOpt = None,
     skip_bad: SkipBadOpt = False,
+    audio_column: AudioColumnOpt = None,
+    text_column: TextColumnOpt = None,
     rows: RowsOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -81,7 +81,8 @@ def evaluate(
         beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
     )
     with _progress("decoding", quiet=json) as progress:
-        report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress)
+        report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress,
+                                audio_column=audio_column, text_column=text_column)
     if json:
         print_json(report.to_dict(rows=rows))
         return

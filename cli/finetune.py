@@ -9,9 +9,11 @@
     espzoo finetune espnet/bn_openslr53 ... --conf optim_conf.lr=1e-4 --conf encoder_conf.dropout_rate=0.2
     espzoo finetune espnet/bn_openslr53 ... --lora 8 --lora-alpha 16   # LoRA adapters on a frozen model
 
---train/--valid take a Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest. The transfer options are
-`espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file trains on the training
-transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and provenance.json.
+--train/--valid take a Kaldi data dir (wav.scp, text), a CSV/TSV/JSONL manifest or a Hugging Face dataset (parquet
+files, a save_to_disk folder, hf:ORG/NAME[:CONFIG][@REV]:SPLIT; --text-column/--audio-column name unusual columns).
+The transfer options are `espzoo plan`'s (run it first to see what will load). `--vocab bpe:N` without a file
+trains on the training transcripts. OUT then holds config.yaml, model.pth, the token list, stats, plan.json and
+provenance.json.
 With --lora only the adapters (and --train-also modules) train; OUT holds adapter_config.yaml beside model.pth,
 and `espzoo export` merges them (or --adapter-only).
 Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
@@ -28,13 +30,16 @@ from typing import Annotated, Any
 import typer
 
 from espzoo.cli._options import (
+    DATA_HELP,
+    AudioColumnOpt,
     JsonOpt,
     ModelArg,
+    TextColumnOpt,
     with_transfer_options,
 )
 from espzoo.cli._output import info, print_json
 
-DataOpt = Annotated[Path, typer.Option(help="A Kaldi data dir (wav.scp, text) or a CSV/TSV/JSONL manifest.")]
+DataOpt = Annotated[Path, typer.Option(help=DATA_HELP)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="The experiment dir to write (resumable).")]
 
 
@@ -73,6 +78,8 @@ def finetune(
     ] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop bad utterances instead of stopping.")] = False,
     allow_pipes: Annotated[bool, typer.Option("--allow-pipes", help="Run pipe commands in wav.scp.")] = False,
+    audio_column: AudioColumnOpt = None,
+    text_column: TextColumnOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -90,6 +97,7 @@ def finetune(
     request = FinetuneRequest(
         model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,
         skip_bad=skip_bad, allow_pipes=allow_pipes, command=["espzoo", *sys.argv[1:]],
+        audio_column=audio_column, text_column=text_column,
     )
     summary = _run(request, dry_run=dry_run, quiet=json)
     if json:

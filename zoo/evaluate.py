@@ -619,20 +619,23 @@ def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float |
 
 @contextmanager
 def prepared_utterances(
-    data: str | Path, sample_rate: int, *, skip_bad: bool = False
+    data: str | Path, sample_rate: int, *, skip_bad: bool = False, audio_column: str | None = None,
+    text_column: str | None = None,
 ) -> Iterator[list[Utterance]]:
     """The utterances of a data set with references, checked and converted by `espzoo.data.prepare`.
 
-    `data` is a Kaldi dir (`wav.scp`, `text`, optional `segments`) or a manifest (.csv/.tsv/.jsonl with audio
-    and text); bad entries raise `DataError` listing them all, unless `skip_bad` drops them. Audio that is not
-    mono at `sample_rate` is converted into a temporary folder that lives as long as the context.
+    `data` is a Kaldi dir (`wav.scp`, `text`, optional `segments`), a manifest (.csv/.tsv/.jsonl with audio
+    and text) or a Hugging Face dataset (espzoo.hfdata); bad entries raise `DataError` listing them all, unless
+    `skip_bad` drops them. Audio that is not mono at `sample_rate` is converted into a temporary folder that lives
+    as long as the context.
     """
     import tempfile
 
     from espzoo.data import prepare
 
     with tempfile.TemporaryDirectory(prefix="espzoo-eval-") as tmp:
-        dataset = prepare(data, Path(tmp) / "data", sample_rate=sample_rate, skip_bad=skip_bad)
+        dataset = prepare(data, Path(tmp) / "data", sample_rate=sample_rate, skip_bad=skip_bad,
+                          audio_column=audio_column, text_column=text_column)
         texts = dataset.transcripts()
         yield [
             Utterance(utt_id, Path(location), texts.get(utt_id, ""))
@@ -922,6 +925,8 @@ def evaluate(
     options: DecodeOptions | None = None,
     skip_bad: bool = False,
     progress: Progress | None = None,
+    audio_column: str | None = None,
+    text_column: str | None = None,
 ) -> EvalReport:
     """Decode a data set with references and score it.
 
@@ -932,7 +937,8 @@ def evaluate(
     # The data is checked before the model is built (seconds), so that bad data fails fast.
     files = model.model if isinstance(model, Recognizer) else locate_model(model)
     options = model.options if isinstance(model, Recognizer) else (options or DecodeOptions())
-    with prepared_utterances(data, files.sample_rate, skip_bad=skip_bad) as utterances:
+    with prepared_utterances(data, files.sample_rate, skip_bad=skip_bad, audio_column=audio_column,
+                             text_column=text_column) as utterances:
         decoded = _decode(model, files, options, utterances, progress)
     hypotheses, audio_seconds, decode_seconds = decoded.hypotheses, decoded.audio_seconds, decoded.seconds
 
@@ -1029,8 +1035,14 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
 
 
 def _is_data_set(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json")
+    from espzoo.hfdata import is_hf_source
+
+    return path.is_dir() or path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") or is_hf_source(path)
 
 
 def _data_name(data: Path) -> str:
+    from espzoo.hfdata import is_hf_source, source_name
+
+    if is_hf_source(data):
+        return source_name(data)
     return (data.name if data.is_dir() else data.stem) or "data"

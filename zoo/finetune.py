@@ -58,6 +58,8 @@ class FinetuneRequest:
     skip_bad: bool = False  # drop bad utterances (and say how many) instead of stopping
     allow_pipes: bool = False  # run pipe commands found in wav.scp
     command: list[str] | None = None  # the command line, for provenance
+    audio_column: str | None = None  # a manifest's or Hugging Face dataset's columns, when not the usual names
+    text_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,10 +173,11 @@ def _prepare(
         raise S2TError(f"{request.model} is an S2T (OWSM) model: give the data's language with --lang (e.g. spa).")
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
+    columns = {"audio_column": request.audio_column, "text_column": request.text_column}
     train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
-                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
     valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
-                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes)
+                    skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
     for dataset in (train, valid):
         if dataset.skipped_note():
             note(dataset.skipped_note())  # type: ignore[arg-type]
