@@ -493,7 +493,7 @@ class _Session:
     def _error(self, exc: Exception, kind: str, what: str, revision: str | None, attempts: int) -> Exception:
         repo = self.repo_id
         if kind == "repo":
-            hint = _suggestion(repo) if self.repo_type == "model" else "; check the dataset's ORG/NAME"
+            hint = _suggestion(repo) if self.repo_type == "model" else "; check the dataset's ORG/NAME."
             return RepoNotFound(f"{repo} does not exist on {self.endpoint}{hint}")
         if kind == "revision":
             return RevisionNotFound(f"{repo} has no revision {revision!r}; use a branch, tag or commit the repo has "

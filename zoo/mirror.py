@@ -14,6 +14,10 @@ resolve answers HEAD/GET with `X-Repo-Commit`, `ETag` (git blob sha1) and `Conte
 `Range`; files the Hub would keep in LFS answer with a 302 to a second origin plus `X-Linked-Etag` (sha256) and
 `X-Linked-Size`; errors carry `X-Error-Code` so the client raises its own exception types.
 
+Dataset repos (`repo_type="dataset"`: /api/datasets/... and /datasets/<org>/<name>/resolve/...) are served the same
+way from ROOT/datasets/<org>/<name>/ (the Hub reserves the name `datasets`, so no model org can hold it) or, from the
+cache, its datasets--<org>--<name> folders.
+
 A folder repo's branch `main` is ROOT/<org>/<name>/ and each ROOT/<org>/<name>@<ref>/ beside it adds a tag or
 branch; a commit id is a hash of the files' paths and contents: the same files give the same id, any change gives
 a new one. `--from-cache` serves every cached
@@ -76,6 +80,7 @@ IDLE_TIMEOUT_S = 60.0  # an idle or half-sent connection is closed after this lo
 MAX_WORKERS = 64  # connections served at once, per port
 LINK_TTL_S = 3600.0  # how long a signed LFS link stays valid (the Hub's CDN links last about an hour)
 MAX_BODY = 64 * 1024
+DATASETS = "datasets"  # ROOT/datasets/<org>/<name>/ holds dataset repos, as the Hub's URLs do
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,10 +149,11 @@ class FolderSource:
     """Repos as plain folders: ROOT/<org>/<name>/ holds one repo's files (a hub clone without .git) as branch main;
     a sibling ROOT/<org>/<name>@<ref>/ adds the tag or branch <ref> (an older release kept beside main)."""
 
-    def __init__(self, root: str | Path, lfs_threshold: int = LFS_THRESHOLD):
+    def __init__(self, root: str | Path, lfs_threshold: int = LFS_THRESHOLD, exclude: tuple[str, ...] = ()):
         self.root = Path(root)
         self.real_root = self.root.resolve()
         self.lfs_threshold = lfs_threshold
+        self.exclude = exclude  # top-level folders that are not orgs (ROOT/datasets beside the model orgs)
         self._hashes: dict[tuple[str, int, int, int], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
 
@@ -157,6 +163,7 @@ class FolderSource:
         return sorted(
             f"{org.name}/{repo.name}"
             for org in self.root.iterdir() if org.is_dir() and not org.name.startswith(".")
+            and org.name not in self.exclude
             for repo in org.iterdir()
             if repo.is_dir() and not repo.name.startswith(".") and "@" not in repo.name and self._inside(repo)
         )
@@ -191,6 +198,8 @@ class FolderSource:
     def _folder(self, repo_id: str) -> Path | None:
         parts = repo_id.split("/")
         if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") or "@" in p for p in parts):
+            return None
+        if parts[0] in self.exclude:
             return None
         folder = self.root / parts[0] / parts[1]
         return folder if folder.is_dir() and self._inside(folder) else None
@@ -236,22 +245,23 @@ class CacheSource:
 
     The cache names each blob by its etag (sha256 for LFS files, git sha1 otherwise), so no file is re-hashed."""
 
-    def __init__(self, cache_dir: str | Path):
+    def __init__(self, cache_dir: str | Path, repo_type: str = "model"):
         self.cache_dir = Path(cache_dir)
         self.real_root = self.cache_dir.resolve()
+        self.repo_type = repo_type
 
     def repo_ids(self) -> list[str]:
         if not self.cache_dir.is_dir():
             return []
         ids = []
-        for folder in self.cache_dir.glob("models--*"):
+        for folder in self.cache_dir.glob(f"{self.repo_type}s--*"):
             parts = folder.name.split("--")
             if len(parts) == 3 and (folder / "snapshots").is_dir() and _within(folder, self.real_root):
                 ids.append(f"{parts[1]}/{parts[2]}")
         return sorted(ids)
 
     def revisions(self, repo_id: str) -> dict[str, Revision]:
-        folder = self.cache_dir / repo_folder(repo_id)
+        folder = self.cache_dir / repo_folder(repo_id, self.repo_type)
         snapshots = folder / "snapshots"
         if "/" not in repo_id or not snapshots.is_dir() or not _within(folder, self.real_root):
             return {}
@@ -399,10 +409,12 @@ class MirrorServer:
             raise ValueError("serve either a folder (root) or the HF cache (from_cache=True), not both or neither.")
         if from_cache:
             self.source: FolderSource | CacheSource = CacheSource(cache_dir or hf_hub_cache())
+            self.dataset_source: FolderSource | CacheSource = CacheSource(cache_dir or hf_hub_cache(), "dataset")
         else:
             if not Path(root).is_dir():  # type: ignore[arg-type]
                 raise FileNotFoundError(f"mirror root {root} is not a folder; create it or pass --from-cache.")
-            self.source = FolderSource(root, lfs_threshold)  # type: ignore[arg-type]
+            self.source = FolderSource(root, lfs_threshold, exclude=(DATASETS,))  # type: ignore[arg-type]
+            self.dataset_source = FolderSource(Path(root) / DATASETS, lfs_threshold)  # type: ignore[arg-type]
         if faults is not None and not test_hooks:
             raise ValueError("faults are a test hook: build the server with test_hooks=True.")
         # Test hooks (injected faults, the /_espzoo/ stats and control routes) exist only on servers the tests
@@ -465,11 +477,12 @@ class MirrorServer:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def repo_ids(self) -> list[str]:
-        return self.source.repo_ids()
+    def repo_ids(self, repo_type: str = "model") -> list[str]:
+        return (self.dataset_source if repo_type == "dataset" else self.source).repo_ids()
 
-    def revision(self, repo_id: str, rev: str | None = None, token: str | None = None) -> Revision:
-        revisions = self.source.revisions(repo_id)
+    def revision(self, repo_id: str, rev: str | None = None, token: str | None = None,
+                 repo_type: str = "model") -> Revision:
+        revisions = (self.dataset_source if repo_type == "dataset" else self.source).revisions(repo_id)
         if not revisions:
             raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
         main = revisions.get("main") or next(iter(revisions.values()))
@@ -759,28 +772,31 @@ class _ApiHandler(_Handler):
     def route(self, pieces: list[str], query: dict[str, str], head: bool) -> None:
         if pieces[:2] == ["api", "agent-harnesses"]:
             return self._send_json({"standardEnvVars": [], "harnesses": {}}, head=head)
-        if pieces[:2] == ["api", "models"]:
+        if pieces[:2] in (["api", "models"], ["api", DATASETS]):
+            kind = "dataset" if pieces[1] == DATASETS else "model"
             rest = pieces[2:]
             if not rest or rest == [""]:
-                return self._send_json(self._list(query), head=head)
+                return self._send_json(self._list(query, kind), head=head)
             if len(rest) < 2:
                 raise MirrorError(404, "RepoNotFound", f"Repository {'/'.join(rest)} not found")
             repo_id, rest = "/".join(rest[:2]), rest[2:]
             if not rest:
-                return self._send_json(self._info(repo_id, None, query), head=head)
+                return self._send_json(self._info(repo_id, None, query, kind), head=head)
             if rest[0] == "revision" and len(rest) >= 2:
-                return self._send_json(self._info(repo_id, "/".join(rest[1:]), query), head=head)
+                return self._send_json(self._info(repo_id, "/".join(rest[1:]), query, kind), head=head)
             if rest[0] == "tree" and len(rest) >= 2:
-                return self._send_json(self._tree(repo_id, rest[1], "/".join(rest[2:]), query), head=head)
+                return self._send_json(self._tree(repo_id, rest[1], "/".join(rest[2:]), query, kind), head=head)
             raise MirrorError(404, None, f"unknown API route {'/'.join(pieces)}")
+        if pieces[:1] == [DATASETS] and len(pieces) >= 6 and pieces[3] == "resolve":  # a dataset repo's file
+            return self._resolve("/".join(pieces[1:3]), pieces[4], "/".join(pieces[5:]), head, "dataset")
         if pieces[:1] == ["models"]:  # /models/org/name/resolve/... is the long form of /org/name/resolve/...
             pieces = pieces[1:]
         if len(pieces) >= 5 and pieces[2] == "resolve":
             return self._resolve("/".join(pieces[:2]), pieces[3], "/".join(pieces[4:]), head)
         raise MirrorError(404, None, f"unknown route /{'/'.join(pieces)}")
 
-    def _resolve(self, repo_id: str, rev: str, path: str, head: bool) -> None:
-        revision = self.mirror.revision(repo_id, rev, self.token())
+    def _resolve(self, repo_id: str, rev: str, path: str, head: bool, repo_type: str = "model") -> None:
+        revision = self.mirror.revision(repo_id, rev, self.token(), repo_type)
         file = revision.files.get(path)
         if file is None:
             raise MirrorError(404, "EntryNotFound", f"{path} does not exist at {rev}", commit=revision.commit)
@@ -807,13 +823,14 @@ class _ApiHandler(_Handler):
             host = host.rsplit(":", 1)[0]
         return f"http://{host}:{lfs_port}" if host else self.mirror.lfs_url
 
-    def _info(self, repo_id: str, rev: str | None, query: dict[str, str]) -> dict[str, Any]:
-        revision = self.mirror.revision(repo_id, rev, self.token())
+    def _info(self, repo_id: str, rev: str | None, query: dict[str, str], repo_type: str = "model") -> dict[str, Any]:
+        revision = self.mirror.revision(repo_id, rev, self.token(), repo_type)
         blobs = query.get("blobs", "").lower() == "true"
         return model_json(revision, siblings=True, blobs=blobs)
 
-    def _tree(self, repo_id: str, rev: str, prefix: str, query: dict[str, str]) -> list[dict[str, Any]]:
-        revision = self.mirror.revision(repo_id, rev, self.token())
+    def _tree(self, repo_id: str, rev: str, prefix: str, query: dict[str, str],
+              repo_type: str = "model") -> list[dict[str, Any]]:
+        revision = self.mirror.revision(repo_id, rev, self.token(), repo_type)
         recursive = query.get("recursive", "").lower() == "true"
         prefix = prefix.strip("/")
         if prefix and prefix not in revision.files and not any(p.startswith(prefix + "/") for p in revision.files):
@@ -834,19 +851,19 @@ class _ApiHandler(_Handler):
                 entries[path] = file_json(file)
         return list(entries.values())
 
-    def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+    def _list(self, query: dict[str, str], repo_type: str = "model") -> list[dict[str, Any]]:
         author = (query.get("author") or "").lower()
         search = (query.get("search") or "").lower()
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
         full = any(query.get(k, "").lower() == "true" for k in ("cardData", "full"))
         models = []
-        for repo_id in self.mirror.repo_ids():
+        for repo_id in self.mirror.repo_ids(repo_type):
             if author and repo_id.split("/")[0].lower() != author:
                 continue
             if search and search not in repo_id.lower():
                 continue
             try:
-                revision = self.mirror.revision(repo_id, None, self.token())
+                revision = self.mirror.revision(repo_id, None, self.token(), repo_type)
             except MirrorError:
                 continue  # gated without a token: listed by the Hub, but we keep it simple
             models.append(model_json(revision, siblings=full, blobs=False, card=True))
