@@ -1,0 +1,325 @@
+"""Hugging Face datasets as training and test data (espzoo.hfdata through espzoo.data.prepare).
+
+The datasets are built here from the committed Spanish speech (zoo/assets/speech/es): parquet files written with
+pyarrow (several files, several row groups), a folder written by the `datasets` library's own save_to_disk, and a
+dataset repo served by espzoo's mirror on 127.0.0.1 and pulled with the real huggingface_hub client.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from _hubtools import ESPZOO, PYTHON, client_env, run_client, sha256_of
+
+from espzoo.data import DataError, prepare
+from espzoo.hfdata import parse_spec, select_split
+from espzoo.mirror import MirrorServer
+
+SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+REPO = "espzoo-test/tiny-char"
+DATASET = "espzoo-test/es-speech"
+CARD = """---
+language: es
+task_categories:
+- automatic-speech-recognition
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+  - split: validation
+    path: data/validation-*.parquet
+  - split: test
+    path: data/test-*.parquet
+---
+
+Spanish test speech for espzoo.
+"""
+
+
+def kaldi_subset(split: str, dest: Path, n: int) -> Path:
+    """The first n utterances of a committed Kaldi dir, audio paths made absolute."""
+    dest.mkdir(parents=True)
+    source = SPEECH / split
+    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
+    for name in ("text", "wav.scp", "utt2spk"):
+        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
+        values = [str((source / rows[u]).resolve()) if name == "wav.scp" else rows[u] for u in ids]
+        (dest / name).write_text("".join(f"{u} {v}\n" for u, v in zip(ids, values, strict=True)), encoding="utf-8")
+    return dest
+
+
+def rows_of(kaldi: Path) -> list[dict]:
+    """A Kaldi dir as Hugging Face rows: the Audio feature's {bytes, path}, the transcript, the speaker."""
+    def table(name: str) -> dict[str, str]:
+        return dict(line.split(maxsplit=1) for line in (kaldi / name).read_text(encoding="utf-8").splitlines())
+
+    wavs, texts, speakers = table("wav.scp"), table("text"), table("utt2spk")
+    return [{"audio": {"bytes": Path(wavs[u]).read_bytes(), "path": Path(wavs[u]).name}, "sentence": texts[u],
+             "client_id": speakers[u]} for u in sorted(wavs)]
+
+
+def write_parquet(rows: list[dict], folder: Path, stem: str = "train", *, files: int = 2, row_group: int = 3) -> Path:
+    """`rows` as `files` parquet files of `row_group` rows per group, named as the Hub names a split's shards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = -(-len(rows) // files)
+    for i in range(files):
+        part = rows[i * per_file:(i + 1) * per_file]
+        pq.write_table(pa.Table.from_pylist(part), folder / f"{stem}-{i:05d}-of-{files:05d}.parquet",
+                       row_group_size=row_group)
+    return folder
+
+
+def kaldi_files(directory: Path) -> dict[str, str]:
+    """What ESPnet reads of a prepared dir, except where the audio lies."""
+    wav_ids = [line.split()[0] for line in (directory / "wav.scp").read_text().splitlines()]
+    return {"ids": " ".join(wav_ids), **{name: (directory / name).read_text(encoding="utf-8")
+                                        for name in ("text", "utt2spk", "speech_shape")}}
+
+
+@pytest.fixture(scope="module")
+def kaldi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kaldi")
+    return {"train": kaldi_subset("train", root / "train", 12), "dev": kaldi_subset("dev", root / "dev", 4),
+            "test": kaldi_subset("test", root / "test", 3)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Local parquet and save_to_disk folders
+
+
+def test_parquet_gives_the_same_prepared_dir_as_the_kaldi_dir(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    folder = write_parquet(rows_of(kaldi["train"]), tmp_path / "pq")
+    assert pq.ParquetFile(folder / "train-00000-of-00002.parquet").metadata.num_row_groups == 2
+    expected = kaldi_files(prepare(kaldi["train"], tmp_path / "k" / "train", sample_rate=16000).dir)
+    assert len(expected["ids"].split()) == 12
+    for n, source in enumerate([folder, f"{folder}/*.parquet", folder / "train-00000-of-00002.parquet"]):
+        dataset = prepare(source, tmp_path / f"p{n}" / "train", sample_rate=16000)
+        got = kaldi_files(dataset.dir)
+        if n < 2:
+            assert got == expected
+        else:  # one of the two files: its rows only, the same way
+            assert got["ids"].split() == expected["ids"].split()[:6]
+            assert got["text"] == "".join(expected["text"].splitlines(keepends=True)[:6])
+        # The embedded FLAC at the model's rate is used as written into the cache (no conversion).
+        assert dataset.converted == 0
+        for line in (dataset.dir / "wav.scp").read_text().splitlines():
+            assert Path(line.split()[1]).parent.parent == tmp_path / f"p{n}" / "audio" / "hf"
+
+
+def test_audio_at_another_rate_is_resampled_once(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    import soxr
+
+    rows = rows_of(kaldi["dev"])
+    for row in rows:  # 48 kHz WAV bytes, as Common Voice's MP3s decode
+        audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+        buffer = io.BytesIO()
+        sf.write(buffer, soxr.resample(audio, rate, 48000), 48000, format="WAV")
+        row["audio"] = {"bytes": buffer.getvalue(), "path": None}  # no path: named by the bytes' RIFF header
+    folder = write_parquet(rows, tmp_path / "pq", files=1)
+    first = prepare(folder, tmp_path / "out" / "dev", sample_rate=16000)
+    again = prepare(folder, tmp_path / "out" / "dev", sample_rate=16000)
+    assert (first.converted, again.converted, again.cached) == (4, 0, 4)
+    # Without file names the rows are the ids; the lengths are the 16 kHz originals' to the sample.
+    assert first.transcripts().keys() == {"row0000001", "row0000002", "row0000003", "row0000004"}
+    lengths = [line.split()[1] for line in (first.dir / "speech_shape").read_text().splitlines()]
+    original = prepare(kaldi["dev"], tmp_path / "k" / "dev", sample_rate=16000)
+    assert lengths == [line.split()[1] for line in (original.dir / "speech_shape").read_text().splitlines()]
+    assert sorted(p.suffix for p in (tmp_path / "out" / "audio" / "hf").rglob("*.*")) == [".wav"] * 4
+
+
+def test_a_save_to_disk_folder_is_read_with_pyarrow(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    import datasets  # only to write the folder as users do; espzoo reads its arrow files with pyarrow
+
+    rows = rows_of(kaldi["dev"])
+    split = datasets.Dataset.from_list(rows).cast_column("audio", datasets.Audio())
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "saved"))
+    got = prepare(tmp_path / "saved" / "test", tmp_path / "out" / "test", sample_rate=16000)
+    expected = prepare(kaldi["dev"], tmp_path / "k" / "test", sample_rate=16000)
+    assert kaldi_files(got.dir) == kaldi_files(expected.dir)
+    with pytest.raises(DataError, match=r"saved DatasetDict with the splits train, test; give one split's folder"):
+        prepare(tmp_path / "saved", tmp_path / "out" / "x", sample_rate=16000)
+
+
+def test_columns_are_found_or_named(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    rows = [{"speech": r["audio"], "words": r["sentence"], "id": f"u{i}"} for i, r in enumerate(rows_of(kaldi["dev"]))]
+    folder = write_parquet(rows, tmp_path / "pq", files=1)
+    with pytest.raises(DataError) as caught:
+        prepare(folder, tmp_path / "o1" / "dev", sample_rate=16000)
+    message = str(caught.value)
+    assert "has no transcript column named sentence/text/transcription/normalized_text (its columns: speech, words, " \
+           "id); pass --text-column NAME" in message and message.count(". ") == 0
+    # The renamed Audio feature (a struct holding the files' bytes) is found by its type; the id column is used.
+    dataset = prepare(folder, tmp_path / "o2" / "dev", sample_rate=16000, text_column="words")
+    assert sorted(dataset.transcripts()) == ["u0", "u1", "u2", "u3"]
+    with pytest.raises(DataError, match=r"has no column 'sentence' \(its columns: speech, words, id\); pass "
+                                        r"--text-column with one of them"):
+        prepare(folder, tmp_path / "o3" / "dev", sample_rate=16000, text_column="sentence")
+
+
+def test_bad_rows_are_checked_like_any_data(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    rows = rows_of(kaldi["train"])[:6]
+    rows[1]["audio"] = {"bytes": b"RIFF not really a wav file" * 10, "path": "broken.wav"}
+    rows[3]["sentence"] = "  "
+    rows[4]["audio"] = None
+    folder = write_parquet(rows, tmp_path / "pq", files=1)
+    with pytest.raises(DataError) as caught:
+        prepare(folder, tmp_path / "out" / "train", sample_rate=16000)
+    wheres = sorted(p.where for p in caught.value.problems)
+    assert wheres == ["train-00000-of-00001.parquet row 2", "train-00000-of-00001.parquet row 4",
+                      "train-00000-of-00001.parquet row 5"]
+    assert not (tmp_path / "out" / "train").exists()
+    kept = prepare(folder, tmp_path / "out" / "train", sample_rate=16000, skip_bad=True)
+    assert (kept.num_utterances, kept.dropped) == (3, 3)
+    assert "unreadable audio" in (kept.dir / "skipped.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hf:ORG/NAME[:CONFIG][@REV]:SPLIT
+
+
+def test_the_spec_and_which_files_a_split_is() -> None:
+    spec = parse_spec("hf:google/fleurs:bn_in@refs/convert/parquet:train")
+    assert (spec.repo_id, spec.config, spec.revision, spec.split) == ("google/fleurs", "bn_in", "refs/convert/parquet",
+                                                                      "train")
+    assert str(spec) == "hf:google/fleurs:bn_in@refs/convert/parquet:train"
+    assert parse_spec("hf:a/b:test").config is None
+    for bad in ("hf:fleurs:train", "hf:a/b", "hf:a/b:c:d:e", "hf:a/b@:train"):
+        with pytest.raises(DataError, match="hf:ORG/NAME"):
+            parse_spec(bad)
+
+    def read(_: str) -> str | None:
+        return None
+
+    layout = ["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+              "data/test-00000-of-00001.parquet", "data/pretrain-00000.parquet"]
+    assert select_split(parse_spec("hf:a/b:train"), layout, read) == ["README.md", *layout[1:3]]
+    converted = ["bn_in/train/0000.parquet", "bn_in/test/0000.parquet", "en_us/train/0000.parquet"]
+    assert select_split(parse_spec("hf:a/b:bn_in:train"), converted, read) == ["bn_in/train/0000.parquet"]
+    with pytest.raises(DataError, match=r"no config 'xx' \(its folders: bn_in, en_us\)"):
+        select_split(parse_spec("hf:a/b:xx:train"), converted, read)
+    with pytest.raises(DataError, match=r"no parquet or arrow files for the split 'dev' \(its splits: pretrain, "
+                                        r"test, train\)"):
+        select_split(parse_spec("hf:a/b:dev"), layout, read)
+
+    card = "---\nconfigs:\n- config_name: clean\n  data_files:\n  - split: dev\n    path: x/*.parquet\n" \
+           "- config_name: other\n  data_files: y/*.parquet\n---\n"
+    files = ["README.md", "x/a.parquet", "y/b.parquet"]
+    assert select_split(parse_spec("hf:a/b:clean:dev"), files, lambda _: card) == ["README.md", "x/a.parquet"]
+    assert select_split(parse_spec("hf:a/b:other:train"), files, lambda _: card) == ["README.md", "y/b.parquet"]
+    with pytest.raises(DataError, match=r"several configs \(clean, other\); name one, e.g. hf:a/b:clean:dev"):
+        select_split(parse_spec("hf:a/b:dev"), files, lambda _: card)
+
+
+@pytest.fixture(scope="module")
+def served(kaldi: dict[str, Path], tiny_repo_char: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A mirror holding the tiny model and the dataset repo DATASET (card + parquet splits)."""
+    root = tmp_path_factory.mktemp("mirror")
+    shutil.copytree(tiny_repo_char, root / REPO)
+    repo = root / "datasets" / DATASET
+    for split, source in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        write_parquet(rows_of(kaldi[source]), repo / "data", split, files=2 if split == "train" else 1)
+    (repo / "README.md").write_text(CARD, encoding="utf-8")
+    server = MirrorServer(root)
+    yield {"url": server.start(), "root": root, "repo": repo}
+    server.stop()
+
+
+def test_the_mirror_serves_dataset_repos_to_the_real_client(served: dict, tmp_path: Path) -> None:
+    got = run_client(f"""
+        from huggingface_hub import HfApi, snapshot_download
+        api = HfApi()
+        info = api.dataset_info("{DATASET}")
+        tree = sorted(f.path for f in api.list_repo_tree("{DATASET}", repo_type="dataset", recursive=True)
+                      if type(f).__name__ == "RepoFile")
+        path = snapshot_download("{DATASET}", repo_type="dataset")
+        result = {{"sha": info.sha, "siblings": sorted(s.rfilename for s in info.siblings), "tree": tree,
+                   "path": path, "models": [m.id for m in api.list_models()],
+                   "datasets": [d.id for d in api.list_datasets()]}}
+    """, served["url"], tmp_path / "hf")
+    files = sorted(p.relative_to(served["repo"]).as_posix() for p in served["repo"].rglob("*") if p.is_file())
+    assert got["siblings"] == got["tree"] == files and len(got["sha"]) == 40
+    assert got["models"] == [REPO] and got["datasets"] == [DATASET]  # ROOT/datasets is not a model org
+    for rel in files:  # LFS (parquet) and plain (README) files alike
+        assert sha256_of(Path(got["path"]) / rel) == sha256_of(served["repo"] / rel)
+    assert Path(got["path"]).parts[-3] == "datasets--espzoo-test--es-speech"
+    # What was pulled is served again from the cache (`espzoo mirror serve --from-cache`).
+    with MirrorServer(from_cache=True, cache_dir=tmp_path / "hf" / "hub") as again:
+        back = run_client(f"""
+            from huggingface_hub import HfApi
+            result = [f.path for f in HfApi().list_repo_tree("{DATASET}", repo_type="dataset", recursive=True)
+                      if type(f).__name__ == "RepoFile"]
+        """, again.url, tmp_path / "hf2")
+    assert sorted(back) == files
+
+
+def espzoo(args: list[str], served: dict, hf_home: Path, timeout: float = 900, **env: str):
+    return subprocess.run([ESPZOO, *args], env=client_env(served["url"], hf_home, **env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_finetune_and_evaluate_from_a_hub_dataset(served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
+    hf_home = tmp_path / "hf"
+    common = ["--batch-bins", "200000", "--exclude", "decoder", "--json"]
+    # A dry run from the Kaldi dirs and one from the dataset repo prepare the same Kaldi dirs for ESPnet.
+    from_kaldi = espzoo(["finetune", REPO, "--train", str(kaldi["train"]), "--valid", str(kaldi["dev"]), "--out",
+                         str(tmp_path / "k"), "--dry-run", *common], served, hf_home)
+    assert from_kaldi.returncode == 0, from_kaldi.stderr[-3000:]
+    out = tmp_path / "exp"
+    train = espzoo(["finetune", REPO, "--train", f"hf:{DATASET}:train", "--valid", f"hf:{DATASET}@main:validation",
+                    "--out", str(out), "--max-epoch", "1", *common], served, hf_home)
+    assert train.returncode == 0, train.stderr[-3000:]
+    for name in ("train", "valid"):
+        assert kaldi_files(out / "data" / name) == kaldi_files(tmp_path / "k" / "data" / name)
+    assert json.loads((out / "data" / "train" / "dataset.json").read_text())["source"] == f"hf:{DATASET}:train"
+    assert (out / "model.pth").is_file()
+    # Offline afterwards, like models: the test split is pulled now, then read again from the cache.
+    scored = espzoo(["evaluate", str(out), "--data", f"hf:{DATASET}:test", "--beam", "1", "--json"], served, hf_home)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    offline = espzoo(["evaluate", str(out), "--data", f"hf:{DATASET}:test", "--beam", "1", "--json"], served,
+                     hf_home, HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    first, second = json.loads(scored.stdout), json.loads(offline.stdout)
+    assert first["utterances"] == second["utterances"] == 3 and first["wer"] == second["wer"]
+    assert (out / "eval" / "es-speech_test" / "result.json").is_file()
+
+
+@pytest.mark.parametrize("case", [
+    ("a bad spec", ["--train", "hf:es-speech:train"], "is not a Hub dataset reference"),
+    ("a missing split", ["--train", f"hf:{DATASET}:dev"], "has no parquet or arrow files for the split 'dev' (its "
+                                                           "splits: test, train, validation)"),
+    ("a missing dataset", ["--train", "hf:espzoo-test/nope:train"], "espzoo-test/nope does not exist"),
+    ("a bad column", ["--train", f"hf:{DATASET}:train", "--text-column", "words"],
+     "has no column 'words' (its columns: audio, sentence, client_id)"),
+], ids=lambda c: c[0])
+def test_bad_hub_data_is_one_sentence(case: tuple, served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
+    _, args, names = case
+    done = espzoo(["finetune", REPO, *args, "--valid", str(kaldi["dev"]), "--out", str(tmp_path / "o"), "--dry-run"],
+                  served, tmp_path / "hf")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], done.stderr
+    assert not (tmp_path / "o" / "data").exists()
+
+
+def test_without_pyarrow_the_extra_is_named(served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
+    folder = write_parquet(rows_of(kaldi["dev"]), tmp_path / "pq", files=1)
+    argv = ["espzoo", "finetune", REPO, "--train", str(folder), "--valid", str(kaldi["dev"]), "--out",
+            str(tmp_path / "o"), "--dry-run"]
+    blocked = f"import sys; sys.modules['pyarrow'] = None; from espzoo.cli.main import main; sys.argv = {argv!r}; " \
+              "main()"
+    done = subprocess.run([PYTHON, "-c", blocked], env=client_env(served["url"], tmp_path / "hf"), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: Reading Hugging Face datasets (parquet or arrow files) needs pyarrow, which espzoo's datasets extra "
+        "installs: pip install 'espzoo[datasets]'."]
+    assert not (tmp_path / "o" / "data").exists()
