@@ -302,7 +302,8 @@ def test_finetune_and_evaluate_from_a_hub_dataset(served: dict, kaldi: dict[str,
 ], ids=lambda c: c[0])
 def test_bad_hub_data_is_one_sentence(case: tuple, served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
     _, args, names = case
-    done = espzoo(["finetune", REPO, *args, "--valid", str(kaldi["dev"]), "--out", str(tmp_path / "o"), "--dry-run"],
+    done = espzoo(["finetune", REPO, *args, "--valid", str(kaldi["dev"]), "--out", str(tmp_path / "o"), "--dry-run",
+                   "--json"],
                   served, tmp_path / "hf")
     lines = done.stderr.strip().splitlines()
     assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
@@ -313,7 +314,7 @@ def test_bad_hub_data_is_one_sentence(case: tuple, served: dict, kaldi: dict[str
 def test_without_pyarrow_the_extra_is_named(served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
     folder = write_parquet(rows_of(kaldi["dev"]), tmp_path / "pq", files=1)
     argv = ["espzoo", "finetune", REPO, "--train", str(folder), "--valid", str(kaldi["dev"]), "--out",
-            str(tmp_path / "o"), "--dry-run"]
+            str(tmp_path / "o"), "--dry-run", "--json"]
     blocked = f"import sys; sys.modules['pyarrow'] = None; from espzoo.cli.main import main; sys.argv = {argv!r}; " \
               "main()"
     done = subprocess.run([PYTHON, "-c", blocked], env=client_env(served["url"], tmp_path / "hf"), capture_output=True,
