@@ -333,7 +333,8 @@ def _batches(file: Path, columns: list[str], label: str) -> Iterator[Any]:
     try:
         if file.suffix.lower() == ".parquet":
             # One row group is read at a time; the batches are slices of it.
-            yield from pq.ParquetFile(str(file)).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            with pq.ParquetFile(str(file)) as parquet:
+                yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
             return
         with pa.memory_map(str(file)) as source:  # the OS pages the file in and out: nothing is copied whole
             reader = _arrow_reader(source)
