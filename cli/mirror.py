@@ -74,6 +74,7 @@ def serve(
 def add(
     repo: RepoArg,
     root: Annotated[Path, typer.Option("--root", help="The mirror folder to copy the repo into.")],
+    repo_type: Annotated[str, typer.Option("--repo-type", help="model, or dataset (into ROOT/datasets/).")] = "model",
     json: JsonOpt = False,
 ) -> None:
     """Copy a cached repo into a mirror folder. Example: espzoo mirror add espnet/bn_openslr53@main --root mirror/"""
@@ -82,8 +83,10 @@ def add(
     repo_id, _, revision = repo.partition("@")
     if repo_id.count("/") != 1:
         fail(f"{repo_id!r} is not a repo id; write it as ORG/NAME[@REVISION].")
+    if repo_type not in ("model", "dataset"):
+        fail(f"--repo-type {repo_type!r} is not one of: model, dataset.")
     try:
-        added = add_from_cache(repo_id, revision or None, root)
+        added = add_from_cache(repo_id, revision or None, root, repo_type=repo_type)
     except FileNotFoundError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -21,7 +21,7 @@ from _hubtools import ESPZOO, PYTHON, client_env, run_client, sha256_of
 
 from espzoo.data import DataError, prepare
 from espzoo.hfdata import parse_spec, select_split
-from espzoo.mirror import MirrorServer
+from espzoo.mirror import MirrorServer, add_from_cache
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
 REPO = "espzoo-test/tiny-char"
@@ -259,6 +259,10 @@ def test_the_mirror_serves_dataset_repos_to_the_real_client(served: dict, tmp_pa
                       if type(f).__name__ == "RepoFile"]
         """, again.url, tmp_path / "hf2")
     assert sorted(back) == files
+    # ... and copied from the cache into another mirror folder (`espzoo mirror add --repo-type dataset`).
+    added = add_from_cache(DATASET, None, tmp_path / "copy", cache_dir=tmp_path / "hf" / "hub", repo_type="dataset")
+    assert added.path == tmp_path / "copy" / "datasets" / DATASET and sorted(added.files) == files
+    assert all(sha256_of(added.path / rel) == sha256_of(served["repo"] / rel) for rel in files)
 
 
 def espzoo(args: list[str], served: dict, hf_home: Path, timeout: float = 900, **env: str):

@@ -952,22 +952,23 @@ class AddedRepo:
 
 
 def add_from_cache(
-    repo_id: str, revision: str | None, root: str | Path, *, cache_dir: str | Path | None = None
+    repo_id: str, revision: str | None, root: str | Path, *, cache_dir: str | Path | None = None,
+    repo_type: str = "model",
 ) -> AddedRepo:
-    """Copy the cached snapshot of repo_id@revision (default main) into ROOT/<org>/<name>/, atomically."""
-    source = CacheSource(cache_dir or hf_hub_cache())
+    """Copy the cached snapshot of repo_id@revision (default main) into ROOT/<org>/<name>/ (a dataset repo into
+    ROOT/datasets/<org>/<name>/), atomically."""
+    source = CacheSource(cache_dir or hf_hub_cache(), repo_type)
     revisions = source.revisions(repo_id)
     if not revisions:
-        raise FileNotFoundError(
-            f"{repo_id} is not in the HF cache at {source.cache_dir}; run `espzoo pull {repo_id} --all` first."
-        )
+        how = f"`espzoo pull {repo_id} --all`" if repo_type == "model" else f"a split once (hf:{repo_id}:SPLIT)"
+        raise FileNotFoundError(f"{repo_id} is not in the HF cache at {source.cache_dir}; pull {how} first.")
     found = revisions.get(revision or "main") or next((r for r in revisions.values() if r.commit == revision), None)
     if found is None:
         raise FileNotFoundError(
             f"revision {revision} of {repo_id} is not cached; run `espzoo pull {repo_id}@{revision} --all` first."
         )
     org, name = repo_id.split("/")
-    dest = Path(root) / org / name
+    dest = Path(root) / (DATASETS if repo_type == "dataset" else "") / org / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
     try:
