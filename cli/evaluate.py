@@ -8,8 +8,9 @@
     espzoo transcribe espnet/bn_openslr53 *.wav --json
 
 MODEL is an experiment dir (espzoo finetune --out), a hub-layout folder, or a repo id ORG/NAME[@REV] (pulled
-through the HF cache; HF_ENDPOINT may point at `espzoo mirror serve`). --data is a Kaldi data dir or a
-.csv/.tsv/.jsonl manifest with audio and text. Audio is mixed to mono and resampled to the model's rate.
+through the HF cache; HF_ENDPOINT may point at `espzoo mirror serve`). --data is a Kaldi data dir, a
+.csv/.tsv/.jsonl manifest with audio and text, or a Hugging Face dataset (parquet files, a save_to_disk folder,
+hf:ORG/NAME[:CONFIG][@REV]:SPLIT). Audio is mixed to mono and resampled to the model's rate.
 WER/CER = (substitutions + deletions + insertions) / reference words or characters, over the whole set.
 """
 

@@ -101,7 +101,7 @@ def test_parquet_gives_the_same_prepared_dir_as_the_kaldi_dir(kaldi: dict[str, P
     assert pq.ParquetFile(folder / "train-00000-of-00002.parquet").metadata.num_row_groups == 2
     expected = kaldi_files(prepare(kaldi["train"], tmp_path / "k" / "train", sample_rate=16000).dir)
     assert len(expected["ids"].split()) == 12
-    for n, source in enumerate([folder, f"{folder}/*.parquet", folder / "train-00000-of-00002.parquet"]):
+    for n, source in enumerate([folder, f"{folder}/train-*", folder / "train-00000-of-00002.parquet"]):
         dataset = prepare(source, tmp_path / f"p{n}" / "train", sample_rate=16000)
         got = kaldi_files(dataset.dir)
         if n < 2:
@@ -163,6 +163,8 @@ def test_columns_are_found_or_named(kaldi: dict[str, Path], tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"has no column 'sentence' \(its columns: speech, words, id\); pass "
                                         r"--text-column with one of them"):
         prepare(folder, tmp_path / "o3" / "dev", sample_rate=16000, text_column="sentence")
+    with pytest.raises(DataError, match=r"nothing/\*.parquet holds no .parquet or .arrow files; give a folder or glob"):
+        prepare(f"{tmp_path}/nothing/*.parquet", tmp_path / "o4" / "dev", sample_rate=16000)
 
 
 def test_bad_rows_are_checked_like_any_data(kaldi: dict[str, Path], tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def is_hf_source(source: str | Path) -> bool:
             return False
         return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or any(
             True for _ in path.rglob("*.parquet"))
-    return glob.has_magic(text) and text.rstrip("/").lower().endswith(DATA_SUFFIXES)
+    return glob.has_magic(text)  # a Kaldi dir or manifest is never a glob: open_table keeps its parquet/arrow files
 
 
 def source_name(source: str | Path) -> str:
