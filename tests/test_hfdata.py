@@ -267,6 +267,23 @@ def test_the_mirror_serves_dataset_repos_to_the_real_client(served: dict, tmp_pa
     assert all(sha256_of(added.path / rel) == sha256_of(served["repo"] / rel) for rel in files)
 
 
+def test_a_config_folder_at_a_tag(served: dict, kaldi: dict[str, Path], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout of the Hub's parquet conversion (CONFIG/SPLIT/NNNN.parquet, no card), on a tag of the repo."""
+    tagged = served["root"] / "datasets" / f"{DATASET}@v1"
+    write_parquet(rows_of(kaldi["test"]), tagged / "es" / "test", "0000", files=1)
+    write_parquet(rows_of(kaldi["dev"]), tagged / "en" / "test", "0000", files=1)
+    for key, value in client_env(served["url"], tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
+    got = prepare(f"hf:{DATASET}:es@v1:test", tmp_path / "out" / "test", sample_rate=16000)
+    assert kaldi_files(got.dir) == kaldi_files(prepare(kaldi["test"], tmp_path / "k" / "test", sample_rate=16000).dir)
+    snapshot = next((tmp_path / "hf" / "hub" / "datasets--espzoo-test--es-speech" / "snapshots").iterdir())
+    assert sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*.parquet")) == [
+        "es/test/0000-00000-of-00001.parquet"]  # only the split asked for is downloaded
+    with pytest.raises(DataError, match=r"no config 'fr' \(its folders: en, es\); name one of them"):
+        prepare(f"hf:{DATASET}:fr@v1:test", tmp_path / "out" / "x", sample_rate=16000)
+
+
 def espzoo(args: list[str], served: dict, hf_home: Path, timeout: float = 900, **env: str):
     return subprocess.run([ESPZOO, *args], env=client_env(served["url"], hf_home, **env), capture_output=True,
                           text=True, timeout=timeout)
