@@ -159,8 +159,7 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
     revision = revision or at
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
-    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout, repo_type)
-    session.select = select
+    session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout, repo_type, select)
     offline = hub_offline()
     notes: list[str] = []
     commit: str | None = None
@@ -316,13 +315,14 @@ class _Unreachable(HubError):
 
 class _Session:
     def __init__(self, repo_id: str, cache_dir: str | Path | None, endpoint: str | None, token: Any,
-                 retries: int, backoff: float, timeout: float = API_TIMEOUT, repo_type: str = "model"):
+                 retries: int, backoff: float, timeout: float = API_TIMEOUT, repo_type: str = "model",
+                 select: Any = None):
         from huggingface_hub import HfApi
 
         _hf.ensure_client_timeout(API_TIMEOUT)
         self.repo_id = repo_id
         self.repo_type = repo_type
-        self.select: Any = None  # the files wanted from a listing; None: an ASR model's (select_files)
+        self.select = select  # (listing, read) -> the files wanted; None: an ASR model's (select_files)
         self.cache_dir = Path(cache_dir or hub_cache_dir())
         self.storage = self.cache_dir / _hf.repo_folder(repo_id, repo_type)
         self.endpoint = (endpoint or hub_endpoint()).rstrip("/")
