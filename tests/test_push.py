@@ -12,7 +12,7 @@ from _hubtools import run_espzoo
 from _tiny_out import build_tiny_out
 
 from espzoo.export import ExportOptions, export
-from espzoo.mirror import MirrorServer
+from espzoo.mirror import MirrorError, MirrorServer
 
 TOKEN = "hf_espzoo_test_write_token"
 
@@ -99,6 +99,15 @@ def test_revision_creates_a_branch_and_leaves_main(exported, mirror: MirrorServe
     assert mirror.revision("me/tiny").commit == main  # main untouched
     pulled = _pull("me/tiny@v2", mirror.url, tmp_path / "home2")
     assert _files(pulled) == _files(changed)
+
+
+def test_a_private_repo_is_served_only_with_the_token(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    _, folder = exported
+    assert _push([str(folder), "me/secret", "--private"], mirror.url, tmp_path / "home").returncode == 0
+    with pytest.raises(MirrorError) as refused:
+        mirror.revision("me/secret")
+    assert refused.value.status == 401
+    assert set(mirror.revision("me/secret", token=TOKEN).files) == set(_files(folder))
 
 
 @pytest.mark.parametrize(("server_token", "client_token", "said"), [

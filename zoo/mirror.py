@@ -957,6 +957,7 @@ class Uploads:
     PUT  /lfs-upload/<sha256>?size&expires&sig        the object's bytes, checked against its sha256 and size
     POST /api/models/<repo>/commit/<rev>              ndjson: header, file (base64), lfsFile, deletedFile/Folder
 
+    A private repo (`create_repo(private=True)`) is served as a gated one that wants the upload token.
     A commit builds the new folder beside the branch's (unchanged files hard-linked) and swaps it in, under one lock:
     the branch then serves the new files under a new commit id (a hash of the content, as for any folder repo).
     Every route but the PUT (authorized by its signed link, as the Hub's storage links are) needs the server's token
@@ -1018,6 +1019,8 @@ class Uploads:
             return handler._send_json({**answer, "error": message}, head=False, status=409,
                                       headers={"X-Error-Message": message})
         folder.mkdir(parents=True)
+        if body.get("visibility") == "private" or body.get("private") is True:
+            (folder / GATED_MARKER).write_text(self.token or "")  # private here: readable with the upload token only
         handler._send_json(answer, head=False)
 
     def _branch(self, handler: _Handler, repo_id: str, branch: str) -> None:

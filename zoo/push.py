@@ -117,7 +117,10 @@ def _error(exc: Exception, endpoint: str, options: PushOptions) -> Exception:
     said = (http.server_message or "").strip().splitlines()[0] if http is not None and http.server_message else ""
     said = f": {said}" if said else ""
     if status == 401:
-        return PushError(f"{endpoint} refused the token (HTTP 401{said}); set HF_TOKEN (or --token) to a token "
+        from huggingface_hub import get_token
+
+        what = "the token" if options.token or get_token() else "the upload (no token was sent)"
+        return PushError(f"{endpoint} refused {what} (HTTP 401{said}); set HF_TOKEN (or --token) to a token "
                          f"with write access to {repo.split('/')[0]}, or run `hf auth login`.")
     if status == 403:
         return PushError(f"{endpoint} refused the upload to {repo} (HTTP 403{said}); check that the token may "
