@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from _hubtools import run_espzoo
+from _hubtools import ESPZOO, client_env, run_espzoo
 from _tiny_out import build_tiny_out
 
 from espzoo.export import ExportOptions, export
@@ -134,3 +135,23 @@ def test_push_of_a_folder_that_is_no_model(mirror: MirrorServer, tmp_path: Path)
     assert proc.returncode != 0 and "neither an experiment dir" in proc.stderr
     proc = _push([str(tmp_path / "empty"), "tiny"], mirror.url, tmp_path / "home")
     assert proc.returncode != 0 and "ORG/NAME" in proc.stderr
+
+
+def test_cli_mirror_takes_uploads_with_hf_token_on_the_server_side(exported, tmp_path: Path) -> None:
+    """`espzoo mirror serve --root DIR` with HF_TOKEN set: the token it checks, as `--token` would give it."""
+    _, folder = exported
+    root = tmp_path / "mirror"
+    root.mkdir()
+    server = subprocess.Popen([ESPZOO, "mirror", "serve", "--root", str(root), "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True,
+                              env=client_env("http://127.0.0.1:9", tmp_path / "server", HF_TOKEN=TOKEN))
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        assert _push([str(folder), "me/tiny", "--token", "hf_wrong"], url, tmp_path / "home").returncode != 0
+        proc = _push([str(folder), "me/tiny", "--token", TOKEN], url, tmp_path / "home", token=None)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert _files(root / "me" / "tiny") == _files(folder)
