@@ -289,3 +289,8 @@ def test_curves_are_kept_in_out_and_shown_in_the_exported_card(finetuned: dict, 
     for image in shown:
         assert f"]({image.relative_to(dest).as_posix()})" in card
         assert image.read_bytes() == (out / "espnet" / "images" / image.name).read_bytes()
+    # The card's provenance: the pretrained repo at its commit, a data summary, the command.
+    provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    assert f"- pretrained model: `{REPO}` at commit `{provenance['source']['commit']}`" in card
+    assert "- data `train`: 24 utterances" in card
+    assert "- command: `espzoo finetune " in card
