@@ -89,6 +89,8 @@ def test_revision_creates_a_branch_and_leaves_main(exported, mirror: MirrorServe
     _, folder = exported
     assert _push([str(folder), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
     main = mirror.revision("me/tiny").commit
+    again = _push([str(folder), "me/tiny", "--json"], mirror.url, tmp_path / "home")  # nothing changed: no new commit
+    assert again.returncode == 0 and json.loads(again.stdout)["commit"] == main, again.stderr
     changed = tmp_path / "v2"
     shutil.copytree(folder, changed)
     (changed / "README.md").write_text((folder / "README.md").read_text() + "\nSecond release.\n")
@@ -155,3 +157,35 @@ def test_cli_mirror_takes_uploads_with_hf_token_on_the_server_side(exported, tmp
         server.terminate()
         server.wait(timeout=10)
     assert _files(root / "me" / "tiny") == _files(folder)
+
+
+def test_lfs_uploads_are_checked_and_need_a_signed_link(mirror: MirrorServer, tmp_path: Path) -> None:
+    """The PUT of an LFS object: a link the batch route did not sign is refused; bytes that do not match the
+    announced sha256 are dropped; matching bytes are kept, and the batch then asks for nothing."""
+    import hashlib
+    import http.client
+    import urllib.parse
+
+    def call(method: str, url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, bytes]:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+
+    assert call("POST", f"{mirror.url}/api/repos/create", json.dumps({"organization": "me", "name": "x"}).encode())[0] \
+        == 200
+    data = b"espzoo" * 1000
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "objects": [{"oid": oid, "size": len(data)}], "hash_algo": "sha256"}
+    status, body = call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode())
+    assert status == 200
+    href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
+    assert call("PUT", href.replace("sig=", "sig=0"), data, token=None)[0] == 403
+    assert call("PUT", href, data[:-1] + b"X", token=None)[0] == 400
+    assert not list((tmp_path / "mirror" / ".espzoo-lfs").glob("*"))  # nothing kept, no partial file left
+    assert call("PUT", href, data, token=None)[0] == 200
+    status, body = call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode())
+    assert "actions" not in json.loads(body)["objects"][0]  # held: the client skips the upload
+    assert call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode(), "bad")[0] == 401
