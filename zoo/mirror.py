@@ -794,6 +794,9 @@ class _ApiHandler(_Handler):
                 return self._send_json(self._info(repo_id, "/".join(rest[1:]), query), head=head)
             if rest[0] == "tree" and len(rest) >= 2:
                 return self._send_json(self._tree(repo_id, rest[1], "/".join(rest[2:]), query), head=head)
+            if rest[0] in ("xet-write-token", "xet-read-token"):  # an upload by hf_xet: say what works instead
+                raise MirrorError(501, None, "this mirror takes LFS uploads, not Xet: set HF_HUB_DISABLE_XET=1 "
+                                             "(espzoo push does so itself)")
             raise MirrorError(404, None, f"unknown API route {'/'.join(pieces)}")
         if pieces[:1] == ["models"]:  # /models/org/name/resolve/... is the long form of /org/name/resolve/...
             pieces = pieces[1:]
@@ -992,9 +995,6 @@ class Uploads:
                 return self._commit(handler, repo_id, rev)
             if action == "branch":
                 return self._branch(handler, repo_id, rev)
-        if pieces[:2] == ["api", "models"] and "xet-write-token" in pieces:
-            raise MirrorError(501, None, "this mirror takes LFS uploads, not Xet: set HF_HUB_DISABLE_XET=1 (espzoo "
-                                         "push does so itself)")
         raise MirrorError(404, None, f"unknown upload route /{'/'.join(pieces)}")
 
     def _authorize(self, token: str | None) -> None:
