@@ -216,3 +216,13 @@ def _lora_options(
         return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
     return LoraOptions(rank, alpha, dropout, split(targets), split(train_also) if train_also is not None else None)
+
+# `espzoo push`: where and how a model is uploaded (as `hf upload` names them).
+PrivateOpt = Annotated[bool, typer.Option("--private", help="Create the repo private (an existing one keeps its own).")]
+BranchOpt = Annotated[
+    str | None, typer.Option("--revision", help="The branch to commit to (created from main if missing; default main).")
+]
+MessageOpt = Annotated[str | None, typer.Option("--message", "-m", help="The commit message.")]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="A token with write access (default: HF_TOKEN or `hf auth login`'s).")
+]

@@ -122,11 +122,20 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
+    from espzoo import curves
+
+    drawn = curves.find(result.out)  # ESPnet's per-epoch plots and TensorBoard logs, kept in OUT
+    summary["curves"] = drawn.to_json()
     for note in result.notes:
         progress.note(note)
     if not quiet:
         info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
              f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")
+        shown = curves.find(request.out)  # named as the user wrote OUT
+        if shown.images:
+            info(f"curves: {shown.images[0].parent}/*.png")
+        if shown.tensorboard:
+            info(f"watch them with: tensorboard --logdir {shown.tensorboard}")
     return summary
 
 

@@ -6,7 +6,9 @@
     espzoo mirror add espnet/bn_openslr53@main --root /data/mirror   # copy a cached repo into a mirror folder
 
 Nothing outside --root is served, large files go through signed links that expire, and idle connections time
-out. `--log FILE` appends one JSON line per request. (Fault injection is a test hook of the Python API only.)
+out. With `--token T` (or HF_TOKEN) a --root mirror also takes uploads sent with that token (`espzoo push`,
+`hf upload`): each commit becomes the branch's new revision; without a token every upload is refused.
+`--log FILE` appends one JSON line per request. (Fault injection is a test hook of the Python API only.)
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def serve(
     ),
     log: Annotated[Path | None, typer.Option("--log", help="Append one JSON line per request to this file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every request.")] = False,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="HF_TOKEN", show_default=False,
+        help="Accept uploads (espzoo push, hf upload) that send this token; without one, uploads are refused.",
+    )] = None,
 ) -> None:
     """Serve repos to huggingface_hub clients. Example: espzoo mirror serve --root /data/mirror --port 8080"""
     from espzoo.mirror import MirrorServer
@@ -46,7 +52,7 @@ def serve(
     try:
         server = MirrorServer(
             root, from_cache=from_cache, host=host, port=port, lfs_port=lfs_port, lfs_threshold=lfs_threshold,
-            log_file=log, verbose=verbose,
+            log_file=log, verbose=verbose, token=token if root is not None else None,
         )
     except FileNotFoundError as exc:
         fail(str(exc))
@@ -64,6 +70,8 @@ def serve(
         endpoint = f"http://{socket.gethostname()}:{server.url.rsplit(':', 1)[1]}"
     info(f"serving {len(repos)} repos from {where} (large files on port {server.lfs_url.rsplit(':', 1)[1]}). "
          f"Use it with HF_ENDPOINT={endpoint}  (Ctrl-C stops)")
+    if root is not None:
+        info("uploads: accepted with the token given" if token else "uploads: refused (no --token / HF_TOKEN given)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from _hubtools import ESPZOO, client_env
 
+from espzoo.export import ExportOptions, export
 from espzoo.mirror import MirrorServer
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
@@ -250,3 +251,46 @@ def test_disk_full_during_training_then_resume_finishes(served: str, data: dict[
                              timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / "model.pth").is_file() and "restarts from epoch 1" in " ".join(resumed.stderr.split())
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's signature and IHDR chunk; AssertionError for anything else."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", f"{path} is not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_curves_are_kept_in_out_and_shown_in_the_exported_card(finetuned: dict, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = finetuned["out"]
+    curves = finetuned["second"]["curves"]
+    assert curves["tensorboard"] == str(out / "espnet" / "tensorboard")
+    images = {Path(p).name for p in curves["images"]}
+    assert {"loss.png", "acc.png"} <= images
+    for name in images:  # matplotlib's default figure: 6.4 x 4.8 inches at 100 dpi
+        assert _png_size(out / "espnet" / "images" / name) == (640, 480), name
+
+    # One point per epoch, across the resume (1 epoch, then a second run to 2): ESPnet logs each epoch's
+    # validation values, and train's iter_epoch, once per epoch.
+    valid = EventAccumulator(str(out / "espnet" / "tensorboard" / "valid"))
+    valid.Reload()
+    losses = valid.Scalars("loss")
+    assert len(losses) == 2 and losses[0].step < losses[1].step
+    train = EventAccumulator(str(out / "espnet" / "tensorboard" / "train"))
+    train.Reload()
+    assert [e.value for e in train.Scalars("iter_epoch")] == [1.0, 2.0]
+
+    dest = export(out, tmp_path / "repo", ExportOptions(repo_id="me/tiny-es"))
+    card = (dest / "README.md").read_text(encoding="utf-8")
+    shown = sorted(dest.glob("exp/*/images/*.png"))
+    assert {p.name for p in shown} >= {"loss.png", "acc.png"}
+    assert not any("time" in p.name for p in shown)  # timings stay in OUT
+    for image in shown:
+        assert f"]({image.relative_to(dest).as_posix()})" in card
+        assert image.read_bytes() == (out / "espnet" / "images" / image.name).read_bytes()
+    # The card's provenance: the pretrained repo at its commit, a data summary, the command.
+    provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    assert f"- pretrained model: `{REPO}` at commit `{provenance['source']['commit']}`" in card
+    assert "- data `train`: 24 utterances" in card
+    assert "- command: `espzoo finetune " in card

@@ -7,6 +7,7 @@ What espzoo needs beyond huggingface_hub's public API (all as of huggingface_hub
 - the HTTP client factory (`huggingface_hub.utils._http`): its default client has no timeout for API calls;
 - `file_download.http_get`: resumes a partial download with a Range request;
 - `constants.DOWNLOAD_CHUNK_SIZE`: the read size of downloads, set only around espzoo's own calls;
+- `constants.HF_HUB_DISABLE_XET`: read at import; `espzoo push` to a server without Xet (a mirror) turns it on;
 - the cache's names: `models--org--name` folders, `.locks/<folder>/<etag>.lock`, `blobs/<etag>.<id>.incomplete`;
 - httpx2's exception classes, to tell a timeout from a refused connection.
 
@@ -39,6 +40,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("huggingface_hub.file_download", "repo_folder_name"),
     ("huggingface_hub.constants", "DOWNLOAD_CHUNK_SIZE"),
     ("huggingface_hub.constants", "HF_HUB_CACHE"),
+    ("huggingface_hub.constants", "HF_HUB_DISABLE_XET"),
     ("httpx2", "Client"),
     ("httpx2", "Timeout"),
     ("httpx2", "TimeoutException"),
@@ -76,6 +78,20 @@ def incomplete_etag(partial: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ private names, reached here
+
+
+@contextlib.contextmanager
+def lfs_uploads(enabled: bool = True) -> Iterator[None]:
+    """Uploads inside go by plain LFS, not Xet (a server that only speaks LFS, as espzoo's mirror). huggingface_hub
+    reads HF_HUB_DISABLE_XET once, at import; its upload path asks `constants.HF_HUB_DISABLE_XET` at each call."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_DISABLE_XET
+    constants.HF_HUB_DISABLE_XET = before or enabled
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_XET = before
 
 
 def read_tree(storage: Path, commit: str) -> dict[str, Any] | None:

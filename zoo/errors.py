@@ -73,6 +73,10 @@ class ExportError(EspzooError, ValueError):
     """An experiment that cannot be exported as an ESPnet Hub repo."""
 
 
+class PushError(EspzooError):
+    """An upload to the Hub (or a mirror) that failed: refused token, unknown repo or branch, unreachable server."""
+
+
 class MirrorError(EspzooError):
     """A request the mirror answers with an error: status, X-Error-Code and a message."""
 

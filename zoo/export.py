@@ -10,6 +10,7 @@ The layout is the one ESPnet's recipes upload (and espnet_model_zoo / espzoo pul
     exp/<name>/config.yaml                      the training config, its paths relative to the repo root
     exp/<name>/valid.acc.ave.pth                the averaged weights (OUT/model.pth)
     exp/<name>/espzoo/{provenance,plan}.json    how the model was made
+    exp/<name>/images/*.png                     ESPnet's per-epoch plots (loss, acc, ...), shown in the card
     exp/asr_stats_raw_<tokens>/train/feats_stats.npz
     data/token_list/<tokens>/tokens.txt         (and bpe.model for sentencepiece models)
 
@@ -32,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from espzoo import curves
 from espzoo._fs import public_mode, replace_dir
 from espzoo._redact import public
 from espzoo.bundle import config_sample_rate, resolve_config_paths
@@ -92,6 +94,7 @@ class _Experiment:
     token_list: list[str]
     provenance: dict[str, Any]
     results: list[dict[str, Any]]  # OUT/eval/*/result.json, without per-utterance rows
+    images: list[Path] = field(default_factory=list)  # ESPnet's per-epoch plots for the card (espzoo.curves)
 
 
 def _read_experiment(root: Path) -> _Experiment:
@@ -137,6 +140,7 @@ def _read_experiment(root: Path) -> _Experiment:
         token_list=[str(t) for t in token_list],
         provenance=provenance,
         results=results,
+        images=curves.for_card(curves.find(root).images),
     )
 
 
@@ -197,6 +201,9 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         "yaml_files": {config_key: str(exp / "config.yaml")},
     }
     (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    for image in experiment.images:  # where ESPnet's recipes upload them: exp/<name>/images/
+        (dest / exp / "images").mkdir(exist_ok=True)
+        shutil.copyfile(image, dest / exp / "images" / image.name)
     card = model_card(experiment, options, exp, config)
     if not whole and adapter is not None:
         card += (f"\n### LoRA adapter only\n\nThis repo holds a LoRA adapter (`{ADAPTER_NAME}`; rank {adapter.rank}, "
@@ -249,6 +256,9 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         lines += ["", "WER and CER: (substitutions + deletions + insertions) / reference words or characters."]
     else:
         lines.append("No evaluation was run before export (`espzoo evaluate OUT --data DIR` adds one).")
+    if experiment.images:
+        lines += ["", "### Training curves", "", "Per epoch, as ESPnet's trainer drew them (train and valid):", ""]
+        lines += [f"![{image.stem}]({exp}/images/{image.name})" for image in experiment.images]
     lines += [
         "",
         "### How to use",

@@ -404,6 +404,7 @@ class MirrorServer:
         idle_timeout: float = IDLE_TIMEOUT_S,
         max_workers: int = MAX_WORKERS,
         link_ttl: float = LINK_TTL_S,
+        token: str | None = None,
     ):
         if (root is None) == (not from_cache):
             raise ValueError("serve either a folder (root) or the HF cache (from_cache=True), not both or neither.")
@@ -431,6 +432,8 @@ class MirrorServer:
         self._dropped: set[str] = set()
         self._fault_lock = threading.Lock()
         self._blobs: dict[str, RepoFile] = {}  # sha256 -> file, for the LFS origin
+        # Uploads (HfApi.create_repo/upload_folder) go into a --root folder; each needs `token` (none: all refused).
+        self.uploads = Uploads(self, token) if isinstance(self.source, FolderSource) else None
         self._http = _Server((host, port), _ApiHandler, self, max_workers)
         self._lfs = _Server((host, lfs_port), _LfsHandler, self, max_workers)
         self._threads: list[threading.Thread] = []
@@ -621,7 +624,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._entry = None
         parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
-        if parts[:1] != ["_espzoo"] or not self.mirror.test_hooks:
+        if parts[:1] != ["_espzoo"]:
+            return self._upload("POST")
+        if not self.mirror.test_hooks:
             self.close_connection = True  # the body is not read: do not parse it as the next request
             return self._send_error(MirrorError(405, None, "the mirror is read-only"), head=False)
         try:
@@ -640,6 +645,23 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             return self._send_error(MirrorError(400, None, f"bad request body: {exc}"), head=False)
         self._send_json({"ok": True}, head=False)
+
+    def do_PUT(self) -> None:
+        self._upload("PUT")
+
+    def _upload(self, method: str) -> None:
+        """A write (POST/PUT): the API origin's upload routes (espzoo.mirror's Uploads), refused anywhere else."""
+        self._entry = {"method": method, "path": urllib.parse.urlsplit(self.path).path, "query": "", "range": None}
+        self.mirror.record(self._entry)
+        try:
+            if self.mirror.uploads is None or not isinstance(self, _ApiHandler):
+                raise MirrorError(405, None, "the mirror is read-only (`espzoo mirror serve --root DIR` takes uploads)")
+            self.mirror.uploads.handle(self, method)
+        except MirrorError as exc:
+            self.close_connection = True  # the body may be unread: do not parse it as the next request
+            self._send_error(exc, head=False)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _dispatch(self, head: bool) -> None:
         split = urllib.parse.urlsplit(self.path)
@@ -786,6 +808,9 @@ class _ApiHandler(_Handler):
                 return self._send_json(self._info(repo_id, "/".join(rest[1:]), query, kind), head=head)
             if rest[0] == "tree" and len(rest) >= 2:
                 return self._send_json(self._tree(repo_id, rest[1], "/".join(rest[2:]), query, kind), head=head)
+            if rest[0] in ("xet-write-token", "xet-read-token"):  # an upload by hf_xet: say what works instead
+                raise MirrorError(501, None, "this mirror takes LFS uploads, not Xet: set HF_HUB_DISABLE_XET=1 "
+                                             "(espzoo push does so itself)")
             raise MirrorError(404, None, f"unknown API route {'/'.join(pieces)}")
         if pieces[:1] == [DATASETS] and len(pieces) >= 6 and pieces[3] == "resolve":  # a dataset repo's file
             return self._resolve("/".join(pieces[1:3]), pieces[4], "/".join(pieces[5:]), head, "dataset")
@@ -931,6 +956,336 @@ def _sibling(file: RepoFile, blobs: bool) -> dict[str, Any]:
     if file.sha256:
         sibling["lfs"] = {"sha256": file.sha256, "size": file.size, "pointerSize": len(file.lfs_pointer())}
     return sibling
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads: what huggingface_hub's HfApi.create_repo / create_branch / upload_folder send
+
+
+UPLOAD_STORE = ".espzoo-lfs"  # ROOT/.espzoo-lfs/<sha256>: LFS objects received, until a commit takes them
+MAX_LINE = 64 * 1024 * 1024  # one ndjson line of a commit (a regular file, base64) holds at most this much
+
+
+class Uploads:
+    """The write side of a `--root` mirror, as the Hub answers huggingface_hub's upload calls:
+
+    POST /api/repos/create                            {"name", "organization"} -> ROOT/<org>/<name>/ (409 if it exists)
+    POST /api/models/<repo>/branch/<branch>           from main or {"startingPoint"} -> ROOT/<org>/<name>@<branch>/
+    POST /api/validate-yaml                           the card's front matter (no warnings)
+    POST /api/models/<repo>/preupload/<rev>           which files go by LFS (the mirror's own rule, is_lfs), their oid
+    POST /<repo>.git/info/lfs/objects/batch           where to PUT each LFS object not yet held (a signed link)
+    PUT  /lfs-upload/<sha256>?size&expires&sig        the object's bytes, checked against its sha256 and size
+    POST /api/models/<repo>/commit/<rev>              ndjson: header, file (base64), lfsFile, deletedFile/Folder
+
+    A private repo (`create_repo(private=True)`) is served as a gated one that wants the upload token.
+    A commit builds the new folder beside the branch's (unchanged files hard-linked) and swaps it in, under one lock:
+    the branch then serves the new files under a new commit id (a hash of the content, as for any folder repo).
+    Every route but the PUT (authorized by its signed link, as the Hub's storage links are) needs the server's token
+    as a Bearer token; without a token configured, uploads are refused."""
+
+    def __init__(self, mirror: MirrorServer, token: str | None):
+        self.mirror = mirror
+        self.token = token
+        self.root: Path = mirror.source.root  # type: ignore[union-attr]
+        self.store = self.root / UPLOAD_STORE
+        self._lock = threading.Lock()
+
+    def handle(self, handler: _Handler, method: str) -> None:
+        pieces = [urllib.parse.unquote(p) for p in urllib.parse.urlsplit(handler.path).path.split("/")[1:]]
+        if method == "PUT":
+            if len(pieces) == 2 and pieces[0] == "lfs-upload" and HEX64.fullmatch(pieces[1]):
+                return self._receive(handler, pieces[1])
+            raise MirrorError(404, None, f"unknown upload route /{'/'.join(pieces)}")
+        self._authorize(handler.token())
+        if pieces[:3] == ["api", "repos", "create"]:
+            return self._create_repo(handler)
+        if pieces[:1] == ["api"] and pieces[1:2] == ["validate-yaml"]:
+            _read_body(handler, MAX_BODY)
+            return handler._send_json({"errors": [], "warnings": []}, head=False)
+        if len(pieces) == 6 and pieces[1].endswith(".git") and pieces[2:] == ["info", "lfs", "objects", "batch"]:
+            return self._batch(handler, f"{pieces[0]}/{pieces[1][:-4]}")
+        if pieces[:2] == ["api", "models"] and len(pieces) >= 6:
+            repo_id, action, rev = "/".join(pieces[2:4]), pieces[4], "/".join(pieces[5:])
+            if action == "preupload":
+                return self._preupload(handler, repo_id, rev)
+            if action == "commit":
+                return self._commit(handler, repo_id, rev)
+            if action == "branch":
+                return self._branch(handler, repo_id, rev)
+        raise MirrorError(404, None, f"unknown upload route /{'/'.join(pieces)}")
+
+    def _authorize(self, token: str | None) -> None:
+        if self.token is None:
+            raise MirrorError(403, None, "this mirror takes no uploads; start it with --token (or HF_TOKEN) to "
+                                         "accept them")
+        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise MirrorError(401, None, "Invalid credentials in Authorization header")
+
+    # -- repos and branches --------------------------------------------------------------------
+
+    def _create_repo(self, handler: _Handler) -> None:
+        body = _read_json_body(handler)
+        kind = body.get("type") or "model"
+        if kind != "model":
+            raise MirrorError(400, None, f"this mirror takes model repos, not {kind} repos")
+        org, name = str(body.get("organization") or ""), str(body.get("name") or "")
+        folder = self._repo_folder(org, name)
+        answer = {"url": f"{_origin(handler)}/{org}/{name}", "name": f"{org}/{name}"}
+        if folder.exists():  # the client's exist_ok takes the 409, then reads the url from it (as from the Hub's)
+            message = f"You already created this model repo: {org}/{name}"
+            return handler._send_json({**answer, "error": message}, head=False, status=409,
+                                      headers={"X-Error-Message": message})
+        folder.mkdir(parents=True)
+        if body.get("visibility") == "private" or body.get("private") is True:
+            (folder / GATED_MARKER).write_text(self.token or "")  # private here: readable with the upload token only
+        handler._send_json(answer, head=False)
+
+    def _branch(self, handler: _Handler, repo_id: str, branch: str) -> None:
+        body = _read_json_body(handler)
+        main = self._folder(repo_id, "main")
+        dest = self._folder(repo_id, branch)
+        if dest.exists():
+            raise MirrorError(409, None, f"Branch {branch} already exists")
+        start = self.mirror.revision(repo_id, body.get("startingPoint") or "main", handler.token())
+        with self._lock:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{main.name}.", dir=main.parent))
+            try:
+                for file in start.files.values():
+                    _link(file.local, tmp / file.path)
+                tmp.rename(dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        handler._send_json({}, head=False)
+
+    def _repo_folder(self, org: str, name: str) -> Path:
+        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in (org, name)) or ".." in org + name:
+            raise MirrorError(400, None, f"{org}/{name} is not a valid repo id (ORG/NAME: letters, digits, . _ -)")
+        return self.root / org / name
+
+    def _folder(self, repo_id: str, rev: str) -> Path:
+        """The folder of branch `rev` of repo_id (main: ROOT/<org>/<name>, else ROOT/<org>/<name>@<rev>)."""
+        org, _, name = repo_id.partition("/")
+        folder = self._repo_folder(org, name)
+        if not folder.is_dir():
+            raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if rev == "main":
+            return folder
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", rev):
+            raise MirrorError(400, None, f"branch {rev!r}: this mirror's branch names are letters, digits, . _ -")
+        return folder.with_name(f"{name}@{rev}")
+
+    # -- LFS objects ---------------------------------------------------------------------------
+
+    def _preupload(self, handler: _Handler, repo_id: str, rev: str) -> None:
+        body = _read_json_body(handler)
+        current = self._current(repo_id, rev, handler.token())
+        answer = []
+        for entry in body.get("files") or []:
+            path, size = str(entry.get("path")), int(entry.get("size") or 0)
+            lfs = is_lfs(path, size, self.mirror.source.lfs_threshold)  # type: ignore[union-attr]
+            held = current.files.get(path) if current else None
+            oid = (held.sha256 if lfs else None if held and held.sha256 else held.blob_id) if held else None
+            answer.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+        handler._send_json({"files": answer, "commitOid": current.commit if current else None}, head=False)
+
+    def _batch(self, handler: _Handler, repo_id: str) -> None:
+        body = _read_json_body(handler)
+        self._folder(repo_id, "main")  # 404 for a repo that does not exist
+        if body.get("operation") != "upload":
+            raise MirrorError(400, None, "this route takes LFS uploads only (downloads go through resolve)")
+        objects = []
+        for obj in body.get("objects") or []:
+            oid, size = str(obj.get("oid")), obj.get("size")
+            if not HEX64.fullmatch(oid) or not isinstance(size, int) or size < 0:
+                raise MirrorError(400, None, "each LFS object needs a sha256 oid and a size")
+            entry: dict[str, Any] = {"oid": oid, "size": size}
+            held = self.store / oid
+            if not (held.is_file() and held.stat().st_size == size):  # held: no action, the client skips it
+                query = self._sign(oid, size)
+                entry["actions"] = {"upload": {"href": f"{_origin(handler)}/lfs-upload/{oid}?{query}"}}
+            objects.append(entry)
+        handler._send_json({"transfer": "basic", "objects": objects}, head=False)
+
+    def _sign(self, oid: str, size: int) -> str:
+        expires = str(int(time.time() + self.mirror.link_ttl))
+        sig = self.mirror._signature(f"upload:{oid}:{size}", expires)
+        return urllib.parse.urlencode({"size": size, "expires": expires, "sig": sig})
+
+    def _receive(self, handler: _Handler, oid: str) -> None:
+        """PUT /lfs-upload/<oid>: the bytes, streamed to a temporary file, kept only if sha256 and size match."""
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(handler.path).query))
+        size = query.get("size", "")
+        if not size.isdigit() or not self.mirror._link_valid(f"upload:{oid}:{size}", query.get("expires", ""),
+                                                             query.get("sig", "")):
+            raise MirrorError(403, None, "this upload link is invalid or has expired; ask the batch route again")
+        self.store.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{oid}.", suffix=".incomplete", dir=self.store)
+        tmp = Path(tmp_name)
+        try:
+            digest, written = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in _body_chunks(handler, int(size)):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+            if written != int(size) or digest.hexdigest() != oid:
+                raise MirrorError(400, None, f"the upload of {oid} has {written} bytes or another sha256; resend it")
+            tmp.replace(self.store / oid)
+        finally:
+            tmp.unlink(missing_ok=True)
+        handler._send_json({}, head=False)
+
+    # -- commits -------------------------------------------------------------------------------
+
+    def _current(self, repo_id: str, rev: str, token: str | None) -> Revision | None:
+        self._folder(repo_id, "main")
+        try:
+            return self.mirror.revision(repo_id, rev, token)
+        except MirrorError:
+            return None
+
+    def _commit(self, handler: _Handler, repo_id: str, rev: str) -> None:
+        dest = self._folder(repo_id, rev)
+        if not dest.is_dir():
+            raise MirrorError(404, "RevisionNotFound", f"Invalid rev id: {rev} (create the branch first)")
+        with self._lock:
+            current = self.mirror.revision(repo_id, rev, handler.token())
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+            try:
+                for file in current.files.values():
+                    _link(file.local, tmp / file.path)
+                if (dest / GATED_MARKER).is_file():
+                    shutil.copyfile(dest / GATED_MARKER, tmp / GATED_MARKER)
+                summary = self._apply(handler, tmp, current)
+                replace_dir(tmp, dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            commit = self.mirror.revision(repo_id, rev, handler.token()).commit
+        handler._send_json({"commitUrl": f"{_origin(handler)}/{repo_id}/commit/{commit}", "commitOid": commit,
+                            "commitMessage": summary, "pullRequestUrl": None}, head=False)
+
+    def _apply(self, handler: _Handler, tmp: Path, current: Revision) -> str:
+        """Carry out the commit's ndjson lines in `tmp` (a copy of the branch); return its summary."""
+        summary = ""
+        for line in _body_lines(handler):
+            try:
+                item = json.loads(line)
+                key, value = item["key"], item["value"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise MirrorError(400, None, f"a commit line is not a {{key, value}} JSON object ({exc})") from exc
+            if key == "header":
+                parent = value.get("parentCommit")
+                if parent and parent != current.commit:
+                    raise MirrorError(412, None, f"the branch is at {current.commit}, not the parent {parent}")
+                summary = str(value.get("summary") or "")
+                continue
+            target = _inside_repo(tmp, str(value.get("path") or ""))
+            if key in ("file", "lfsFile"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)  # a hard link shared with the old folder: replace, never write into
+            if key == "file":
+                if value.get("encoding") != "base64":
+                    raise MirrorError(400, None, "regular files must be sent base64-encoded")
+                import base64
+
+                target.write_bytes(base64.b64decode(value.get("content") or ""))
+            elif key == "lfsFile":
+                oid = str(value.get("oid"))
+                if not HEX64.fullmatch(oid) or not (self.store / oid).is_file():
+                    raise MirrorError(400, None, f"LFS object {oid} of {value.get('path')} was not uploaded first")
+                _link(self.store / oid, target)
+            elif key == "deletedFile":
+                target.unlink(missing_ok=True)
+            elif key == "deletedFolder":
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                raise MirrorError(400, None, f"unknown commit operation {key!r}")
+        return summary
+
+
+def _origin(handler: _Handler) -> str:
+    """This API server as the client reaches it (its Host header), for the links it is handed."""
+    host = (handler.headers.get("Host") or "").strip()
+    return f"http://{host}" if host else handler.mirror.url
+
+
+def _inside_repo(folder: Path, path: str) -> Path:
+    parts = path.split("/")
+    if not path or any(p in ("", ".", "..") or p in HIDDEN for p in parts):
+        raise MirrorError(400, None, f"{path!r} is not a path inside a repo")
+    return folder.joinpath(*parts)
+
+
+def _link(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (no copy of a big checkpoint); a copy across file systems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _body_chunks(handler: _Handler, limit: int) -> Iterator[bytes]:
+    """The request body (Content-Length or chunked), in pieces; a body longer than `limit` is refused."""
+    sent = 0
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        while True:
+            size_line = handler.rfile.readline(1024)
+            try:
+                size = int(size_line.split(b";")[0].strip() or b"x", 16)
+            except ValueError as exc:
+                raise MirrorError(400, None, "a malformed chunked body") from exc
+            if size == 0:
+                while handler.rfile.readline(1024).strip():  # trailers, then the blank line
+                    pass
+                return
+            sent += size
+            if sent > limit:
+                raise MirrorError(413, None, f"the body is longer than the {limit} bytes announced")
+            left = size
+            while left:
+                chunk = handler.rfile.read(min(left, _CHUNK))
+                if not chunk:
+                    raise MirrorError(400, None, "the body ended early")
+                left -= len(chunk)
+                yield chunk
+            handler.rfile.readline(16)  # the CRLF after each chunk
+    length = int(handler.headers.get("Content-Length") or 0)
+    if length > limit:
+        raise MirrorError(413, None, f"the body is longer than the {limit} bytes allowed")
+    while sent < length:
+        chunk = handler.rfile.read(min(length - sent, _CHUNK))
+        if not chunk:
+            raise MirrorError(400, None, "the body ended early")
+        sent += len(chunk)
+        yield chunk
+
+
+def _read_body(handler: _Handler, limit: int) -> bytes:
+    return b"".join(_body_chunks(handler, limit))
+
+
+def _read_json_body(handler: _Handler) -> dict[str, Any]:
+    try:
+        data = json.loads(_read_body(handler, MAX_BODY) or b"{}")
+    except ValueError as exc:
+        raise MirrorError(400, None, f"the body is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise MirrorError(400, None, "the body is not a JSON object")
+    return data
+
+
+def _body_lines(handler: _Handler) -> Iterator[bytes]:
+    """The ndjson lines of a commit body, each at most MAX_LINE bytes, without reading the whole body at once."""
+    pending = b""
+    for chunk in _body_chunks(handler, 1 << 40):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_LINE:
+            raise MirrorError(413, None, f"a commit line is longer than {MAX_LINE} bytes")
+        yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield pending
 
 
 # ---------------------------------------------------------------------------------------------

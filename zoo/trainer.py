@@ -74,6 +74,7 @@ from typing import Any
 
 import yaml
 
+from espzoo import curves
 from espzoo._fs import copy_file, no_room, replace_dir, write_text
 from espzoo._hf import file_id
 from espzoo._redact import redact
@@ -409,7 +410,7 @@ def espnet_args(
         for entry in extra_data_files(data.dir):  # an S2T model's text_prev / text_ctc (espzoo.s2t)
             args += [f"--{mode}_data_path_and_name_and_type", entry]
         args += [f"--{mode}_shape_file", str(data.speech_shape), f"--{mode}_shape_file", str(text_shape)]
-    args += ["--use_tensorboard", "false", "--use_matplotlib", "false", "--use_wandb", "false"]
+    args += [*curves.espnet_args(), "--use_wandb", "false"]  # ESPnet's plots and TensorBoard logs (espzoo.curves)
     args += ["--ngpu", str(options.ngpu)]
     if options.ngpu > 1 or options.num_nodes > 1 or options.dist_launcher:
         args += ["--multiprocessing_distributed", "true"]

@@ -1,0 +1,192 @@
+"""`espzoo push`: the real huggingface_hub client uploads to espzoo's mirror on 127.0.0.1 (create_repo, preupload,
+LFS batch + PUT, commit), and `espzoo pull` brings the same bytes back; without the server's token nothing lands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from _hubtools import ESPZOO, client_env, run_espzoo
+from _tiny_out import build_tiny_out
+
+from espzoo.export import ExportOptions, export
+from espzoo.mirror import MirrorError, MirrorServer
+
+TOKEN = "hf_espzoo_test_write_token"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny experiment dir (OUT) and its `espzoo export` folder."""
+    root = tmp_path_factory.mktemp("push")
+    out = build_tiny_out(root / "out")
+    return out, export(out, root / "repo", ExportOptions(repo_id="me/tiny"))
+
+
+@pytest.fixture()
+def mirror(tmp_path: Path):
+    """A --root mirror that takes uploads sent with TOKEN."""
+    (tmp_path / "mirror").mkdir()
+    with MirrorServer(tmp_path / "mirror", token=TOKEN) as server:
+        yield server
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _push(args: list[str], url: str, home: Path, token: str | None = TOKEN, **env: str):
+    extra = {"HF_TOKEN": token} if token else {}
+    return run_espzoo(["push", *args], url, home, timeout=180, **extra, **env)
+
+
+def _pull(repo: str, url: str, home: Path) -> Path:
+    proc = run_espzoo(["pull", repo, "--all", "--json"], url, home, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return Path(json.loads(proc.stdout)["path"])
+
+
+def test_push_then_pull_is_byte_identical(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    _, folder = exported
+    proc = _push([str(folder), "me/tiny", "--json"], mirror.url, tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    pushed = json.loads(proc.stdout)
+    assert pushed["commit_url"] == f"{mirror.url}/me/tiny/commit/{pushed['commit']}"
+    assert pushed["revision"] == "main" and not pushed["exported"]
+
+    revision = mirror.revision("me/tiny")
+    assert revision.commit == pushed["commit"]
+    checkpoint = next(path for path in revision.files if path.endswith(".pth"))
+    assert revision.files[checkpoint].sha256  # stored and served as LFS
+    requests = [(e["method"], e["path"]) for e in mirror.stats.to_json()["log"]]
+    assert ("POST", "/api/models/me/tiny/preupload/main") in requests
+    assert ("POST", "/me/tiny.git/info/lfs/objects/batch") in requests
+    assert any(m == "PUT" and p.startswith("/lfs-upload/") for m, p in requests)
+    assert requests.count(("POST", "/api/models/me/tiny/commit/main")) == 1  # one commit with the whole folder
+
+    pulled = _pull("me/tiny", mirror.url, tmp_path / "home2")
+    assert pulled.name == pushed["commit"]
+    assert _files(pulled) == _files(folder)
+
+
+def test_push_of_an_experiment_exports_it_first(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    out, _ = exported
+    # hf_xet installed and not disabled (as for a user): to a mirror, espzoo push still uploads by LFS.
+    proc = _push([str(out), "me/tiny_ft"], mirror.url, tmp_path / "home", HF_HUB_DISABLE_XET="0")
+    assert proc.returncode == 0, proc.stderr
+    commit = mirror.revision("me/tiny_ft").commit
+    assert proc.stdout.strip() == f"{mirror.url}/me/tiny_ft/commit/{commit}"  # the commit URL, alone on stdout
+    pulled = _pull("me/tiny_ft", mirror.url, tmp_path / "home2")
+    card = (pulled / "README.md").read_text()
+    assert "espzoo pull me/tiny_ft" in card  # the card names where the model now lives
+    assert "pretrained model: `espzoo-test/tiny_char` at commit `" + "0" * 40 in card  # provenance: repo and commit
+    assert (pulled / "meta.yaml").is_file() and any(pulled.glob("exp/*/valid.acc.ave.pth"))
+
+
+def test_revision_creates_a_branch_and_leaves_main(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    _, folder = exported
+    assert _push([str(folder), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
+    main = mirror.revision("me/tiny").commit
+    again = _push([str(folder), "me/tiny", "--json"], mirror.url, tmp_path / "home")  # nothing changed: no new commit
+    assert again.returncode == 0 and json.loads(again.stdout)["commit"] == main, again.stderr
+    changed = tmp_path / "v2"
+    shutil.copytree(folder, changed)
+    (changed / "README.md").write_text((folder / "README.md").read_text() + "\nSecond release.\n")
+    proc = _push([str(changed), "me/tiny", "--revision", "v2", "-m", "second release", "--json"], mirror.url,
+                 tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    v2 = json.loads(proc.stdout)["commit"]
+    assert v2 != main and mirror.revision("me/tiny", "v2").commit == v2
+    assert mirror.revision("me/tiny").commit == main  # main untouched
+    pulled = _pull("me/tiny@v2", mirror.url, tmp_path / "home2")
+    assert _files(pulled) == _files(changed)
+
+
+def test_a_private_repo_is_served_only_with_the_token(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    _, folder = exported
+    assert _push([str(folder), "me/secret", "--private"], mirror.url, tmp_path / "home").returncode == 0
+    with pytest.raises(MirrorError) as refused:
+        mirror.revision("me/secret")
+    assert refused.value.status == 401
+    assert set(mirror.revision("me/secret", token=TOKEN).files) == set(_files(folder))
+
+
+@pytest.mark.parametrize(("server_token", "client_token", "said"), [
+    (None, TOKEN, "HTTP 403"),  # a mirror started without --token takes no uploads
+    (TOKEN, "hf_wrong", "HTTP 401"),
+    (TOKEN, None, "HTTP 401"),
+])
+def test_uploads_without_the_servers_token_are_refused(exported, tmp_path: Path, server_token, client_token,
+                                                       said) -> None:
+    _, folder = exported
+    (tmp_path / "mirror").mkdir()
+    with MirrorServer(tmp_path / "mirror", token=server_token) as server:
+        proc = _push([str(folder), "me/tiny"], server.url, tmp_path / "home", token=client_token)
+        assert not list((tmp_path / "mirror").iterdir())  # nothing written, not even the repo folder
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_push_of_a_folder_that_is_no_model(mirror: MirrorServer, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = _push([str(tmp_path / "empty"), "me/tiny"], mirror.url, tmp_path / "home")
+    assert proc.returncode != 0 and "neither an experiment dir" in proc.stderr
+    proc = _push([str(tmp_path / "empty"), "tiny"], mirror.url, tmp_path / "home")
+    assert proc.returncode != 0 and "ORG/NAME" in proc.stderr
+
+
+def test_cli_mirror_takes_uploads_with_hf_token_on_the_server_side(exported, tmp_path: Path) -> None:
+    """`espzoo mirror serve --root DIR` with HF_TOKEN set: the token it checks, as `--token` would give it."""
+    _, folder = exported
+    root = tmp_path / "mirror"
+    root.mkdir()
+    server = subprocess.Popen([ESPZOO, "mirror", "serve", "--root", str(root), "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True,
+                              env=client_env("http://127.0.0.1:9", tmp_path / "server", HF_TOKEN=TOKEN))
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        assert _push([str(folder), "me/tiny", "--token", "hf_wrong"], url, tmp_path / "home").returncode != 0
+        proc = _push([str(folder), "me/tiny", "--token", TOKEN], url, tmp_path / "home", token=None)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert _files(root / "me" / "tiny") == _files(folder)
+
+
+def test_lfs_uploads_are_checked_and_need_a_signed_link(mirror: MirrorServer, tmp_path: Path) -> None:
+    """The PUT of an LFS object: a link the batch route did not sign is refused; bytes that do not match the
+    announced sha256 are dropped; matching bytes are kept, and the batch then asks for nothing."""
+    import hashlib
+    import http.client
+    import urllib.parse
+
+    def call(method: str, url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, bytes]:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+
+    assert call("POST", f"{mirror.url}/api/repos/create", json.dumps({"organization": "me", "name": "x"}).encode())[0] \
+        == 200
+    data = b"espzoo" * 1000
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "objects": [{"oid": oid, "size": len(data)}], "hash_algo": "sha256"}
+    status, body = call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode())
+    assert status == 200
+    href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
+    assert call("PUT", href.replace("sig=", "sig=0"), data, token=None)[0] == 403
+    assert call("PUT", href, data[:-1] + b"X", token=None)[0] == 400
+    assert not list((tmp_path / "mirror" / ".espzoo-lfs").glob("*"))  # nothing kept, no partial file left
+    assert call("PUT", href, data, token=None)[0] == 200
+    status, body = call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode())
+    assert "actions" not in json.loads(body)["objects"][0]  # held: the client skips the upload
+    assert call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode(), "bad")[0] == 401
