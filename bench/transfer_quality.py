@@ -28,7 +28,7 @@ of --test-size espeak-ng utterances that scripts/make_speech.py synthesizes beyo
 repeats a committed sentence), at each of --points epochs. Printed: mean ± standard deviation over seeds at each
 point; then a learning-rate sweep of (b) and (d) at the last point; last, whether (d) < (b) beyond the spread
 (mean difference larger than the larger of the two standard deviations) at the end. Work files go to
-bench/.work/transfer_quality/ (removed at the end unless --keep).
+bench/.work/transfer_quality/ (--work; removed at the end unless --keep).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def one_seed(job: tuple[int, tuple[str, ...], tuple[float, ...], argparse.Namesp
     data = {"train": load_split(SPEECH / "train", 16000), "test": load_split(args.test, 16000)}
     runs = []
     for start in starts:
-        dest, tokens, new = prepare_start(start, seed, vocab, WORK / f"seed{seed}" / start)
+        dest, tokens, new = prepare_start(start, seed, vocab, args.work / f"seed{seed}" / start)
         if start == "compose":
             print(f"  seed {seed}: new tokens' rows {new}", flush=True)
         for lr in lrs if start in ("espnet-way", "compose") else lrs[:1]:
@@ -196,20 +196,21 @@ def main() -> int:
     parser.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS),
                         help="the starts to train (espnet-way and compose are always among them)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained in parallel (one thread each)")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.work/transfer_quality")
+    parser.add_argument("--work", type=Path, default=WORK, help="where the work files go (replaced whole)")
+    parser.add_argument("--keep", action="store_true", help="keep the work files")
     args = parser.parse_args()
     args.points = sorted(set(args.points))
     starts = tuple(s for s in STARTS if s in {*args.starts, "espnet-way", "compose"})
 
     started = time.monotonic()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
     sys.path.insert(0, str(ROOT / "scripts"))
     import make_speech
 
     if shutil.which("espeak-ng") is None:
         sys.exit("transfer_quality: espeak-ng is not installed; it makes the test set (apt-get install espeak-ng).")
-    args.test = make_speech.write_extra(make_speech.SPANISH, args.test_size, WORK / "test")
+    args.test = make_speech.write_extra(make_speech.SPANISH, args.test_size, args.work / "test")
     lrs = (args.lr, *[lr for lr in args.lrs if lr != args.lr])
     print(f"{len(args.seeds)} seeds, test at epochs {args.points}, lr {args.lr:g} (sweep {list(lrs[1:])} for "
           f"espnet-way and compose), batch {args.batch}, vocab bpe:{args.bpe}; test set {args.test_size} "
@@ -223,7 +224,7 @@ def main() -> int:
     else:
         runs = list(itertools.chain.from_iterable(map(one_seed, jobs)))
     if not args.keep:
-        shutil.rmtree(WORK, ignore_errors=True)
+        shutil.rmtree(args.work, ignore_errors=True)
 
     print(f"\ntest CER (greedy CTC, {args.test_size} utterances), mean ± sd over {len(args.seeds)} seeds, "
           f"lr {args.lr:g}:")
