@@ -29,6 +29,18 @@ repeats a committed sentence), at each of --points epochs. Printed: mean ± stan
 point; then a learning-rate sweep of (b) and (d) at the last point; last, whether (d) < (b) beyond the spread
 (mean difference larger than the larger of the two standard deviations) at the end. Work files go to
 bench/.work/transfer_quality/ (--work; removed at the end unless --keep).
+
+Measured 2026-11-30 on 2 shared cores (load 10-18), test CER mean ± sd over seeds 0-4:
+  defaults (1616 s):  epoch 1 / 2 / 4 / 8 at lr 2e-3
+    scratch     100.0 ± 0.0   100.0 ± 0.0   98.3 ± 2.4   90.8 ± 3.1
+    espnet-way  100.0 ± 0.0    99.8 ± 0.3   93.8 ± 3.5   72.2 ± 6.9
+    mean         81.1 ± 0.9    83.7 ± 1.1   69.5 ± 1.8   60.2 ± 0.5
+    compose      70.6 ± 2.1    71.2 ± 1.0   54.4 ± 1.1   41.3 ± 0.7
+    epoch 8, lr 5e-4 / 2e-3 / 8e-3: espnet-way 98.4 ± 0.8 / 72.2 ± 6.9 / 38.4 ± 11.2;
+                                    compose    66.6 ± 1.0 / 41.3 ± 0.7 / 23.0 ± 1.0
+  --starts espnet-way compose --points 8 16 32 --lr 8e-3 --lrs (1312 s): epoch 8 / 16 / 32
+    espnet-way  27.4 ± 5.0   18.2 ± 3.8   15.4 ± 2.5
+    compose     21.0 ± 0.9   16.0 ± 1.2   13.9 ± 0.9   (not beyond the spread at epoch 32)
 """
 
 from __future__ import annotations
