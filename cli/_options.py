@@ -54,7 +54,12 @@ VocabOpt = Annotated[
     ),
 ]
 NewRowsOpt = Annotated[
-    str, typer.Option("--new-rows", help="Rows of new tokens start as the mean of the pretrained rows, or random.")
+    str,
+    typer.Option(
+        "--new-rows",
+        help="Rows of new tokens start as the mean of the pretrained rows of the old tokens that spell them "
+        "(compose; the mean of all rows when nothing spells one), the mean of all rows (mean), or random.",
+    ),
 ]
 StatsOpt = Annotated[
     str, typer.Option("--stats", help="Normalization stats: keep the pretrained ones, or compute new ones (new).")
@@ -108,7 +113,7 @@ def _transfer_parameters(
     ignore_init_mismatch: IgnoreMismatchOpt = False,
     freeze: FreezeOpt = None,
     vocab: VocabOpt = "keep",
-    new_rows: NewRowsOpt = "mean",
+    new_rows: NewRowsOpt = "compose",
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
     transplant: TransplantOpt = True,
@@ -167,8 +172,8 @@ def transfer_options(
     from espzoo.cli._output import fail
     from espzoo.transfer import TransferOptions
 
-    if new_rows not in ("mean", "random"):
-        fail(f"--new-rows {new_rows!r} is not one of mean, random.")
+    if new_rows not in ("compose", "mean", "random"):
+        fail(f"--new-rows {new_rows!r} is not one of compose, mean, random.")
     if stats not in ("pretrained", "new"):
         fail(f"--stats {stats!r} is not one of pretrained, new.")
     pair = None

@@ -107,10 +107,9 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             parts.append(f"{vocab['new_in_old']:.0%} of its tokens in the pretrained vocabulary")
         if vocab["text_coverage"] is not None:
             parts.append(f"{vocab['text_coverage']:.0%} of the text's tokens shared")
-        if vocab["shared_tokens"] < vocab["size"] and not summary.get("language"):  # S2T: its own line below
-            start = "the mean of the pretrained rows" if summary["new_rows"] == "mean" else "random"
-            parts.append(f"new tokens' rows start as {start}")
         info(f"vocabulary: {', '.join(parts)}")
+    if summary.get("new_tokens"):
+        info(f"new tokens' rows: {_new_token_inits(summary['new_tokens'])} (--json: each token)")
     language = summary.get("language")
     if language:  # an S2T model: the prompt, and a language token of its own when the model lacked it
         prompt = f"; prompt {''.join(language['prompt'])}" if language["prompt"] else ""
@@ -123,6 +122,18 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
         info(f"spec {int(index) + 1}: {count} source tensors have no place in the new model and are not used")
     if summary["frozen"]["tensors"]:
         info(f"frozen: {', '.join(summary['frozen']['modules'])} ({summary['frozen']['parameters']:,} parameters)")
+
+
+_INITS = {
+    "compose": "the mean of the pretrained rows of the old tokens that spell it",
+    "language": "the mean of the chosen language rows",
+    "mean": "the mean of all pretrained rows",
+    "random": "random",
+}
+
+
+def _new_token_inits(counts: dict[str, int]) -> str:
+    return "; ".join(f"{n} {_INITS.get(init, init)}" for init, n in counts.items())
 
 
 def _collapsed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

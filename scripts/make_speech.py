@@ -178,6 +178,19 @@ def write_split(dest: Path, utts: list[Utterance]) -> float:
     return seconds
 
 
+def write_extra(spec: LanguageSet, count: int, dest: Path) -> Path:
+    """A Kaldi data dir of `count` further utterances of `spec`, not shipped: the seeded generator's sentences
+    after the committed ones (so none repeats a committed sentence), dealt to the same voices. For a test set
+    larger than the package's (bench/transfer_quality.py); `dest` is replaced whole."""
+    import dataclasses
+
+    utts = plan_utterances(dataclasses.replace(spec, splits={**spec.splits, "extra": count}))["extra"]
+    if dest.exists():
+        shutil.rmtree(dest)
+    write_split(dest, utts)
+    return dest
+
+
 def build(root: Path) -> None:
     for spec in (ENGLISH, SPANISH):
         for split, utts in plan_utterances(spec).items():

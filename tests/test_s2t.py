@@ -265,6 +265,7 @@ def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp
 
     from espzoo.bundle import load_state_dict, open_bundle
     from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+    from espzoo.vocab import pretrained_vocabulary, spell
 
     text = subset(SPEECH / "train", tmp_path / "train", 40)
     bundle = open_bundle(tiny_s2t)
@@ -284,11 +285,12 @@ def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp
 
     result = apply_plan(plan, tmp_path / "init")
     old, new = load_state_dict(bundle.checkpoint), torch.load(result.checkpoint, weights_only=True)
-    index = {t: i for i, t in enumerate(old_tokens)}
+    old_vocabulary = pretrained_vocabulary(old_tokens, "bpe", bundle.bpemodel)
+    assert [t["token"] for t in plan.new_tokens()] == list(pieces)
     for key, axis in VOCAB_KEYS["s2t"].items():
         assert torch.equal(new[key].narrow(axis, 0, len(old_tokens)), old[key]), key
-        for offset, piece in enumerate(pieces):
-            spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
+        for offset, piece in enumerate(pieces):  # composed: the old pieces that spell it (espzoo.vocab.spell)
+            spelled = spell(piece, old_vocabulary) or tuple(range(len(old_tokens)))
             expected = old[key].index_select(axis, torch.tensor(spelled)).mean(dim=axis)
             assert torch.allclose(new[key].select(axis, len(old_tokens) + offset), expected), (key, piece)
 

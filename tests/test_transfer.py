@@ -47,6 +47,11 @@ def espzoo_load(specs: list[str], config: dict, seed: int, dest: Path, **options
     return plan, model.state_dict()
 
 
+def shared_rows(plan) -> dict[int, int]:
+    """New index -> old index of the tokens both vocabularies share (composed new tokens map to tuples)."""
+    return {new: old for new, old in plan.row_maps[0].items() if isinstance(old, int)}
+
+
 def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], skip: tuple[str, ...] = ()) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if k not in skip and not torch.equal(a[k], b[k])]
@@ -271,7 +276,7 @@ def test_vocabulary_transplant_keeps_shared_token_logits(name: str, tmp_path: Pa
     transplanted = {r.target_key for r in plan.rows if r.action == "transplant"}
     assert transplanted == {k for k in VOCAB_AXES if k in adapted.state_dict()}
     assert {r.action for r in plan.rows} == {"load", "transplant"}
-    new_to_old = plan.row_maps[0]
+    new_to_old = shared_rows(plan)
     big_blanks = 2 if name == "transducer" else 0  # <blank2>, <blank4>: ESPnet adds them to both models
     assert len(new_to_old) == plan.vocabulary.shared + big_blanks and 0 < plan.vocabulary.new_in_old < 1
     _logits_match(source, adapted, new_to_old, decoder=name != "transducer")
@@ -312,6 +317,58 @@ def test_new_rows_start_as_the_mean_or_random(pretrained: Path, tmp_path: Path) 
     assert not torch.equal(got[("random", 0)], got[("random", 1)])
     assert abs(got[("random", 0)].std().item() - source.std().item()) < 0.5 * source.std().item()
     assert plan.summary()["new_rows"] == "random"
+
+
+def _rows(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    return state[key].movedim(VOCAB_AXES[key], 0)
+
+
+def test_new_tokens_compose_from_the_old_tokens_that_spell_them(pretrained: Path, tmp_path: Path) -> None:
+    """English chars -> Spanish BPE: `▁la` starts as the mean of the rows of `<space>`, `l`, `a` (`ñ` of `n`), in
+    every vocabulary-sized tensor, exactly; shared tokens keep their rows bit for bit; --new-rows mean gives every
+    new token the mean of all rows instead; the plan says which token started how."""
+    texts = read_texts(ES_TEXT)
+    old = torch.load(pretrained / "model.pth", weights_only=True)
+    old_index = {t: i for i, t in enumerate(yaml.safe_load((pretrained / "config.yaml").read_text())["token_list"])}
+    states, plans = {}, {}
+    for mode in ("compose", "mean"):
+        plan = plan_transfer(str(pretrained), TransferOptions(vocab="bpe:40", new_rows=mode), texts=texts,
+                             workdir=tmp_path / f"vocab_{mode}")
+        plans[mode] = plan
+        states[mode] = torch.load(apply_plan(plan, tmp_path / mode).checkpoint, weights_only=True)
+    compose, mean = plans["compose"], plans["mean"]
+    assert compose.vocabulary.tokens == mean.vocabulary.tokens and shared_rows(compose) == shared_rows(mean)
+    new_tokens = {t["token"]: t for t in compose.new_tokens()}
+    assert new_tokens["\u2581la"] == {"token": "\u2581la", "index": compose.vocabulary.tokens.index("\u2581la"),
+                                      "init": "compose", "from": ["<space>", "l", "a"]}
+    assert new_tokens["ñ"]["from"] == ["n"] and new_tokens["á"]["from"] == ["a"]
+    counts = compose.summary()["new_tokens"]
+    assert counts == {"compose": len(new_tokens)} and len(new_tokens) > 5
+    assert mean.summary()["new_tokens"] == {"mean": len(new_tokens)}
+    assert all(t["from"] == [] for t in mean.new_tokens())
+    shared = shared_rows(compose)
+    keys = [k for k in VOCAB_AXES if k in old]
+    assert {r.target_key for r in compose.rows if r.action == "transplant"} == set(keys)
+    for key in keys:
+        before, composed, averaged = _rows(old, key), _rows(states["compose"], key), _rows(states["mean"], key)
+        assert torch.equal(composed[list(shared)], before[list(shared.values())]), key
+        assert torch.equal(averaged[list(shared)], before[list(shared.values())]), key
+        for token in new_tokens.values():
+            spelled = before[[old_index[t] for t in token["from"]]]
+            assert torch.equal(composed[token["index"]], spelled.mean(dim=0)), (key, token)
+            assert torch.equal(averaged[token["index"]], before.mean(dim=0)), (key, token)
+
+
+def test_new_tokens_nothing_spells_keep_the_mean_row(pretrained: Path, tmp_path: Path) -> None:
+    """A token whose text the old vocabulary cannot spell (a letter it never saw, base letter included) starts at
+    the mean of all rows, and the plan says so."""
+    vocab = tmp_path / "tokens.txt"
+    vocab.write_text("\n".join(["<blank>", "<unk>", "a", "ж", "<space>", "<sos/eos>"]) + "\n", encoding="utf-8")
+    plan = plan_transfer(str(pretrained), TransferOptions(vocab=str(vocab)))
+    assert plan.new_tokens() == [{"token": "ж", "index": 3, "init": "mean", "from": []}]
+    weight = torch.load(apply_plan(plan, tmp_path / "out").checkpoint, weights_only=True)["ctc.ctc_lo.weight"]
+    source = torch.load(pretrained / "model.pth", weights_only=True)["ctc.ctc_lo.weight"]
+    assert torch.equal(weight[3], source.mean(dim=0))
 
 
 def test_bpe_vocabulary_bpemodel_travels_with_the_config(pretrained: Path, tmp_path: Path) -> None:
@@ -372,7 +429,7 @@ def test_plan_cli_json_schema(pretrained: Path) -> None:
                   "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert set(plan) == {"rows", "summary"}
+    assert set(plan) == {"rows", "summary", "new_tokens"}
     for row in plan["rows"]:
         assert {"target_key", "action", "source_key", "source_shape", "target_shape"} <= set(row)
         assert row["action"] in ACTIONS
@@ -399,6 +456,8 @@ def test_plan_cli_no_transplant_is_espnets_way(pretrained: Path) -> None:
 def test_plan_cli_table_collapsed_and_detailed(pretrained: Path) -> None:
     collapsed = _cli(str(pretrained), "--vocab", f"char:{ES_TEXT}")
     assert collapsed.exit_code == 0, collapsed.output
+    words = " ".join(collapsed.output.split())  # the console wraps long lines
+    assert "new tokens' rows: " in words and "of the old tokens that spell it (--json: each token)" in words
     assert "transplant" in collapsed.output and "encoder" in collapsed.output
     assert "encoder.encoders.0" not in collapsed.output
     assert "normalization stats: the pretrained model's" in collapsed.output
@@ -412,7 +471,7 @@ def test_plan_cli_table_collapsed_and_detailed(pretrained: Path) -> None:
         (["--exclude", "decoders"], "matches no tensor (closest: decoder"),
         (["--map", "encoder"], "is not SRC=DST"),
         (["--vocab", "bpe:many"], "must be a positive integer"),
-        (["--new-rows", "zeros"], "is not one of mean, random"),
+        (["--new-rows", "zeros"], "is not one of compose, mean, random"),
         (["--init-param", "/nowhere/model.pth:encoder"], "neither an existing checkpoint"),
     ],
 )
@@ -482,7 +541,7 @@ def test_pit_ctc_plan_is_what_the_model_starts_from(excludes: tuple, tmp_path: P
     result = apply_plan(plan, tmp_path / "out")
     started = _started_from(yaml.safe_load(result.config.read_text()), result.checkpoint)
     pretrained = torch.load(exp / "model.pth", weights_only=True)
-    new_to_old = plan.row_maps[0]
+    new_to_old = shared_rows(plan)
     for key in ("ctc.ctc_lo.weight", "pit_ctc.criterion_fn.ctc_lo.weight"):
         assert torch.equal(started[key][list(new_to_old)], pretrained["ctc.ctc_lo.weight"][list(new_to_old.values())])
     init = torch.load(result.checkpoint, weights_only=True)
@@ -501,7 +560,7 @@ def test_mask_ctc_keeps_the_pretrained_mask_row(tmp_path: Path) -> None:
         assert torch.equal(started[key][-1], pretrained[key][-1])  # <mask>: the last row in both models
     old_rows = pretrained["ctc.ctc_lo.weight"].shape[0]
     assert started["ctc.ctc_lo.weight"].shape[0] == len(config["token_list"]) != old_rows
-    new_to_old = plan.row_maps[0]
+    new_to_old = shared_rows(plan)
     shared = {n: o for n, o in new_to_old.items() if n < len(config["token_list"]) and o < old_rows}
     ctc_old, ctc_new = pretrained["ctc.ctc_lo.weight"], started["ctc.ctc_lo.weight"]
     assert torch.equal(ctc_new[list(shared)], ctc_old[list(shared.values())])

@@ -16,6 +16,7 @@ from espzoo.vocab import (
     parse_vocab_spec,
     pretrained_vocabulary,
     read_texts,
+    spell,
     token_map,
 )
 
@@ -175,3 +176,26 @@ def test_odd_unit_counts_encodings_and_broken_models_are_one_sentence(tmp_path: 
     garbage.write_bytes(b"this is not a sentencepiece model\n" * 10)
     with pytest.raises(VocabularyError, match=r"bpe.model is not a sentencepiece model"):
         tokenize(["hola"], "bpe", garbage)
+
+
+def test_spell_a_new_token_with_the_old_char_vocabulary() -> None:
+    old = pretrained_vocabulary(["<blank>", "<unk>", SPACE, "a", "l", "n", "o", "<sos/eos>"], "char", None)
+    assert spell(f"{WORD_START}la", old) == (2, 4, 3)  # <space>, l, a
+    assert spell("año", old) == (3, 5, 6)  # ñ: no row of its own, its base letter's
+    assert spell("lx", old) is None  # x: nothing spells it, the caller falls back to the mean row
+    assert spell("<mask>", old) is None and spell("<unk>", old) is None  # symbols are not text
+
+
+def test_spell_with_the_old_sentencepiece_model_keeps_word_starts(tmp_path: Path) -> None:
+    """A BPE old vocabulary spells a piece with the pieces its sentencepiece model gives the piece's text, where
+    only a word-start piece (`▁...`) may use word-start pieces: the spelling concatenates back to the piece."""
+    old = build_vocabulary(f"bpe:60:{EN_TEXT}", workdir=tmp_path / "en")
+    new = build_vocabulary(f"bpe:60:{ES_TEXT}", old=old, workdir=tmp_path / "es")
+    shared = set(new.old_to_new.values())
+    spelled = {t: spell(t, old) for j, t in enumerate(new.tokens) if j not in shared}
+    composed = {t: [old.tokens[i] for i in s] for t, s in spelled.items() if s is not None}
+    assert len(composed) > 10 and any(len(parts) > 1 for parts in composed.values())
+    for token, parts in composed.items():
+        assert "".join(parts) in (token, token.replace("ñ", "n").replace("á", "a").replace("é", "e")
+                                  .replace("í", "i").replace("ó", "o").replace("ú", "u")), (token, parts)
+        assert token.startswith(WORD_START) or not any(p.startswith(WORD_START) for p in parts), (token, parts)

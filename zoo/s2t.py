@@ -332,8 +332,9 @@ def s2t_vocabulary(
 ) -> tuple[Any, dict[int, tuple[int, ...]], LanguagePlan | None]:
     """The vocabulary of a fine-tuned S2T model: the pretrained one (`--vocab keep`, S2T's default: OWSM's 50k
     pieces cover most scripts), plus the language token when the model lacks it, plus the pieces `extend:N[:TEXT]`
-    learns from TEXT (else `texts`, the training transcripts). Returns (Vocabulary, new token index -> old token
-    indices whose rows' mean starts it, the LanguagePlan, None when neither `lang` nor `extend` is given)."""
+    learns from TEXT (else `texts`, the training transcripts). Returns (Vocabulary, new language token index ->
+    the language indices whose rows' mean starts it, the LanguagePlan, None when neither `lang` nor `extend` is
+    given). The extension's pieces start as every new token does (espzoo.transfer: `--new-rows`)."""
     import tempfile
 
     from espzoo.vocab import Vocabulary
@@ -367,7 +368,6 @@ def s2t_vocabulary(
         vocabulary.tokens = [*vocabulary.tokens, *ext.pieces]
         vocabulary.bpemodel = ext.bpemodel
         vocabulary.source = f"{vocabulary.source} + {len(ext.pieces)} pieces"
-        row_init.update(ext.row_init)
         language = language or LanguagePlan(None, None, list(vocabulary.tokens))
         language.extension = ext
     plain = [t for t in vocabulary.tokens if t not in ("<blank>", "<unk>")]
@@ -409,7 +409,6 @@ class Extension:
 
     pieces: tuple[str, ...]
     bpemodel: Path
-    row_init: dict[int, tuple[int, ...]]  # new token index -> old token indices that spelled it (their mean)
     before: float  # share of the text's pieces that are <unk> or a single character, with the old pieces
     after: float  # the same with the new pieces
 
@@ -466,12 +465,7 @@ def extend_pieces(
     dest = workdir / "bpe.model"
     atomic_write(dest, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
     new_sp = spm.SentencePieceProcessor(model_file=str(dest))
-    index = {t: i for i, t in enumerate(old_tokens)}
-    row_init = {}
-    for offset, piece in enumerate(pieces):
-        spelled = [index[p] for p in old_sp.encode(piece.replace("\u2581", " "), out_type=str) if p in index]
-        row_init[len(tokens) + offset] = tuple(spelled) or tuple(range(len(old_tokens)))
-    return Extension(pieces, dest, row_init, _poor_share(old_sp, texts), _poor_share(new_sp, texts))
+    return Extension(pieces, dest, _poor_share(old_sp, texts), _poor_share(new_sp, texts))
 
 
 def _poor_share(processor: Any, texts: Sequence[str]) -> float:

@@ -16,7 +16,9 @@ new model), so ESPnet loads it with `strict=True` and nothing is left at random 
 
 For every vocabulary-sized tensor (found in the built model: CTC output, also under PIT-CTC; decoder embedding and
 output; a transducer's joint output; self-conditioning) a new vocabulary keeps the pretrained row of every token
-both vocabularies share, including the `<mask>` row a mask-CTC decoder adds. Keys that name one shared tensor
+both vocabularies share, including the `<mask>` row a mask-CTC decoder adds; a new token starts from the mean
+of the pretrained rows of the old tokens that spell it (`new_rows="compose"`, espzoo.vocab.compose_map), else from
+the mean of all rows (`mean`) or at random (`random`). Keys that name one shared tensor
 (PIT-CTC's criterion holds the model's own CTC) share one fate in the plan, as they do after ESPnet's load.
 """
 
@@ -40,12 +42,13 @@ from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
 from espzoo.repo import best_checkpoint, config_criteria, looks_like_repo_id, model_reference, parse_token_list
 from espzoo.s2t import config_task, s2t_vocabulary
-from espzoo.vocab import Vocabulary, build_vocabulary, pretrained_vocabulary, token_map
+from espzoo.vocab import Vocabulary, build_vocabulary, compose_map, pretrained_vocabulary, token_map
 
 Action = Literal["load", "rename", "transplant", "exclude", "mismatch", "init"]
 ACTIONS: tuple[Action, ...] = ("load", "rename", "transplant", "exclude", "mismatch", "init")
 LOADED: frozenset[str] = frozenset({"load", "rename", "transplant"})
-NewRows = Literal["mean", "random"]
+NewRows = Literal["compose", "mean", "random"]
+NEW_ROWS: tuple[NewRows, ...] = ("compose", "mean", "random")
 Stats = Literal["pretrained", "new"]
 
 NORMALIZE_PREFIX = "normalize"
@@ -273,8 +276,10 @@ class TransferPlan:
     """One row per tensor of the new model, and how each spec fed it.
 
     JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
-    [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, ignore_init_mismatch,
-    transplant, vocabulary, unused_source_tensors}}; `spec` and `overrides` index `summary.specs` (0-based).
+    [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, new_tokens, ignore_init_mismatch,
+    transplant, vocabulary, unused_source_tensors}, "new_tokens": [{token, index, init, from}]}; `spec` and
+    `overrides` index `summary.specs` (0-based); `summary.new_tokens` counts the new tokens by how their rows start
+    (`init`: compose, language, mean, random), `new_tokens` lists each with the old tokens it starts `from`.
     """
 
     rows: list[PlanRow]
@@ -282,7 +287,7 @@ class TransferPlan:
     sources: list[Source]
     target_config: dict[str, Any]
     vocabulary: Vocabulary | None
-    new_rows: NewRows = "mean"
+    new_rows: NewRows = "compose"
     stats: Stats = "pretrained"
     freeze: tuple[str, ...] = ()
     ignore_init_mismatch: bool = False
@@ -294,6 +299,7 @@ class TransferPlan:
     aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
     language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
+    token_list: list[str] = field(default_factory=list)  # the target model's (as the built model uses it)
 
     def by_key(self) -> dict[str, PlanRow]:
         return {row.target_key: row for row in self.rows}
@@ -325,6 +331,7 @@ class TransferPlan:
             ],
             "stats": self.stats,
             "new_rows": self.new_rows,
+            "new_tokens": _count_inits(self.new_tokens()),
             "ignore_init_mismatch": self.ignore_init_mismatch,
             "transplant": self.transplant,
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
@@ -333,7 +340,35 @@ class TransferPlan:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": [row.to_json() for row in self.rows], "summary": self.summary()}
+        rows = [row.to_json() for row in self.rows]
+        return {"rows": rows, "summary": self.summary(), "new_tokens": self.new_tokens()}
+
+    def new_tokens(self) -> list[dict[str, Any]]:
+        """How each token the pretrained model lacks starts in the transplanted tensors: `compose` (the mean of
+        the rows of the old tokens `from`, which spell it), `language` (an S2T language token: the rows of the
+        languages `from`), else the fallback `new_rows` gives (`mean` for compose: nothing spelled it)."""
+        if 0 not in self.row_maps or not self.token_list:
+            return []
+        old = self.sources[0].token_list or []
+        row_map = self.row_maps[0]
+        language = getattr(getattr(self.language, "new", None), "index", None)
+        fallback = "random" if self.new_rows == "random" else "mean"
+        out = []
+        for index, token in enumerate(self.token_list):
+            source = row_map.get(index)
+            if isinstance(source, int):
+                continue  # shared: its own pretrained row
+            init = fallback if source is None else "language" if index == language else "compose"
+            spelled = [old[i] for i in source] if source is not None else []
+            out.append({"token": token, "index": index, "init": init, "from": spelled})
+        return out
+
+
+def _count_inits(tokens: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for token in tokens:
+        counts[token["init"]] = counts.get(token["init"], 0) + 1
+    return counts
 
 
 def _language_summary(language: Any) -> dict[str, Any] | None:
@@ -347,7 +382,7 @@ def make_plan(
     vocabulary: Vocabulary | None = None,
     ignore_init_mismatch: bool = False,
     freeze: Sequence[str] = (),
-    new_rows: NewRows = "mean",
+    new_rows: NewRows = "compose",
     stats: Stats = "pretrained",
     sources: Sequence[Source] | None = None,
     transplant: bool = True,
@@ -361,8 +396,8 @@ def make_plan(
     """
     if not specs:
         raise TransferError("A transfer plan needs at least one spec (the pretrained model).")
-    if new_rows not in ("mean", "random"):
-        raise TransferError(f"new_rows must be 'mean' or 'random', not {new_rows!r}.")
+    if new_rows not in NEW_ROWS:
+        raise TransferError(f"new_rows must be one of {', '.join(NEW_ROWS)}, not {new_rows!r}.")
     if stats not in ("pretrained", "new"):
         raise TransferError(f"stats must be 'pretrained' or 'new', not {stats!r}.")
     sources = list(sources) if sources is not None else [open_source(spec.source) for spec in specs]
@@ -380,6 +415,7 @@ def make_plan(
         transplant=transplant,
         vocab_axes=dict(target.vocab_axes),
         aliases=dict(target.aliases),
+        token_list=list(target.token_list),
     )
     rows = plan.by_key()
     for index, (spec, source) in enumerate(zip(specs, sources, strict=True)):
@@ -425,7 +461,7 @@ def _plan_spec(
     if spec.dst and not any(under(k, spec.dst) for k in target.shapes):
         raise _no_match(f"In {name}, DST", spec.dst, target.shapes)
 
-    row_map = _row_map(source, target) if plan.transplant else None
+    row_map = _row_map(source, target, plan.new_rows) if plan.transplant else None
     unused: list[str] = []
     for source_key, source_shape in source_shapes.items():
         if spec.src:
@@ -500,12 +536,20 @@ def _share_aliases(rows: dict[str, PlanRow], target: TargetModel) -> None:
             row.note = f"the same tensor as {decider.target_key}" + (f"; {decider.note}" if decider.note else "")
 
 
-def _row_map(source: Source, target: TargetModel) -> dict[int, int] | None:
-    """New token index -> pretrained token index, when the source's token list is known and differs."""
+def _row_map(source: Source, target: TargetModel, new_rows: NewRows) -> dict[int, int | tuple[int, ...]] | None:
+    """New token index -> pretrained token index (a shared token), when the source's token list is known and
+    differs; with `compose`, also new token index -> the pretrained indices of the old tokens that spell it."""
     old_tokens = source.token_list
     if old_tokens is None or old_tokens == target.token_list:
         return None
-    return {new: old for old, new in token_map(old_tokens, target.token_list).items()}
+    row_map: dict[int, int | tuple[int, ...]] = {
+        new: old for old, new in token_map(old_tokens, target.token_list).items()
+    }
+    if new_rows == "compose":
+        old = source.vocabulary()
+        old.tokens = list(old_tokens)  # the model's own list (a mask-CTC `<mask>`, big blanks): its row indices
+        row_map.update(compose_map(old, target.token_list, known=row_map))
+    return row_map
 
 
 def _outcome(
@@ -521,8 +565,10 @@ def _outcome(
         pairs = enumerate(zip(source_shape, target_shape, strict=True))
         same_elsewhere = all(s == t for i, (s, t) in pairs if i != axis)
         if same_elsewhere:
-            shared = len(rows_for(row_map, source_shape[axis], target_shape[axis]))
-            return "transplant", f"{shared}/{target_shape[axis]} token rows from the pretrained model"
+            rows = rows_for(row_map, source_shape[axis], target_shape[axis])
+            shared = sum(isinstance(old, int) for old in rows.values())
+            composed = f", {len(rows) - shared} composed from the rows that spell them" if len(rows) > shared else ""
+            return "transplant", f"{shared}/{target_shape[axis]} token rows from the pretrained model{composed}"
     if source_shape == target_shape:
         return "load", ""
     return "mismatch", "shape differs"
@@ -568,7 +614,7 @@ class TransferOptions:
     lang: str | None = None  # S2T (OWSM) models: the data's language (a new one gets its own token)
     lang_init: str | None = None  # S2T: the language whose rows start a new language token (default: their mean)
     transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
-    new_rows: NewRows = "mean"
+    new_rows: NewRows = "compose"
     stats: Stats = "pretrained"
     lora: Any = None  # espzoo.lora.LoraOptions: train LoRA adapters (planned by espzoo.lora.plan_adapters)
 
@@ -728,10 +774,12 @@ def transplant_rows(
 ) -> Any:
     """A vocabulary-sized tensor for the new vocabulary: shared tokens keep their pretrained row.
 
-    New tokens start from the mean of the pretrained rows: at the output layers their logits then start at the
-    average of what the model gives known tokens (not dominating the softmax, not vanishing from it), and as
-    decoder inputs they start at the centre of the learned embeddings instead of a direction the decoder never
-    saw. `random` draws them from a normal with the pretrained rows' mean and spread instead.
+    A new token mapped to a tuple of old indices starts from the mean of their rows (`compose`: the old tokens
+    that spell it; an S2T language token: the language rows). The others start from the mean of all pretrained
+    rows (`compose`, `mean`): at the output layers their logits then start at the average of what the model gives
+    known tokens (not dominating the softmax, not vanishing from it), and as decoder inputs they start at the
+    centre of the learned embeddings instead of a direction the decoder never saw. `random` draws them from a
+    normal with the pretrained rows' mean and spread instead.
     """
     import torch
 
@@ -739,12 +787,11 @@ def transplant_rows(
     shape = list(target_shape)
     shape[0], shape[axis] = shape[axis], shape[0]
     new = torch.empty(shape, dtype=old.dtype)
-    if new_rows == "mean":
+    if new_rows != "random":
         new[:] = old.mean(dim=0, keepdim=True)
     else:
         values = old.float()
         new.copy_(torch.normal(values.mean().item(), values.std().item(), size=new.shape, generator=generator))
-    # A value that is a tuple of old indices (an S2T language token added by espzoo.s2t) gets their rows' mean.
     single = {n: o for n, o in new_to_old.items() if isinstance(o, int)}
     if single:
         index_new = torch.tensor(list(single.keys()), dtype=torch.long)

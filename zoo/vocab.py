@@ -335,3 +335,93 @@ def _from_token_list(path: Path) -> Vocabulary:
         return Vocabulary(tokens, "bpe", model)
     plain = [t for t in tokens if t not in SPECIALS and t != SPACE]
     return Vocabulary(tokens, "char" if all(len(t) == 1 for t in plain) else "word")
+
+
+# ---------------------------------------------------------------------------------------------------- new rows
+
+_SYMBOL = re.compile(r"^<[^<>\s]+>$")  # `<mask>`, `<sos>`, an S2T `<lang>`: symbols, not text to spell
+
+
+def spell(token: str, old: Vocabulary) -> tuple[int, ...] | None:
+    """The indices of the old tokens that spell `token` as the old vocabulary tokenizes its text (a new piece
+    `▁la` is `<space>`, `l`, `a` in a char vocabulary; the old pieces sentencepiece gives in a BPE one), else its
+    text without diacritics (`ñ` as `n`), or None when some of it is still unknown to the old vocabulary or
+    `token` is a symbol like `<mask>`."""
+    return Speller(old)(token)
+
+
+class Speller:
+    """`spell` for many tokens of one old vocabulary (its sentencepiece model loaded once)."""
+
+    def __init__(self, old: Vocabulary) -> None:
+        self.old = old
+        self.index = {t: i for i, t in enumerate(old.tokens)}
+        self._pieces: Any = None
+        if old.token_type == "bpe" and old.bpemodel is not None and Path(old.bpemodel).is_file():
+            self._pieces = _literal_processor(Path(old.bpemodel))
+
+    def __call__(self, token: str) -> tuple[int, ...] | None:
+        if token in SPECIALS or _SYMBOL.match(token):
+            return None
+        text = token.replace(WORD_START, " ")
+        spelled = self._spell(text)
+        plain = _without_marks(text)
+        # A letter the old vocabulary lacks is spelled by its base letter (Spanish `ñ` by English `n`, `á` by `a`):
+        # the nearest sound the model knows, where the mean of all rows would be none in particular.
+        return spelled if spelled is not None or plain == text else self._spell(plain)
+
+    def _spell(self, text: str) -> tuple[int, ...] | None:
+        if self.old.token_type == "char":
+            parts = [SPACE if c == " " else c for c in text]
+        elif self.old.token_type == "word":
+            parts = text.split()
+        elif self._pieces is not None:
+            parts = self._pieces.encode(text, out_type=str)
+        else:
+            return None
+        found = [self._find(p) for p in parts]
+        if not found or any(i is None for i in found):
+            return None
+        return tuple(found)  # type: ignore[arg-type]
+
+    def _find(self, part: str) -> int | None:
+        i = self.index.get(part)
+        if i is None and part in _ALIASES:
+            i = self.index.get(_ALIASES[part])
+        return None if i is None or self.old.tokens[i] in SPECIALS else i
+
+
+def _without_marks(text: str) -> str:
+    """`text` with its letters' diacritics removed (Unicode NFD, combining marks dropped): `año` -> `ano`."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+def _literal_processor(bpemodel: Path) -> Any:
+    """The sentencepiece model with its text normalization's two whitespace rules off (no `▁` put before the
+    text, no spaces stripped), so a piece's text is encoded as it stands: `la` (word-inside) stays `l`,`a` or
+    `la`, never the word-start `▁la` the model would otherwise make of it."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    proto = model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(bpemodel.read_bytes())
+    except Exception as err:  # noqa: BLE001 (protobuf's DecodeError and friends)
+        raise VocabularyError(f"{bpemodel} is not a sentencepiece model ({err}); give the model's bpe.model.") from None
+    proto.normalizer_spec.add_dummy_prefix = False
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def compose_map(old: Vocabulary, new_tokens: Sequence[str], known: Iterable[int] = ()) -> dict[int, tuple[int, ...]]:
+    """New token index -> the old token indices that spell it (`spell`), for every new token except the indices
+    in `known` (those keep a row of their own) and those the old vocabulary cannot spell (they keep the fallback)."""
+    speller = Speller(old)
+    skip = set(known)
+    composed = {}
+    for j, token in enumerate(new_tokens):
+        if j not in skip and (spelled := speller(token)) is not None:
+            composed[j] = spelled
+    return composed
