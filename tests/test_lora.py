@@ -428,7 +428,11 @@ def test_a_continued_adapter_exports_against_the_first_base_and_decodes_the_same
     assert result.returncode == 0, result.stderr[-2000:]
     adapter = load(dest / "adapter.pth")
     assert {k for k in adapter if not k.endswith((".lora_A", ".lora_B"))} == {"ctc.ctc_lo.weight", "ctc.ctc_lo.bias"}
-    assert yaml.safe_load((dest / "adapter_config.yaml").read_text())["base_repo"] == REPO
+    config = yaml.safe_load((dest / "adapter_config.yaml").read_text())
+    assert config["base_repo"] == REPO
+    # The averaged adapter as stored: rank 2 x RANK, alpha scaled with it (alpha / rank, the model, unchanged).
+    assert (config["rank"], config["alpha"]) == (2 * RANK, 2 * ALPHA)
+    assert f"rank {2 * RANK}, alpha {2 * ALPHA:g}" in (dest / "README.md").read_text()
     reports = []
     for model in (continued["out"], dest):
         run = espzoo(["evaluate", str(model), "--data", str(data["test"]), "--json", "--beam", "1", "--rows"], url,
@@ -441,7 +445,8 @@ def test_a_continued_adapter_exports_against_the_first_base_and_decodes_the_same
 
 def test_changing_a_continued_adapter_is_one_sentence(continued: dict, data: dict[str, Path]) -> None:
     run = espzoo(["finetune", "me/tiny-lora", "--train", str(data["train"]), "--valid", str(data["dev"]),
-                  "--out", str(continued["work"] / "no"), "--lora", "16"], continued["url"], continued["hf_home"])
+                  "--out", str(continued["work"] / "no"), "--lora", "16", "--json"], continued["url"],
+                 continued["hf_home"])
     assert run.returncode != 0 and "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "drop --lora 16" in lines[0], run.stderr

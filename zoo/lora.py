@@ -22,6 +22,11 @@ espnet#6107), and renames nothing consistently enough to reload an adapter-only 
   is one sentence naming the closest modules); by default every attention and feed-forward Linear of the
   encoder and decoder.
 
+- ESPnet's n-best average of the epoch checkpoints is exact (`average_states`): the mean of their merged
+  deltas, stored as an adapter of rank n*r, where ESPnet alone averages lora_A and lora_B apart.
+- An adapter-only export is a model to continue from (`adapter_source`, `continued_adapter`): the pinned base
+  is pulled, the adapter's tensors go into the init checkpoint, and the run exports against the same base.
+
 Training goes through ESPnet's own trainer: `adapted_task(ASRTask)` is the task whose `build_model` wraps the
 built model (before ESPnet loads `--init_param`, resumes or builds the optimizer) and whose optimizer only holds
 the trainable tensors. It reads the adapter config from $ESPZOO_LORA so DDP's spawned workers see it too.
@@ -609,11 +614,21 @@ def write_weights(checkpoint: Path, adapter: AdapterConfig | None, model_file: P
             raise AdapterExportError(f"{checkpoint.parent} was fine-tuned from a local model, not a hub repo: an "
                                      "adapter-only export could not name its base; export merged (--merge).")
         from_base = loaded_from_base(checkpoint.parent / "plan.json")
-        torch.save(adapter_state(state, adapter, from_base), root / ADAPTER_NAME)
-        adapter.write(root / CONFIG_NAME)
+        kept = adapter_state(state, adapter, from_base)
+        torch.save(kept, root / ADAPTER_NAME)
+        as_stored(adapter, kept).write(root / CONFIG_NAME)
         return False
     torch.save(merged_state(state, adapter), model_file)
     return True
+
+
+def as_stored(adapter: AdapterConfig, state: dict[str, Any]) -> AdapterConfig:
+    """The config that describes `state`'s adapters as they are: an n-best average stores rank n*r
+    (`average_states`), written as such with alpha scaled to keep alpha/rank (the same model)."""
+    ranks = set(stored_ranks(state).values())
+    if len(ranks) != 1 or (rank := ranks.pop()) == adapter.rank:
+        return adapter
+    return replace(adapter, rank=rank, alpha=adapter.scaling * rank)
 
 
 def adapted_state(root: Path, model_state: dict[str, Any]) -> tuple[AdapterConfig, dict[str, Any]]:
