@@ -77,6 +77,39 @@ def test_merging_twice_is_impossible() -> None:
         merged_state(merged, config)
 
 
+def test_averaging_lora_checkpoints_averages_their_merged_models() -> None:
+    """mean(B) @ mean(A) != mean(B @ A): ESPnet's per-tensor average would give a model none of the checkpoints
+    agreed on. The average here is the mean of the merged models; frozen tensors stay bit for bit."""
+    from espzoo.lora import average_states
+
+    torch.manual_seed(0)
+    config = AdapterConfig(rank=2, alpha=6.0)
+    frozen = torch.randn(5, 4)
+    states = [{"m.weight": frozen.clone(), "m.lora_A": torch.randn(2, 4), "m.lora_B": torch.randn(5, 2),
+               "ctc.weight": torch.randn(3, 4), "bn.num_batches_tracked": torch.tensor(7)} for _ in range(3)]
+    averaged = average_states(states)
+    merged = [merged_state(s, config) for s in states]
+    expected = torch.stack([m["m.weight"] for m in merged]).mean(0)
+    assert torch.allclose(merged_state(averaged, config)["m.weight"], expected, atol=1e-5)
+    naive = {**averaged, "m.lora_A": torch.stack([s["m.lora_A"] for s in states]).mean(0),
+             "m.lora_B": torch.stack([s["m.lora_B"] for s in states]).mean(0)}
+    assert not torch.allclose(merged_state(naive, config)["m.weight"], expected, atol=1e-2)  # what ESPnet does
+    assert averaged["m.lora_A"].shape == (6, 4) and averaged["m.lora_B"].shape == (5, 6)  # rank 3 x 2, exact
+    assert torch.equal(averaged["m.weight"], frozen)  # (w + w + w) / 3 may round: equal ones are kept as they are
+    assert torch.allclose(averaged["ctc.weight"], torch.stack([s["ctc.weight"] for s in states]).mean(0))
+    assert averaged["bn.num_batches_tracked"].item() == 7
+
+    # The averaged adapter loads into a model whose layers take the rank from the tensors, scaled as trained.
+    model = torch.nn.Module()
+    model.m = torch.nn.Linear(4, 5)
+    from espzoo.lora import stored_ranks
+
+    apply_adapters(model, AdapterConfig(rank=2, alpha=6.0, targets=("m",)), stored_ranks(averaged))
+    model.load_state_dict({k: v for k, v in averaged.items() if k.startswith("m.")}, strict=False)
+    x = torch.randn(2, 4)
+    assert torch.allclose(model.m(x), torch.nn.functional.linear(x, expected, model.m.bias), atol=1e-5)
+
+
 def test_an_adapter_keeps_what_its_base_does_not_have(tmp_path: Path) -> None:
     """adapter.pth: the adapters, what trained fully, and whatever the plan did not load unchanged from the base
     (a new vocabulary's transplanted rows, new normalization stats), so that base + adapter is the model."""
@@ -300,3 +333,182 @@ def test_adapter_only_export_of_a_full_fine_tune_is_refused(tiny_out: Path, tmp_
     result = espzoo(["export", str(tiny_out), "--out", str(tmp_path / "x"), "--adapter-only"], OFFLINE, tmp_path)
     assert result.returncode != 0 and "--lora" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- continuing
+
+
+@pytest.fixture(scope="module")
+def continued(finetuned: dict, mirror_root: Path, data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """The adapter-only export of `finetuned`, served by the mirror beside its base, fine-tuned further from
+    there with the real client: 2 epochs (ESPnet averages the 2 best), then resumed to 3."""
+    work = tmp_path_factory.mktemp("lora_cont")
+    root = work / "root"
+    shutil.copytree(mirror_root, root)
+    only = root / "me" / "tiny-lora"
+    result = espzoo(["export", str(finetuned["out"]), "--out", str(only), "--adapter-only"], OFFLINE, work / "x")
+    assert result.returncode == 0, result.stderr[-2000:]
+    server = MirrorServer(root)
+    url = server.start()
+    hf_home, out = work / "hf", work / "exp"
+    args = ["finetune", "me/tiny-lora", "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+            "--lr", "0.005", "--batch-bins", "200000", "--json"]
+    try:
+        first = espzoo([*args, "--max-epoch", "2"], url, hf_home)
+        assert first.returncode == 0, first.stderr[-3000:]
+        init = load(out / "init" / "init.pth")  # before the resume (which keeps it)
+        second = espzoo([*args, "--max-epoch", "3", "--resume"], url, hf_home)
+        assert second.returncode == 0, second.stderr[-3000:]
+        yield {"out": out, "only": only, "url": url, "hf_home": hf_home, "init": init, "work": work,
+               "first": json.loads(first.stdout), "second": json.loads(second.stdout)}
+    finally:
+        server.stop()
+
+
+def test_finetune_continues_an_adapter_only_export_pulled_with_its_base(finetuned: dict, continued: dict) -> None:
+    out, init = continued["out"], continued["init"]
+    exported = load(continued["only"] / "adapter.pth")
+    base = load(finetuned["out"] / "init" / "init.pth")  # the pinned base model's tensors
+    lora = {k for k in exported if k.endswith((".lora_A", ".lora_B"))}
+    assert lora and all(torch.equal(init[k], exported[k]) for k in lora)  # the adapter as trained, not B = 0
+    assert all(torch.equal(init[k], exported[k]) for k in exported)  # and what it carried (the CTC head)
+    assert all(torch.equal(init[k], base[k]) for k in base if k not in exported)  # on the base it names
+    config = yaml.safe_load((out / "adapter_config.yaml").read_text())
+    first = yaml.safe_load((finetuned["out"] / "adapter_config.yaml").read_text())
+    assert (config["base_repo"], config["base_commit"]) == (REPO, first["base_commit"])
+    assert config["rank"] == RANK and config["alpha"] == ALPHA and "ctc.ctc_lo" in config["train_also"]
+    assert set(config["carried"]) == {"ctc.ctc_lo.weight", "ctc.ctc_lo.bias"}
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["source"]["repo_id"] == "me/tiny-lora"
+    trained = load(out / "espnet" / "1epoch.pth") if (out / "espnet" / "1epoch.pth").is_file() else load(
+        out / "model.pth")
+    assert any(not torch.equal(trained[k], init[k]) for k in lora)  # it trained on
+    assert all(torch.equal(trained[k], init[k]) for k in init if k not in lora and not k.startswith("ctc."))
+
+
+def test_a_continued_adapter_resumes(continued: dict) -> None:
+    assert continued["first"]["epochs"] == 2 and continued["second"]["epochs"] == 3
+    assert "resuming" in (continued["out"] / "train.log").read_text()
+
+
+def test_the_n_best_average_is_the_mean_of_the_merged_epochs(continued: dict) -> None:
+    """ESPnet's trainer averaged the 2 best epochs into model.pth through espzoo.lora.average_nbest_models: the
+    merged model.pth is the mean of the merged epoch models (within fp tolerance), not mean(B) @ mean(A)."""
+    out = continued["out"]
+    config = AdapterConfig.read(out / "adapter_config.yaml")
+    averaged = load(out / "model.pth")
+    epochs = {p.name: load(p) for p in sorted((out / "espnet").glob("*epoch.pth"))}
+    key = "encoder.encoders.0.self_attn.linear_q.lora_A"
+    assert averaged[key].shape[0] == 2 * RANK
+    # Which epochs went in: the stacked A's are theirs, exactly.
+    used = [next(name for name, state in epochs.items() if torch.equal(state[key], chunk))
+            for chunk in averaged[key].split(RANK)]
+    assert len(set(used)) == 2, used
+    merged = merged_state(averaged, config)
+    both = [merged_state(epochs[name], config) for name in used]
+    for name, value in merged.items():
+        if not value.is_floating_point():  # num_batches_tracked of the frozen batch norms: equal, kept
+            assert torch.equal(value, both[0][name]) and torch.equal(value, both[1][name]), name
+            continue
+        assert torch.allclose(value, (both[0][name] + both[1][name]) / 2, atol=1e-6), name
+    naive = {**averaged, **{k: (epochs[used[0]][k] + epochs[used[1]][k]) / 2 for k in averaged
+                            if k.endswith((".lora_A", ".lora_B"))}}
+    difference = max((merged_state(naive, config)[k] - merged[k]).abs().max().item() for k in merged)
+    assert difference > 1e-7  # what ESPnet's own average would have given differs
+
+
+def test_a_continued_adapter_exports_against_the_first_base_and_decodes_the_same(
+    continued: dict, data: dict[str, Path]
+) -> None:
+    """Its adapter-only export names the original base and carries what the first adapter carried; decoded
+    (base pulled through the mirror, averaged rank-8 adapters on a rank-4 config) it scores as the run does."""
+    dest = continued["work"] / "again"
+    url, hf_home = continued["url"], continued["hf_home"]
+    result = espzoo(["export", str(continued["out"]), "--out", str(dest), "--adapter-only"], OFFLINE, hf_home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    adapter = load(dest / "adapter.pth")
+    assert {k for k in adapter if not k.endswith((".lora_A", ".lora_B"))} == {"ctc.ctc_lo.weight", "ctc.ctc_lo.bias"}
+    config = yaml.safe_load((dest / "adapter_config.yaml").read_text())
+    assert config["base_repo"] == REPO
+    # The averaged adapter as stored: rank 2 x RANK, alpha scaled with it (alpha / rank, the model, unchanged).
+    assert (config["rank"], config["alpha"]) == (2 * RANK, 2 * ALPHA)
+    assert f"rank {2 * RANK}, alpha {2 * ALPHA:g}" in (dest / "README.md").read_text()
+    reports = []
+    for model in (continued["out"], dest):
+        run = espzoo(["evaluate", str(model), "--data", str(data["test"]), "--json", "--beam", "1", "--rows"], url,
+                     hf_home)
+        assert run.returncode == 0, run.stderr[-2000:]
+        reports.append(json.loads(run.stdout))
+    assert [r["hypothesis"] for r in reports[0]["rows"]] == [r["hypothesis"] for r in reports[1]["rows"]]
+    assert reports[0]["cer"] == reports[1]["cer"]
+
+
+def test_changing_a_continued_adapter_is_one_sentence(continued: dict, data: dict[str, Path]) -> None:
+    run = espzoo(["finetune", "me/tiny-lora", "--train", str(data["train"]), "--valid", str(data["dev"]),
+                  "--out", str(continued["work"] / "no"), "--lora", "16", "--json"], continued["url"],
+                 continued["hf_home"])
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "drop --lora 16" in lines[0], run.stderr
+    assert not (continued["work"] / "no" / "model.pth").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- S2T
+
+
+@pytest.mark.slow
+def test_s2t_lora_changes_the_model_exports_merged_and_decodes_the_same(tiny_s2t: Path, tmp_path: Path) -> None:
+    """The tiny OWSM model from the mirror: a LoRA fine-tune of 2 epochs with --lang spa changes the model
+    (adapters only); the merged export loads in ESPnet's own s2t_inference from its files alone and gives the
+    transcripts espzoo gives decoding with the adapter, whose logits it matches."""
+    from test_s2t import SPEECH as SPANISH
+    from test_s2t import _espnet_transcripts
+    from test_s2t import subset as es_subset
+
+    from espzoo.evaluate import DecodeOptions, load_audio, load_recognizer
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_s2t, root / "espzoo-test" / "tiny-owsm")
+    data = {"train": es_subset(SPANISH / "train", tmp_path / "es" / "train", 24),
+            "dev": es_subset(SPANISH / "dev", tmp_path / "es" / "dev", 6)}
+    hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
+    server = MirrorServer(root)
+    url = server.start()
+    try:
+        ft = espzoo(["finetune", "espzoo-test/tiny-owsm", "--train", str(data["train"]), "--valid", str(data["dev"]),
+                     "--out", str(out), "--lang", "spa", "--lora", str(RANK), "--lora-alpha", str(ALPHA),
+                     "--lr", "0.005", "--max-epoch", "2", "--batch-bins", "400000", "--json"], url, hf_home, 900)
+        assert ft.returncode == 0, ft.stderr[-3000:]
+        assert json.loads(ft.stdout)["epochs"] == 2
+        trained, init = load(out / "model.pth"), load(out / "init" / "init.pth")
+        adapters = {k for k in trained if k.endswith((".lora_A", ".lora_B"))}
+        assert any(k.startswith("decoder.") for k in adapters) and any(k.startswith("encoder.") for k in adapters)
+        assert max(trained[k].abs().max().item() for k in adapters if k.endswith("lora_B")) > 1e-4
+        assert all(torch.equal(trained[k], init[k]) for k in init)  # nothing else trained (same vocabulary)
+
+        ex = espzoo(["export", str(out), "--out", str(export)], url, hf_home)
+        assert ex.returncode == 0, ex.stderr[-3000:]
+        exported = load(export / yaml.safe_load((export / "meta.yaml").read_text())["files"]["s2t_model_file"])
+        assert set(exported) == set(init)  # a plain ESPnet S2T model
+
+        audio = sorted((SPANISH / "test" / "audio").glob("*.flac"))[:3]
+        ours = espzoo(["transcribe", str(out), *map(str, audio), "--lang", "spa", "--json"], url, hf_home)
+        assert ours.returncode == 0, ours.stderr[-3000:]
+        with_adapter = [r["text"] for r in json.loads(ours.stdout)]
+        assert with_adapter == _espnet_transcripts(export, "s2t", "<spa>", audio)
+    finally:
+        server.stop()
+
+    options = DecodeOptions(lang="spa")
+    adapted, merged, base = (load_recognizer(m, options) for m in (out, export, tiny_s2t))
+    wave = torch.tensor(load_audio(audio[0], adapted.sample_rate)).unsqueeze(0)
+    lengths = torch.tensor([wave.shape[1]])
+
+    def logits(recognizer: object) -> torch.Tensor:
+        model = recognizer.speech2text.model  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            encoded, _ = model.encode(wave, lengths)
+            return model.ctc.log_softmax(encoded)
+
+    assert (logits(adapted) - logits(merged)).abs().max().item() < 1e-4
+    assert (logits(adapted) - logits(base)).abs().max().item() > 1e-3  # not the base model again (espnet#6092)

@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         os.environ[lora.ENV] = adapters
         task = lora.adapted_task(task)
+        lora.use_exact_averaging()  # before _safe_resume_and_average wraps it: LoRA's n-best average is exact
     args = task.get_parser().parse_args(argv)
     checkpoint = Path(args.output_dir) / "checkpoint.pth"
     if args.resume and checkpoint.exists():

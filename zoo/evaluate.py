@@ -435,9 +435,11 @@ def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFi
 
 def _adapter_files(root: Path, *, source: str, commit: str | None) -> ModelFiles:
     """An adapter-only export (espzoo.lora): its config beside adapter.pth; the base comes at load time."""
-    meta = _read_yaml(root / "meta.yaml")
-    config_path = root / str((meta.get("yaml_files") or {}).get("asr_train_config", ""))
-    if not config_path.is_file():
+    from espzoo.repo import meta_files
+
+    named = meta_files(_read_yaml(root / "meta.yaml"), str(root / "meta.yaml"))  # asr_* or s2t_* keys
+    config_path = root / str(named.config or "")
+    if not named.config or not config_path.is_file():
         raise ModelNotFoundError(f"{root}/meta.yaml names no training config (yaml_files.asr_train_config); "
                                  "re-export the adapter.")
     config = _read_yaml(config_path)
@@ -493,22 +495,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             penalty=options.penalty,
             nbest=1,
         )
-    adapted = (files.root / "adapter_config.yaml").is_file() and files.kind in ("experiment", "adapter")
-    if adapted:  # LoRA: the adapters go on before the weights (else strict=False would drop them silently)
-        from espzoo.lora import attach
-
-        state = attach(speech2text.asr_model, files.root, state)
-    result = speech2text.asr_model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        shown = ", ".join(result.missing_keys[:5])
-        raise EvaluateError(
-            f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
-            f"({shown}, ...); the checkpoint and config.yaml do not belong together."
-        )
-    if adapted:
-        from espzoo.lora import merge_adapters
-
-        merge_adapters(speech2text.asr_model)  # decoding then costs what the base model's does
+    _load_weights(speech2text.asr_model, files, state)
     speech2text.asr_model.to(options.device).eval()
     return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
 
@@ -534,14 +521,30 @@ def _s2t_recognizer(files: ModelFiles, options: DecodeOptions) -> Recognizer:
             beam_size=options.beam_size, ctc_weight=ctc_weight, maxlenratio=options.maxlenratio,
             minlenratio=options.minlenratio, penalty=options.penalty,
         )
-    result = decoder.model.load_state_dict(load_state_dict(files.checkpoint), strict=False)  # weights_only
+    _load_weights(decoder.model, files, load_state_dict(files.checkpoint))  # weights_only
+    decoder.model.to(options.device).eval()
+    return Recognizer(decoder, files.sample_rate, files, options, ctc_weight)
+
+
+def _load_weights(model: Any, files: ModelFiles, state: dict[str, Any]) -> None:
+    """`state` into `model`; a LoRA experiment or adapter-only export (espzoo.lora) gets its adapters first (else
+    strict=False would drop them silently and decode the base model) and merged after (decoding then costs
+    what the base model's does)."""
+    adapted = (files.root / "adapter_config.yaml").is_file() and files.kind in ("experiment", "adapter")
+    if adapted:
+        from espzoo.lora import attach
+
+        state = attach(model, files.root, state)
+    result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise EvaluateError(
             f"{files.checkpoint} lacks {len(result.missing_keys)} tensors the model in its config needs "
             f"({', '.join(result.missing_keys[:5])}, ...); the checkpoint and config.yaml do not belong together."
         )
-    decoder.model.to(options.device).eval()
-    return Recognizer(decoder, files.sample_rate, files, options, ctc_weight)
+    if adapted:
+        from espzoo.lora import merge_adapters
+
+        merge_adapters(model)
 
 
 @contextmanager

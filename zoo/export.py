@@ -160,6 +160,7 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
 
     adapter = experiment_adapter(experiment.root)
     whole = write_weights(experiment.checkpoint, adapter, dest / exp / MODEL_FILE, dest, options.weights)
+    adapter = adapter if whole else experiment_adapter(dest)  # as written: the rank adapter.pth stores
     (dest / tokens_dir / "tokens.txt").write_text("\n".join(experiment.token_list) + "\n", encoding="utf-8")
     config["token_list"] = experiment.token_list  # inline, as ESPnet's own configs have it
     if experiment.bpemodel is not None:
@@ -207,9 +208,10 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
     card = model_card(experiment, options, exp, config)
     if not whole and adapter is not None:
         card += (f"\n### LoRA adapter only\n\nThis repo holds a LoRA adapter (`{ADAPTER_NAME}`; rank {adapter.rank}, "
-                 f"alpha {adapter.alpha or adapter.rank}, targets in `adapter_config.yaml`) for the base model "
+                 f"alpha {adapter.alpha or adapter.rank:g}, targets in `adapter_config.yaml`) for the base model "
                  f"`{adapter.base_repo}` at commit `{adapter.base_commit}`. `espzoo evaluate`/`transcribe` pull "
-                 "that base and apply the adapter; ESPnet alone cannot load it (export merged for that).\n")
+                 "that base and apply the adapter, and `espzoo finetune` on this repo continues training it; "
+                 "ESPnet alone cannot load it (export merged for that).\n")
     (dest / "README.md").write_text(card, encoding="utf-8")
 
 

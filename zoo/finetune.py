@@ -128,7 +128,7 @@ def _train(
         train=prepared.train,
         valid=prepared.valid,
         out=request.out,
-        options=_with_adapters(request),
+        options=_with_adapters(request, prepared.adapters is not None),
         plan=prepared.plan,
         provenance=provenance,
         on_epoch=on_epoch,
@@ -160,7 +160,12 @@ def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:
     parse_vocab_spec(request.transfer.vocab)
     check_options(request.training)
     stage("model")
-    return open_source(request.model)
+    source = open_source(request.model)
+    if source.adapter is not None:  # an adapter-only export continues as it is: --lora may not change it
+        from espzoo.lora import check_continuation
+
+        check_continuation(source.adapter, request.transfer.lora)
+    return source
 
 
 def _prepare(
@@ -186,11 +191,16 @@ def _prepare(
     plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
     init_dir = out / "init"
     resuming_run = request.training.resume and (out / "conf" / "train.yaml").is_file()
-    adapters = _plan_adapters(request, plan, source, out, resuming_run) if request.transfer.lora else None
+    lora = request.transfer.lora or source.adapter is not None  # an adapter-only export continues as LoRA
+    adapters = _plan_adapters(request, plan, source, out, resuming_run) if lora else None
     resuming = request.training.resume and (init_dir / "init.pth").is_file() and (init_dir / "config.yaml").is_file()
     if not resuming:  # a resumed run keeps the init checkpoint it started from
         stage("apply")
         apply_plan(plan, init_dir, seed=request.training.seed)
+        if source.adapter is not None:  # its trained lora_* tensors, not a fresh B = 0 (espzoo.lora)
+            from espzoo.lora import continue_adapter
+
+            continue_adapter(init_dir / "init.pth", source.adapter, adapters)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
     prompt = plan.language.prompt if plan.language is not None else None
     if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
@@ -200,14 +210,17 @@ def _prepare(
 
 def _plan_adapters(request: FinetuneRequest, plan: TransferPlan, source: Source, out: Path, resuming: bool) -> Any:
     """--lora: OUT/adapter_config.yaml (what trains, on which base), kept as it is when resuming."""
-    from espzoo.lora import CONFIG_NAME, AdapterConfig, plan_adapters
+    from espzoo.lora import CONFIG_NAME, AdapterConfig, continued_adapter, plan_adapters
 
     path = out / CONFIG_NAME
     if resuming and path.is_file():
         kept = AdapterConfig.read(path)
         return plan_adapters(plan, _as_options(kept), base_repo=kept.base_repo, base_commit=kept.base_commit)[1]
-    adapter, summary = plan_adapters(plan, request.transfer.lora, base_repo=source.repo_id,
-                                     base_commit=source.commit)
+    if source.adapter is not None:  # an adapter-only export: continued on the base it names
+        adapter, summary = continued_adapter(source.adapter, request.transfer.lora, plan)
+    else:
+        adapter, summary = plan_adapters(plan, request.transfer.lora, base_repo=source.repo_id,
+                                         base_commit=source.commit)
     if not (out / "model.pth").exists() and not (out / "conf" / "train.yaml").exists():  # else run() refuses OUT
         adapter.write(path)
     return summary
@@ -219,8 +232,8 @@ def _as_options(adapter: Any) -> Any:
     return LoraOptions(adapter.rank, adapter.alpha, adapter.dropout, adapter.targets, adapter.train_also)
 
 
-def _with_adapters(request: FinetuneRequest) -> TrainOptions:
-    if not request.transfer.lora:
+def _with_adapters(request: FinetuneRequest, adapted: bool) -> TrainOptions:
+    if not adapted:
         return request.training
     from espzoo.lora import CONFIG_NAME
 

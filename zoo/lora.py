@@ -22,6 +22,11 @@ espnet#6107), and renames nothing consistently enough to reload an adapter-only 
   is one sentence naming the closest modules); by default every attention and feed-forward Linear of the
   encoder and decoder.
 
+- ESPnet's n-best average of the epoch checkpoints is exact (`average_states`): the mean of their merged
+  deltas, stored as an adapter of rank n*r, where ESPnet alone averages lora_A and lora_B apart.
+- An adapter-only export is a model to continue from (`adapter_source`, `continued_adapter`): the pinned base
+  is pulled, the adapter's tensors go into the init checkpoint, and the run exports against the same base.
+
 Training goes through ESPnet's own trainer: `adapted_task(ASRTask)` is the task whose `build_model` wraps the
 built model (before ESPnet loads `--init_param`, resumes or builds the optimizer) and whose optimizer only holds
 the trainable tensors. It reads the adapter config from $ESPZOO_LORA so DDP's spawned workers see it too.
@@ -35,7 +40,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,8 @@ class AdapterConfig:
     train_also: tuple[str, ...] = ()  # modules or tensors that train fully beside the adapters
     base_repo: str | None = None  # the pretrained model, pinned
     base_commit: str | None = None
+    # Tensors an adapter this one continues carried in full (not the base's): an adapter-only export keeps them.
+    carried: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -90,7 +97,8 @@ class AdapterConfig:
 
     def to_yaml(self) -> str:
         data = asdict(self)
-        data["targets"], data["train_also"] = list(self.targets), list(self.train_also)
+        data["targets"], data["train_also"], data["carried"] = (
+            list(self.targets), list(self.train_also), list(self.carried))
         data["alpha"] = self.alpha if self.alpha is not None else self.rank
         return yaml.safe_dump({"adapter": "lora", **data}, sort_keys=False)
 
@@ -114,6 +122,7 @@ class AdapterConfig:
             train_also=tuple(data.get("train_also") or ()),
             base_repo=data.get("base_repo"),
             base_commit=data.get("base_commit"),
+            carried=tuple(data.get("carried") or ()),
         )
 
 
@@ -277,8 +286,12 @@ class AdapterSummary:
         }
 
 
-def apply_adapters(model: torch.nn.Module, config: AdapterConfig) -> AdapterSummary:
-    """Wrap the target Linears of `model` in place and freeze every parameter but the adapters and train_also."""
+def apply_adapters(
+    model: torch.nn.Module, config: AdapterConfig, ranks: dict[str, int] | None = None
+) -> AdapterSummary:
+    """Wrap the target Linears of `model` in place and freeze every parameter but the adapters and train_also.
+    `ranks`: the rank a layer's stored adapter has where it is not `config.rank` (an n-best average stores
+    n*rank, see `average_states`); the scaling is `config.scaling` either way."""
     targets = resolve_targets(model, config.targets)
     trained = set(resolve_train_also(model, config.train_also))
     for param in model.parameters():
@@ -289,7 +302,8 @@ def apply_adapters(model: torch.nn.Module, config: AdapterConfig) -> AdapterSumm
         base = getattr(parent, child)
         if isinstance(base, LoRALinear):
             raise AdapterError(f"{name} already carries a LoRA adapter; adapters are applied once, to the base model.")
-        setattr(parent, child, LoRALinear(base, config.rank, config.scaling, config.dropout))
+        rank = (ranks or {}).get(name, config.rank)
+        setattr(parent, child, LoRALinear(base, rank, config.scaling, config.dropout))
     for name, param in model.named_parameters():
         param.requires_grad_(name.endswith(LORA_SUFFIXES) or name in trained)
     _freeze_running_stats(model)
@@ -322,6 +336,11 @@ def merge_adapters(model: torch.nn.Module) -> int:
     return len(layers)
 
 
+def stored_ranks(state: dict[str, Any]) -> dict[str, int]:
+    """The rank each adapted layer of `state` stores (its lora_A's rows)."""
+    return {k[: -len(".lora_A")]: int(v.shape[0]) for k, v in state.items() if k.endswith(".lora_A")}
+
+
 def adapter_keys(state: Iterable[str]) -> list[str]:
     return [k for k in state if k.endswith(LORA_SUFFIXES)]
 
@@ -339,6 +358,89 @@ def merged_state(state: dict[str, Any], config: AdapterConfig) -> dict[str, Any]
     return out
 
 
+def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The n-best average of LoRA checkpoints, exact. ESPnet averages every tensor on its own, lora_A and lora_B
+    too, which is wrong: mean(B) @ mean(A) is not mean(B @ A), the delta the checkpoints' models apply. Here each
+    adapted layer's delta is the mean of the checkpoints' deltas, stored exactly as a LoRA of rank n*r (the A's
+    stacked, the B's side by side and divided by n: [B1/n .. Bn/n] @ [A1; ..; An] = mean(Bi @ Ai)); the scaling
+    stays alpha/rank of the adapter config, whatever rank a layer stores (`attach` reads it from the tensors).
+    A tensor equal in every checkpoint (the frozen base) is kept bit for bit, other floats are averaged and
+    integers summed as ESPnet does (BatchNorm's num_batches_tracked)."""
+    if not states:
+        raise AdapterError("There are no checkpoints to average.")
+    n, first = len(states), states[0]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in first.items():
+        if key.endswith(".lora_B"):
+            continue  # with its lora_A below
+        if key.endswith(".lora_A"):
+            module = key[: -len(".lora_A")]
+            out[key] = torch.cat([s[key] for s in states], dim=0)
+            out[f"{module}.lora_B"] = torch.cat([s[f"{module}.lora_B"] for s in states], dim=1) / n
+            continue
+        values = [s[key] for s in states]
+        if all(torch.equal(value, v) for v in values[1:]):
+            out[key] = value.clone()
+            continue
+        total = value.clone()
+        for other in values[1:]:
+            total += other
+        out[key] = total / n if total.is_floating_point() or total.is_complex() else total
+    return out
+
+
+def average_nbest_models(
+    output_dir: Path,
+    reporter: Any,
+    best_model_criterion: Sequence[Sequence[str]],
+    nbest: int | Sequence[int],
+    suffix: str | None = None,
+    use_deepspeed: bool = False,
+) -> None:
+    """ESPnet's `average_nbest_models` (same epochs, files and symlinks) with `average_states` for the average.
+    Installed by `use_exact_averaging` in the training process of a LoRA run."""
+    if use_deepspeed:
+        from espnet2.main_funcs.average_nbest_models import average_nbest_models as espnet_average
+
+        return espnet_average(output_dir, reporter, best_model_criterion, nbest, suffix, use_deepspeed)
+    output_dir = Path(output_dir)
+    nbests = [nbest] if isinstance(nbest, int) else list(nbest) or [1]
+    tail = f"{suffix}." if suffix is not None else ""
+    for ph, cr, mode in best_model_criterion:
+        if not reporter.has(ph, cr):
+            continue
+        epochs = [e for e, _ in reporter.sort_epochs_and_values(ph, cr, mode)[: max(nbests)]]
+        counts = [i for i in nbests if i <= len(epochs)] or [1]
+        for count in counts:
+            if count == 0:
+                continue
+            target = output_dir / f"{ph}.{cr}.ave_{count}best.{tail}pth"
+            if count == 1:  # the best epoch itself, linked as ESPnet does
+                _relink(target, f"{epochs[0]}epoch.pth")
+                continue
+            states = [torch.load(output_dir / f"{e}epoch.pth", map_location="cpu", weights_only=True, mmap=True)
+                      for e in epochs[:count]]
+            torch.save(average_states(states), target)
+            del states
+        _relink(output_dir / f"{ph}.{cr}.ave.{tail}pth", f"{ph}.{cr}.ave_{max(counts)}best.{tail}pth")
+
+
+def _relink(link: Path, target: str) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
+def use_exact_averaging() -> None:
+    """Make ESPnet's trainer average LoRA checkpoints with `average_nbest_models` in this process; a wrapper
+    already around ESPnet's own function (espzoo._asr_train's) is left in place, so call this before it."""
+    from espnet2.main_funcs import average_nbest_models as espnet_module
+    from espnet2.train import trainer as espnet_trainer
+
+    if espnet_trainer.average_nbest_models is espnet_module.average_nbest_models:
+        espnet_trainer.average_nbest_models = average_nbest_models
+
+
 def adapter_state(
     state: dict[str, Any], config: AdapterConfig, from_base: Iterable[str] | None = None
 ) -> dict[str, Any]:
@@ -349,6 +451,7 @@ def adapter_state(
     if not keep:
         raise AdapterError("This state holds no LoRA tensors; there is no adapter to export.")
     base = set(from_base) if from_base is not None else {k for k in state if not k.startswith("normalize.")}
+    base -= set(config.carried)  # a continued adapter's own tensors came through the plan, not from the base
     trained = {k for k in state if any(_selects(p, k) for p in config.train_also)}
     rest = [k for k in state if not k.endswith(LORA_SUFFIXES) and (k in trained or k not in base)]
     return {k: state[k].clone() for k in [*keep, *rest]}
@@ -410,6 +513,7 @@ def _build_model(cls: type, args: Any) -> Any:
     path = os.environ.get(ENV)
     if path:
         apply_adapters(model, AdapterConfig.read(path))
+        use_exact_averaging()  # in DDP's spawned workers too (rank 0's averages), which espzoo._asr_train misses
     return model
 
 
@@ -450,10 +554,16 @@ def default_train_also(plan_rows: Iterable[Any], parameters: Iterable[str]) -> l
 
 
 def plan_adapters(
-    plan: Any, options: LoraOptions, *, base_repo: str | None = None, base_commit: str | None = None
+    plan: Any,
+    options: LoraOptions,
+    *,
+    base_repo: str | None = None,
+    base_commit: str | None = None,
+    continues: AdapterConfig | None = None,
 ) -> tuple[AdapterConfig, AdapterSummary]:
     """The adapter config for a transfer plan (targets and train_also checked against the model, built on the
-    meta device: no memory) and what it would train."""
+    meta device: no memory) and what it would train. `continues`: the config of an adapter this run continues
+    (what it trained fully keeps training; what it carried stays carried)."""
     from espzoo.model import build_model
 
     config = dict(plan.target_config)
@@ -464,6 +574,9 @@ def plan_adapters(
     params = [n for n, _ in model.named_parameters()]
     train_also = options.train_also if options.train_also is not None else default_train_also(plan.rows, params)
     adapter = options.config(train_also, base_repo, base_commit)
+    if continues is not None:
+        adapter = replace(adapter, train_also=tuple(dict.fromkeys([*continues.train_also, *train_also])),
+                          carried=continues.carried)
     summary = apply_adapters(model, adapter)
     del model
     return adapter, summary
@@ -501,11 +614,21 @@ def write_weights(checkpoint: Path, adapter: AdapterConfig | None, model_file: P
             raise AdapterExportError(f"{checkpoint.parent} was fine-tuned from a local model, not a hub repo: an "
                                      "adapter-only export could not name its base; export merged (--merge).")
         from_base = loaded_from_base(checkpoint.parent / "plan.json")
-        torch.save(adapter_state(state, adapter, from_base), root / ADAPTER_NAME)
-        adapter.write(root / CONFIG_NAME)
+        kept = adapter_state(state, adapter, from_base)
+        torch.save(kept, root / ADAPTER_NAME)
+        as_stored(adapter, kept).write(root / CONFIG_NAME)
         return False
     torch.save(merged_state(state, adapter), model_file)
     return True
+
+
+def as_stored(adapter: AdapterConfig, state: dict[str, Any]) -> AdapterConfig:
+    """The config that describes `state`'s adapters as they are: an n-best average stores rank n*r
+    (`average_states`), written as such with alpha scaled to keep alpha/rank (the same model)."""
+    ranks = set(stored_ranks(state).values())
+    if len(ranks) != 1 or (rank := ranks.pop()) == adapter.rank:
+        return adapter
+    return replace(adapter, rank=rank, alpha=adapter.scaling * rank)
 
 
 def adapted_state(root: Path, model_state: dict[str, Any]) -> tuple[AdapterConfig, dict[str, Any]]:
@@ -531,9 +654,113 @@ def adapted_state(root: Path, model_state: dict[str, Any]) -> tuple[AdapterConfi
 def attach(model: torch.nn.Module, root: Path, model_state: dict[str, Any]) -> dict[str, Any]:
     """Give `model` (built from the config alone) the adapters of `root` and return the state to load into it."""
     adapter, state = adapted_state(root, model_state)
-    apply_adapters(model, adapter)
+    apply_adapters(model, adapter, stored_ranks(state))
     missing = [k for k in model.state_dict() if k not in state]
     if missing:
         raise AdapterError(f"{root} lacks {len(missing)} tensors of the adapted model ({', '.join(missing[:4])}); "
                            "the adapter and its base model do not belong together.")
     return state
+
+
+# ---------------------------------------------------------------------------------------------------- continuing
+
+
+def adapter_source(name: str, root: Path) -> Any:
+    """An adapter-only export as a transfer source (espzoo.transfer.Source): its config, and a checkpoint that is
+    the pinned base model with the adapter's full tensors on top (the adapted model without its adapters,
+    written for this process), so the transfer plan sees the model the adapter was trained as. The adapter
+    itself goes on in `continue_adapter`."""
+    from espzoo.repo import meta_files
+    from espzoo.transfer import Source, _read_config
+
+    root = Path(root)
+    meta = yaml.safe_load((root / "meta.yaml").read_text(encoding="utf-8")) if (root / "meta.yaml").is_file() else None
+    named = meta_files(meta, str(root / "meta.yaml"))
+    if not named.config or not (root / named.config).is_file():
+        raise AdapterError(f"{root}/meta.yaml names no training config beside {ADAPTER_NAME}; re-export the adapter.")
+    config = _read_config(root / named.config, relative_to=root)
+    return Source(name, _materialized(root), config, adapter=root)
+
+
+_MATERIALIZED: dict[tuple[str, int, int], Path] = {}
+
+
+def _materialized(root: Path) -> Path:
+    """base + the adapter's full tensors, written once per process (transfer opens a source more than once)
+    under $ESPZOO_HOME/tmp and removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from espzoo.home import espzoo_home
+
+    info = (root / ADAPTER_NAME).stat()
+    key = (str((root / ADAPTER_NAME).resolve()), info.st_mtime_ns, info.st_size)
+    if key in _MATERIALIZED and _MATERIALIZED[key].is_file():
+        return _MATERIALIZED[key]
+    _, state = adapted_state(root, {})
+    plain = {k: v for k, v in state.items() if not k.endswith(LORA_SUFFIXES)}
+    (espzoo_home() / "tmp").mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="adapted-", dir=espzoo_home() / "tmp"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "model.pth"
+    atomic_write(path, lambda tmp: torch.save(plain, tmp))
+    _MATERIALIZED[key] = path
+    return path
+
+
+def continued_adapter(
+    root: Path, options: LoraOptions | None, plan: Any
+) -> tuple[AdapterConfig, AdapterSummary]:
+    """The adapter config of a run that continues the adapter-only export at `root`, and what it trains: its
+    targets, scaling and base (repo@commit, so the new run exports against the same base); the rank it stores
+    (n*rank after an n-best average, with alpha scaled to keep alpha/rank); what trains fully is what it trained
+    plus what this plan does not load unchanged (a new vocabulary's rows). --lora options may repeat the
+    adapter's, not change them."""
+    exported, rank, tensors = check_continuation(root, options)
+    carried = tuple(k for k in tensors if not k.endswith(LORA_SUFFIXES))
+    lora = LoraOptions(rank, exported.scaling * rank, options.dropout if options else exported.dropout,
+                       exported.targets, options.train_also if options else None)
+    return plan_adapters(plan, lora, base_repo=exported.base_repo, base_commit=exported.base_commit,
+                         continues=replace(exported, carried=carried))
+
+
+def check_continuation(root: Path, options: LoraOptions | None) -> tuple[AdapterConfig, int, dict[str, Any]]:
+    """(config, stored rank, tensors) of the adapter-only export at `root`, refusing --lora options that would
+    change it (before anything is written)."""
+    from espzoo.bundle import load_state_dict
+
+    exported = AdapterConfig.read(Path(root) / CONFIG_NAME)
+    tensors = load_state_dict(Path(root) / ADAPTER_NAME)
+    ranks = set(stored_ranks(tensors).values())
+    if len(ranks) != 1:
+        raise AdapterError(f"{Path(root) / ADAPTER_NAME} holds {'mixed-rank' if ranks else 'no'} LoRA tensors; "
+                           "re-export the adapter.")
+    rank = ranks.pop()
+    if options is not None:
+        changed = [f"--lora {options.rank}" if options.rank not in (exported.rank, rank) else None,
+                   f"--lora-alpha {options.alpha:g}" if options.alpha not in (None, exported.alpha) else None,
+                   f"--lora-targets {','.join(options.targets)}"
+                   if options.targets and tuple(options.targets) != exported.targets else None]
+        shown = [c for c in changed if c]
+        if shown:
+            raise AdapterError(f"The model is a LoRA adapter-only export (rank {exported.rank}, alpha "
+                               f"{exported.alpha or exported.rank:g}) that fine-tuning continues as it is: drop "
+                               f"{', '.join(shown)}, or start a new adapter from its merged export.")
+    return exported, rank, tensors
+
+
+def continue_adapter(init_checkpoint: Path, root: Path, summary: AdapterSummary) -> None:
+    """Put the adapter-only export's lora_* tensors into the run's init checkpoint (ESPnet's --init_param then
+    loads them into the adapted model: training continues the adapter instead of starting it at B = 0)."""
+    from espzoo.bundle import load_state_dict
+
+    tensors = {k: v for k, v in load_state_dict(Path(root) / ADAPTER_NAME).items() if k.endswith(LORA_SUFFIXES)}
+    layers = set(stored_ranks(tensors))
+    if layers != set(summary.targets):
+        missing = sorted(set(summary.targets) - layers) or sorted(layers - set(summary.targets))
+        raise AdapterError(f"{root / ADAPTER_NAME} does not fit the layers its config targets ({', '.join(missing[:4])}"
+                           "); re-export the adapter.")
+    state = dict(load_state_dict(init_checkpoint))
+    state.update({k: v.clone() for k, v in tensors.items()})
+    atomic_write(Path(init_checkpoint), lambda tmp: torch.save(state, tmp))

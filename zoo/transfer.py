@@ -143,6 +143,7 @@ class Source:
     config: dict[str, Any] | None = None  # with absolute paths
     repo_id: str | None = None
     commit: str | None = None
+    adapter: Path | None = None  # an adapter-only export (espzoo.lora): checkpoint is its base with its tensors
 
     @property
     def token_list(self) -> list[str] | None:
@@ -180,7 +181,10 @@ def open_source(text: str) -> Source:
 
 def _bundle_source(text: str, path: Path) -> Source:
     from espzoo.bundle import open_bundle
+    from espzoo.lora import adapter_source, is_adapter_only
 
+    if is_adapter_only(path):  # a LoRA adapter-only export: its pinned base with the adapter's tensors
+        return adapter_source(text, path)
     bundle = open_bundle(path)
     return Source(text, Path(bundle.checkpoint), bundle.resolved_config())
 
