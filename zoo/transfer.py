@@ -274,7 +274,8 @@ class TransferPlan:
 
     JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
     [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, ignore_init_mismatch,
-    transplant, vocabulary, unused_source_tensors}}; `spec` and `overrides` index `summary.specs` (0-based).
+    transplant, vocabulary, unused_source_tensors, language, parameters}}; `spec` and `overrides` index
+    `summary.specs` (0-based); `parameters` = {total, trainable, frozen, share} (values, not tensors).
     """
 
     rows: list[PlanRow]
@@ -294,6 +295,7 @@ class TransferPlan:
     aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
     language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
+    parameters: frozenset[str] = frozenset()  # the target keys that are parameters (the rest are buffers)
 
     def by_key(self) -> dict[str, PlanRow]:
         return {row.target_key: row for row in self.rows}
@@ -330,7 +332,17 @@ class TransferPlan:
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
             "language": _language_summary(self.language),
+            "parameters": self.parameter_counts(),
         }
+
+    def parameter_counts(self) -> dict[str, Any]:
+        """How many parameter values the model has and how many train (--freeze taken into account; a tensor
+        two modules share counts once, buffers never): total, trainable, frozen, share (trainable / total)."""
+        rows = [r for r in self.rows if r.target_key in self.parameters and r.target_key not in self.aliases]
+        total = sum(r.numel for r in rows)
+        frozen = sum(r.numel for r in rows if r.frozen)
+        return {"total": total, "trainable": total - frozen, "frozen": frozen,
+                "share": (total - frozen) / total if total else 0.0}
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [row.to_json() for row in self.rows], "summary": self.summary()}
@@ -380,6 +392,7 @@ def make_plan(
         transplant=transplant,
         vocab_axes=dict(target.vocab_axes),
         aliases=dict(target.aliases),
+        parameters=target.parameters,
     )
     rows = plan.by_key()
     for index, (spec, source) in enumerate(zip(specs, sources, strict=True)):
