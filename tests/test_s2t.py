@@ -164,14 +164,15 @@ def test_new_language_token_keeps_every_pretrained_row(
 
 @pytest.fixture(params=["s2t", "s2t_ctc"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """(variant, endpoint): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]."""
+    """(variant, endpoint, root): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]
+    from the folder root."""
     variant = request.param
     root = tmp_path_factory.mktemp("s2t_mirror")
     name = "tiny-owsm" if variant == "s2t" else "tiny-owsm-ctc"
     repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
     shutil.copytree(repo, root / "espzoo-test" / name)
     server = MirrorServer(root)
-    yield variant, server.start()
+    yield variant, server.start(), root
     server.stop()
 
 
@@ -216,8 +217,10 @@ print("<<R>>" + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_pull_plan_finetune_evaluate_export(served: tuple[str, str], data: dict[str, Path], tmp_path: Path) -> None:
-    variant, served_at = served
+def test_pull_plan_finetune_evaluate_export(
+    served: tuple[str, str, Path], data: dict[str, Path], tmp_path: Path
+) -> None:
+    variant, served_at, _ = served
     repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
     hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
     pulled = espzoo(["pull", repo], served_at, hf_home)
@@ -309,3 +312,45 @@ def test_bad_language_options_are_one_sentence(tiny_s2t: Path, tiny_repo_char: P
     proc = subprocess.run([ESPZOO, "plan", str(tiny_s2t), "--lang", "no such language"], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "ISO 639-3" in proc.stderr
+
+
+@pytest.mark.slow
+def test_new_language_finetune_decodes_with_its_token(
+    served: tuple[str, str, Path], data: dict[str, Path], tmp_path: Path
+) -> None:
+    """`--lang top` (a language the model lacks) through every command: the fine-tune adds <top>; evaluate and
+    transcribe of OUT, of its export and of the export pulled back from the mirror prompt with <top> unasked
+    (from the run's provenance); ESPnet's own S2T inference loads the export and decodes with lang_sym="<top>"
+    to the same text."""
+    variant, served_at, root = served
+    repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
+    hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
+    ft = espzoo(["finetune", repo, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+                 "--lang", "top", "--lang-init", "spa", "--max-epoch", "1", "--batch-bins", "400000", "--json"],
+                served_at, hf_home)
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert json.loads((out / "provenance.json").read_text())["s2t"]["lang"] == "<top>"
+    assert yaml.safe_load((out / "config.yaml").read_text())["token_list"][-1] == "<top>"
+    written = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert written.startswith("<top><asr>")
+
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served_at, hf_home)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout)
+    assert report["prompt"] == ["<top>", "<asr>"] and report["utterances"] == 4
+    assert all("<" not in row["hypothesis"] for row in report["rows"])
+
+    ex = espzoo(["export", str(out), "--out", str(export)], served_at, hf_home)
+    assert ex.returncode == 0, ex.stderr[-3000:]
+    audio = sorted((SPEECH / "test" / "audio").glob("*.flac"))[:3]
+    ours = espzoo(["transcribe", str(export), *map(str, audio), "--json"], served_at, hf_home)  # no --lang
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    texts = [r["text"] for r in json.loads(ours.stdout)]
+    assert texts == _espnet_transcripts(export, variant, "<top>", audio)
+    assert all("<" not in t for t in texts)
+
+    # The export served by the mirror and pulled back by repo id keeps its prompt (its espzoo record travels).
+    shutil.copytree(export, root / "espzoo-test" / f"{repo.split('/')[1]}-top")
+    pulled = espzoo(["evaluate", f"{repo}-top", "--data", str(data["test"]), "--json"], served_at, hf_home)
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert json.loads(pulled.stdout)["prompt"] == ["<top>", "<asr>"]
