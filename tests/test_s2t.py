@@ -354,3 +354,50 @@ def test_new_language_finetune_decodes_with_its_token(
     pulled = espzoo(["evaluate", f"{repo}-top", "--data", str(data["test"]), "--json"], served_at, hf_home)
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     assert json.loads(pulled.stdout)["prompt"] == ["<top>", "<asr>"]
+
+
+# ------------------------------------------------------------------------------------------- speech translation
+
+
+def test_translation_prompt_and_ctc_text() -> None:
+    assert s2t.translation_task("en") == "<st_eng>" and s2t.translation_task("English") == "<st_eng>"
+    st = s2t.Prompt.for_language("spa", s2t.translation_task("eng"))
+    assert st.translates and not s2t.Prompt("<spa>").translates
+    config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
+    assert s2t.training_text("the cat", 1.0, st, config, "s2t") == "<spa><st_eng><0.00> the cat<1.00>"
+    assert s2t.ctc_text("the cat", st, "s2t") == "<na>"  # no source transcript: out of the CTC loss
+    assert s2t.ctc_text("the cat", st, "s2t_ctc") == "the cat"  # OWSM-CTC's CTC output is the translation
+    assert s2t.ctc_text("el gato", s2t.Prompt("<spa>"), "s2t") == "el gato"
+
+
+def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
+    """--lang spa --target-lang eng: the prompt <spa><st_eng>, which ESPnet's S2TPreprocessor reads as language and
+    task; a target the model cannot translate into, or --target-lang without --lang, is one sentence."""
+    from espzoo.bundle import open_bundle
+    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+
+    plan = plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="eng"), workdir=tmp_path)
+    assert plan.to_json()["summary"]["language"]["prompt"] == ["<spa>", "<st_eng>"]
+    assert plan.vocabulary.tokens == open_bundle(tiny_s2t).token_list  # nothing added
+    with pytest.raises(s2t.S2TError, match=r"no task token <st_deu>.*<st_eng>"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="deu"), workdir=tmp_path)
+    with pytest.raises(s2t.S2TError, match="--target-lang needs --lang"):
+        plan_transfer(str(tiny_s2t), TransferOptions(target_lang="eng"), workdir=tmp_path)
+    with pytest.raises(TransferError, match="applies to S2T"):
+        plan_transfer(str(tiny_repo_char), TransferOptions(target_lang="eng"))
+
+    s2t.espnet_task("s2t")
+    from espnet2.train.preprocessor import S2TPreprocessor
+
+    bundle = open_bundle(tiny_s2t)
+    config = bundle.resolved_config()
+    pre = S2TPreprocessor(train=True, token_type="bpe", token_list=bundle.token_list, bpemodel=config["bpemodel"],
+                          **config["preprocessor_conf"])
+    prompt = plan.language.prompt
+    np.random.seed(0)
+    out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": s2t.training_text(
+        "the cat eats", 1.0, prompt, config, "s2t"), "text_prev": "<na>", "text_ctc": s2t.ctc_text(
+        "the cat eats", prompt, "s2t")})
+    assert [bundle.token_list[i] for i in out["text"][:2]] == ["<spa>", "<st_eng>"]
+    # ESPnetS2TModel._calc_ctc_loss drops a sample whose text_ctc holds <na> (sentencepiece puts a "▁" before it)
+    assert bundle.token_list.index("<na>") in out["text_ctc"].tolist()

@@ -580,6 +580,7 @@ class TransferOptions:
     vocab: str = "keep"
     lang: str | None = None  # S2T (OWSM) models: the data's language (a new one gets its own token)
     lang_init: str | None = None  # S2T: the language whose rows start a new language token (default: their mean)
+    target_lang: str | None = None  # S2T: translate the speech into this language (task token <st_xxx>)
     transplant: bool = True  # False: no row transplant (ESPnet's way; needs ignore_init_mismatch for a new size)
     new_rows: NewRows = "mean"
     stats: Stats = "pretrained"
@@ -612,9 +613,9 @@ def plan_transfer(
     language = None
     if config_task(source.config) != "asr":  # OWSM: the vocabulary stays; a new language adds its token
         vocabulary, row_init, language = s2t_vocabulary(
-            old, options.vocab, options.lang, options.lang_init, workdir, texts
+            old, options.vocab, options.lang, options.lang_init, workdir, texts, options.target_lang
         )
-    elif options.lang or options.lang_init:
+    elif options.lang or options.lang_init or options.target_lang:
         raise TransferError(f"--lang applies to S2T (OWSM) models; {model} is an ASR model (drop --lang).")
     elif options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
