@@ -401,3 +401,24 @@ def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_ch
     assert [bundle.token_list[i] for i in out["text"][:2]] == ["<spa>", "<st_eng>"]
     # ESPnetS2TModel._calc_ctc_loss drops a sample whose text_ctc holds <na> (sentencepiece puts a "▁" before it)
     assert bundle.token_list.index("<na>") in out["text_ctc"].tolist()
+
+
+@pytest.mark.slow
+def test_translation_finetune_and_evaluate_prompt_with_the_st_task(
+    tiny_s2t: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    """finetune --lang spa --target-lang eng (the shipped Spanish text stands in for a translation): ESPnet trains
+    on <spa><st_eng> text with text.ctc <na>, and evaluate decodes OUT with that prompt unasked."""
+    out = tmp_path / "exp"
+    ft = espzoo(["finetune", str(tiny_s2t), "--train", str(data["train"]), "--valid", str(data["dev"]), "--out",
+                 str(out), "--lang", "spa", "--target-lang", "eng", "--max-epoch", "1", "--batch-bins", "400000",
+                 "--json"], "http://127.0.0.1:9", tmp_path / "hf")
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert json.loads((out / "provenance.json").read_text())["s2t"]["task"] == "<st_eng>"
+    first = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert first.startswith("<spa><st_eng><0.00> ")
+    assert {line.split(maxsplit=1)[1] for line in (out / "data" / "train_s2t" / "text.ctc").read_text().splitlines()
+            } == {"<na>"}
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json"], "http://127.0.0.1:9", tmp_path / "hf")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert json.loads(ev.stdout)["prompt"] == ["<spa>", "<st_eng>"]
