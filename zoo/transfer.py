@@ -192,9 +192,9 @@ def _experiment_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
 
 
 def _read_config(path: Path, *, relative_to: Path) -> dict[str, Any]:
-    from espzoo.bundle import resolve_config_paths
+    from espzoo.bundle import SAFE_LOADER, resolve_config_paths
 
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    config = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}  # noqa: S506 (a safe loader)
     if not isinstance(config, dict):
         raise TransferError(f"{path} is not an ESPnet training config (a YAML mapping).")
     return resolve_config_paths(config, relative_to)
@@ -797,10 +797,16 @@ def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResu
     tokens = dest / "tokens.txt"
     atomic_write(tokens, lambda tmp: tmp.write_text("\n".join(config["token_list"]) + "\n", encoding="utf-8"))
     config_path = dest / "config.yaml"
-    atomic_write(config_path, lambda tmp: tmp.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False)))
+    atomic_write(config_path, lambda tmp: tmp.write_text(_yaml_text(config)))
     plan_path = dest / "plan.json"
     atomic_write(plan_path, lambda tmp: tmp.write_text(json.dumps(plan.to_json(), indent=1, ensure_ascii=False)))
     return TransferResult(checkpoint, config_path, plan_path, tokens)
+
+
+def _yaml_text(config: dict[str, Any]) -> str:
+    """yaml.safe_dump's text, by libyaml where PyYAML has it (an OWSM config's 50k tokens: 6x faster)."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(config, Dumper=dumper, allow_unicode=True, sort_keys=False)
 
 
 class _ReleasingWriter:
