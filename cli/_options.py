@@ -88,6 +88,11 @@ LangInitOpt = Annotated[
     str | None,
     typer.Option("--lang-init", help="S2T: a new language token starts from this language's rows (default: mean)."),
 ]
+TargetLangOpt = Annotated[
+    str | None,
+    typer.Option("--target-lang", help="S2T: speech translation into this language (its task token <st_xxx>); "
+                 "the data's text is then the translation."),
+]
 LoraOpt = Annotated[
     int | None,
     typer.Option("--lora", help="Train LoRA adapters of this rank on the frozen model instead of every weight."),
@@ -119,6 +124,7 @@ def _transfer_parameters(
     transplant: TransplantOpt = True,
     lang: LangOpt = None,
     lang_init: LangInitOpt = None,
+    target_lang: TargetLangOpt = None,
     lora: LoraOpt = None,
     lora_alpha: LoraAlphaOpt = None,
     lora_dropout: LoraDropoutOpt = 0.0,
@@ -162,6 +168,7 @@ def transfer_options(
     transplant: bool = True,
     lang: str | None = None,
     lang_init: str | None = None,
+    target_lang: str | None = None,
     lora: int | None = None,
     lora_alpha: float | None = None,
     lora_dropout: float = 0.0,
@@ -196,6 +203,7 @@ def transfer_options(
         transplant=transplant,
         lang=lang,
         lang_init=lang_init,
+        target_lang=target_lang,
         lora=adapters,
     )
 

@@ -8,6 +8,8 @@
     espzoo plan espnet/bn_openslr53 --json                           # {"rows": [...], "summary": {...}}
     espzoo plan espnet/bn_openslr53 --lora 8 --lora-targets encoder  # adapters (new), what trains, its share
 
+Every plan ends with how many parameters train (total, trainable, frozen, share; --freeze and --lora counted).
+
 MODEL is a repo id (pulled through the HF cache), a hub-layout folder or an experiment dir. The excludes,
 includes, --map and --init-param specs are ESPnet's `--init_param SOURCE:SRC:DST:EXCLUDES` at module boundaries.
 """
@@ -41,6 +43,8 @@ def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, json:
         source = result.sources[0]
         data["adapters"] = plan_adapters(result, transfer.lora, base_repo=source.repo_id,
                                          base_commit=source.commit)[1].to_json()
+        # With adapters, what trains is theirs to say (the base frozen, adapters and --train-also training).
+        data["summary"]["parameters"] = {k: data["adapters"][k] for k in ("total", "trainable", "frozen", "share")}
     if json:
         print_json(data)
         return
@@ -68,8 +72,12 @@ def render_adapters(adapters: dict[str, Any], *, detail: bool = False) -> None:
                     title=f"LoRA adapters (new, trainable) on {len(adapters['targets'])} Linear layers")
     also = adapters["train_also"]
     info(f"trains fully beside the adapters: {_modules(also) if also else 'nothing (--train-also)'}")
-    info(f"trainable {adapters['trainable']:,} of {adapters['total']:,} parameters ({adapters['share']:.2%}); "
-         f"frozen {adapters['frozen']:,}")
+    _trainable(adapters)
+
+
+def _trainable(counts: dict[str, Any]) -> None:
+    info(f"trainable {counts['trainable']:,} of {counts['total']:,} parameters ({counts['share']:.2%}); "
+         f"frozen {counts['frozen']:,}")
 
 
 def _modules(keys: list[str]) -> str:
@@ -122,6 +130,8 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
         info(f"spec {int(index) + 1}: {count} source tensors have no place in the new model and are not used")
     if summary["frozen"]["tensors"]:
         info(f"frozen: {', '.join(summary['frozen']['modules'])} ({summary['frozen']['parameters']:,} parameters)")
+    if "adapters" not in plan:  # with --lora, render_adapters says it after the adapters
+        _trainable(summary["parameters"])
 
 
 _INITS = {

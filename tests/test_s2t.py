@@ -164,14 +164,15 @@ def test_new_language_token_keeps_every_pretrained_row(
 
 @pytest.fixture(params=["s2t", "s2t_ctc"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """(variant, endpoint): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]."""
+    """(variant, endpoint, root): the mirror on 127.0.0.1 serving that tiny model as espzoo-test/tiny-owsm[-ctc]
+    from the folder root."""
     variant = request.param
     root = tmp_path_factory.mktemp("s2t_mirror")
     name = "tiny-owsm" if variant == "s2t" else "tiny-owsm-ctc"
     repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
     shutil.copytree(repo, root / "espzoo-test" / name)
     server = MirrorServer(root)
-    yield variant, server.start()
+    yield variant, server.start(), root
     server.stop()
 
 
@@ -216,8 +217,10 @@ print("<<R>>" + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_pull_plan_finetune_evaluate_export(served: tuple[str, str], data: dict[str, Path], tmp_path: Path) -> None:
-    variant, served_at = served
+def test_pull_plan_finetune_evaluate_export(
+    served: tuple[str, str, Path], data: dict[str, Path], tmp_path: Path
+) -> None:
+    variant, served_at, _ = served
     repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
     hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
     pulled = espzoo(["pull", repo], served_at, hf_home)
@@ -311,3 +314,113 @@ def test_bad_language_options_are_one_sentence(tiny_s2t: Path, tiny_repo_char: P
     proc = subprocess.run([ESPZOO, "plan", str(tiny_s2t), "--lang", "no such language"], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "ISO 639-3" in proc.stderr
+
+
+@pytest.mark.slow
+def test_new_language_finetune_decodes_with_its_token(
+    served: tuple[str, str, Path], data: dict[str, Path], tmp_path: Path
+) -> None:
+    """`--lang top` (a language the model lacks) through every command: the fine-tune adds <top>; evaluate and
+    transcribe of OUT, of its export and of the export pulled back from the mirror prompt with <top> unasked
+    (from the run's provenance); ESPnet's own S2T inference loads the export and decodes with lang_sym="<top>"
+    to the same text."""
+    variant, served_at, root = served
+    repo = "espzoo-test/tiny-owsm" if variant == "s2t" else "espzoo-test/tiny-owsm-ctc"
+    hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
+    ft = espzoo(["finetune", repo, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
+                 "--lang", "top", "--lang-init", "spa", "--max-epoch", "1", "--batch-bins", "400000", "--json"],
+                served_at, hf_home)
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert json.loads((out / "provenance.json").read_text())["s2t"]["lang"] == "<top>"
+    assert yaml.safe_load((out / "config.yaml").read_text())["token_list"][-1] == "<top>"
+    written = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert written.startswith("<top><asr>")
+
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served_at, hf_home)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout)
+    assert report["prompt"] == ["<top>", "<asr>"] and report["utterances"] == 4
+    assert all("<" not in row["hypothesis"] for row in report["rows"])
+
+    ex = espzoo(["export", str(out), "--out", str(export)], served_at, hf_home)
+    assert ex.returncode == 0, ex.stderr[-3000:]
+    audio = sorted((SPEECH / "test" / "audio").glob("*.flac"))[:3]
+    ours = espzoo(["transcribe", str(export), *map(str, audio), "--json"], served_at, hf_home)  # no --lang
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    texts = [r["text"] for r in json.loads(ours.stdout)]
+    assert texts == _espnet_transcripts(export, variant, "<top>", audio)
+    assert all("<" not in t for t in texts)
+
+    # The export served by the mirror and pulled back by repo id keeps its prompt (its espzoo record travels).
+    shutil.copytree(export, root / "espzoo-test" / f"{repo.split('/')[1]}-top")
+    pulled = espzoo(["evaluate", f"{repo}-top", "--data", str(data["test"]), "--json"], served_at, hf_home)
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert json.loads(pulled.stdout)["prompt"] == ["<top>", "<asr>"]
+
+
+# ------------------------------------------------------------------------------------------- speech translation
+
+
+def test_translation_prompt_and_ctc_text() -> None:
+    assert s2t.translation_task("en") == "<st_eng>" and s2t.translation_task("English") == "<st_eng>"
+    st = s2t.Prompt.for_language("spa", s2t.translation_task("eng"))
+    assert st.translates and not s2t.Prompt("<spa>").translates
+    config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
+    assert s2t.training_text("the cat", 1.0, st, config, "s2t") == "<spa><st_eng><0.00> the cat<1.00>"
+    assert s2t.ctc_text("the cat", st, "s2t") == "<na>"  # no source transcript: out of the CTC loss
+    assert s2t.ctc_text("the cat", st, "s2t_ctc") == "the cat"  # OWSM-CTC's CTC output is the translation
+    assert s2t.ctc_text("el gato", s2t.Prompt("<spa>"), "s2t") == "el gato"
+
+
+def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
+    """--lang spa --target-lang eng: the prompt <spa><st_eng>, which ESPnet's S2TPreprocessor reads as language and
+    task; a target the model cannot translate into, or --target-lang without --lang, is one sentence."""
+    from espzoo.bundle import open_bundle
+    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+
+    plan = plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="eng"), workdir=tmp_path)
+    assert plan.to_json()["summary"]["language"]["prompt"] == ["<spa>", "<st_eng>"]
+    assert plan.vocabulary.tokens == open_bundle(tiny_s2t).token_list  # nothing added
+    with pytest.raises(s2t.S2TError, match=r"no task token <st_deu>.*<st_eng>"):
+        plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="deu"), workdir=tmp_path)
+    with pytest.raises(s2t.S2TError, match="--target-lang needs --lang"):
+        plan_transfer(str(tiny_s2t), TransferOptions(target_lang="eng"), workdir=tmp_path)
+    with pytest.raises(TransferError, match="applies to S2T"):
+        plan_transfer(str(tiny_repo_char), TransferOptions(target_lang="eng"))
+
+    s2t.espnet_task("s2t")
+    from espnet2.train.preprocessor import S2TPreprocessor
+
+    bundle = open_bundle(tiny_s2t)
+    config = bundle.resolved_config()
+    pre = S2TPreprocessor(train=True, token_type="bpe", token_list=bundle.token_list, bpemodel=config["bpemodel"],
+                          **config["preprocessor_conf"])
+    prompt = plan.language.prompt
+    np.random.seed(0)
+    out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": s2t.training_text(
+        "the cat eats", 1.0, prompt, config, "s2t"), "text_prev": "<na>", "text_ctc": s2t.ctc_text(
+        "the cat eats", prompt, "s2t")})
+    assert [bundle.token_list[i] for i in out["text"][:2]] == ["<spa>", "<st_eng>"]
+    # ESPnetS2TModel._calc_ctc_loss drops a sample whose text_ctc holds <na> (sentencepiece puts a "▁" before it)
+    assert bundle.token_list.index("<na>") in out["text_ctc"].tolist()
+
+
+@pytest.mark.slow
+def test_translation_finetune_and_evaluate_prompt_with_the_st_task(
+    tiny_s2t: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    """finetune --lang spa --target-lang eng (the shipped Spanish text stands in for a translation): ESPnet trains
+    on <spa><st_eng> text with text.ctc <na>, and evaluate decodes OUT with that prompt unasked."""
+    out = tmp_path / "exp"
+    ft = espzoo(["finetune", str(tiny_s2t), "--train", str(data["train"]), "--valid", str(data["dev"]), "--out",
+                 str(out), "--lang", "spa", "--target-lang", "eng", "--max-epoch", "1", "--batch-bins", "400000",
+                 "--json"], "http://127.0.0.1:9", tmp_path / "hf")
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert json.loads((out / "provenance.json").read_text())["s2t"]["task"] == "<st_eng>"
+    first = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert first.startswith("<spa><st_eng><0.00> ")
+    assert {line.split(maxsplit=1)[1] for line in (out / "data" / "train_s2t" / "text.ctc").read_text().splitlines()
+            } == {"<na>"}
+    ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json"], "http://127.0.0.1:9", tmp_path / "hf")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert json.loads(ev.stdout)["prompt"] == ["<spa>", "<st_eng>"]

@@ -195,6 +195,8 @@ class ModelFiles:
     checkpoint: Path
     sample_rate: int
     commit: str | None = None  # the hub commit, for a pulled repo
+    # espzoo's record of the fine-tuning run (an OUT's provenance.json, or an export's): an S2T model's prompt
+    provenance: Path | None = None
 
 
 DECODE_MODES = ("auto", "beam", "ctc-greedy")
@@ -411,6 +413,7 @@ def _experiment_files(root: Path) -> ModelFiles:
         config=resolve_config_paths(config, root),
         checkpoint=(root / "model.pth").resolve(),
         sample_rate=config_sample_rate(config),
+        provenance=root / "provenance.json" if (root / "provenance.json").is_file() else None,
     )
 
 
@@ -430,6 +433,7 @@ def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFi
         checkpoint=Path(bundle.checkpoint),
         sample_rate=bundle.sample_rate or config_sample_rate(bundle.config),
         commit=commit,
+        provenance=export_provenance(bundle.config_path),
     )
 
 
@@ -502,16 +506,12 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
 
 def _s2t_recognizer(files: ModelFiles, options: DecodeOptions) -> Recognizer:
     """ESPnet's S2T inference (espzoo.s2t) prompted with --lang, the fine-tuning run's language or the default."""
-    import json
     import tempfile
 
     from espzoo.bundle import load_state_dict
-    from espzoo.s2t import Prompt, build_decoder, decode_ctc_weight, default_prompt
+    from espzoo.s2t import build_decoder, decode_ctc_weight
 
-    provenance_path = files.root / "provenance.json"
-    provenance = json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else None
-    tokens = list(files.config.get("token_list") or [])
-    prompt = Prompt.for_language(options.lang) if options.lang else default_prompt(tokens, provenance)
+    prompt = decode_prompt(files, options)
     ctc_weight = options.ctc_weight if options.ctc_weight is not None else decode_ctc_weight(files.config)
     with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet():
         config_path = Path(tmp) / "config.yaml"
@@ -545,6 +545,28 @@ def _load_weights(model: Any, files: ModelFiles, state: dict[str, Any]) -> None:
         from espzoo.lora import merge_adapters
 
         merge_adapters(model)
+
+
+def decode_prompt(files: ModelFiles, options: DecodeOptions) -> Any:
+    """The S2T prompt (espzoo.s2t.Prompt) to decode `files` with: --lang, else the fine-tuning run's language
+    (from its provenance: a new language's token included), else the model's default; None for an ASR model."""
+    import json
+
+    from espzoo.s2t import Prompt, default_prompt
+
+    if config_task(files.config) == "asr":
+        return None
+    if options.lang:
+        return Prompt.for_language(options.lang)
+    provenance = json.loads(files.provenance.read_text(encoding="utf-8")) if files.provenance else None
+    return default_prompt(list(files.config.get("token_list") or []), provenance)
+
+
+def export_provenance(config_path: Path) -> Path | None:
+    """An espzoo export keeps its fine-tuning record beside the training config (espzoo.export:
+    exp/<name>/espzoo/provenance.json); None for any other repo."""
+    path = Path(config_path).parent / "espzoo" / "provenance.json"
+    return path if path.is_file() else None
 
 
 @contextmanager
@@ -887,6 +909,7 @@ class EvalReport:
     out_dir: Path | None = None
     decode: str = "beam"  # "beam" or "ctc-greedy"
     jobs: int = 1  # processes that decoded
+    prompt: list[str] | None = None  # an S2T model's prompt: [language, task] tokens
 
     @property
     def utterances(self) -> int:
@@ -915,6 +938,8 @@ class EvalReport:
             "real_time_factor": round(self.real_time_factor, 4),
             "out_dir": str(self.out_dir) if self.out_dir else None,
         }
+        if self.prompt:
+            data["prompt"] = self.prompt
         if rows:
             data["rows"] = [row.to_dict() for row in self.rows]
         return data
@@ -953,6 +978,7 @@ def evaluate(
     ]
     if out_dir is None and files.kind == "experiment":
         out_dir = files.root / "eval" / _data_name(Path(data))
+    prompt = decode_prompt(files, options)
     report = EvalReport(
         model=files.source,
         data=str(data),
@@ -967,6 +993,7 @@ def evaluate(
         out_dir=Path(out_dir) if out_dir else None,
         decode=decoded.mode,
         jobs=decoded.jobs,
+        prompt=[prompt.lang, prompt.task] if prompt else None,
     )
     if report.out_dir:
         write_report(report, report.out_dir)

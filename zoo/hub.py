@@ -258,6 +258,9 @@ def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> l
         raise NotAsrModel(f"the repo holds no ESPnet ASR {what}, so it is not an ESPnet ASR model; "
                           "pick one from `espzoo search --task asr` or pass --all to fetch it anyway.")
     wanted |= {config, checkpoint}
+    # espzoo's export keeps its fine-tuning record beside the config (an S2T model's decoding prompt is in it).
+    record = str(PurePosixPath(config).parent / "espzoo" / "provenance.json")
+    wanted |= {record} & present
     # What bundle.open_bundle will use (found the same way), then every token list and bpe model to be safe.
     needs_stats, stats_value = rules.stats_reference(cfg)
     bpe_fallback = rules.BPE_NAME if cfg.get("token_type") == "bpe" else None

@@ -118,14 +118,23 @@ class Prompt:
     def for_language(cls, query: str, task: str = ASR_TASK) -> Prompt:
         return cls(language_token(query), task)
 
+    @property
+    def translates(self) -> bool:
+        return self.task.startswith("<st_")
+
     def check(self, token_list: Sequence[str]) -> None:
         for token, what, fix in (
             (self.lang, "language", "give --lang with one of its languages (or a new one when fine-tuning)"),
-            (self.task, "task", "use --task asr"),
+            (self.task, "task", "translate into one of its target languages (--target-lang) or transcribe"),
         ):
             if token not in token_list:
                 known = ", ".join((language_tokens if what == "language" else task_tokens)(token_list)[:12])
                 raise S2TError(f"The model has no {what} token {token} (it knows {known}); {fix}.")
+
+
+def translation_task(target: str) -> str:
+    """OWSM's task token for speech translation into `target` (a code or a name): `eng` -> `<st_eng>`."""
+    return f"<st_{language_token(target).strip('<>')}>"
 
 
 def default_prompt(token_list: Sequence[str], provenance: dict[str, Any] | None = None) -> Prompt:
@@ -176,6 +185,13 @@ def training_text(words: str, seconds: float, prompt: Prompt, config: dict[str, 
     return f"{prompt.lang}{prompt.task}{first} {words}<{start + steps * resolution:.2f}>"
 
 
+def ctc_text(words: str, prompt: Prompt, task: Task, na: str = NA) -> str:
+    """One utterance's `text_ctc`: the transcript. For speech translation (`words` is the translation) the
+    attention model's CTC branch would need the source transcript, which the data lacks: `<na>`, which ESPnet
+    drops from the CTC loss; OWSM-CTC's CTC output is the translation itself."""
+    return na if prompt.translates and task == "s2t" else words
+
+
 def write_training_data(dataset: Any, config: dict[str, Any], prompt: Prompt, dest: Path) -> Any:
     """A copy of a prepared `data.Dataset` at `dest` whose `text` carries the prompt, with `text.prev` (`<na>`)
     and `text.ctc` (the plain transcript) beside it; wav.scp and speech_shape are the same. Returns the
@@ -201,7 +217,7 @@ def write_training_data(dataset: Any, config: dict[str, Any], prompt: Prompt, de
     lines = {
         "text": [f"{u} {training_text(w, samples[u] / rate, prompt, config, task)}" for u, w in transcripts.items()],
         "text.prev": [f"{u} {na}" for u in transcripts],
-        "text.ctc": [f"{u} {w}" for u, w in transcripts.items()],
+        "text.ctc": [f"{u} {ctc_text(w, prompt, task, na)}" for u, w in transcripts.items()],
     }
     for name, rows in lines.items():
         write_text(dest / name, "".join(f"{r}\n" for r in rows))
@@ -269,12 +285,18 @@ class LanguagePlan:
 
 
 def plan_language(
-    token_list: Sequence[str], bpemodel: str | Path | None, lang: str, *, lang_init: str | None, workdir: Path
+    token_list: Sequence[str], bpemodel: str | Path | None, lang: str, *, lang_init: str | None, workdir: Path,
+    target_lang: str | None = None,
 ) -> LanguagePlan:
-    """The prompt for `lang`; when the model lacks its token, the token appended to the token list and to a
-    copy of `bpemodel` (in `workdir`), its rows to start from `lang_init`'s or the mean of the language rows."""
-    prompt = Prompt.for_language(lang)
+    """The prompt for `lang` (transcription, or translation into `target_lang`); when the model lacks the
+    language's token, the token appended to the token list and to a copy of `bpemodel` (in `workdir`), its rows
+    to start from `lang_init`'s or the mean of the language rows."""
+    prompt = Prompt.for_language(lang, translation_task(target_lang) if target_lang else ASR_TASK)
     tokens = list(token_list)
+    if prompt.task not in tokens:
+        known = ", ".join(t for t in task_tokens(tokens) if t != ASR_TASK) or "none"
+        raise S2TError(f"The model has no task token {prompt.task}: it translates into {known}; pick one of "
+                       "those with --target-lang, or drop --target-lang to transcribe.")
     if prompt.lang in tokens:
         if lang_init:
             raise S2TError(f"--lang-init applies to a new language only; the model already knows {prompt.lang}.")
@@ -328,7 +350,7 @@ def add_user_symbols(bpemodel: Path, symbols: Sequence[str], dest: Path) -> Path
 
 def s2t_vocabulary(
     old: Any, vocab: str, lang: str | None, lang_init: str | None, workdir: Path | None,
-    texts: Sequence[str] | None = None,
+    texts: Sequence[str] | None = None, target_lang: str | None = None,
 ) -> tuple[Any, dict[int, tuple[int, ...]], LanguagePlan | None]:
     """The vocabulary of a fine-tuned S2T model: the pretrained one (`--vocab keep`, S2T's default: OWSM's 50k
     pieces cover most scripts), plus the language token when the model lacks it, plus the pieces `extend:N[:TEXT]`
@@ -342,6 +364,8 @@ def s2t_vocabulary(
     extension = parse_extend(vocab)
     if lang_init and not lang:
         raise S2TError("--lang-init needs --lang (the new language whose token starts from it).")
+    if target_lang and not lang:
+        raise S2TError("--target-lang needs --lang (the language spoken in the data, which is translated).")
     vocabulary = Vocabulary(list(old.tokens), old.token_type, old.bpemodel)
     vocabulary.old_to_new = {i: i for i in range(len(old.tokens))}
     vocabulary.new_in_old = 1.0
@@ -351,7 +375,8 @@ def s2t_vocabulary(
     row_init: dict[int, tuple[int, ...]] = {}
     language = None
     if lang:
-        language = plan_language(old.tokens, old.bpemodel, lang, lang_init=lang_init, workdir=workdir / "lang")
+        language = plan_language(old.tokens, old.bpemodel, lang, lang_init=lang_init, workdir=workdir / "lang",
+                                 target_lang=target_lang)
         if language.new is not None:
             new = language.new
             index = {t: i for i, t in enumerate(old.tokens)}
@@ -371,7 +396,8 @@ def s2t_vocabulary(
         language = language or LanguagePlan(None, None, list(vocabulary.tokens))
         language.extension = ext
     plain = [t for t in vocabulary.tokens if t not in ("<blank>", "<unk>")]
-    vocabulary.new_in_old = sum(t in set(old.tokens) for t in plain) / len(plain)
+    known = set(old.tokens)  # once: OWSM's 50k tokens made a set per token take 100 s
+    vocabulary.new_in_old = sum(t in known for t in plain) / len(plain)
     return vocabulary, row_init, language
 
 
@@ -592,6 +618,7 @@ __all__ = [
     "build_decoder",
     "clean_hypothesis",
     "config_task",
+    "ctc_text",
     "default_prompt",
     "describe",
     "espnet_task",
@@ -603,5 +630,6 @@ __all__ = [
     "s2t_vocabulary",
     "task_tokens",
     "training_text",
+    "translation_task",
     "write_training_data",
 ]
