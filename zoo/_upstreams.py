@@ -95,7 +95,7 @@ def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
     frontends = [config.get("frontend"), *((config.get("frontend_conf") or {}).get("frontends") or [])]
     if any(f == "s3prl" or (isinstance(f, dict) and f.get("frontend_type") == "s3prl") for f in frontends):
         used.add("s3prl")
-    if "whisper" in (config.get("encoder"), config.get("decoder")):
+    if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         used.add("whisper")
     return frozenset(used)
 
@@ -105,6 +105,8 @@ def upstream_modules(config: Mapping[str, Any]) -> dict[str, str]:
     modules = {}
     if config.get("frontend") == "s3prl":
         modules["frontend.upstream"] = "s3prl upstream"
+    if config.get("frontend") == "whisper":  # espnet2/asr/frontend/whisper.py: the whole model, encoder used
+        modules["frontend.whisper.encoder"] = "Whisper front end"
     if config.get("encoder") == "whisper":
         modules["encoder.encoders"] = "Whisper encoder"
     if config.get("decoder") == "whisper":
