@@ -99,13 +99,15 @@ def _shrink_dict(conf: dict[str, Any]) -> dict[str, Any]:
 
 def reference_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
     """A small upstream of the same class for SSL and Whisper models (None: the config names none)."""
-    from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes
+    from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes, _tiny_xls_r_shapes
 
     upstream = ((config.get("frontend_conf") or {}).get("frontend_conf") or {}).get("upstream", "")
     if config.get("frontend") == "s3prl" and upstream.startswith("wavlm"):
         return _tiny_wavlm_shapes()
     if config.get("frontend") == "s3prl" and upstream.startswith("hubert"):
         return _tiny_hubert_shapes()
+    if config.get("frontend") == "s3prl" and upstream.startswith(("wav2vec2", "xls_r", "xlsr")):
+        return _tiny_xls_r_shapes()
     if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         shapes = _tiny_whisper_shapes(len(EN_CHARS))
         if config.get("frontend") == "whisper":

@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 import yaml
 from _models import FAMILIES, family_config
-from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes, _wavlm_config, _whisper_config
+from test_upstreams import (
+    _tiny_hubert_shapes,
+    _tiny_wavlm_shapes,
+    _tiny_whisper_shapes,
+    _tiny_xls_r_shapes,
+    _wavlm_config,
+), _whisper_config
 
 from espzoo.model import build_model
 from espzoo.transfer import TransferOptions, plan_transfer
@@ -28,11 +34,13 @@ def _experiment(family: str, folder: Path) -> Path:
                       decoder_conf={"attention_heads": 2, "linear_units": 64, "num_blocks": 1})
         reference = _tiny_whisper_shapes(51865)
         reference = {k: v for k, v in reference.items() if k.startswith("encoder.")}
-    elif family in ("s3prl_wavlm", "s3prl_hubert"):
+    elif family.startswith("s3prl_"):
         config = _wavlm_config(folder)
-        if family == "s3prl_hubert":
-            config["frontend_conf"]["frontend_conf"]["upstream"] = "hubert_base"
-        reference = _tiny_wavlm_shapes() if family == "s3prl_wavlm" else _tiny_hubert_shapes()
+        upstream, shapes = {"s3prl_wavlm": ("wavlm_large", _tiny_wavlm_shapes),
+                            "s3prl_hubert": ("hubert_base", _tiny_hubert_shapes),
+                            "s3prl_xls_r": ("xls_r_300m", _tiny_xls_r_shapes)}[family]
+        config["frontend_conf"]["frontend_conf"]["upstream"] = upstream
+        reference = shapes()
     else:
         config = family_config(family, folder)
     torch.manual_seed(1)
@@ -45,7 +53,7 @@ def _experiment(family: str, folder: Path) -> Path:
 def test_every_family_plans_a_new_bpe_vocabulary(tmp_path: Path) -> None:
     texts = read_texts(ES_TEXT)
     outcome: dict[str, str] = {}
-    for family in [*FAMILIES, "whisper", "s3prl_wavlm", "s3prl_hubert"]:
+    for family in [*FAMILIES, "whisper", "s3prl_wavlm", "s3prl_hubert", "s3prl_xls_r"]:
         folder = tmp_path / family
         folder.mkdir()
         try:
