@@ -16,7 +16,8 @@ from test_upstreams import (
     _tiny_whisper_shapes,
     _tiny_xls_r_shapes,
     _wavlm_config,
-), _whisper_config
+    _whisper_config,
+)
 
 from espzoo.model import build_model
 from espzoo.transfer import TransferOptions, plan_transfer
