@@ -99,21 +99,36 @@ def _shrink_dict(conf: dict[str, Any]) -> dict[str, Any]:
 
 def reference_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
     """A small upstream of the same class for SSL and Whisper models (None: the config names none)."""
-    from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_whisper_shapes, _tiny_xls_r_shapes
+    from test_upstreams import _tiny_whisper_shapes
 
-    upstream = ((config.get("frontend_conf") or {}).get("frontend_conf") or {}).get("upstream", "")
-    if config.get("frontend") == "s3prl" and upstream.startswith("wavlm"):
-        return _tiny_wavlm_shapes()
-    if config.get("frontend") == "s3prl" and upstream.startswith("hubert"):
-        return _tiny_hubert_shapes()
-    if config.get("frontend") == "s3prl" and upstream.startswith(("wav2vec2", "xls_r", "xlsr")):
-        return _tiny_xls_r_shapes()
+    frontend_conf = config.get("frontend_conf") or {}
+    if config.get("frontend") == "fused":  # each s3prl front end of the list, under its own prefix
+        shapes = {}
+        for i, entry in enumerate(frontend_conf.get("frontends") or []):
+            if entry.get("frontend_type") == "s3prl":
+                one = _tiny_ssl_shapes((entry.get("frontend_conf") or {}).get("upstream", "")) or {}
+                shapes.update({k.replace("frontend.", f"frontend.frontends.{i}.", 1): v for k, v in one.items()})
+        return shapes or None
+    if config.get("frontend") == "s3prl":
+        return _tiny_ssl_shapes((frontend_conf.get("frontend_conf") or {}).get("upstream", ""))
     if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         shapes = _tiny_whisper_shapes(len(EN_CHARS))
         if config.get("frontend") == "whisper":
             return {k.replace("encoder.encoders.", "frontend.whisper.encoder.")  # the whole model, as ESPnet's
                     .replace("decoder.decoders.", "frontend.whisper.decoder."): v for k, v in shapes.items()}
         return shapes
+    return None
+
+
+def _tiny_ssl_shapes(upstream: str) -> dict[str, tuple[int, ...]] | None:
+    from test_upstreams import _tiny_hubert_shapes, _tiny_wavlm_shapes, _tiny_xls_r_shapes
+
+    if upstream.startswith("wavlm"):
+        return _tiny_wavlm_shapes()
+    if upstream.startswith("hubert"):
+        return _tiny_hubert_shapes()
+    if upstream.startswith(("wav2vec2", "xls_r", "xlsr")):
+        return _tiny_xls_r_shapes()
     return None
 
 
@@ -127,7 +142,7 @@ def make_repo(name: str, published: dict[str, Any], folder: Path) -> Path:
 
     config = shrink(published)
     reference = reference_shapes(config)
-    if reference and config.get("preencoder") == "linear":
+    if reference and config.get("preencoder") == "linear" and config.get("frontend") in ("s3prl", "whisper"):
         width = next(v[0] for k, v in reference.items() if k.endswith(("ln_post.weight", "layer_norm.weight")))
         config["preencoder_conf"] = {**config["preencoder_conf"], "input_size": width}
     config.setdefault("token_type", "char")

@@ -67,6 +67,10 @@ def offline_hub_patches(shapes: Shapes) -> list[tuple[Any, str, Any]]:
     pending: dict[str, Callable[[], dict[str, Any]]] = {}
     original_paths = wavlm_hubconf._urls_to_filepaths
     original_load = torch.load
+    # A fused front end builds several upstreams, in the order of its list, which is their order in the state
+    # dict: the n-th upstream built gets the n-th upstream's shapes of the checkpoint.
+    parts = [{k: v for k, v in shapes.items() if k.startswith(prefix)} for prefix in _prefixes(shapes)]
+    built = 0
 
     def urls_to_filepaths(*urls: str, refresh: bool = False, download: bool = True) -> Any:
         paths = []
@@ -75,10 +79,13 @@ def offline_hub_patches(shapes: Shapes) -> list[tuple[Any, str, Any]]:
             if name not in ARCHITECTURES:
                 paths.append(_download(original_paths, url, refresh, download))
                 continue
-            folder.mkdir(exist_ok=True)
-            placeholder = folder / name  # an empty file: s3prl's *_local entries check that the path exists
+            nonlocal built
+            part = parts[built] if built < len(parts) else {}
+            built += 1
+            placeholder = folder / str(built) / name  # an empty file: s3prl's *_local entries check it exists
+            placeholder.parent.mkdir(parents=True, exist_ok=True)
             placeholder.touch()
-            pending[str(placeholder)] = lambda name=name: upstream_checkpoint(name, shapes)
+            pending[str(placeholder)] = lambda name=name, part=part: upstream_checkpoint(name, part)
             paths.append(str(placeholder))
         return paths if len(paths) > 1 else paths[0]
 
@@ -166,9 +173,16 @@ def _wav2vec2_checkpoint(cfg: dict[str, Any], normalize: bool, shapes: Shapes) -
     return {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict()}
 
 
+_FIRST_CONV = "feature_extractor.conv_layers.0.0.weight"
+
+
+def _prefixes(shapes: Shapes) -> list[str]:
+    """The key prefix of every upstream model in the checkpoint, in state-dict order."""
+    return [key[: -len(_FIRST_CONV)] for key in shapes if key.endswith(_FIRST_CONV)]
+
+
 def _prefix(shapes: Shapes) -> str | None:
-    suffix = "feature_extractor.conv_layers.0.0.weight"
-    return next((key[: -len(suffix)] for key in shapes if key.endswith(suffix)), None)
+    return next(iter(_prefixes(shapes)), None)
 
 
 def _dimensions(shapes: Shapes, cfg: dict[str, Any]) -> dict[str, Any]:
