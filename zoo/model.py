@@ -125,7 +125,7 @@ def build_task_model(
     try:
         return _build(task, args, device, reference)
     except (NotImplementedError, RuntimeError) as err:
-        if device != "meta" or not _meta_refusal(err):
+        if device != "meta" or not meta_refusal(err):
             if isinstance(err, NotImplementedError):
                 raise ModelConfigError(f"ESPnet cannot build a model from this config ({err}).") from err
             raise
@@ -134,7 +134,7 @@ def build_task_model(
         return _build(task, training_args(config, task), "cpu", reference)
 
 
-def _meta_refusal(err: Exception) -> bool:
+def meta_refusal(err: Exception) -> bool:
     """Whether `err` is the meta device refusing an operation that needs data."""
     return isinstance(err, NotImplementedError) or "meta tensor" in str(err)
 
