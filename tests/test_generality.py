@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from _models import FAMILIES, family_config
@@ -19,7 +20,7 @@ from test_upstreams import (
     _whisper_config,
 )
 
-from espzoo.model import build_model
+from espzoo.model import MissingPackageError, ModelConfigError, build_model
 from espzoo.transfer import TransferOptions, plan_transfer
 from espzoo.vocab import read_texts
 
@@ -70,3 +71,28 @@ def test_every_family_plans_a_new_bpe_vocabulary(tmp_path: Path) -> None:
     for family, result in outcome.items():
         print(f"  {family:22s} {result}")
     assert [f for f, r in outcome.items() if r.startswith("FAIL")] == []
+
+
+def test_config_strings_go_through_espnets_option_types(tmp_path: Path) -> None:
+    """`decoder: none` in a recipe's YAML is None to ESPnet (argparse types a string default): a CTC-only model."""
+    config = family_config("ctc_only", tmp_path)
+    config["decoder"] = "none"
+    assert build_model(config, device="meta").decoder is None
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ({"encoder": "mamba"}, "has no encoder 'mamba'"),
+    ({"model_conf": {"ctc_weight": 0.3, "use_bayes_risk_transducer": True}},
+     "has no option 'use_bayes_risk_transducer' for ESPnetASRModel"),
+])
+def test_a_config_of_another_espnet_version_names_what_is_missing(tmp_path: Path, override: dict, named: str) -> None:
+    config = {**family_config("conformer", tmp_path), **override}
+    with pytest.raises(ModelConfigError, match=rf"The installed ESPnet \S+ {named}, .*version it was trained with"):
+        build_model(config, device="meta")
+
+
+def test_a_package_espnet_asks_for_in_its_own_words_is_named(tmp_path: Path) -> None:
+    """ESPnet raises ImportError("You should install K2 to use Bayes Risk CTC"): one sentence naming k2."""
+    config = {**family_config("conformer", tmp_path), "ctc_conf": {"ctc_type": "brctc"}}
+    with pytest.raises(MissingPackageError, match=r"needs the package k2 .*pip install k2"):
+        build_model(config, device="meta")

@@ -159,7 +159,24 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
             raise
         raise ModelConfigError(str(err)) from err
     except (TypeError, KeyError, ValueError, AttributeError, AssertionError) as err:
-        raise ModelConfigError(f"ESPnet cannot build a model from this config ({type(err).__name__}: {err}).") from err
+        raise ModelConfigError(_build_failure(err)) from err
+
+
+def _build_failure(err: Exception) -> str:
+    """One sentence for ESPnet refusing a config; an option or a class that this ESPnet lacks is named as such
+    (the config was written by another ESPnet version)."""
+    from importlib.metadata import version
+
+    espnet = f"The installed ESPnet {version('espnet')}"
+    unknown = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(err))
+    if isinstance(err, TypeError) and unknown:
+        return (f"{espnet} has no option {unknown.group(2)!r} for {unknown.group(1)}, which this config sets; the "
+                "model needs the ESPnet version it was trained with.")
+    choice = re.search(r"--(\w+) must be one of .*: --\w+ (\S+)$", str(err))
+    if isinstance(err, ValueError) and choice:
+        return (f"{espnet} has no {choice.group(1)} {choice.group(2)!r}, which this config names; the model needs "
+                "the ESPnet version it was trained with.")
+    return f"ESPnet cannot build a model from this config ({type(err).__name__}: {err})."
 
 
 @dataclass(frozen=True)
