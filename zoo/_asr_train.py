@@ -199,13 +199,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
     uses = upstreams_in(vars(args))
     if args.init_param and not args.collect_stats:
-        with offline_upstreams(reference, uses):
-            try:
-                with torch.device("meta"):
-                    model = task.build_model(args=args)
-            except (NotImplementedError, RuntimeError) as err:  # a module the meta device cannot build (espzoo.model)
-                if not meta_refusal(err):
-                    raise
+        try:  # each build in its own offline_upstreams: a fused front end's upstreams are matched by build order
+            with offline_upstreams(reference, uses), torch.device("meta"):
+                model = task.build_model(args=args)
+        except (NotImplementedError, RuntimeError) as err:  # a module the meta device cannot build (espzoo.model)
+            if not meta_refusal(err):
+                raise
+            with offline_upstreams(reference, uses):
                 model = task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         new = frozenset(k for k in shapes if k.endswith((".lora_A", ".lora_B")))

@@ -57,7 +57,10 @@ _HUBERT_CLASSES = {"hubert_base_ls960.pt": 504, "hubert_large_ll60k.pt": 500}
 
 
 def offline_hub_patches(shapes: Shapes) -> list[tuple[Any, str, Any]]:
-    """(object, attribute, replacement) pairs that make s3prl build known upstreams without downloading."""
+    """(object, attribute, replacement) pairs that make s3prl build known upstreams without downloading.
+
+    One set of patches serves one model build (the n-th upstream requested gets the checkpoint's n-th upstream).
+    """
     import torch
     from s3prl.upstream.hubert import convert as hubert_convert
     from s3prl.upstream.hubert import hubconf as hubert_hubconf
