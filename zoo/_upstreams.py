@@ -1,10 +1,11 @@
 """Building ESPnet models whose parts wrap other toolkits, offline, and the small gaps between versions.
 
-ESPnet's Whisper encoder/decoder call `whisper.load_model(name)` and its SSL front end calls s3prl's hub, both
-of which download the upstream weights while the model is being built, although the checkpoint about to be
-loaded into it holds every one of those weights. `offline_upstreams()` builds those upstreams from their
-architecture with random weights instead (Whisper's `ModelDimensions` for the named size; the dimensions a
-checkpoint shows win over the table, so a checkpoint of any width builds), and never downloads.
+ESPnet's Whisper encoder, decoder and front end call `whisper.load_model(name)` and its SSL front end calls
+s3prl's hub, both of which download the upstream weights while the model is being built, although the
+checkpoint about to be loaded into it holds every one of those weights. `offline_upstreams()` builds those
+upstreams from their architecture with random weights instead (Whisper's `ModelDimensions` for the named
+size; the dimensions a checkpoint shows win over the table, so a checkpoint of any width builds), and never
+downloads.
 
 Bridges, each in this one place:
 - ESPnet 202511's Whisper encoder imports `whisper.audio.N_MELS`, which openai-whisper dropped in 20231117
