@@ -64,7 +64,7 @@ def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespac
     """
     task = task or task_for_config(config)
     parser = task.get_parser()
-    known = {action.dest for action in parser._actions}
+    known = {action.dest for action in parser._actions} - {"config"}  # ESPnet ignores `config` in a config file
     parser.set_defaults(**{key: copy.deepcopy(value) for key, value in config.items() if key in known})
     refused = io.StringIO()
     try:
