@@ -138,6 +138,20 @@ def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
     return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _tiny_xls_r_shapes() -> dict[str, tuple[int, ...]]:
+    """A wav2vec 2.0 of the XLS-R class (layer-norm extractor with conv bias, a quantizer) with 2 layers, 48 wide,
+    32 conv channels, a 2 x 8-entry codebook."""
+    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
+
+    from espzoo._s3prl import ARCHITECTURES
+
+    cfg = dict(ARCHITECTURES["xlsr2_300m.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
+               final_dim=16, latent_vars=8, conv_pos=16, conv_pos_groups=4,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
+    model = Wav2Vec2Model(Wav2Vec2Config(**{k: v for k, v in cfg.items() if k in Wav2Vec2Config.__dataclass_fields__}))
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_network: list, tmp_path: Path) -> None:
     folder = tmp_path / "pre"
     config = _wavlm_config(folder)
@@ -164,7 +178,32 @@ def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_netw
 
 def test_an_upstream_espzoo_cannot_build_offline_is_one_sentence(no_network: list, tmp_path: Path) -> None:
     config = _wavlm_config(tmp_path)
-    config["frontend_conf"]["frontend_conf"]["upstream"] = "xls_r_300m"
+    config["frontend_conf"]["frontend_conf"]["upstream"] = "apc"  # an RNN upstream espzoo has no table entry for
     with pytest.raises(ModelConfigError, match=r"s3prl upstream .*could not be downloaded .*builds only") as err:
         build_model(config, device="meta")
     assert "\n" not in str(err.value) and no_network  # the download was attempted, and refused by the test
+
+
+@pytest.mark.parametrize("upstream", ["xls_r_300m", "wav2vec2_large_960"])
+def test_wav2vec2_class_upstreams_build_from_the_checkpoint(no_network: list, tmp_path: Path, upstream: str) -> None:
+    """wav2vec 2.0 and XLS-R: the checkpoint's shapes (a quantizer, conv bias, the extractor's norm) win over the
+    named size's, and every upstream weight is the checkpoint's after ESPnet's strict load."""
+    folder = tmp_path / "pre"
+    config = _wavlm_config(folder)
+    config["frontend_conf"]["frontend_conf"]["upstream"] = upstream
+    torch.manual_seed(5)
+    built = build_model(config, reference=_tiny_xls_r_shapes())
+    state = built.state_dict()
+    assert state["frontend.upstream.upstream.model.quantizer.vars"].shape == (1, 16, 8)
+    assert "frontend.upstream.upstream.model.feature_extractor.conv_layers.0.0.bias" in state
+    torch.save(state, folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = plan_transfer(str(folder), TransferOptions(vocab=f"char:{ES_TEXT}"))
+    assert all(r.action == "load" for r in plan.rows if r.target_key.startswith("frontend."))
+    result = apply_plan(plan, tmp_path / "out")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    model = build_model(yaml.safe_load(result.config.read_text()), reference=shapes)
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True), strict=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if k.startswith("frontend."))
+    encoded, _ = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
+    assert torch.isfinite(encoded).all() and no_network == []

@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
-    from espzoo.model import task_for_config
+    from espzoo.model import meta_refusal, task_for_config
 
     if argv[:1] == ["--espzoo-task"]:  # named by espzoo.s2t.train_task_args; the config says the same
         argv = argv[2:]
@@ -200,11 +200,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         reference = {k: tuple(v.shape) for k, v in load(args.init_param[0].split(":")[0]).items()}
     uses = upstreams_in(vars(args))
     if args.init_param and not args.collect_stats:
-        with offline_upstreams(reference, uses):
-            try:
-                with torch.device("meta"):
-                    model = task.build_model(args=args)
-            except NotImplementedError:  # a module that cannot be built on the meta device (see espzoo.model)
+        try:  # each build in its own offline_upstreams: a fused front end's upstreams are matched by build order
+            with offline_upstreams(reference, uses), torch.device("meta"):
+                model = task.build_model(args=args)
+        except (NotImplementedError, RuntimeError) as err:  # a module the meta device cannot build (espzoo.model)
+            if not meta_refusal(err):
+                raise
+            with offline_upstreams(reference, uses):
                 model = task.build_model(args=args)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         new = frozenset(k for k in shapes if k.endswith((".lora_A", ".lora_B")))

@@ -1,10 +1,11 @@
 """Building ESPnet models whose parts wrap other toolkits, offline, and the small gaps between versions.
 
-ESPnet's Whisper encoder/decoder call `whisper.load_model(name)` and its SSL front end calls s3prl's hub, both
-of which download the upstream weights while the model is being built, although the checkpoint about to be
-loaded into it holds every one of those weights. `offline_upstreams()` builds those upstreams from their
-architecture with random weights instead (Whisper's `ModelDimensions` for the named size; the dimensions a
-checkpoint shows win over the table, so a checkpoint of any width builds), and never downloads.
+ESPnet's Whisper encoder, decoder and front end call `whisper.load_model(name)` and its SSL front end calls
+s3prl's hub, both of which download the upstream weights while the model is being built, although the
+checkpoint about to be loaded into it holds every one of those weights. `offline_upstreams()` builds those
+upstreams from their architecture with random weights instead (Whisper's `ModelDimensions` for the named
+size; the dimensions a checkpoint shows win over the table, so a checkpoint of any width builds), and never
+downloads.
 
 Bridges, each in this one place:
 - ESPnet 202511's Whisper encoder imports `whisper.audio.N_MELS`, which openai-whisper dropped in 20231117
@@ -95,7 +96,7 @@ def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
     frontends = [config.get("frontend"), *((config.get("frontend_conf") or {}).get("frontends") or [])]
     if any(f == "s3prl" or (isinstance(f, dict) and f.get("frontend_type") == "s3prl") for f in frontends):
         used.add("s3prl")
-    if "whisper" in (config.get("encoder"), config.get("decoder")):
+    if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         used.add("whisper")
     return frozenset(used)
 
@@ -105,6 +106,8 @@ def upstream_modules(config: Mapping[str, Any]) -> dict[str, str]:
     modules = {}
     if config.get("frontend") == "s3prl":
         modules["frontend.upstream"] = "s3prl upstream"
+    if config.get("frontend") == "whisper":  # espnet2/asr/frontend/whisper.py: the whole model, encoder used
+        modules["frontend.whisper.encoder"] = "Whisper front end"
     if config.get("encoder") == "whisper":
         modules["encoder.encoders"] = "Whisper encoder"
     if config.get("decoder") == "whisper":

@@ -13,7 +13,10 @@ downloaded, and an optional package that is missing is one sentence naming it (`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +58,24 @@ def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespac
     """ESPnet's parsed training arguments for `config`: the parser's defaults, overlaid by the config's keys.
 
     This is what `asr_train.py --config config.yaml` does: the YAML's keys replace the parser's defaults
-    (a `*_conf` dict replaces the default dict as a whole, it is not merged).
+    (a `*_conf` dict replaces the default dict as a whole, it is not merged), and a string value goes through
+    the option's type as argparse does with a string default (`decoder: none` is None, as in ESPnet).
+    Keys the parser does not know (which ESPnet would refuse) are kept as given.
     """
     task = task or task_for_config(config)
-    args = task.get_parser().parse_args([])
+    parser = task.get_parser()
+    known = {action.dest for action in parser._actions} - {"config"}  # ESPnet ignores `config` in a config file
+    parser.set_defaults(**{key: copy.deepcopy(value) for key, value in config.items() if key in known})
+    refused = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refused):
+            args = parser.parse_args([])
+    except SystemExit as err:  # argparse exits on a value its type refuses, after printing why
+        why = refused.getvalue().strip().splitlines()[-1:] or ["a value its option type refuses"]
+        raise ModelConfigError(f"ESPnet's option parser refuses this config: {why[0]}.") from err
     for key, value in config.items():
-        setattr(args, key, copy.deepcopy(value))
+        if key not in known:
+            setattr(args, key, copy.deepcopy(value))
     if args.token_list is None:
         raise ModelConfigError("The config has no token_list; give the model's token list (inline or a file path).")
     return args
@@ -109,12 +124,19 @@ def build_task_model(
     _check_stats_file(args)
     try:
         return _build(task, args, device, reference)
-    except NotImplementedError as err:
-        if device != "meta":
-            raise ModelConfigError(f"ESPnet cannot build a model from this config ({err}).") from err
-        # Some modules copy tensors while being constructed (torchaudio's HuBERT), which the meta device
-        # cannot: the CPU build has the same shapes, at the cost of real memory.
+    except (NotImplementedError, RuntimeError) as err:
+        if device != "meta" or not meta_refusal(err):
+            if isinstance(err, NotImplementedError):
+                raise ModelConfigError(f"ESPnet cannot build a model from this config ({err}).") from err
+            raise
+        # Some modules copy tensors (torchaudio's HuBERT) or read values (the S4 decoder's `.item()`) while
+        # being constructed, which the meta device cannot: the CPU build has the same shapes, in real memory.
         return _build(task, training_args(config, task), "cpu", reference)
+
+
+def meta_refusal(err: Exception) -> bool:
+    """Whether `err` is the meta device refusing an operation that needs data."""
+    return isinstance(err, NotImplementedError) or "meta tensor" in str(err)
 
 
 def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes | None) -> Any:
@@ -127,12 +149,34 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
             return task.build_model(args)
     except ModuleNotFoundError as err:
         raise MissingPackageError(missing_package_message(err.name or str(err))) from err
+    except ImportError as err:  # ESPnet's own "You should install K2 to use ..." after a failed import
+        named = [m for m in OPTIONAL_PACKAGES if re.search(rf"\b{re.escape(m)}\b", str(err), re.IGNORECASE)]
+        if named:
+            raise MissingPackageError(missing_package_message(named[0])) from err
+        raise ModelConfigError(f"ESPnet cannot build this model here: {err}.") from err
     except RuntimeError as err:
         if type(err).__name__ != "UpstreamUnavailableError":  # espzoo._s3prl's (not imported unless s3prl is used)
             raise
         raise ModelConfigError(str(err)) from err
     except (TypeError, KeyError, ValueError, AttributeError, AssertionError) as err:
-        raise ModelConfigError(f"ESPnet cannot build a model from this config ({type(err).__name__}: {err}).") from err
+        raise ModelConfigError(_build_failure(err)) from err
+
+
+def _build_failure(err: Exception) -> str:
+    """One sentence for ESPnet refusing a config; an option or a class that this ESPnet lacks is named as such
+    (the config was written by another ESPnet version)."""
+    from importlib.metadata import version
+
+    espnet = f"The installed ESPnet {version('espnet')}"
+    unknown = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(err))
+    if isinstance(err, TypeError) and unknown:
+        return (f"{espnet} has no option {unknown.group(2)!r} for {unknown.group(1)}, which this config sets; the "
+                "model needs the ESPnet version it was trained with.")
+    choice = re.search(r"--(\w+) must be one of .*: --\w+ (\S+)$", str(err))
+    if isinstance(err, ValueError) and choice:
+        return (f"{espnet} has no {choice.group(1)} {choice.group(2)!r}, which this config names; the model needs "
+                "the ESPnet version it was trained with.")
+    return f"ESPnet cannot build a model from this config ({type(err).__name__}: {err})."
 
 
 @dataclass(frozen=True)
