@@ -86,11 +86,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved A B B A")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (printed) instead of removing it")
+    parser.add_argument("--ngpu", type=int, default=0, help="train on N GPUs (both sides)")
     opts = parser.parse_args()
 
     import torch
 
     root = Path(tempfile.mkdtemp(prefix="espzoo_bench_finetune_"))
+    if opts.keep:
+        print(f"work dir: {root}")
     texts = [line.split(maxsplit=1)[1] for line in (SPEECH / "train" / "text").read_text().splitlines()]
     tokens = ["<blank>", "<unk>", "<space>", *sorted({c for t in texts for c in t} - {" "}), "<sos/eos>"]
     rng = np.random.default_rng(0)
@@ -112,7 +115,7 @@ def main() -> None:
     valid = prepare(SPEECH / "dev", root / "data" / "dev", sample_rate=16000)
     print(f"data: {train.num_utterances} train utterances ({train.total_seconds:.0f} s), {valid.num_utterances} valid")
 
-    options = TrainOptions(max_epoch=opts.epochs)
+    options = TrainOptions(max_epoch=opts.epochs, ngpu=opts.ngpu)
     model_dir = _model_folder(root / "model", base, tokens, stats, init)
     cli_source = root / "src" / "train"
 
@@ -159,7 +162,7 @@ def main() -> None:
         out = root / f"cli{i}"
         command = [str(Path(sys.executable).with_name("espzoo")), "finetune", str(model_dir), "--train",
                    str(cli_source), "--valid", str(SPEECH / "dev"), "--out", str(out), "--max-epoch", str(opts.epochs),
-                   "--json"]
+                   "--ngpu", str(opts.ngpu), "--json"]
         started_wall, cpu0, t0 = time.time(), _cpu_seconds(), time.perf_counter()
         done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
