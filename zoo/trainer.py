@@ -13,6 +13,8 @@ ESPnet trains: `run` writes the training config (the pretrained architecture, th
 optimization), runs `espnet2.bin.asr_train` in a subprocess (through `espzoo._asr_train`, which first checks
 that the init checkpoint covers every tensor of the new model, then hands the same arguments to ESPnet), and
 follows ESPnet's log (OUT/train.log) to report each epoch. The library never prints; give callbacks.
+That process starts early (`warm_start`, which `run` and espzoo.finetune enter once OUT is locked): it imports
+ESPnet, most of its start-up, while this one prepares, and gets its arguments by pipe once the config is written.
 
 Fine-tuning defaults (TrainOptions), each overridable, and `conf` overrides any config key (`optim_conf.lr=1e-4`):
   * Adam, peak lr 5e-4 with the warmuplr schedule (linear warmup, then inverse square root decay). ESPnet's
@@ -965,9 +967,12 @@ def _go(proc: subprocess.Popen, args: list[str], log: Path) -> bool:
             raise BrokenPipeError
         while message:  # a message longer than the pipe's buffer waits for the child's imports to finish
             message = message[os.write(proc.go, message):]  # type: ignore[attr-defined]
-    except OSError:
+    except OSError:  # it died (its imports failed, say): a child started afresh says why in the log
         _discard(proc)
         return False
+    except BaseException:  # Ctrl-C while a long message waits: no longer in _standby, so warm_start won't stop it
+        _discard(proc)
+        raise
     os.close(proc.go)  # type: ignore[attr-defined]  # EOF: the message is complete
     proc.go = -1  # type: ignore[attr-defined]
     return True
