@@ -585,3 +585,51 @@ def test_a_cut_off_checkpoint_pth_restarts_the_run_on_resume(tiny: Tiny, trained
     assert result.epochs == 2 and [r.epoch for r in result.history] == [1, 2]
     assert any("restarts from epoch 1" in note for note in result.notes), result.notes
     assert (out / "espnet.incomplete-1" / "checkpoint.pth").is_file() and (out / "model.pth").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Warm start: the training child imports ESPnet while espzoo prepares, and is gone when it is not used
+
+
+def _cpu_seconds_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_warm_started_child_imports_before_it_is_told_anything_and_an_unused_one_is_stopped(tmp_path: Path) -> None:
+    from espzoo.trainer import lock_out, warm_start
+
+    out = tmp_path / "exp"
+    marker = f"--espzoo-standby --output_dir {out / 'espnet'}"
+    with lock_out(out), warm_start(out):
+        waiting = _processes_mentioning(marker)
+        assert len(waiting) == 1, waiting
+        pid = int(waiting[0].split(":")[0])
+        deadline = time.monotonic() + 300
+        while _cpu_seconds_of(pid) < 2.0:  # importing ESPnet: well over 2 CPU seconds, with no arguments yet
+            assert time.monotonic() < deadline, "the standby child never got to work"
+            time.sleep(0.2)
+    assert not _gone_within(marker, 10), "an unused standby child outlived its block"
+    assert sorted(p.name for p in out.iterdir()) == [".espzoo.lock"]  # it wrote nothing into OUT
+
+
+def test_a_warm_started_child_that_dies_importing_espnet_says_why(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken ESPnet install, found after run() sent the arguments but before the child had its log: what it
+    printed still reaches train.log and the error."""
+    broken = tmp_path / "broken" / "espnet2" / "tasks"
+    broken.mkdir(parents=True)
+    (broken.parent / "__init__.py").write_text("")
+    (broken / "__init__.py").write_text("")
+    # Dies only once the arguments are waiting on its pipe (readable, not read): after run() sent them.
+    (broken / "asr.py").write_text(
+        "import os, select\nselect.select([int(os.environ['ESPZOO_GO_FD'])], [], [])\n"
+        "raise ImportError('this espnet2 is broken')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "broken"))  # the training child's, not this process's
+    out = tmp_path / "exp"
+    with pytest.raises(TrainError, match=r"ESPnet's training failed \(exit 1\)(.|\n)*this espnet2 is broken"):
+        _run(tiny, out)
+    assert "this espnet2 is broken" in (out / "train.log").read_text()
+    assert not _processes_mentioning(f"--espzoo-standby --output_dir {out / 'espnet'}")

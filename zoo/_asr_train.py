@@ -5,6 +5,10 @@ It dies with the espzoo process that started it (a lifeline pipe, see espzoo.tra
 `--resume` checkpoint.pth that holds anything but ESPnet's training state, and lets ESPnet's n-best averaging
 leave out epoch checkpoints that are missing (set aside as incomplete by espzoo.trainer).
 
+Started early (`--espzoo-standby`, see espzoo.trainer.warm_start), it imports ESPnet while espzoo is still
+preparing the data and the init checkpoint, then waits for its arguments and its log on a pipe (ESPZOO_GO_FD):
+the import (seconds to tens of seconds) overlaps espzoo's own work instead of following it.
+
 ESPnet's --init_param refuses shape mismatches (without --ignore_init_mismatch) and unexpected keys, but a
 tensor the checkpoint lacks silently keeps its random initialization. espzoo's init checkpoints hold exactly
 the new model's tensors, so any gap is a bug or a wrong file: this refuses it before training starts. The
@@ -14,6 +18,7 @@ ESPnet import that training does anyway; then the same arguments go to ESPnet's 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -28,6 +33,8 @@ MAX_LISTED = 8
 LORA_OPTION = "--espzoo_lora"  # PATH of an adapter_config.yaml (espzoo.lora)
 PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.trainer.PARENT_FD_ENV (not imported: it would import the data modules)
 REFUSAL = "espzoo: refusing to train: "  # espzoo.trainer.REFUSAL: the parent shows the rest of this line
+STANDBY = "--espzoo-standby"  # espzoo.trainer.STANDBY: import ESPnet, then wait for the arguments on GO_FD_ENV
+GO_FD_ENV = "ESPZOO_GO_FD"  # espzoo.trainer.GO_FD_ENV
 
 
 def die_with_parent() -> None:
@@ -45,6 +52,50 @@ def die_with_parent() -> None:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="espzoo-lifeline", daemon=True).start()
+
+
+def warm_up() -> None:
+    """Import what training needs before the arguments are known (the ESPnet import is nearly all of it)."""
+    from espzoo._espnet import import_asr_task
+    from espzoo._upstreams import install_bridges
+
+    install_bridges()
+    import_asr_task()
+
+
+def wait_for_go() -> list[str] | None:
+    """The arguments espzoo sends once it has written the config (None: it will not train, so exit quietly);
+    from then on stdout and stderr go to the log it names, after what the imports printed."""
+    fd = int(os.environ.pop(GO_FD_ENV))  # popped: ESPnet's own workers must not read it
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    if not chunks:
+        return None
+    message = json.loads(b"".join(chunks))
+    _redirect_output(message["log"])
+    return [str(a) for a in message["argv"]]
+
+
+def _redirect_output(log: str) -> None:
+    """Point stdout and stderr (fds 1 and 2, so ESPnet's workers too) at `log`, first copying into it what was
+    written to them until now (espzoo gave them an unlinked file). That file is emptied once copied: whatever it
+    still holds when this process ends (a crash before this point) espzoo copies into the log itself."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        offset = 0
+        while chunk := os.pread(1, 1 << 16, offset):
+            os.write(fd, chunk)
+            offset += len(chunk)
+        os.ftruncate(1, 0)
+    except OSError:  # stdout is not a file (started by hand): nothing to copy
+        pass
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def resume_globals() -> list[Any]:
@@ -167,6 +218,13 @@ def _config_of(argv: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [STANDBY]:
+        warm_up()
+        sent = wait_for_go()
+        if sent is None:
+            return
+        argv = sent
+        sys.argv[1:] = argv  # the command line ESPnet writes at the top of its log
     from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
     from espzoo.model import meta_refusal, task_for_config
 

@@ -40,6 +40,7 @@ from espzoo.trainer import (
     lock_out,
     node_workdir,
     run,
+    warm_start,
 )
 from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
 from espzoo.vocab import parse_vocab_spec
@@ -96,8 +97,9 @@ def finetune(
         with lock_out(out, request.training), disk_full_is_one_sentence(work):
             if not secondary:  # what OUT holds is node 0's to check: the other nodes start while it writes there
                 check_out_dir(out, request.training)
-            prepared = _prepare(request, work, stage, on_note or (lambda _: None), source)
-            return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
+            with warm_start(out):  # ESPnet's process imports ESPnet while this one prepares data, plan and init
+                prepared = _prepare(request, work, stage, on_note or (lambda _: None), source)
+                return _train(request, prepared, on_stage=on_stage, on_epoch=on_epoch)
     finally:
         if secondary:  # another node's scratch copy of the inputs
             shutil.rmtree(work, ignore_errors=True)

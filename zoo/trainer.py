@@ -13,6 +13,8 @@ ESPnet trains: `run` writes the training config (the pretrained architecture, th
 optimization), runs `espnet2.bin.asr_train` in a subprocess (through `espzoo._asr_train`, which first checks
 that the init checkpoint covers every tensor of the new model, then hands the same arguments to ESPnet), and
 follows ESPnet's log (OUT/train.log) to report each epoch. The library never prints; give callbacks.
+That process starts early (`warm_start`, which `run` and espzoo.finetune enter once OUT is locked): it imports
+ESPnet, most of its start-up, while this one prepares, and gets its arguments by pipe once the config is written.
 
 Fine-tuning defaults (TrainOptions), each overridable, and `conf` overrides any config key (`optim_conf.lr=1e-4`):
   * Adam, peak lr 5e-4 with the warmuplr schedule (linear warmup, then inverse square root decay). ESPnet's
@@ -107,6 +109,8 @@ STOP_GRACE_S = 30.0  # after SIGINT, how long ESPnet gets to exit before SIGTERM
 STALL_S = 3600.0  # ESPnet's log silent this long: the training is taken as stalled (TrainOptions.stall_s)
 LOCK_NAME = ".espzoo.lock"
 PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # the child's end of the lifeline pipe (see _start_child)
+STANDBY = "--espzoo-standby"  # espzoo._asr_train imports ESPnet, then waits for its arguments (see warm_start)
+GO_FD_ENV = "ESPZOO_GO_FD"  # the standby child's end of the pipe its arguments come by
 REFUSAL = "espzoo: refusing to train: "  # how espzoo._asr_train starts the one line that says why it stopped
 SAVE_WAIT_S = 120.0  # how long a stop waits for a checkpoint being written to be complete
 POLL_S = 0.2
@@ -257,15 +261,11 @@ def write_train_config(
 
     optim_conf = dict(base_config.get("optim_conf") or {}) if base_config.get("optim") == options.optim else {}
     optim_conf.update(lr=options.lr, weight_decay=options.weight_decay)
-    warmup = options.warmup_steps
-    if warmup is None:
-        total = (steps_per_epoch or 0) * options.max_epoch // max(1, options.accum_grad)
-        warmup = max(1, round(0.1 * total)) if total else 1
     config.update(
         optim=options.optim,
         optim_conf=optim_conf,
         scheduler="warmuplr",
-        scheduler_conf={"warmup_steps": warmup},
+        scheduler_conf={"warmup_steps": warmup_steps(options, steps_per_epoch)},
         max_epoch=options.max_epoch,
         patience=options.patience,
         batch_type="numel",
@@ -286,6 +286,24 @@ def write_train_config(
     for override in options.conf:
         apply_override(config, override)
     return config
+
+
+def warmup_steps(options: TrainOptions, steps_per_epoch: int | None) -> int:
+    """options.warmup_steps, else 10% of this run's optimizer steps (1 while the steps are not known)."""
+    if options.warmup_steps is not None:
+        return options.warmup_steps
+    total = (steps_per_epoch or 0) * options.max_epoch // max(1, options.accum_grad)
+    return max(1, round(0.1 * total)) if total else 1
+
+
+def _with_warmup(config: dict[str, Any], options: TrainOptions, steps_per_epoch: int) -> dict[str, Any]:
+    """`config` (write_train_config's, built before the steps were known) with the warmup it would have had with
+    them: set where write_train_config set it, and an override that replaces it still wins."""
+    overridden = {o.partition("=")[0].strip() for o in options.conf} & {"scheduler_conf", "scheduler_conf.warmup_steps"}
+    if overridden:
+        return config
+    warmup = warmup_steps(options, steps_per_epoch)
+    return dict(config, scheduler_conf={**config["scheduler_conf"], "warmup_steps": warmup})
 
 
 def apply_override(config: dict[str, Any], override: str) -> None:
@@ -526,6 +544,29 @@ class _LogFollower:
 # run
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What run() was asked to do, as one value for the steps after its checks."""
+
+    base_config: dict[str, Any]
+    vocabulary: Vocabulary
+    init_checkpoint: str | Path | None
+    stats_file: str | Path | None
+    train: Dataset
+    valid: Dataset
+    out: Path
+    options: TrainOptions
+    plan: Any = None
+    provenance: dict[str, Any] | None = None
+
+    def train_config(self) -> dict[str, Any]:
+        """write_train_config's config, before the steps per epoch are known (see _with_warmup)."""
+        return write_train_config(
+            self.base_config, vocabulary=self.vocabulary, init_checkpoint=self.init_checkpoint,
+            stats_file=self.stats_file, options=self.options,
+        )
+
+
 def run(
     base_config: dict[str, Any],
     *,
@@ -549,42 +590,29 @@ def run(
     With `options.resume`, a previous run in OUT continues from its last finished epoch (its config is kept;
     a new max_epoch extends it); without a previous run it starts afresh.
     """
-    options = options or TrainOptions()
-    out = Path(out).expanduser().resolve()
-    check_options(options)
+    job = _Job(base_config, vocabulary, init_checkpoint, stats_file, train, valid, Path(out).expanduser().resolve(),
+               options or TrainOptions(), plan, provenance)
+    check_options(job.options)
     if train.name == valid.name:
         raise TrainError(f"The train and valid sets are both named {train.name!r}; prepare them under two names.")
-    if not (options.resume and (out / "conf" / "train.yaml").is_file()):  # refusals that need no lock: OUT untouched
+    config = None
+    if not (job.options.resume and (job.out / "conf" / "train.yaml").is_file()):  # refusals before the lock
         _check_init(init_checkpoint)
-        config = write_train_config(
-            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
-        )
+        config = job.train_config()
         _check_sample_rate(config, train, valid)
-    with lock_out(out, options), disk_full_is_one_sentence(out):
-        return _run(
-            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, train=train,
-            valid=valid, out=out, options=options, plan=plan, provenance=provenance, on_epoch=on_epoch,
-            on_stage=on_stage,
-        )
+    with lock_out(job.out, job.options), warm_start(job.out), disk_full_is_one_sentence(job.out):
+        return _run(job, config, on_epoch, on_stage)
 
 
 def _run(
-    base_config: dict[str, Any],
-    *,
-    vocabulary: Vocabulary,
-    init_checkpoint: str | Path | None,
-    stats_file: str | Path | None,
-    train: Dataset,
-    valid: Dataset,
-    out: Path,
-    options: TrainOptions,
-    plan: Any,
-    provenance: dict[str, Any] | None,
+    job: _Job,
+    config: dict[str, Any] | None,
     on_epoch: Callable[[EpochReport], None] | None,
     on_stage: Callable[[str], None] | None,
 ) -> TrainResult:
     started = time.monotonic()
     stage = on_stage or (lambda _: None)
+    out, options, train, valid = job.out, job.options, job.train, job.valid
     work = node_workdir(out, options)  # OUT, or on nodes other than 0 their own scratch folder
     conf_path = work / "conf" / "train.yaml"
     resuming = options.resume and conf_path.is_file()
@@ -598,22 +626,13 @@ def _run(
             config["max_epoch"] = options.max_epoch
             write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         normalize = _normalize_source(config, work)
-    else:
-        config = write_train_config(
-            base_config, vocabulary=vocabulary, init_checkpoint=init_checkpoint, stats_file=stats_file, options=options
-        )
+    elif config is None:  # another node: node 0's OUT has a config to resume, this node's scratch folder has not
+        config = job.train_config()
     work.mkdir(parents=True, exist_ok=True)
     shapes = {d.name: text_shapes(d, config, work / "shapes" / d.name) for d in (train, valid)}
     if not resuming:
         steps = estimate_steps_per_epoch(train, shapes[train.name], config["batch_bins"])
-        config = write_train_config(
-            base_config,
-            vocabulary=vocabulary,
-            init_checkpoint=init_checkpoint,
-            stats_file=stats_file,
-            options=options,
-            steps_per_epoch=steps,
-        )
+        config = _with_warmup(config, options, steps)
         normalize = "none"
         if needs_new_stats(config, options):
             stage("stats")
@@ -646,7 +665,7 @@ def _run(
         return _secondary_result(out, follower, normalize, started)
 
     stage("average")
-    result = _assemble(out, config, train, valid, options, follower, normalize, plan, provenance, started)
+    result = _assemble(out, config, train, valid, options, follower, normalize, job.plan, job.provenance, started)
     stage("done")
     return replace(result, notes=tuple(notes))
 
@@ -870,25 +889,123 @@ def _popen_kwargs(log_file: Any) -> dict[str, Any]:
 
 
 def _start_child(args: list[str], log_file: Any) -> subprocess.Popen:
-    """`python -m espzoo._asr_train ARGS` (ESPnet's asr_train after espzoo's checks), tied to this process's life.
+    """`python -m espzoo._asr_train ARGS` (ESPnet's asr_train after espzoo's checks), tied to this process's life;
+    the one warm_start started for the same output dir when there is one (it has imported ESPnet already).
 
     The child gets the read end of a pipe whose write end only this process holds: when this process dies, even
     by SIGKILL, the child reads EOF and kills its process group (ESPnet and its workers), so no trainer is left
     running unseen, writing into OUT. It also inherits OUT's lock, which therefore lasts as long as it does."""
+    output_dir = args[args.index("--output_dir") + 1] if "--output_dir" in args else None
+    waiting = _standby.pop(output_dir, None) if output_dir else None
+    if waiting is not None and _go(waiting, args, Path(log_file.name)):
+        return waiting
+    return _spawn(args, log_file)
+
+
+def _spawn(args: list[str], stdout: Any, *, standby: bool = False) -> subprocess.Popen:
     read, write = os.pipe()
-    kwargs = _popen_kwargs(log_file)
+    go_read, go_write = os.pipe() if standby else (-1, -1)
+    kwargs = _popen_kwargs(stdout)
     kwargs["env"][PARENT_FD_ENV] = str(read)
+    if standby:
+        kwargs["env"][GO_FD_ENV] = str(go_read)
     try:
         proc = subprocess.Popen(
-            _child_command("espzoo._asr_train", args), pass_fds=(read, *_held_locks.values()), **kwargs
+            _child_command("espzoo._asr_train", args),
+            pass_fds=(read, *((go_read,) if standby else ()), *_held_locks.values()),
+            **kwargs,
         )
     except BaseException:
-        os.close(write)
+        for fd in (write, go_write):
+            if fd >= 0:
+                os.close(fd)
         raise
     finally:
-        os.close(read)
+        for fd in (read, go_read):
+            if fd >= 0:
+                os.close(fd)
     proc.lifeline = write  # type: ignore[attr-defined]  # closed by _supervise once the child is gone
+    proc.go = go_write  # type: ignore[attr-defined]  # a standby child's arguments go here (_go)
+    proc.early = stdout if standby else None  # type: ignore[attr-defined]  # what it printed before it had a log
     return proc
+
+
+_standby: dict[str, subprocess.Popen] = {}  # ESPnet's output dir -> its training child, started early and waiting
+
+
+@contextlib.contextmanager
+def warm_start(out: str | Path) -> Iterator[None]:
+    """Start OUT's training child now, so that it imports ESPnet (about 8 s on an idle core, far more on a busy
+    machine) while this process checks the data, plans the transfer and writes the config, instead of after;
+    run() then sends it its arguments. Hold OUT's lock first (the child inherits it, as every training child
+    does). A child the block did not use (an error, a dry run, Ctrl-C) is stopped when it ends."""
+    import tempfile
+
+    output_dir = str(Path(out).expanduser().resolve() / "espnet")
+    if output_dir in _standby:  # finetune() started it; run() inside it uses the same one
+        yield
+        return
+    early = tempfile.TemporaryFile()  # unlinked: nothing is written into OUT before run() gets that far
+    try:
+        # The output dir on its command line only says, in `ps`, whose trainer it is: the arguments come by pipe.
+        _standby[output_dir] = _spawn([STANDBY, "--output_dir", output_dir], early, standby=True)
+    except BaseException:
+        early.close()
+        raise
+    try:
+        yield
+    finally:
+        unused = _standby.pop(output_dir, None)
+        if unused is not None:
+            _discard(unused)
+
+
+def _go(proc: subprocess.Popen, args: list[str], log: Path) -> bool:
+    """Send a standby child its arguments and log; False (and the child stopped) if it is no longer there."""
+    message = json.dumps({"argv": args, "log": str(log)}).encode()
+    try:
+        if proc.poll() is not None:
+            raise BrokenPipeError
+        while message:  # a message longer than the pipe's buffer waits for the child's imports to finish
+            message = message[os.write(proc.go, message):]  # type: ignore[attr-defined]
+    except OSError:  # it died (its imports failed, say): a child started afresh says why in the log
+        _discard(proc)
+        return False
+    except BaseException:  # Ctrl-C while a long message waits: no longer in _standby, so warm_start won't stop it
+        _discard(proc)
+        raise
+    os.close(proc.go)  # type: ignore[attr-defined]  # EOF: the message is complete
+    proc.go = -1  # type: ignore[attr-defined]
+    return True
+
+
+def _discard(proc: subprocess.Popen) -> None:
+    """Stop a standby child that will not train (it has only imported): at once, with its process group."""
+    for name in ("go", "lifeline"):
+        fd = getattr(proc, name, -1)
+        if fd is not None and fd >= 0:
+            os.close(fd)
+            setattr(proc, name, None if name == "lifeline" else -1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if getattr(proc, "early", None) is not None:
+        proc.early.close()  # type: ignore[attr-defined]
+
+
+def _keep_early_output(proc: subprocess.Popen, log: Path) -> None:
+    """What a standby child printed before it had its log (it empties that file once it has copied it there):
+    left over only when it died first (a broken ESPnet install, say), then it belongs in the log for the error."""
+    early = getattr(proc, "early", None)
+    if early is None:
+        return
+    early.seek(0)
+    text = early.read()
+    early.close()
+    proc.early = None  # type: ignore[attr-defined]
+    if text:
+        with log.open("ab") as f:
+            f.write(text)
 
 
 def _train(
@@ -907,7 +1024,10 @@ def _train(
         offset = f.tell()
         proc = _start_child(args, f)
     follower = _LogFollower(log, offset, on_epoch, started)
-    code = _supervise(proc, follower, stall_s)
+    try:
+        code = _supervise(proc, follower, stall_s)
+    finally:
+        _keep_early_output(proc, log)
     follower.poll()
     if code != 0 and _PEER_LOST.search(follower.tail(40)):
         done = f"after epoch {follower.last_epoch}" if follower.last_epoch else "before the first epoch finished"
