@@ -85,6 +85,8 @@ def test_finetune_writes_a_complete_experiment(finetuned: dict, served: str) -> 
     tokens = (out / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert config["token_list"] == tokens and config["token_type"] == "bpe" and tokens[0] == "<blank>"
     assert config["bpemodel"] == "bpe.model"  # relative to OUT: the folder can move
+    # The n-best average's cap followed the resumed run's max_epoch (2), not the first run's (1).
+    assert config["keep_nbest_models"] == 2
 
     provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     listing = json.loads(espzoo(["pull", REPO, "--json"], served, finetuned["hf_home"]).stdout)

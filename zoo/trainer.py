@@ -273,7 +273,7 @@ def write_train_config(
         accum_grad=options.accum_grad,
         grad_clip=options.grad_clip,
         # ESPnet averages only the 1 best when fewer epochs than keep_nbest_models exist: cap it.
-        keep_nbest_models=max(1, min(options.keep_nbest, options.max_epoch)),
+        keep_nbest_models=keep_nbest_models(options),
         best_model_criterion=best_model_criterion(config, options),
         nbest_averaging_interval=0,
         seed=options.seed,
@@ -304,6 +304,11 @@ def _with_warmup(config: dict[str, Any], options: TrainOptions, steps_per_epoch:
         return config
     warmup = warmup_steps(options, steps_per_epoch)
     return dict(config, scheduler_conf={**config["scheduler_conf"], "warmup_steps": warmup})
+
+
+def keep_nbest_models(options: TrainOptions) -> int:
+    """ESPnet averages only the 1 best when fewer epochs than keep_nbest_models exist: cap it at max_epoch."""
+    return max(1, min(options.keep_nbest, options.max_epoch))
 
 
 def apply_override(config: dict[str, Any], override: str) -> None:
@@ -624,6 +629,8 @@ def _run(
         config = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
         if config.get("max_epoch") != options.max_epoch:
             config["max_epoch"] = options.max_epoch
+            # The cap on the n-best average follows the new max_epoch (1 epoch, then resumed to 20, averages 5).
+            config["keep_nbest_models"] = keep_nbest_models(options)
             write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         normalize = _normalize_source(config, work)
     elif config is None:  # another node: node 0's OUT has a config to resume, this node's scratch folder has not
