@@ -47,12 +47,15 @@ def espnet_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def import_asr_task() -> Any:
     """`espnet2.tasks.asr.ASRTask`, imported with the offline NLTK setup in place (~7 s the first time)."""
-    os.environ.update({"NLTK_DATA": espnet_env()["NLTK_DATA"]})
-    import nltk
+    from espzoo._espnet_compat import needs_nltk_setup
 
-    # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
-    if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
-        nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
+    os.environ.update({"NLTK_DATA": espnet_env()["NLTK_DATA"]})
+    if needs_nltk_setup():  # espnet 202611 without its tts extra has no nltk to set up
+        import nltk
+
+        # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
+        if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
+            nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
     # ESPnet's import chain prints a note to stdout that the optional flash_attn is missing: stdout belongs
     # to espzoo's commands (JSON, transcripts), so the note goes.
     with contextlib.redirect_stdout(io.StringIO()):
