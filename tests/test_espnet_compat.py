@@ -39,6 +39,20 @@ def test_nltk_setup_is_needed_exactly_when_nltk_is_installed() -> None:
         assert found  # 202511 depends on nltk, and its ASR imports reach g2p_en
 
 
+def test_importing_espnet_prints_nothing() -> None:
+    """The first import of ESPnet's ASR task (and the S2T ones after it) leaves stdout and stderr to espzoo: 202511
+    notes the missing flash_attn on stdout, 202611 on stderr."""
+    import subprocess
+
+    script = (
+        "from espzoo._espnet import import_asr_task; import_asr_task()\n"
+        "from espzoo.s2t import espnet_task; espnet_task('s2t'); espnet_task('s2t_ctc')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
+
+
 @pytest.mark.slow
 def test_s2t_ctc_greedy_is_ctc_best_path_and_does_not_warn(tiny_s2t_ctc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The greedy decoder, built from the tiny OWSM-CTC fixture, returns the collapsed argmax of its CTC head

@@ -7,8 +7,6 @@ holding placeholders that satisfy `nltk.data.find` (espzoo never uses g2p, so th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import zipfile
 from pathlib import Path
@@ -56,9 +54,9 @@ def import_asr_task() -> Any:
         # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
         if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
             nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
-    # ESPnet's import chain prints a note to stdout that the optional flash_attn is missing: stdout belongs
-    # to espzoo's commands (JSON, transcripts), so the note goes.
-    with contextlib.redirect_stdout(io.StringIO()):
+    from espzoo._espnet_compat import import_notes_silenced
+
+    with import_notes_silenced():  # ESPnet's import chain notes that the optional flash_attn is missing
         from espnet2.tasks.asr import ASRTask
 
     return ASRTask

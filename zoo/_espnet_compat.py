@@ -7,6 +7,8 @@ leaves these differences that reach espzoo:
 - OWSM-CTC greedy decoding. 202511: `espnet2.bin.s2t_inference_ctc.Speech2TextGreedySearch`, called. 202611: the
   one `espnet2.bin.s2t_inference.Speech2Text` loads CTC-only checkpoints too and decodes them with `best_path()`;
   the old class remains only as a forwarder that warns (DeprecationWarning).
+- The note that the optional flash_attn is missing, printed when ESPnet's attention module is first imported: to
+  stdout in 202511, to stderr in 202611 (espnet2/legacy/nets/pytorch_backend/transformer/attention.py).
 - NLTK. 202511 depends on nltk and its ASR import chain imports g2p_en, which downloads at import time
   (espzoo._espnet points it at placeholders); 202611 depends on neither (g2p_en moved to `espnet[tts]`).
 
@@ -21,7 +23,10 @@ Nothing here imports ESPnet at module import: the release is read from the insta
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,3 +77,11 @@ def needs_nltk_setup() -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def import_notes_silenced() -> Iterator[None]:
+    """Around a first import of ESPnet's task modules: its note about the missing optional flash_attn goes (stdout
+    belongs to espzoo's commands, JSON and transcripts; stderr to their one-sentence errors)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
