@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml Makefile
 	@test -n "$(WANT)" || { echo "PYTHON=$(PYTHON) does not run; name a Python 3.11-3.13 with PYTHON=" >&2; exit 1; }
 	@if [ "$$($(PY) -c '$(PYTHON_ID)' 2>/dev/null)" != "$(WANT)" ]; then \
 		echo "making $(VENV) with Python $(WANT)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
-	@# The pip each Python ships (23 on 3.11 and 3.12, 24 on 3.13): newer pips refuse espnet 202511's dependency ci_sdr (it
-	@# names a git URL in an extra); espnet 202611 asks for ci_sdr only in its `enh` extra.
+	@# The pip each Python ships (23 on 3.11 and 3.12, 24 on 3.13): newer pips refuse espnet 202511's dependency
+	@# ci_sdr (it names a git URL in an extra); espnet 202611 asks for ci_sdr only in its `enh` extra.
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
 	@# The ssl and whisper extras (pyproject), for their tests, without their dependencies: with them pip takes
 	@# setuptools 81 (ESPnet 202511 pins <74). What they import beyond ESPnet's own dependencies is listed, pinned.

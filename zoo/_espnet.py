@@ -45,7 +45,7 @@ def espnet_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def import_asr_task() -> Any:
     """`espnet2.tasks.asr.ASRTask`, imported with the offline NLTK setup in place (~7 s the first time)."""
-    from espzoo._espnet_compat import needs_nltk_setup
+    from espzoo._espnet_compat import import_notes_silenced, needs_nltk_setup
 
     os.environ.update({"NLTK_DATA": espnet_env()["NLTK_DATA"]})
     if needs_nltk_setup():  # espnet 202611 without its tts extra has no nltk to set up
@@ -54,8 +54,6 @@ def import_asr_task() -> Any:
         # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
         if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
             nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
-    from espzoo._espnet_compat import import_notes_silenced
-
     with import_notes_silenced():  # ESPnet's import chain notes that the optional flash_attn is missing
         from espnet2.tasks.asr import ASRTask
 
