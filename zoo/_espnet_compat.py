@@ -9,6 +9,9 @@ leaves these differences that reach espzoo:
   the old class remains only as a forwarder that warns (DeprecationWarning).
 - The note that the optional flash_attn is missing, printed when ESPnet's attention module is first imported: to
   stdout in 202511, to stderr in 202611 (espnet2/legacy/nets/pytorch_backend/transformer/attention.py).
+- Padded batches. 202511's convolutional subsampling slices the padded input mask, so a shorter row of a batch
+  counts up to two frames more than it has alone and the padding reaches its encoder output (espzoo.evaluate's
+  padding guards correct it); 202611 encodes each row of a batch as it encodes it alone (ESPnet issue 6600).
 - NLTK. 202511 depends on nltk and its ASR import chain imports g2p_en, which downloads at import time
   (espzoo._espnet points it at placeholders); 202611 depends on neither (g2p_en moved to `espnet[tts]`).
 
@@ -31,7 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# The first release whose S2T inference folds OWSM-CTC's greedy search into `Speech2Text.best_path`.
+# The first release whose S2T inference folds OWSM-CTC's greedy search into `Speech2Text.best_path`, and whose
+# subsampling masks count each row's own frames.
 _S2T_BEST_PATH = 202611
 
 
@@ -67,6 +71,12 @@ def s2t_ctc_greedy(config_path: Path | str, model_file: Path | str | None, **kwa
             return getattr(self, method)(speech, **call)
 
     return BestPath(s2t_train_config=str(config_path), s2t_model_file=model_file, **kwargs)
+
+
+def subsampling_counts_own_frames() -> bool:
+    """Whether ESPnet's encoder gives each row of a padded batch the length and output it has alone (202611; 202511
+    counts up to two frames more for shorter rows, and their padding reaches the output)."""
+    return espnet_release() >= _S2T_BEST_PATH
 
 
 def needs_nltk_setup() -> bool:
