@@ -465,6 +465,7 @@ def test_padding_reaches_rows_without_the_guards(recognizer: Recognizer, tmp_pat
     """What the guards remove: ESPnet's padded batch gives shorter rows other encoder lengths and outputs."""
     import torch
 
+    from espzoo._espnet_compat import subsampling_counts_own_frames
     from espzoo.evaluate import _padding_guards
 
     data = small_data_dir(tmp_path / "test", count=4)
@@ -481,10 +482,13 @@ def test_padding_reaches_rows_without_the_guards(recognizer: Recognizer, tmp_pat
             guarded, guarded_lengths = model.encode(speech, lengths)
     own = [int(out.size(1)) for out, _ in alone]
     assert guarded_lengths.tolist() == own
-    assert padded_lengths.tolist() != own  # ESPnet's mask slicing counts extra frames for shorter rows
     for i, (out, _) in enumerate(alone):
         assert torch.allclose(guarded[i, : own[i]], out[0], atol=1e-4)
-    assert max((padded[i, : own[i]] - out[0]).abs().max().item() for i, (out, _) in enumerate(alone)) > 1e-2
+    padding_reaches = max((padded[i, : own[i]] - out[0]).abs().max().item() for i, (out, _) in enumerate(alone))
+    if subsampling_counts_own_frames():  # ESPnet 202611 keeps padding out itself (its issue 6600): guards are a no-op
+        assert padded_lengths.tolist() == own and padding_reaches < 1e-4
+    else:  # ESPnet 202511's mask slicing counts extra frames for shorter rows, and the padding reaches the outputs
+        assert padded_lengths.tolist() != own and padding_reaches > 1e-2
 
 
 def test_ctc_only_models_decode_greedily_by_default(tiny_out: Path, recognizer: Recognizer, tmp_path: Path) -> None:

@@ -193,8 +193,8 @@ import json, sys, soundfile, numpy as np
 meta = __import__("yaml").safe_load(open("meta.yaml"))
 config, model = meta["yaml_files"]["s2t_train_config"], meta["files"]["s2t_model_file"]
 if {variant!r} == "s2t_ctc":
-    from espnet2.bin.s2t_inference_ctc import Speech2TextGreedySearch as S
-    s = S(config, model, lang_sym={lang!r}, task_sym="<asr>")
+    from espzoo._espnet_compat import s2t_ctc_greedy  # ESPnet's own greedy decoder of this release
+    s = s2t_ctc_greedy(config, model, lang_sym={lang!r}, task_sym="<asr>")
     conf = s.preprocessor_conf
     pad = lambda w: np.pad(w, (0, max(0, int(conf["fs"] * conf["speech_length"]) - len(w))))
 else:

@@ -7,8 +7,6 @@ holding placeholders that satisfy `nltk.data.find` (espzoo never uses g2p, so th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import zipfile
 from pathlib import Path
@@ -47,15 +45,16 @@ def espnet_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def import_asr_task() -> Any:
     """`espnet2.tasks.asr.ASRTask`, imported with the offline NLTK setup in place (~7 s the first time)."""
-    os.environ.update({"NLTK_DATA": espnet_env()["NLTK_DATA"]})
-    import nltk
+    from espzoo._espnet_compat import import_notes_silenced, needs_nltk_setup
 
-    # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
-    if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
-        nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
-    # ESPnet's import chain prints a note to stdout that the optional flash_attn is missing: stdout belongs
-    # to espzoo's commands (JSON, transcripts), so the note goes.
-    with contextlib.redirect_stdout(io.StringIO()):
+    os.environ.update({"NLTK_DATA": espnet_env()["NLTK_DATA"]})
+    if needs_nltk_setup():  # espnet 202611 without its tts extra has no nltk to set up
+        import nltk
+
+        # nltk reads NLTK_DATA when first imported; make sure a late setting still counts.
+        if os.environ["NLTK_DATA"].split(os.pathsep)[0] not in nltk.data.path:
+            nltk.data.path[:0] = os.environ["NLTK_DATA"].split(os.pathsep)
+    with import_notes_silenced():  # ESPnet's import chain notes that the optional flash_attn is missing
         from espnet2.tasks.asr import ASRTask
 
     return ASRTask

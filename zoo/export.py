@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from espzoo import curves
+from espzoo._espnet_compat import s2t_ctc_inference
 from espzoo._fs import public_mode, replace_dir
 from espzoo._redact import public
 from espzoo.bundle import config_sample_rate, resolve_config_paths
@@ -309,9 +310,7 @@ def _inference_lines(config: dict[str, Any], exp: Path, provenance: dict[str, An
             f'speech2text = Speech2Text("{exp}/config.yaml", "{exp}/{MODEL_FILE}", beam_size=4)',
         ]
     prompt = (provenance.get("s2t") or {}).get("lang") or "<eng>"
-    module, cls = (
-        ("s2t_inference_ctc", "Speech2TextGreedySearch") if task == "s2t_ctc" else ("s2t_inference", "Speech2Text")
-    )
+    module, cls = s2t_ctc_inference()[:2] if task == "s2t_ctc" else ("s2t_inference", "Speech2Text")
     return [
         f"from espnet2.bin.{module} import {cls}",
         "",

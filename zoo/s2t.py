@@ -524,8 +524,8 @@ def clean_hypothesis(tokens: Sequence[str], tokenizer: Any | None) -> str:
 
 @dataclass
 class S2TDecoder:
-    """ESPnet's S2T `Speech2Text` (beam search) or `Speech2TextGreedySearch` (OWSM-CTC) with a fixed prompt;
-    called like ASR's Speech2Text, it returns `[(text, tokens, token_ids, None)]` with the text cleaned."""
+    """ESPnet's S2T `Speech2Text` (beam search) or its greedy OWSM-CTC decoder (espzoo._espnet_compat) with a fixed
+    prompt; called like ASR's Speech2Text, it returns `[(text, tokens, token_ids, None)]` with the text cleaned."""
 
     speech2text: Any
     task: Task
@@ -568,12 +568,9 @@ def build_decoder(
     espnet_task(task)
     with contextlib.redirect_stdout(io.StringIO()):
         if task == "s2t_ctc":
-            from espnet2.bin.s2t_inference_ctc import Speech2TextGreedySearch
+            from espzoo._espnet_compat import s2t_ctc_greedy
 
-            speech2text = Speech2TextGreedySearch(
-                s2t_train_config=str(config_path), s2t_model_file=None, device=device,
-                lang_sym=prompt.lang, task_sym=prompt.task,
-            )
+            speech2text = s2t_ctc_greedy(config_path, None, device=device, lang_sym=prompt.lang, task_sym=prompt.task)
         else:
             from espnet2.bin.s2t_inference import Speech2Text
 
