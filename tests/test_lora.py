@@ -20,7 +20,10 @@ from espzoo.mirror import MirrorServer
 
 REPO = "espzoo-test/tiny-char"
 RANK, ALPHA = 4, 8.0
-AVERAGED = 3  # the continued run: 3 epochs, keep_nbest 5 capped at max_epoch: the 3 best are averaged
+# ESPnet averages the n best epochs (keep_nbest 5, capped at max_epoch); an averaged adapter is stored at rank n x r.
+FIRST_AVERAGED = 2  # `finetuned`: 1 epoch, resumed to 2
+AVERAGED = 3  # `continued` (from finetuned's adapter, stored at rank 2 x RANK): 2 epochs, resumed to 3
+CONTINUED_RANK = FIRST_AVERAGED * RANK
 OFFLINE = "http://127.0.0.1:9"
 
 
@@ -378,7 +381,9 @@ def test_finetune_continues_an_adapter_only_export_pulled_with_its_base(finetune
     config = yaml.safe_load((out / "adapter_config.yaml").read_text())
     first = yaml.safe_load((finetuned["out"] / "adapter_config.yaml").read_text())
     assert (config["base_repo"], config["base_commit"]) == (REPO, first["base_commit"])
-    assert config["rank"] == RANK and config["alpha"] == ALPHA and "ctc.ctc_lo" in config["train_also"]
+    # It trains the adapter as stored: finetuned's averaged one, rank 2 x RANK (alpha with it: the same scaling).
+    assert (config["rank"], config["alpha"]) == (CONTINUED_RANK, FIRST_AVERAGED * ALPHA)
+    assert "ctc.ctc_lo" in config["train_also"]
     assert set(config["carried"]) == {"ctc.ctc_lo.weight", "ctc.ctc_lo.bias"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["source"]["repo_id"] == "me/tiny-lora"
@@ -401,10 +406,10 @@ def test_the_n_best_average_is_the_mean_of_the_merged_epochs(continued: dict) ->
     averaged = load(out / "model.pth")
     epochs = {p.name: load(p) for p in sorted((out / "espnet").glob("*epoch.pth"))}
     key = "encoder.encoders.0.self_attn.linear_q.lora_A"
-    assert averaged[key].shape[0] == AVERAGED * RANK
+    assert averaged[key].shape[0] == AVERAGED * CONTINUED_RANK
     # Which epochs went in: the stacked A's are theirs, exactly.
     used = [next(name for name, state in epochs.items() if torch.equal(state[key], chunk))
-            for chunk in averaged[key].split(RANK)]
+            for chunk in averaged[key].split(CONTINUED_RANK)]
     assert len(set(used)) == AVERAGED, used
     merged = merged_state(averaged, config)
     each = [merged_state(epochs[name], config) for name in used]
@@ -423,7 +428,7 @@ def test_a_continued_adapter_exports_against_the_first_base_and_decodes_the_same
     continued: dict, data: dict[str, Path]
 ) -> None:
     """Its adapter-only export names the original base and carries what the first adapter carried; decoded
-    (base pulled through the mirror, averaged rank-12 adapters on a rank-4 config) it scores as the run does."""
+    (base pulled through the mirror, averaged rank-24 adapters on a rank-4 config) it scores as the run does."""
     dest = continued["work"] / "again"
     url, hf_home = continued["url"], continued["hf_home"]
     result = espzoo(["export", str(continued["out"]), "--out", str(dest), "--adapter-only"], OFFLINE, hf_home)
@@ -432,9 +437,10 @@ def test_a_continued_adapter_exports_against_the_first_base_and_decodes_the_same
     assert {k for k in adapter if not k.endswith((".lora_A", ".lora_B"))} == {"ctc.ctc_lo.weight", "ctc.ctc_lo.bias"}
     config = yaml.safe_load((dest / "adapter_config.yaml").read_text())
     assert config["base_repo"] == REPO
-    # The averaged adapter as stored: rank 2 x RANK, alpha scaled with it (alpha / rank, the model, unchanged).
-    assert (config["rank"], config["alpha"]) == (AVERAGED * RANK, AVERAGED * ALPHA)
-    assert f"rank {AVERAGED * RANK}, alpha {AVERAGED * ALPHA:g}" in (dest / "README.md").read_text()
+    # The averaged adapter as stored: rank n x its rank, alpha scaled with it (alpha / rank, the model, unchanged).
+    rank, alpha = AVERAGED * CONTINUED_RANK, AVERAGED * FIRST_AVERAGED * ALPHA
+    assert (config["rank"], config["alpha"]) == (rank, alpha)
+    assert f"rank {rank}, alpha {alpha:g}" in (dest / "README.md").read_text()
     reports = []
     for model in (continued["out"], dest):
         run = espzoo(["evaluate", str(model), "--data", str(data["test"]), "--json", "--beam", "1", "--rows"], url,
