@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_export_layout_and_card(evaluated_out, tmp_path: Path) -> None:
     meta = yaml.safe_load((dest / "meta.yaml").read_text())
     assert (dest / meta["files"]["asr_model_file"]).is_file()
     assert meta["files"]["asr_model_file"].endswith(MODEL_FILE)
-    assert meta["espnet"] == "202511" and meta["torch"] and meta["python"] and meta["timestamp"] > 0
+    assert meta["espnet"] == metadata.version("espnet") and meta["torch"] and meta["python"] and meta["timestamp"] > 0
     config_path = dest / meta["yaml_files"]["asr_train_config"]
     config = yaml.safe_load(config_path.read_text())
     assert (dest / config["normalize_conf"]["stats_file"]).is_file()

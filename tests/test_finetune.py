@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_finetune_writes_a_complete_experiment(finetuned: dict, served: str) -> 
     listing = json.loads(espzoo(["pull", REPO, "--json"], served, finetuned["hf_home"]).stdout)
     assert provenance["source"]["repo_id"] == REPO
     assert provenance["source"]["commit"] == listing["commit"] and len(listing["commit"]) == 40
-    assert provenance["versions"]["espnet"] == "202511"
+    assert provenance["versions"]["espnet"] == metadata.version("espnet")
     assert provenance["command"][:2] == ["espzoo", "finetune"]
 
 

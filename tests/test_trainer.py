@@ -11,6 +11,7 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,7 @@ def test_interrupt_resume_and_experiment_dir(tiny: Tiny, tmp_path: Path) -> None
     assert (out / "tokens.txt").read_text().splitlines() == tiny.vocabulary.tokens
     assert config["max_epoch"] == 5 and config["optim_conf"]["lr"] == 5e-4
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["source"]["commit"] == "c" * 40 and provenance["versions"]["espnet"] == "202511"
+    assert provenance["source"]["commit"] == "c" * 40 and provenance["versions"]["espnet"] == metadata.version("espnet")
     assert [h["epoch"] for h in provenance["history"]] == list(range(stopped + 1, 6))
     assert json.loads((out / "plan.json").read_text())["summary"] == "test"
 
