@@ -601,9 +601,11 @@ def test_a_warm_started_child_imports_before_it_is_told_anything_and_an_unused_o
     from espzoo.trainer import lock_out, warm_start
 
     out = tmp_path / "exp"
-    marker = f"--espzoo-standby --output_dir {out / 'espnet'}"
+    marker = f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}"
     with lock_out(out), warm_start(out):
-        waiting = _processes_mentioning(marker)
+        deadline = time.monotonic() + 60
+        while not (waiting := _processes_mentioning(marker)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # seen once in a full run on a loaded machine: not yet listed in /proc at first look
         assert len(waiting) == 1, waiting
         pid = int(waiting[0].split(":")[0])
         deadline = time.monotonic() + 300
