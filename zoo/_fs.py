@@ -73,6 +73,23 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+class NotUtf8(ValueError):
+    """A text file that is not UTF-8: the line and the value of its first bad byte (callers word the error)."""
+
+    def __init__(self, path: Path, line: int, byte: int) -> None:
+        super().__init__(f"{path} is not UTF-8 text (byte 0x{byte:02x} on line {line})")
+        self.path, self.line, self.byte = path, line, byte
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's contents, a byte-order mark dropped; NotUtf8 saying where when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise NotUtf8(path, data.count(b"\n", 0, err.start) + 1, data[err.start]) from None
+
+
 def copy_file(source: Path, dest: Path) -> Path:
     return atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
 

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from espzoo import hfdata
+from espzoo import _fs, hfdata
 from espzoo._fs import atomic_write, replace_dir
 from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
@@ -168,15 +168,12 @@ def _lines(path: Path) -> list[str]:
 
 def read_utf8(path: Path) -> str:
     """A text file's contents; DataError naming the file, line and byte when it is not UTF-8 (a BOM is dropped)."""
-    data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        return _fs.read_utf8(path)
+    except _fs.NotUtf8 as err:
         raise DataError(
-            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); re-save it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8",
-            [Problem(f"{path.name}:{line}", "not UTF-8", "re-save the file as UTF-8")],
+            f"{err}; re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8",
+            [Problem(f"{path.name}:{err.line}", "not UTF-8", "re-save the file as UTF-8")],
         ) from None
 
 

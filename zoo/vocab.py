@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from espzoo import _fs
 from espzoo.errors import VocabularyError  # noqa: F401 (re-exported)
 
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
@@ -225,14 +226,10 @@ def tokenize(texts: Iterable[str], token_type: str, bpemodel: Path | None = None
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise VocabularyError(
-            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); re-save it as UTF-8."
-        ) from None
+        return _fs.read_utf8(path)
+    except _fs.NotUtf8 as err:
+        raise VocabularyError(f"{err}; re-save it as UTF-8.") from None
 
 
 def _token_list(tokenized: Iterable[Sequence[str]]) -> list[str]:
