@@ -785,25 +785,40 @@ def _decode_unit(recognizer: Recognizer, items: Sequence[Utterance]) -> tuple[li
     return [recognizer(w) for w in waves], seconds
 
 
+@dataclass
+class _Merge:
+    """Decoded units put back in input order, with the audio seconds they cover and progress reported."""
+
+    total: int
+    progress: Progress | None
+    hypotheses: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        self.hypotheses = [""] * self.total
+
+    def add(self, unit: list[int], texts: list[str], seconds: float) -> None:
+        for i, text in zip(unit, texts, strict=True):
+            self.hypotheses[i] = text
+        self.audio_seconds += seconds
+        self.done += len(unit)
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
 def _decode_here(recognizer: Recognizer, items: list[Utterance], progress: Progress | None) -> Decoded:
     """Decode `items` in this process, with `recognizer`."""
     import time
 
     started = time.perf_counter()
-    hypotheses: list[str] = [""] * len(items)
-    audio_seconds, done = 0.0, 0
+    merged = _Merge(len(items), progress)
     units = _units(items, recognizer.sample_rate, recognizer.mode, recognizer.options.batch_seconds)
     if recognizer.mode != "ctc-greedy":
         units.sort()  # one at a time: input order, so that a failure names the first bad file
     for unit in units:
-        texts, seconds = _decode_unit(recognizer, [items[i] for i in unit])
-        for i, text in zip(unit, texts, strict=True):
-            hypotheses[i] = text
-        audio_seconds += seconds
-        done += len(unit)
-        if progress:
-            progress(done, len(items))
-    return Decoded(hypotheses, audio_seconds, recognizer.mode, 1, time.perf_counter() - started)
+        merged.add(unit, *_decode_unit(recognizer, [items[i] for i in unit]))
+    return Decoded(merged.hypotheses, merged.audio_seconds, recognizer.mode, 1, time.perf_counter() - started)
 
 
 class DecodeWorkerError(EvaluateError):
@@ -830,8 +845,7 @@ def _decode_in_workers(
     mode = decode_mode(files.config, options)
     units = _units(items, files.sample_rate, mode, options.batch_seconds)
     started = time.perf_counter()
-    hypotheses: list[str] = [""] * len(items)
-    audio_seconds, done = 0.0, 0
+    merged = _Merge(len(items), progress)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start,
                              initargs=(files, worker_options)) as pool:
@@ -840,14 +854,7 @@ def _decode_in_workers(
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    unit = pending.pop(future)
-                    texts, seconds = future.result()
-                    for i, text in zip(unit, texts, strict=True):
-                        hypotheses[i] = text
-                    audio_seconds += seconds
-                    done += len(unit)
-                    if progress:
-                        progress(done, len(items))
+                    merged.add(pending.pop(future), *future.result())
         except BrokenProcessPool:
             raise DecodeWorkerError(
                 f"a decoding worker process died (out of memory, or killed); run again with fewer jobs "
@@ -856,7 +863,7 @@ def _decode_in_workers(
         finally:
             for future in pending:
                 future.cancel()
-    return Decoded(hypotheses, audio_seconds, mode, jobs, time.perf_counter() - started)
+    return Decoded(merged.hypotheses, merged.audio_seconds, mode, jobs, time.perf_counter() - started)
 
 
 _WORKER: dict[str, Any] = {}  # in a worker process: what _worker_start was given, and the model once loaded
