@@ -24,18 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ESPZOO = str(Path(sys.executable).with_name("espzoo"))
-SPEECH = ROOT / "zoo" / "assets" / "speech" / "es"
+sys.path.insert(0, str(ROOT / "tests"))  # the Kaldi-dir subset of the tests, defined once there
 _TRAIN_TIME = re.compile(r"(\d+)epoch results: \[train\].*?time=([\d.]+) seconds")
-
-
-def subset(source: Path, dest: Path, n: int) -> Path:
-    dest.mkdir(parents=True)
-    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
-    for name in ("text", "wav.scp"):
-        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
-        value = (lambda v: str((source / v).resolve())) if name == "wav.scp" else (lambda v: v)
-        (dest / name).write_text("".join(f"{u} {value(rows[u])}\n" for u in ids), encoding="utf-8")
-    return dest
 
 
 def epoch_times(log: Path) -> list[float]:
@@ -51,7 +41,11 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="espzoo-bench-dist-"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", ESPZOO_HOME=str(work / "home"))
-    train, dev = subset(SPEECH / "train", work / "train", args.utterances), subset(SPEECH / "dev", work / "dev", 6)
+    from _hubtools import SPEECH, subset
+
+    two = ("text", "wav.scp")
+    train = subset(SPEECH / "train", work / "train", args.utterances, two)
+    dev = subset(SPEECH / "dev", work / "dev", 6, two)
 
     def command(out: Path) -> list[str]:
         return [ESPZOO, "finetune", str(args.model), "--train", str(train), "--valid", str(dev), "--out", str(out),

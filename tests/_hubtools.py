@@ -14,6 +14,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ESPZOO = str(Path(sys.executable).with_name("espzoo"))
+SPEECH = REPO_ROOT / "zoo" / "assets" / "speech" / "es"  # the shipped Spanish speech (train/dev/test Kaldi dirs)
 
 README = """---
 tags:
@@ -140,3 +141,14 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def subset(source: Path, dest: Path, n: int, files: tuple[str, ...] = ("text", "wav.scp", "utt2spk")) -> Path:
+    """The first n utterances of a Kaldi dir (its `files`), audio paths made absolute."""
+    dest.mkdir(parents=True)
+    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
+    for name in files:
+        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
+        value = (lambda v: str((source / v).resolve())) if name == "wav.scp" else (lambda v: v)
+        (dest / name).write_text("".join(f"{u} {value(rows[u])}\n" for u in ids), encoding="utf-8")
+    return dest

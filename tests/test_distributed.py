@@ -13,22 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _hubtools import ESPZOO
+from _hubtools import ESPZOO, SPEECH, subset
 
 from espzoo.trainer import TrainError, TrainOptions, check_options, espnet_args, node_workdir
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
-
-
-def subset(source: Path, dest: Path, n: int) -> Path:
-    """The first n utterances of a Kaldi dir, audio paths made absolute."""
-    dest.mkdir(parents=True)
-    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
-    for name in ("text", "wav.scp"):
-        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
-        value = (lambda v: str((source / v).resolve())) if name == "wav.scp" else (lambda v: v)
-        (dest / name).write_text("".join(f"{u} {value(rows[u])}\n" for u in ids), encoding="utf-8")
-    return dest
+TWO_FILES = ("text", "wav.scp")  # as bench/distributed.py gives its nodes: no utt2spk
 
 
 def free_port() -> int:
@@ -42,7 +31,8 @@ def setup(tiny_repo_char: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     root = tmp_path_factory.mktemp("dist")
     env = dict(os.environ, HF_HUB_OFFLINE="1", ESPZOO_HOME=str(root / "home"))
     return {"model": tiny_repo_char, "root": root, "env": env,
-            "train": subset(SPEECH / "train", root / "train", 16), "dev": subset(SPEECH / "dev", root / "dev", 4)}
+            "train": subset(SPEECH / "train", root / "train", 16, TWO_FILES),
+            "dev": subset(SPEECH / "dev", root / "dev", 4, TWO_FILES)}
 
 
 def start(setup: dict, out: Path, rank: int, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:

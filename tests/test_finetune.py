@@ -12,29 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _hubtools import ESPZOO, client_env
+from _hubtools import ESPZOO, SPEECH, client_env, subset
 
 from espzoo.export import ExportOptions, export
 from espzoo.mirror import MirrorServer
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
 REPO = "espzoo-test/tiny-char"
-
-
-def subset(source: Path, dest: Path, n: int) -> Path:
-    """The first n utterances of a Kaldi dir (audio paths made absolute): a small, fast training set."""
-    dest.mkdir(parents=True)
-    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
-    for name in ("text", "wav.scp", "utt2spk"):
-        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
-        lines = []
-        for utt in ids:
-            value = rows[utt]
-            if name == "wav.scp":
-                value = str((source / value).resolve())
-            lines.append(f"{utt} {value}\n")
-        (dest / name).write_text("".join(lines), encoding="utf-8")
-    return dest
 
 
 def espzoo(args: list[str], endpoint: str, hf_home: Path, timeout: float = 600) -> subprocess.CompletedProcess:

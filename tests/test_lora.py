@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _hubtools import ESPZOO, client_env
+from _hubtools import ESPZOO, SPEECH, client_env, subset
 from _tiny_out import audio_files, build_tiny_out
-from test_finetune import SPEECH, subset
 
 from espzoo.lora import AdapterConfig, AdapterError, LoRALinear, apply_adapters, merged_state
 from espzoo.mirror import MirrorServer
@@ -469,16 +468,14 @@ def test_s2t_lora_changes_the_model_exports_merged_and_decodes_the_same(tiny_s2t
     """The tiny OWSM model from the mirror: a LoRA fine-tune of 2 epochs with --lang spa changes the model
     (adapters only); the merged export loads in ESPnet's own s2t_inference from its files alone and gives the
     transcripts espzoo gives decoding with the adapter, whose logits it matches."""
-    from test_s2t import SPEECH as SPANISH
     from test_s2t import _espnet_transcripts
-    from test_s2t import subset as es_subset
 
     from espzoo.evaluate import DecodeOptions, load_audio, load_recognizer
 
     root = tmp_path / "root"
     shutil.copytree(tiny_s2t, root / "espzoo-test" / "tiny-owsm")
-    data = {"train": es_subset(SPANISH / "train", tmp_path / "es" / "train", 24),
-            "dev": es_subset(SPANISH / "dev", tmp_path / "es" / "dev", 6)}
+    data = {"train": subset(SPEECH / "train", tmp_path / "es" / "train", 24),
+            "dev": subset(SPEECH / "dev", tmp_path / "es" / "dev", 6)}
     hf_home, out, export = tmp_path / "hf", tmp_path / "exp", tmp_path / "export"
     server = MirrorServer(root)
     url = server.start()
@@ -499,7 +496,7 @@ def test_s2t_lora_changes_the_model_exports_merged_and_decodes_the_same(tiny_s2t
         exported = load(export / yaml.safe_load((export / "meta.yaml").read_text())["files"]["s2t_model_file"])
         assert set(exported) == set(init)  # a plain ESPnet S2T model
 
-        audio = sorted((SPANISH / "test" / "audio").glob("*.flac"))[:3]
+        audio = sorted((SPEECH / "test" / "audio").glob("*.flac"))[:3]
         ours = espzoo(["transcribe", str(out), *map(str, audio), "--lang", "spa", "--json"], url, hf_home)
         assert ours.returncode == 0, ours.stderr[-3000:]
         with_adapter = [r["text"] for r in json.loads(ours.stdout)]

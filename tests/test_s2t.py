@@ -14,31 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _hubtools import ESPZOO, client_env
+from _hubtools import ESPZOO, SPEECH, client_env, subset
 
 from espzoo import s2t
 from espzoo.mirror import MirrorServer
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
 VOCAB_KEYS = {
     "s2t": {"decoder.embed.0.weight": 0, "decoder.output_layer.weight": 0, "decoder.output_layer.bias": 0,
             "ctc.ctc_lo.weight": 0, "ctc.ctc_lo.bias": 0},
     "s2t_ctc": {"embed.weight": 0, "ctc.ctc_lo.weight": 0, "ctc.ctc_lo.bias": 0,
                 "encoder.conditioning_layer.weight": 1},
 }
-
-
-def subset(source: Path, dest: Path, n: int) -> Path:
-    dest.mkdir(parents=True)
-    ids = [line.split(maxsplit=1)[0] for line in (source / "text").read_text(encoding="utf-8").splitlines()[:n]]
-    for name in ("text", "wav.scp", "utt2spk"):
-        rows = dict(line.split(maxsplit=1) for line in (source / name).read_text(encoding="utf-8").splitlines())
-        lines = []
-        for utt in ids:
-            value = str((source / rows[utt]).resolve()) if name == "wav.scp" else rows[utt]
-            lines.append(f"{utt} {value}\n")
-        (dest / name).write_text("".join(lines), encoding="utf-8")
-    return dest
 
 
 def espzoo(args: list[str], endpoint: str, hf_home: Path, timeout: float = 900) -> subprocess.CompletedProcess:
