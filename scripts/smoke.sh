@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short end-to-end run on one Python, in a venv of its own (.venv-<version>): install, `espzoo search`, then the
 # demo cut to one epoch (pull from the local mirror, plan, evaluate, finetune, evaluate) on the shipped data.
-# CI runs it on Python 3.11 beside the full suite on the default Python: `scripts/smoke.sh python3.11`.
+# CI runs it on Python 3.11 after the full suite on the newest Python: `scripts/smoke.sh python3.11`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-python3.11}
