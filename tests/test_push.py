@@ -190,3 +190,111 @@ def test_lfs_uploads_are_checked_and_need_a_signed_link(mirror: MirrorServer, tm
     status, body = call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode())
     assert "actions" not in json.loads(body)["objects"][0]  # held: the client skips the upload
     assert call("POST", f"{mirror.url}/me/x.git/info/lfs/objects/batch", json.dumps(batch).encode(), "bad")[0] == 401
+
+
+def test_an_older_commit_still_resolves_after_a_push(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """Two pushes to main: main serves the second, and both commits resolve by id (revision, tree, resolve,
+    LFS) with the bytes each push sent; `espzoo pull ORG/NAME@<first sha>` works after the second push."""
+    import os
+
+    _, folder = exported
+    first = _push([str(folder), "me/tiny", "--json"], mirror.url, tmp_path / "home")
+    assert first.returncode == 0, first.stderr
+    sha1 = json.loads(first.stdout)["commit"]
+    changed = tmp_path / "v2"
+    shutil.copytree(folder, changed)
+    checkpoint = next(changed.glob("exp/*/valid.acc.ave.pth"))
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0retrained")  # an LFS file changes, the config does not
+    (changed / "README.md").write_text((folder / "README.md").read_text() + "\nRetrained.\n")
+    second = _push([str(changed), "me/tiny", "--json"], mirror.url, tmp_path / "home")
+    assert second.returncode == 0, second.stderr
+    sha2 = json.loads(second.stdout)["commit"]
+    assert sha2 != sha1 and mirror.revision("me/tiny").commit == sha2  # the branch points at the newest
+
+    old = _pull(f"me/tiny@{sha1}", mirror.url, tmp_path / "home_old")  # a fresh cache: every file from the mirror
+    assert old.name == sha1 and _files(old) == _files(folder)
+    new = _pull(f"me/tiny@{sha2}", mirror.url, tmp_path / "home_new")
+    assert new.name == sha2 and _files(new) == _files(changed)
+    assert _files(_pull("me/tiny", mirror.url, tmp_path / "home_main")) == _files(changed)
+
+    # Storage grows by the changed files only: a file both pushes hold is one inode in both kept commits.
+    kept = tmp_path / "mirror" / ".espzoo-commits" / "me" / "tiny"
+    assert sorted(p.name for p in kept.iterdir()) == sorted([sha1, sha2])
+    same = next(p.relative_to(folder) for p in folder.rglob("config.yaml"))
+    assert os.stat(kept / sha1 / same).st_ino == os.stat(kept / sha2 / same).st_ino
+    rel = checkpoint.relative_to(changed)
+    assert os.stat(kept / sha1 / rel).st_ino != os.stat(kept / sha2 / rel).st_ino
+
+    # A kept file edited in place (a hard link shared with a hand-edited branch folder) is not served wrong.
+    with open(kept / sha1 / "README.md", "ab") as f:
+        f.write(b"edited in place")
+    with pytest.raises(MirrorError) as gone:
+        mirror.revision("me/tiny", sha1)
+    assert gone.value.status == 404
+
+
+def _raw(url: str, method: str, path: str, body: bytes, *, length: int | None = None) -> tuple[int, bytes]:
+    """One request by hand; a `length` above len(body) announces more than is sent, then stops writing."""
+    import socket
+    import urllib.parse
+
+    netloc = urllib.parse.urlsplit(url).netloc
+    host, port = netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {netloc}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n")
+        sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)  # the body stops here
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_failed_commit_changes_nothing_and_orphans_are_collected(exported, mirror: MirrorServer,
+                                                                    tmp_path: Path) -> None:
+    """A commit naming an object never uploaded, or cut short mid-body, leaves the branch, its kept commits and
+    the folder as they were; an LFS object received but never committed is deleted once its link has expired
+    (and a partial upload no connection writes any more), while the objects commits hold stay."""
+    import hashlib
+    import os
+    import time
+
+    _, folder = exported
+    assert _push([str(folder), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
+    root = tmp_path / "mirror"
+    before = mirror.revision("me/tiny").commit
+    listing = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+    header = json.dumps({"key": "header", "value": {"summary": "bad", "parentCommit": before}})
+    ghost = json.dumps({"key": "lfsFile", "value": {"path": "x.pth", "algo": "sha256", "oid": "a" * 64, "size": 3}})
+    status, answer = _raw(mirror.url, "POST", "/api/models/me/tiny/commit/main", f"{header}\n{ghost}\n".encode())
+    assert status == 400 and b"was not uploaded first" in answer
+    line = json.dumps({"key": "file", "value": {"path": "new.txt", "encoding": "base64", "content": "aGk="}})
+    body = f"{header}\n{line}\n".encode()
+    status, answer = _raw(mirror.url, "POST", "/api/models/me/tiny/commit/main", body, length=len(body) + 100)
+    assert status == 400 and b"ended early" in answer
+    assert mirror.revision("me/tiny").commit == before
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == listing  # no temp folder left
+
+    store = root / ".espzoo-lfs"
+    orphan = b"never committed" * 100
+    oid = hashlib.sha256(orphan).hexdigest()
+    batch = {"operation": "upload", "objects": [{"oid": oid, "size": len(orphan)}]}
+    status, answer = _raw(mirror.url, "POST", "/me/tiny.git/info/lfs/objects/batch", json.dumps(batch).encode())
+    href = json.loads(answer.split(b"\r\n\r\n", 1)[1])["objects"][0]["actions"]["upload"]["href"]
+    assert _raw(mirror.url, "PUT", href.split(mirror.url, 1)[1], orphan)[0] == 200
+    partial = store / f".{oid}.dead.incomplete"
+    partial.write_bytes(b"half")
+    past = time.time() - mirror.link_ttl - 10
+    for path in (store / oid, partial, *store.iterdir()):
+        os.utime(path, (past, past))
+    held = {p.name for p in store.iterdir() if not p.name.endswith(".incomplete") and p.name != oid}
+    assert held and all((store / name).stat().st_nlink > 1 for name in held)  # linked by the commit
+
+    changed = tmp_path / "v2"
+    shutil.copytree(folder, changed)
+    (changed / "README.md").write_text("changed\n")
+    assert _push([str(changed), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
+    assert {p.name for p in store.iterdir()} == held  # the orphan and the partial upload are gone
+    assert _files(_pull(f"me/tiny@{before}", mirror.url, tmp_path / "home2")) == _files(folder)

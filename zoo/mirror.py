@@ -20,7 +20,9 @@ cache, its datasets--<org>--<name> folders.
 
 A folder repo's branch `main` is ROOT/<org>/<name>/ and each ROOT/<org>/<name>@<ref>/ beside it adds a tag or
 branch; a commit id is a hash of the files' paths and contents: the same files give the same id, any change gives
-a new one. `--from-cache` serves every cached
+a new one. Every commit an upload makes, and the one it replaces, is kept (hard links, so only changed files take
+space) in ROOT/.espzoo-commits/<org>/<name>/<commit>/: a user who pinned an older commit still resolves it after
+a push, while the branch moves to the newest. `--from-cache` serves every cached
 revision with the cache's refs as branches. Built with `test_hooks=True` (by the tests, never by `espzoo mirror
 serve`), `Faults` injects failures (500s, a connection cut mid-body, slow or throttled bodies) and `GET
 /_espzoo/stats` shows the requests served.
@@ -81,6 +83,7 @@ MAX_WORKERS = 64  # connections served at once, per port
 LINK_TTL_S = 3600.0  # how long a signed LFS link stays valid (the Hub's CDN links last about an hour)
 MAX_BODY = 64 * 1024
 DATASETS = "datasets"  # ROOT/datasets/<org>/<name>/ holds dataset repos, as the Hub's URLs do
+KEPT = ".espzoo-commits"  # ROOT/.espzoo-commits/<org>/<name>/<commit>/: commits kept after their branch moved on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class FolderSource:
         self.real_root = self.root.resolve()
         self.lfs_threshold = lfs_threshold
         self.exclude = exclude  # top-level folders that are not orgs (ROOT/datasets beside the model orgs)
-        self._hashes: dict[tuple[str, int, int, int], tuple[str, str | None]] = {}
+        self._hashes: dict[tuple[int, int, int, int], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
 
     def repo_ids(self) -> list[str]:
@@ -176,14 +179,43 @@ class FolderSource:
         folder = self._folder(repo_id)
         if folder is None:
             return {}
-        gate = folder / GATED_MARKER
-        gated = gate.read_text().strip() if gate.is_file() else None
+        gated = _gate(folder)
         revisions = {"main": self._revision(repo_id, folder, gated)}
         for other in sorted(folder.parent.glob(f"{glob_escape(folder.name)}@*")):
             ref = other.name.split("@", 1)[1]
             if other.is_dir() and ref and ref != "main" and self._inside(other):
                 revisions[ref] = self._revision(repo_id, other, gated)
         return revisions
+
+    def kept(self, repo_id: str, commit: str) -> Revision | None:
+        """The kept commit `commit` of repo_id (see `keep`), or None. A kept file changed in place since (through
+        a hard link shared with a branch folder edited by hand) changes the content's id: that commit is then
+        not found rather than served with other bytes."""
+        folder = self._folder(repo_id)
+        snapshot = self._kept_folder(repo_id, commit)
+        if folder is None or snapshot is None or not snapshot.is_dir():
+            return None
+        revision = self._revision(repo_id, snapshot, _gate(folder))  # a private repo's old commits stay private
+        return revision if revision.commit == commit else None
+
+    def keep(self, revision: Revision) -> None:
+        """Keep `revision`'s files under its commit id (hard links, written once), so that the commit still
+        resolves after its branch has moved on: pulls pinned by commit keep working."""
+        dest = self._kept_folder(revision.repo_id, revision.commit)
+        if dest is None or dest.is_dir() or not revision.files:  # an empty repo has nothing to pin
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{revision.commit}.", dir=dest.parent))
+        try:
+            for file in revision.files.values():
+                _link(file.local, tmp / file.path)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _kept_folder(self, repo_id: str, commit: str) -> Path | None:
+        org, _, name = repo_id.partition("/")
+        return self.root / KEPT / org / name / commit if HEX40.fullmatch(commit) else None
 
     def _revision(self, repo_id: str, folder: Path, gated: str | None) -> Revision:
         files: dict[str, RepoFile] = {}
@@ -206,7 +238,8 @@ class FolderSource:
 
     def _file(self, rel: str, local: Path, stat: os.stat_result) -> RepoFile:
         lfs = is_lfs(rel, stat.st_size, self.lfs_threshold)
-        key = (str(local), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        # Keyed by the inode, not the path: a kept commit's hard links are not hashed again.
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
         # Hash each file once per content (hashing a big checkpoint takes seconds); the lock keeps
         # concurrent first requests from hashing the same repo several times.
         with self._lock:
@@ -214,6 +247,12 @@ class FolderSource:
             if ids is None or (ids[1] is not None) != lfs:
                 ids = self._hashes[key] = hash_file(local, lfs=lfs)
         return RepoFile(rel, local, stat.st_size, ids[0], ids[1])
+
+
+def _gate(folder: Path) -> str | None:
+    """The token a gated repo's folder wants ("" = any), or None when it is public."""
+    gate = folder / GATED_MARKER
+    return gate.read_text().strip() if gate.is_file() else None
 
 
 def _walk(folder: Path, root: Path) -> Iterator[Path]:
@@ -300,6 +339,10 @@ class CacheSource:
                 blob_id, sha256 = hash_file(blob, lfs=is_lfs(rel, size))
                 files[rel] = RepoFile(rel, blob, size, blob_id, sha256)
         return Revision(repo_id, snapshot.name, files, snapshot.stat().st_mtime)
+
+    def kept(self, repo_id: str, commit: str) -> Revision | None:
+        """None: every cached commit is already one of `revisions`."""
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,11 +524,14 @@ class MirrorServer:
     # -- lookups -------------------------------------------------------------------------------
 
     def repo_ids(self, repo_type: str = "model") -> list[str]:
-        return (self.dataset_source if repo_type == "dataset" else self.source).repo_ids()
+        return self._source(repo_type).repo_ids()
+
+    def _source(self, repo_type: str) -> FolderSource | CacheSource:
+        return self.dataset_source if repo_type == "dataset" else self.source
 
     def revision(self, repo_id: str, rev: str | None = None, token: str | None = None,
                  repo_type: str = "model") -> Revision:
-        revisions = (self.dataset_source if repo_type == "dataset" else self.source).revisions(repo_id)
+        revisions = self._source(repo_type).revisions(repo_id)
         if not revisions:
             raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
         main = revisions.get("main") or next(iter(revisions.values()))
@@ -493,6 +539,7 @@ class MirrorServer:
             raise MirrorError(401, "GatedRepo", f"Access to model {repo_id} is restricted; pass a token")
         rev = rev or "main"
         found = revisions.get(rev) or next((r for r in revisions.values() if r.commit == rev), None)
+        found = found or self._source(repo_type).kept(repo_id, rev)  # a commit its branch has moved on from
         if found is None:
             raise MirrorError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         for file in found.files.values():
@@ -980,15 +1027,21 @@ class Uploads:
     A private repo (`create_repo(private=True)`) is served as a gated one that wants the upload token.
     A commit builds the new folder beside the branch's (unchanged files hard-linked) and swaps it in, under one lock:
     the branch then serves the new files under a new commit id (a hash of the content, as for any folder repo).
+    The commit replaced and the new one are both kept (FolderSource.keep), so either resolves by its id for good.
+    A commit that fails (a bad line, an object never uploaded, a body cut short) changes nothing anyone sees.
+    Received objects no commit links (never committed once their link expired) and partial uploads no connection
+    is still writing are deleted when the server starts and after each commit.
     Every route but the PUT (authorized by its signed link, as the Hub's storage links are) needs the server's token
     as a Bearer token; without a token configured, uploads are refused."""
 
     def __init__(self, mirror: MirrorServer, token: str | None):
         self.mirror = mirror
         self.token = token
-        self.root: Path = mirror.source.root  # type: ignore[union-attr]
+        self.source: FolderSource = mirror.source  # type: ignore[assignment]
+        self.root: Path = self.source.root
         self.store = self.root / UPLOAD_STORE
         self._lock = threading.Lock()
+        self._collect()
 
     def handle(self, handler: _Handler, method: str) -> None:
         pieces = [urllib.parse.unquote(p) for p in urllib.parse.urlsplit(handler.path).path.split("/")[1:]]
@@ -1048,6 +1101,7 @@ class Uploads:
             raise MirrorError(409, None, f"Branch {branch} already exists")
         start = self.mirror.revision(repo_id, body.get("startingPoint") or "main", handler.token())
         with self._lock:
+            self.source.keep(start)
             tmp = Path(tempfile.mkdtemp(prefix=f".{main.name}.", dir=main.parent))
             try:
                 for file in start.files.values():
@@ -1100,7 +1154,9 @@ class Uploads:
                 raise MirrorError(400, None, "each LFS object needs a sha256 oid and a size")
             entry: dict[str, Any] = {"oid": oid, "size": size}
             held = self.store / oid
-            if not (held.is_file() and held.stat().st_size == size):  # held: no action, the client skips it
+            if held.is_file() and held.stat().st_size == size:  # held: no action, the client skips it
+                os.utime(held)  # and the commit it is about to send finds it (_collect spares it a link's lifetime)
+            else:
                 query = self._sign(oid, size)
                 entry["actions"] = {"upload": {"href": f"{_origin(handler)}/lfs-upload/{oid}?{query}"}}
             objects.append(entry)
@@ -1135,6 +1191,25 @@ class Uploads:
             tmp.unlink(missing_ok=True)
         handler._send_json({}, head=False)
 
+    def _collect(self) -> None:
+        """Delete from the store what no commit can reach: an object only the store links (st_nlink 1: no branch
+        or kept commit holds it) once an upload link to it would have expired, and a partial upload that no
+        connection has written to for twice the idle timeout (a server killed mid-PUT leaves one)."""
+        if not self.store.is_dir():
+            return
+        now = time.time()
+        for entry in self.store.iterdir():
+            try:
+                stat = entry.stat()
+            except OSError:
+                continue
+            if entry.name.endswith(".incomplete"):
+                stale = now - stat.st_mtime > 2 * self.mirror.idle_timeout
+            else:
+                stale = stat.st_nlink == 1 and now - stat.st_mtime > self.mirror.link_ttl
+            if stale:
+                entry.unlink(missing_ok=True)
+
     # -- commits -------------------------------------------------------------------------------
 
     def _current(self, repo_id: str, rev: str, token: str | None) -> Revision | None:
@@ -1150,6 +1225,7 @@ class Uploads:
             raise MirrorError(404, "RevisionNotFound", f"Invalid rev id: {rev} (create the branch first)")
         with self._lock:
             current = self.mirror.revision(repo_id, rev, handler.token())
+            self.source.keep(current)  # a pull pinned to the commit being replaced still finds it
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
             try:
                 for file in current.files.values():
@@ -1160,7 +1236,10 @@ class Uploads:
                 replace_dir(tmp, dest)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            commit = self.mirror.revision(repo_id, rev, handler.token()).commit
+            made = self.mirror.revision(repo_id, rev, handler.token())
+            self.source.keep(made)
+            self._collect()
+            commit = made.commit
         handler._send_json({"commitUrl": f"{_origin(handler)}/{repo_id}/commit/{commit}", "commitOid": commit,
                             "commitMessage": summary, "pullRequestUrl": None}, head=False)
 
