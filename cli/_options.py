@@ -50,7 +50,7 @@ VocabOpt = Annotated[
     typer.Option(
         "--vocab",
         help="keep | char:TEXT | bpe:N[:TEXT] | unigram:N[:TEXT] | a token list | a bpe.model "
-        "(TEXT: a Kaldi data dir, its text file, or plain lines).",
+        "(TEXT: a Kaldi data dir, its text file, plain lines, or a Hugging Face dataset as --train takes it).",
     ),
 ]
 NewRowsOpt = Annotated[

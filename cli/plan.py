@@ -3,6 +3,7 @@
     espzoo plan espnet/bn_openslr53                                  # everything loads: the collapsed table
     espzoo plan espnet/bn_openslr53 --vocab bpe:500:data/train/text  # a new vocabulary: shared-token rows kept
     espzoo plan exp/en_char --vocab char:data/train --exclude decoder --freeze encoder
+    espzoo plan exp/en_char --vocab char:hf:google/fleurs:es_419:train   # TEXT: any data --train takes
     espzoo plan espnet/bn_openslr53 --map encoder=encoder --init-param other/model.pth:decoder:decoder
     espzoo plan espnet/bn_openslr53 --detail                         # one line per tensor
     espzoo plan espnet/bn_openslr53 --json                           # {"rows": [...], "summary": {...}}
@@ -23,6 +24,7 @@ import typer
 from espzoo.cli._options import (
     JsonOpt,
     ModelArg,
+    TextColumnOpt,
     with_transfer_options,
 )
 from espzoo.cli._output import info, print_json, print_table
@@ -31,11 +33,12 @@ DetailOpt = Annotated[bool, typer.Option("--detail", help="One row per tensor in
 
 
 @with_transfer_options
-def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, json: JsonOpt = False) -> None:
+def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, text_column: TextColumnOpt = None,
+         json: JsonOpt = False) -> None:
     """Show the transfer plan for MODEL. Example: espzoo plan espnet/bn_openslr53 --vocab char:data/train"""
     from espzoo.transfer import plan_transfer
 
-    result = plan_transfer(model, transfer)
+    result = plan_transfer(model, transfer, text_column=text_column)  # --vocab char:DATASET: its transcript column
     data = result.to_json()
     if transfer.lora:
         from espzoo.lora import plan_adapters

@@ -184,6 +184,41 @@ def test_bad_rows_are_checked_like_any_data(kaldi: dict[str, Path], tmp_path: Pa
     assert "unreadable audio" in (kept.dir / "skipped.txt").read_text()
 
 
+def test_a_vocabulary_from_any_dataset_form(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    """`--vocab char:TEXT` / `bpe:N:TEXT` with TEXT a dataset as --train takes it: the same tokens as from the Kaldi
+    dir it was made from (parquet folder, glob, file, save_to_disk folder); its transcript column found as for
+    --train (the usual names, else `text_column`); a text-only split needs no audio column."""
+    import datasets
+
+    from espzoo.vocab import VocabularyError, build_vocabulary, read_texts
+
+    rows = rows_of(kaldi["train"])
+    rows[2]["sentence"] = "  " + rows[2]["sentence"].replace(" ", "   ") + " "  # spacing, as a Kaldi line reads it
+    folder = write_parquet(rows, tmp_path / "pq")
+    datasets.Dataset.from_list(rows).cast_column("audio", datasets.Audio()).save_to_disk(str(tmp_path / "saved"))
+    lines = read_texts(kaldi["train"])
+    assert len(lines) == 12 and any(not t.isascii() for t in lines)  # ñ, á, ...: a char vocabulary worth checking
+    expected = build_vocabulary(f"char:{kaldi['train']}").tokens
+    for source in (folder, f"{folder}/train-*", tmp_path / "saved"):
+        assert read_texts(source) == lines
+        assert build_vocabulary(f"char:{source}").tokens == expected
+    assert build_vocabulary(f"bpe:40:{folder}", workdir=tmp_path / "b1").tokens == \
+        build_vocabulary(f"bpe:40:{kaldi['train']}", workdir=tmp_path / "b2").tokens
+    first = read_texts(folder / "train-00000-of-00002.parquet")
+    assert first == lines[:6]
+
+    words = write_parquet([{"words": r["sentence"], "speaker": r["client_id"]} for r in rows], tmp_path / "text_only",
+                          files=1)
+    assert build_vocabulary(f"char:{words}", text_column="words").tokens == expected
+    with pytest.raises(DataError) as caught:
+        build_vocabulary(f"char:{words}")
+    assert "has no transcript column named sentence/text/transcription/normalized_text (its columns: words, " \
+           "speaker); pass --text-column NAME" in str(caught.value)
+    empty = write_parquet([{"sentence": " "}], tmp_path / "empty", files=1)
+    with pytest.raises(VocabularyError, match="has no transcripts"):
+        build_vocabulary(f"char:{empty}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # hf:ORG/NAME[:CONFIG][@REV]:SPLIT
 
@@ -313,6 +348,26 @@ def test_finetune_and_evaluate_from_a_hub_dataset(served: dict, kaldi: dict[str,
     first, second = json.loads(scored.stdout), json.loads(offline.stdout)
     assert first["utterances"] == second["utterances"] == 3 and first["wer"] == second["wer"]
     assert (out / "eval" / "es-speech_test" / "result.json").is_file()
+
+
+def test_plan_with_a_char_vocabulary_from_a_hub_dataset(served: dict, kaldi: dict[str, Path], tmp_path: Path) -> None:
+    """`espzoo plan REPO --vocab char:hf:ORG/NAME:SPLIT`: the split pulled through the mirror gives the vocabulary
+    the Kaldi dir gives; a column --text-column names that the split lacks is one sentence."""
+    plans = []
+    for text in (str(kaldi["train"]), f"hf:{DATASET}:train"):
+        done = espzoo(["plan", REPO, "--vocab", f"char:{text}", "--json"], served, tmp_path / "hf")
+        assert done.returncode == 0, done.stderr[-3000:]
+        plans.append(json.loads(done.stdout)["summary"]["vocabulary"])
+    assert plans[1]["size"] == plans[0]["size"] and plans[1]["shared_tokens"] == plans[0]["shared_tokens"]
+    assert plans[1]["source"] == f"char:hf:{DATASET}:train" and plans[1]["token_type"] == "char"
+    snapshot = next((tmp_path / "hf" / "hub" / "datasets--espzoo-test--es-speech" / "snapshots").iterdir())
+    assert sorted(p.name for p in snapshot.rglob("*.parquet")) == ["train-00000-of-00002.parquet",
+                                                                   "train-00001-of-00002.parquet"]
+    bad = espzoo(["plan", REPO, "--vocab", f"char:hf:{DATASET}:train", "--text-column", "words"], served,
+                 tmp_path / "hf")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"error: hf:{DATASET}:train has no column 'words' (its columns: audio, "
+                                               "sentence, client_id); pass --text-column with one of them."]
 
 
 @pytest.mark.parametrize("case", [

@@ -432,7 +432,7 @@ def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_
         audio = _extract(data, path, extract_dir) if data else (_resolve_audio(path, table.base) if path else None)
         ident = "" if id_col is None or row.get(id_col) is None else "_".join(str(row[id_col]).split())
         speaker = "" if speaker_col is None or row.get(speaker_col) is None else "_".join(str(row[speaker_col]).split())
-        text = " ".join(str(row.get(text_col) or "").split())
+        text = hfdata.transcript(row.get(text_col))
         rows.append((where, audio, text, ident, _stem(path or ""), speaker))
     if not rows:
         raise DataError(f"{source} holds no rows; give a split with at least one utterance.")

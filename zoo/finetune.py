@@ -190,7 +190,8 @@ def _prepare(
             note(dataset.skipped_note())  # type: ignore[arg-type]
 
     stage("plan")
-    plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
+    plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab",
+                         text_column=request.text_column)  # a dataset --vocab TEXT: the column --train uses
     init_dir = out / "init"
     resuming_run = request.training.resume and (out / "conf" / "train.yaml").is_file()
     lora = request.transfer.lora or source.adapter is not None  # an adapter-only export continues as LoRA

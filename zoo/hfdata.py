@@ -126,13 +126,33 @@ class Table:
         if audio is None:  # a renamed Audio feature: the one struct column holding encoded files
             files = [f.name for f in schema if _holds_files(f.type)]
             audio = files[0] if len(files) == 1 else None
+        if audio is None:
+            raise DataError(f"{self.label} has no audio column named audio (its columns: {shown}); pass "
+                            "--audio-column NAME to say which one it is.")
+        return audio, self.text_column(text_column)
+
+    def text_column(self, text_column: str | None) -> str:
+        """The transcript column (the one rule, for --train and for a vocabulary's text alike): the one named, else
+        the first of TEXT_COLUMNS; one sentence naming the columns there are when none fits."""
+        names = self.columns()
+        shown = ", ".join(names) or "none"
+        if text_column is not None and text_column not in names:
+            raise DataError(f"{self.label} has no column '{text_column}' (its columns: {shown}); pass --text-column "
+                            "with one of them.")
         text = text_column or next((n for n in TEXT_COLUMNS if n in names), None)
-        if audio is None or text is None:
-            what, option, usual = (("audio", "--audio-column", "audio") if audio is None else
-                                   ("transcript", "--text-column", "/".join(TEXT_COLUMNS)))
-            raise DataError(f"{self.label} has no {what} column named {usual} (its columns: {shown}); pass {option} "
-                            "NAME to say which one it is.")
-        return audio, text
+        if text is None:
+            raise DataError(f"{self.label} has no transcript column named {'/'.join(TEXT_COLUMNS)} (its columns: "
+                            f"{shown}); pass --text-column NAME to say which one it is.")
+        return text
+
+    def transcripts(self, text_column: str | None = None) -> Iterator[str]:
+        """The split's transcripts as the prepared `text` holds them (transcript()), empty ones left out; only the
+        transcript column is read, a batch at a time."""
+        column = self.text_column(text_column)
+        for _, row in self.rows([column]):
+            text = transcript(row.get(column))
+            if text:
+                yield text
 
     def rows(self, columns: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
         """(where, {column: value}) for each row, in order; `where` is 'FILE row N' (1-based within the file).
@@ -346,6 +366,11 @@ def _batches(file: Path, columns: list[str], label: str) -> Iterator[Any]:
                     yield batch.slice(start, BATCH_ROWS)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{file} could not be read ({err}); download or save it again.") from None
+
+
+def transcript(value: Any) -> str:
+    """A transcript cell as an utterance's text: whitespace runs made one space (as a Kaldi `text` line reads)."""
+    return " ".join(str(value or "").split())
 
 
 def audio_of(value: Any) -> tuple[bytes | None, str | None]:

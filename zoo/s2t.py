@@ -350,7 +350,7 @@ def add_user_symbols(bpemodel: Path, symbols: Sequence[str], dest: Path) -> Path
 
 def s2t_vocabulary(
     old: Any, vocab: str, lang: str | None, lang_init: str | None, workdir: Path | None,
-    texts: Sequence[str] | None = None, target_lang: str | None = None,
+    texts: Sequence[str] | None = None, target_lang: str | None = None, text_column: str | None = None,
 ) -> tuple[Any, dict[int, tuple[int, ...]], LanguagePlan | None]:
     """The vocabulary of a fine-tuned S2T model: the pretrained one (`--vocab keep`, S2T's default: OWSM's 50k
     pieces cover most scripts), plus the language token when the model lacks it, plus the pieces `extend:N[:TEXT]`
@@ -386,7 +386,7 @@ def s2t_vocabulary(
             row_init[new.index] = tuple(index[t] for t in new.init_from)
     if extension is not None:
         units, text = extension
-        texts = read_texts(text) if text else list(texts or [])
+        texts = read_texts(text, text_column) if text else list(texts or [])
         if not texts:
             raise S2TError(f"--vocab {vocab} needs text: write extend:{units}:TEXTFILE, or give training transcripts.")
         ext = extend_pieces(vocabulary.bpemodel, old.tokens, vocabulary.tokens, texts, units, workdir / "extend")
@@ -419,12 +419,12 @@ def parse_extend(vocab: str) -> tuple[int, Path | None] | None:
     return int(match.group(1)), Path(match.group(2)) if match.group(2) else None
 
 
-def read_texts(path: Path) -> list[str]:
+def read_texts(path: Path, text_column: str | None = None) -> list[str]:
     from espzoo.vocab import VocabularyError
     from espzoo.vocab import read_texts as read
 
     try:
-        return read(path)
+        return read(path, text_column)
     except VocabularyError as err:
         raise S2TError(str(err)) from None
 

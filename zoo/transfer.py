@@ -643,10 +643,12 @@ def plan_transfer(
     *,
     texts: Sequence[str] | None = None,
     workdir: Path | None = None,
+    text_column: str | None = None,
 ) -> TransferPlan:
     """Plan the transfer from `model` (repo id, hub-layout folder, experiment dir) to the same architecture
     with the vocabulary `options.vocab` asks for. `texts` are the training transcripts (for `bpe:N` without a
-    file and for the coverage report); a trained sentencepiece model goes to `workdir`."""
+    file and for the coverage report); a trained sentencepiece model goes to `workdir`; `text_column` names the
+    transcript column of a dataset the vocabulary spec names (as --text-column does for --train)."""
     source = open_source(model)
     if source.config is None:
         raise TransferError(f"{model} has no config.yaml beside its checkpoint; give a model folder or repo id.")
@@ -663,14 +665,14 @@ def plan_transfer(
     language = None
     if config_task(source.config) != "asr":  # OWSM: the vocabulary stays; a new language adds its token
         vocabulary, row_init, language = s2t_vocabulary(
-            old, options.vocab, options.lang, options.lang_init, workdir, texts, options.target_lang
+            old, options.vocab, options.lang, options.lang_init, workdir, texts, options.target_lang, text_column
         )
     elif options.lang or options.lang_init or options.target_lang:
         raise TransferError(f"--lang applies to S2T (OWSM) models; {model} is an ASR model (drop --lang).")
     elif options.vocab == "keep" and texts is None:
         vocabulary = build_vocabulary("keep", None, old)
     else:
-        vocabulary = build_vocabulary(options.vocab, texts, old, workdir=workdir)
+        vocabulary = build_vocabulary(options.vocab, texts, old, workdir=workdir, text_column=text_column)
     src, dst = options.map if options.map else (None, None)
     primary = TransferSpec(str(source.checkpoint), src, dst, tuple(options.excludes), tuple(options.includes))
     extra = [parse_spec(text) for text in options.init_params]

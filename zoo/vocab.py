@@ -14,7 +14,9 @@ Spec strings (the `--vocab` option):
     bpe:N / unigram:N / char   the same on texts given by the caller (finetune: the training transcripts)
     PATH/tokens.txt       a token list (one token a line; a `bpe.model` beside it is used for `▁` tokens)
     PATH/bpe.model        a sentencepiece model (its pieces become the token list)
-TEXT is a Kaldi data dir (its `text`), a Kaldi `text` file (`utt-id words...`), or plain text, one line each.
+TEXT is a Kaldi data dir (its `text`), a Kaldi `text` file (`utt-id words...`), plain text, one line each, or a
+Hugging Face dataset in any form `--train` takes (parquet files, a save_to_disk folder, hf:ORG/NAME[:CONFIG][@REV]:
+SPLIT; espzoo.hfdata), whose transcript column is found as for `--train` (the usual names, or `--text-column`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from espzoo import _fs
+from espzoo import _fs, hfdata
 from espzoo.errors import VocabularyError  # noqa: F401 (re-exported)
 
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
@@ -113,8 +115,14 @@ def parse_vocab_spec(spec: str) -> VocabSpec:
     )
 
 
-def read_texts(path: Path) -> list[str]:
-    """Transcripts from a Kaldi data dir, a Kaldi `text` file (ids stripped) or a plain text file (one a line)."""
+def read_texts(path: Path, text_column: str | None = None) -> list[str]:
+    """Transcripts from a Kaldi data dir, a Kaldi `text` file (ids stripped), a plain text file (one a line) or a
+    Hugging Face dataset (its `text_column`, else the usual transcript column, read as `--train` reads it)."""
+    if hfdata.is_hf_source(path):  # before Path(): an hf: reference is not a file
+        texts = list(hfdata.open_table(str(path)).transcripts(text_column))
+        if not texts:
+            raise VocabularyError(f"{path} has no transcripts; a vocabulary needs some text to learn from.")
+        return texts
     path = Path(path)
     kaldi = path.is_dir() or path.name == "text"
     if path.is_dir():
@@ -147,16 +155,18 @@ def build_vocabulary(
     old: Vocabulary | None = None,
     *,
     workdir: Path | None = None,
+    text_column: str | None = None,
 ) -> Vocabulary:
     """Build the vocabulary `spec` asks for, mapped against the pretrained `old` one.
 
     `texts` are transcripts given by the caller (used when the spec names no text file, and for the coverage
     report); a trained sentencepiece model is written to `workdir` (a fresh temporary folder when None).
+    `text_column` names the transcript column of a dataset TEXT (read_texts).
     """
     spec = parse_vocab_spec(spec) if isinstance(spec, str) else spec
     if spec.kind in ("char", "bpe", "unigram"):
         if spec.path is not None:
-            texts = read_texts(spec.path)
+            texts = read_texts(spec.path, text_column)
         elif not texts:
             raise VocabularyError(f"--vocab {spec} needs text: write {spec}:TEXTFILE, or give training transcripts.")
     texts = list(texts or [])
