@@ -266,7 +266,7 @@ def served(kaldi: dict[str, Path], tiny_repo_char: Path, tmp_path_factory: pytes
         write_parquet(rows_of(kaldi[source]), repo / "data", split, files=2 if split == "train" else 1)
     (repo / "README.md").write_text(CARD, encoding="utf-8")
     server = MirrorServer(root)
-    yield {"url": server.start(), "root": root, "repo": repo}
+    yield {"url": server.start(), "root": root, "repo": repo, "server": server}
     server.stop()
 
 
@@ -317,6 +317,52 @@ def test_a_config_folder_at_a_tag(served: dict, kaldi: dict[str, Path], tmp_path
         "es/test/0000-00000-of-00001.parquet"]  # only the split asked for is downloaded
     with pytest.raises(DataError, match=r"no config 'fr' \(its folders: en, es\); name one of them"):
         prepare(f"hf:{DATASET}:fr@v1:test", tmp_path / "out" / "x", sample_rate=16000)
+
+
+def test_a_hub_dataset_comes_in_parallel_ranges_and_a_killed_pull_resumes(served: dict, kaldi: dict[str, Path],
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split's large files are fetched as parallel byte ranges (espzoo.fetch, as a model's checkpoint is), into
+    the blobs huggingface_hub would write; a partial file a killed pull left is finished from where it stopped."""
+    from espzoo import fetch, hub
+    from espzoo.hfdata import open_table
+    from espzoo.vocab import read_texts
+
+    for key, value in client_env(served["url"], tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
+    shards = sorted((served["repo"] / "data").glob("train-*.parquet"))
+    monkeypatch.setattr(hub, "PARALLEL_MIN", min(f.stat().st_size for f in shards))
+    server: MirrorServer = served["server"]
+    server.reset()
+
+    def gets(digest: str) -> list[dict]:
+        return [e for e in server.stats.log if e["method"] == "GET" and e["path"] == f"/lfs/{digest}"]
+
+    table = open_table(f"hf:{DATASET}:train")
+    assert list(table.transcripts()) == read_texts(kaldi["train"])
+    blobs = tmp_path / "hf" / "hub" / "datasets--espzoo-test--es-speech" / "blobs"
+    for shard in shards:
+        digest, size = sha256_of(shard), shard.stat().st_size
+        assert sorted(e["range"] for e in gets(digest)) == sorted(
+            f"bytes={p.start}-{p.end - 1}" for p in fetch.split(size, fetch.PARTS))  # one ranged GET per part
+        assert sha256_of(blobs / digest) == digest
+    assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
+
+    # As huggingface_hub leaves a download a killed process was writing: blobs/<sha256>.<random>.incomplete.
+    shard = shards[0]
+    digest, data = sha256_of(shard), shard.read_bytes()
+    link = next(p for p in table.files if p.name == shard.name)
+    link.unlink()
+    (blobs / digest).unlink()
+    (blobs / f"{digest}.5f3a9c1e.incomplete").write_bytes(data[: len(data) // 2])
+    server.reset()
+    notes: list[str] = []
+    again = open_table(f"hf:{DATASET}:train", notify=notes.append)
+    assert any(n.startswith("resumed 1 download") for n in notes), notes
+    assert list(again.transcripts()) == read_texts(kaldi["train"]) and sha256_of(blobs / digest) == digest
+    (resumed,) = gets(digest)
+    assert resumed["range"] == f"bytes={len(data) // 2}-"  # only the missing half
+    assert not list(blobs.glob("*.incomplete"))
 
 
 def espzoo(args: list[str], served: dict, hf_home: Path, timeout: float = 900, **env: str):

@@ -67,9 +67,9 @@ def repo_folder(repo_id: str, repo_type: str = "model") -> str:
     return "--".join([f"{repo_type}s", *repo_id.split("/")])
 
 
-def lock_path(cache_dir: Path, repo_id: str, etag: str) -> Path:
+def lock_path(cache_dir: Path, repo_id: str, etag: str, repo_type: str = "model") -> Path:
     """The lock huggingface_hub holds while it downloads blob `etag` (file_download.hf_hub_download)."""
-    return cache_dir / ".locks" / repo_folder(repo_id) / f"{etag}.lock"
+    return cache_dir / ".locks" / repo_folder(repo_id, repo_type) / f"{etag}.lock"
 
 
 def incomplete_etag(partial: Path) -> str:

@@ -245,22 +245,23 @@ def remove(repo_id: str, revision: str | None = None, *, cache_dir: str | Path |
 
 def recover_stale_downloads(
     repo_id: str, *, cache_dir: str | Path | None = None, endpoint: str | None = None, token: Any = None,
-    resume: bool = True,
+    resume: bool = True, repo_type: str = "model",
 ) -> list[str]:
     """Deal with `blobs/*.incomplete` files a killed process left behind. huggingface_hub names them per process, so
     no later download resumes them and nothing removes them. A file is stale when nobody holds its download lock;
     with `resume` its missing bytes are fetched (Range) and the blob kept if its hash matches the Hub's id,
-    otherwise (or when nothing says which file it was) it is removed. Returns notes for the user."""
+    otherwise (or when nothing says which file it was) it is removed. Returns notes for the user. A dataset repo's
+    (`repo_type="dataset"`) the same way."""
     from filelock import FileLock, Timeout
 
     cache = Path(cache_dir or _hf.hub_cache_dir())
-    blobs = cache / _hf.repo_folder(repo_id) / "blobs"
+    blobs = cache / _hf.repo_folder(repo_id, repo_type) / "blobs"
     if not blobs.is_dir():
         return []
     resumed, removed, kept_bytes, removed_bytes = 0, 0, 0, 0
     for partial in blobs.glob("*" + _hf.INCOMPLETE_SUFFIX):
         etag = _hf.incomplete_etag(partial)
-        lock_path = _hf.lock_path(cache, repo_id, etag)
+        lock_path = _hf.lock_path(cache, repo_id, etag, repo_type)
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(lock_path), timeout=0):
@@ -269,7 +270,7 @@ def recover_stale_downloads(
                 size = partial.stat().st_size
                 blob = blobs / etag
                 outcome = "drop" if blob.exists() or not resume else _resume_partial(
-                    blobs.parent, repo_id, partial, etag, endpoint, token)
+                    blobs.parent, repo_id, partial, etag, endpoint, token, repo_type)
                 if outcome == "resumed":
                     resumed += 1
                     kept_bytes += size
@@ -291,7 +292,8 @@ def recover_stale_downloads(
     return notes
 
 
-def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpoint: str | None, token: Any) -> str:
+def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpoint: str | None, token: Any,
+                    repo_type: str = "model") -> str:
     """Fetch the rest of `partial` and move it into place as blobs/<etag>: "resumed"; "drop" when it cannot be
     finished (unknown file, wrong hash); "keep" when the Hub cannot be reached (a later pull resumes it)."""
     from huggingface_hub import hf_hub_url
@@ -307,7 +309,7 @@ def _resume_partial(storage: Path, repo_id: str, partial: Path, etag: str, endpo
         return "drop"  # pulled without espzoo: which file it was is unknown
     commit, path, entry = found
     lfs = entry.lfs_sha256 == etag
-    url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint or _hf.hub_endpoint())
+    url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint or _hf.hub_endpoint(), repo_type=repo_type)
     try:
         size = partial.stat().st_size
         if size > entry.size:

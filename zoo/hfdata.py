@@ -11,8 +11,9 @@
 A Hub source is `hf:ORG/NAME[:CONFIG][@REV]:SPLIT`. Its files are the ones the dataset card's `configs:` list for
 that config and split, else the ones the Hub's usual layouts put in the split (`data/SPLIT-*.parquet`,
 `SPLIT/*.parquet`, and `CONFIG/SPLIT/*.parquet` as the Hub's parquet conversion writes). Only those files (and the
-card) are downloaded, through espzoo.hub.pull (repo_type="dataset"): a pinned or cached pull asks nothing again and
-HF_HUB_OFFLINE answers from the cache, as for models.
+card) are downloaded, through espzoo.hub.pull (repo_type="dataset"): a pinned or cached pull asks nothing again,
+HF_HUB_OFFLINE answers from the cache, large files come as parallel byte ranges and a killed pull is resumed, as for
+models.
 
 Parquet is read with pyarrow a batch of rows at a time, never as a whole table; the arrow files save_to_disk writes
 are IPC streams, memory-mapped. pyarrow is espzoo's `datasets` extra: the `datasets` library itself is not needed.

@@ -13,7 +13,9 @@ bpe model, the normalization stats) unless all_files=True. LFS files of PARALLEL
 as parallel byte ranges (espzoo.fetch) into the blob huggingface_hub would write, under its lock; the rest, and
 any file of a server that ignores Range, through huggingface_hub itself. Failures become a `HubError` whose message
 is one sentence naming the problem and the fix. Progress is reported to a callback (the CLI draws it); verify, ls, rm,
-lock files and stale-download repair are in espzoo.cache, catalog refresh in espzoo.catalog_refresh.
+lock files and stale-download repair are in espzoo.cache, catalog refresh in espzoo.catalog_refresh. A dataset repo
+(`repo_type="dataset"`, espzoo.hfdata) is pulled the same way: parallel ranges for its large files, and what a killed
+pull left half-downloaded resumed.
 """
 
 from __future__ import annotations
@@ -171,9 +173,9 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
         except _Unreachable as exc:
             offline = True
             notes.append(f"the Hub at {session.endpoint} cannot be reached ({exc.reason}); using the cached copy")
-        else:  # not known to be offline: finish what a killed pull left half-downloaded (a model's blobs)
+        else:  # not known to be offline: finish what a killed pull left half-downloaded
             notes += recover_stale_downloads(repo_id, cache_dir=session.cache_dir, endpoint=session.endpoint,
-                                             token=token) if repo_type == "model" else []
+                                             token=token, repo_type=repo_type)
     if not offline:
         assert commit is not None
         try:
@@ -421,12 +423,9 @@ class _Session:
     def _large_files(self, commit: str, files: list[str]) -> list[tuple[str, Any]]:
         """(path, tree entry) of the files to fetch in parallel parts: large LFS files not yet cached. Xet-backed ones
         stay with huggingface_hub (hf_xet fetches in parallel itself), as does any file reached through a proxy."""
-        from huggingface_hub import hf_hub_url
 
         from espzoo import fetch
 
-        if self.repo_type != "model":  # the parallel fetch knows a model's URLs and locks only
-            return []
         listing = _hf.read_tree(self.storage, commit) or {}
         snapshot = self.storage / "snapshots" / commit
         found = []
@@ -434,10 +433,15 @@ class _Session:
             entry = listing.get(path)
             if (entry is None or not entry.lfs_sha256 or entry.size < PARALLEL_MIN or entry.xet_hash
                     or (snapshot / path).exists() or (self.storage / "blobs" / entry.lfs_sha256).exists()
-                    or fetch.uses_proxy(hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint))):
+                    or fetch.uses_proxy(self._url(commit, path))):
                 continue
             found.append((path, entry))
         return found
+
+    def _url(self, commit: str, path: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint, repo_type=self.repo_type)
 
     def _fetch_parallel(self, commit: str, path: str, entry: Any, tqdm_class: type) -> None:
         """Fetch one large LFS file into blobs/<sha256> in parallel parts, under huggingface_hub's own lock for that
@@ -445,14 +449,13 @@ class _Session:
         any cached blob. A partial another process left is resumed and then checked against its sha256 (as
         espzoo.cache does); a server that ignores Range leaves the file to snapshot_download."""
         from filelock import FileLock
-        from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers
 
         from espzoo import fetch
 
         sha256 = entry.lfs_sha256
         blob = self.storage / "blobs" / sha256
-        lock = _hf.lock_path(self.cache_dir, self.repo_id, sha256)
+        lock = _hf.lock_path(self.cache_dir, self.repo_id, sha256, self.repo_type)
         lock.parent.mkdir(parents=True, exist_ok=True)
         blob.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock)):
@@ -462,7 +465,7 @@ class _Session:
             left_by_another = fetch.is_resumable(partial)
             bar = tqdm_class(total=entry.size, unit="B", unit_scale=True, desc=PurePosixPath(path).name,
                              initial=fetch.written(partial, entry.size))
-            url = hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint)
+            url = self._url(commit, path)
             try:
                 done = fetch.fetch(url, partial, entry.size, headers=build_hf_headers(token=self.token),
                                    timeout=self.timeout, retries=self.retries,
