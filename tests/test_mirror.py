@@ -242,6 +242,15 @@ def test_serve_from_cache_and_mirror_add(mirror: MirrorServer, big_root: Path, t
     assert added.source_commit == commit and (added.path / ckpt).is_file()
     with MirrorServer(tmp_path / "folder") as folder:
         assert folder.revision(REPO).commit == mirror.revision(REPO).commit
+        # Edited, served, then added again: the edited commit stays reachable by its id, main is the cache's again.
+        (added.path / "README.md").write_text("edited by hand\n")
+        edited = folder.revision(REPO).commit
+        assert edited != mirror.revision(REPO).commit
+        add_from_cache(REPO, "main", tmp_path / "folder", cache_dir=first_home / "hub")
+        add_from_cache(REPO, "main", tmp_path / "folder", cache_dir=first_home / "hub")  # unchanged: nothing kept
+        assert folder.revision(REPO).commit == mirror.revision(REPO).commit
+        assert (folder.revision(REPO, edited).files["README.md"].local.read_text()) == "edited by hand\n"
+        assert [p.name for p in (tmp_path / "folder" / ".espzoo-commits" / REPO).iterdir()] == [edited]
 
 
 def test_cli_serve_as_a_subprocess(big_root: Path, tmp_path: Path):

@@ -209,7 +209,11 @@ class FolderSource:
         try:
             for file in revision.files.values():
                 _link(file.local, tmp / file.path)
-            tmp.rename(dest)
+            try:
+                tmp.rename(dest)
+            except OSError:
+                if not dest.is_dir():  # else kept meanwhile by another process (`mirror add` beside a server)
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1390,7 +1394,7 @@ def add_from_cache(
     repo_type: str = "model",
 ) -> AddedRepo:
     """Copy the cached snapshot of repo_id@revision (default main) into ROOT/<org>/<name>/ (a dataset repo into
-    ROOT/datasets/<org>/<name>/), atomically."""
+    ROOT/datasets/<org>/<name>/), atomically; other content it replaces is kept under its commit id, as a push's."""
     source = CacheSource(cache_dir or hf_hub_cache(), repo_type)
     revisions = source.revisions(repo_id)
     if not revisions:
@@ -1404,12 +1408,16 @@ def add_from_cache(
     org, name = repo_id.split("/")
     dest = Path(root) / (DATASETS if repo_type == "dataset" else "") / org / name
     dest.parent.mkdir(parents=True, exist_ok=True)
+    folders = FolderSource(dest.parent.parent, exclude=() if repo_type == "dataset" else (DATASETS,))
+    served = folders.revisions(repo_id).get("main")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
     try:
         for path, file in found.files.items():
             target = tmp / path
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file.local, target)
+        if served is not None and folders._revision(repo_id, tmp, None).commit != served.commit:
+            folders.keep(served)  # a pull pinned to the commit served until now still resolves
         replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
