@@ -219,6 +219,21 @@ def test_a_vocabulary_from_any_dataset_form(kaldi: dict[str, Path], tmp_path: Pa
         build_vocabulary(f"char:{empty}")
 
 
+def test_s2t_extend_learns_from_a_dataset_as_from_its_kaldi_dir(tiny_s2t: Path, kaldi: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """OWSM's `--vocab extend:N:TEXT` reads TEXT by the same rule: a dataset's transcript column (named here)."""
+    from espzoo.transfer import TransferOptions, plan_transfer
+
+    words = write_parquet([{"words": r["sentence"]} for r in rows_of(kaldi["train"])], tmp_path / "pq", files=1)
+    from_kaldi = plan_transfer(str(tiny_s2t), TransferOptions(vocab=f"extend:6:{kaldi['train']}"),
+                               workdir=tmp_path / "a")
+    from_data = plan_transfer(str(tiny_s2t), TransferOptions(vocab=f"extend:6:{words}"), workdir=tmp_path / "b",
+                              text_column="words")
+    extension = from_data.to_json()["summary"]["language"]["extension"]
+    assert extension["pieces"] and extension == from_kaldi.to_json()["summary"]["language"]["extension"]
+    assert from_data.vocabulary.tokens == from_kaldi.vocabulary.tokens
+
+
 # ---------------------------------------------------------------------------------------------------------
 # hf:ORG/NAME[:CONFIG][@REV]:SPLIT
 
