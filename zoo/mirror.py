@@ -1159,7 +1159,8 @@ class Uploads:
             entry: dict[str, Any] = {"oid": oid, "size": size}
             held = self.store / oid
             if held.is_file() and held.stat().st_size == size:  # held: no action, the client skips it
-                os.utime(held)  # and the commit it is about to send finds it (_collect spares it a link's lifetime)
+                if held.stat().st_nlink == 1:  # in no commit yet: _collect spares it a link's lifetime from now on,
+                    os.utime(held)  # so the commit about to name it finds it (a linked one is never collected)
             else:
                 query = self._sign(oid, size)
                 entry["actions"] = {"upload": {"href": f"{_origin(handler)}/lfs-upload/{oid}?{query}"}}
