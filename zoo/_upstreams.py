@@ -12,6 +12,10 @@ Bridges, each in this one place:
   (the mel count became a model dimension); 80 is the value it had, the one ESPnet's encoder computes with.
 - ESPnet builds standard (single-blank) transducers with `from warprnnt_pytorch import RNNTLoss`, a package
   with no wheel on PyPI; when it is absent, that import gets torchaudio's RNN-T loss (same call, same 'mean').
+- ESPnet's CTC module imports k2 while being built with Bayes-risk CTC (`ctc_conf: {ctc_type: brctc}`), although
+  only the training loss uses it: the parameters and the decoding are plain CTC's. When k2 is absent (its PyPI
+  wheels predate torch 2.11), a stand-in lets such a model build (plan, decode, export); any use of it, and a
+  training run (`training_gap`), is one sentence naming k2.
 """
 
 from __future__ import annotations
@@ -55,6 +59,40 @@ def install_bridges() -> None:
             import warprnnt_pytorch  # noqa: F401
         except ImportError:
             sys.modules["warprnnt_pytorch"] = _warprnnt_stand_in()
+    if "k2" not in sys.modules and not _importable("k2"):
+        sys.modules["_k2"], sys.modules["k2"] = _k2_stand_in("_k2"), _k2_stand_in("k2")
+
+
+class _K2StandIn(types.ModuleType):
+    """Importable; any attribute of k2's own is the sentence that k2 is missing (dunders stay AttributeErrors,
+    so that introspection works)."""
+
+    __espzoo_stand_in__ = "k2 is not installed"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        from espzoo.model import MissingPackageError, missing_package_message
+
+        raise MissingPackageError(missing_package_message("k2"))
+
+
+def _k2_stand_in(name: str) -> types.ModuleType:
+    import importlib.machinery
+
+    module = _K2StandIn(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
+def training_gap(config: Mapping[str, Any]) -> str | None:
+    """Why the model of `config` builds here but cannot train (a stand-in above takes a package's place), or None."""
+    brctc = (config.get("ctc_conf") or {}).get("ctc_type") == "brctc"
+    if brctc and isinstance(sys.modules.get("k2"), _K2StandIn):
+        return ("This model trains with Bayes-risk CTC (ctc_conf.ctc_type: brctc), whose loss needs the package k2, "
+                "which is not installed; install a k2 built for the installed torch (planning and decoding work "
+                "without it).")
+    return None
 
 
 def _warprnnt_stand_in() -> types.ModuleType:
