@@ -129,3 +129,22 @@ def test_a_bayes_risk_ctc_model_builds_without_k2_and_only_training_asks_for_it(
     assert exit_info.value.code == 2
     refusal = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(_asr_train.REFUSAL)]
     assert len(refusal) == 1 and "Bayes-risk CTC" in refusal[0] and "k2" in refusal[0]
+
+
+def test_a_hugging_face_post_encoder_is_built_from_its_config_alone(tmp_path: Path, monkeypatch) -> None:
+    """`postencoder: hugging_face_transformers` (egs2/slurp's BERT configs): ESPnet calls AutoModel.from_pretrained,
+    which downloads the weights; espzoo builds it from config.json (random weights, which the checkpoint replaces),
+    and without a config.json offline it is one sentence saying how to fetch it."""
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bert = tmp_path / "tiny-bert"
+    transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            vocab_size=50).save_pretrained(bert)
+    config = {**family_config("conformer", tmp_path), "postencoder": "hugging_face_transformers",
+              "postencoder_conf": {"model_name_or_path": str(bert)}}
+    model = build_model(config, device="meta")
+    layers = {k.split(".")[3] for k in model.state_dict() if k.startswith("postencoder.transformer.layer.")}
+    assert layers == {"0", "1"} and model.postencoder.transformer.config.hidden_size == 32
+    config["postencoder_conf"] = {"model_name_or_path": str(tmp_path / "not-there")}
+    with pytest.raises(ModelConfigError, match=r"post-encoder is the Hugging Face model .*config\.json.*hf download"):
+        build_model(config, device="meta")

@@ -16,6 +16,10 @@ Bridges, each in this one place:
   only the training loss uses it: the parameters and the decoding are plain CTC's. When k2 is absent (its PyPI
   wheels predate torch 2.11), a stand-in lets such a model build (plan, decode, export); any use of it, and a
   training run (`training_gap`), is one sentence naming k2.
+
+A Hugging Face post-encoder (`postencoder: hugging_face_transformers`) is built from the named model's config.json
+(taken from the Hugging Face cache when offline; a few KB) with random weights, never its weights, which the
+checkpoint holds; without that config.json it is one sentence saying how to fetch it.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
         used.add("s3prl")
     if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         used.add("whisper")
+    if config.get("postencoder") == "hugging_face_transformers":
+        used.add("transformers")
     return frozenset(used)
 
 
@@ -171,6 +177,10 @@ def offline_upstreams(shapes: Shapes | None = None, uses: frozenset[str] | None 
         from espzoo._s3prl import offline_hub_patches
 
         patches += offline_hub_patches(shapes or {})
+    if uses is not None and "transformers" in uses:
+        from espnet2.asr.postencoder import hugging_face_transformers_postencoder as postencoder
+
+        patches.append((postencoder, "AutoModel", _FromConfigOnly))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, value in patches:
@@ -242,3 +252,24 @@ def _whisper_builder(shapes: Shapes) -> Any:
         return model
 
     return load_model
+
+
+class _FromConfigOnly:
+    """`transformers.AutoModel` as ESPnet's Hugging Face post-encoder calls it, building the named model from its
+    config.json alone (random weights: the checkpoint overwrites them), which offline comes from the cache."""
+
+    @staticmethod
+    def from_pretrained(name: str, *args: Any, **kwargs: Any) -> Any:
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except OSError as err:
+            from espzoo.model import ModelConfigError
+
+            raise ModelConfigError(
+                f"This model's post-encoder is the Hugging Face model {name!r}, built from its config.json, which is "
+                f"neither in the Hugging Face cache nor reachable ({type(err).__name__}); fetch it once with "
+                f"`hf download {name} config.json` (its weights are in this model's checkpoint)."
+            ) from None
+        return AutoModel.from_config(config)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from espzoo._espnet import import_asr_task
-from espzoo.errors import ModelConfigError  # noqa: F401 (re-exported)
+from espzoo.errors import ModelConfigError  # also re-exported
 from espzoo.repo import parse_token_list
 
 Device = Literal["cpu", "meta"]
@@ -148,6 +148,8 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
     try:
         with offline_upstreams(reference, upstreams_in(vars(args))), torch.device(device):
             return task.build_model(args)
+    except ModelConfigError:
+        raise  # espzoo's own sentence, from a build patch (espzoo._upstreams)
     except ModuleNotFoundError as err:
         raise MissingPackageError(missing_package_message(err.name or str(err))) from err
     except ImportError as err:  # ESPnet's own "You should install K2 to use ..." after a failed import
