@@ -148,3 +148,28 @@ def test_a_hugging_face_post_encoder_is_built_from_its_config_alone(tmp_path: Pa
     config["postencoder_conf"] = {"model_name_or_path": str(tmp_path / "not-there")}
     with pytest.raises(ModelConfigError, match=r"post-encoder is the Hugging Face model .*config\.json.*hf download"):
         build_model(config, device="meta")
+
+
+def test_every_sampled_egs2_config_names_its_source_and_is_counted_once_in_its_population() -> None:
+    """bench/egs2_coverage.py's input: each sampled config (model keys only) names its espnet/espnet path and commit,
+    is marked sampled in INDEX.tsv, and no two sampled configs have the same model keys (the duplicates rule)."""
+    import re
+
+    folder = Path(__file__).resolve().parent / "configs" / "egs2"
+    rows = [line.split("\t") for line in (folder / "INDEX.tsv").read_text().splitlines()
+            if not line.startswith(("#", "path\t"))]
+    paths = [row[0] for row in rows]
+    assert len(paths) == len(set(paths))
+    sampled = {f"{row[0].split('/')[1]}__{Path(row[0]).stem}": row[0] for row in rows if row[2:3] == ["yes"]}
+    files = sorted(folder.glob("*.yaml"))
+    assert {f.stem for f in files} == set(sampled)
+    seen: dict[str, str] = {}
+    for file in files:
+        source = re.fullmatch(r"# source: espnet/espnet (\S+) @ ([0-9a-f]{40}) \(model keys\)",
+                              file.read_text().splitlines()[0])
+        # INDEX.tsv names a config in both conf/ and conf/tuning/ (the recipe links them) by its conf/ path
+        assert source and source.group(1).replace("/conf/tuning/", "/conf/") == sampled[file.stem].replace(
+            "/conf/tuning/", "/conf/"), file.name
+        keys = repr(sorted(yaml.safe_load(file.read_text()).items()))
+        assert keys not in seen, f"{file.stem} has the model keys of {seen.get(keys)}"
+        seen[keys] = file.stem
