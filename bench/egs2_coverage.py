@@ -287,6 +287,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="espzoo-egs2-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.update(_offline_env(work))  # before huggingface_hub is imported: it reads HF_HUB_OFFLINE once
+    os.chdir(work)  # what a build writes relative to the working directory (s3prl's `download_dir: ./hub`) stays there
     import espzoo.cli.main  # noqa: F401 (imported once, here, for every forked check)
     import espzoo.model  # noqa: F401
     from espzoo._espnet import import_asr_task
