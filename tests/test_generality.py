@@ -23,7 +23,7 @@ from test_upstreams import (
 
 from espzoo import _asr_train
 from espzoo._upstreams import install_bridges, training_gap
-from espzoo.model import MissingPackageError, ModelConfigError, build_model
+from espzoo.model import MissingPackageError, ModelConfigError, build_model, training_args
 from espzoo.transfer import TransferOptions, plan_transfer
 from espzoo.vocab import read_texts
 
@@ -110,8 +110,8 @@ def _k2_missing() -> bool:
 
 def test_a_bayes_risk_ctc_model_builds_without_k2_and_only_training_asks_for_it(tmp_path: Path, capsys) -> None:
     """Bayes-risk CTC (`ctc_type: brctc`, egs2/aishell's brctc configs): ESPnet imports k2 while building the CTC,
-    but only its loss uses k2. Without k2 the model builds with plain CTC's parameters (plan, decoding); its loss,
-    and a training run, say in one sentence that k2 is missing."""
+    but only its loss uses k2. Without k2 the model builds with plain CTC's parameters (plan) and ESPnet decodes it;
+    its loss, and a training run, say in one sentence that k2 is missing."""
     config = {**family_config("conformer", tmp_path), "ctc_conf": {"ctc_type": "brctc"}}
     model = build_model(config, device="meta")
     plain = build_model({**config, "ctc_conf": {}}, device="meta")
@@ -119,6 +119,15 @@ def test_a_bayes_risk_ctc_model_builds_without_k2_and_only_training_asks_for_it(
     if not _k2_missing():  # a machine with k2: nothing stands in, and training needs nothing more
         assert training_gap(config) is None
         return
+    # ESPnet's own decoder loads and decodes it (CTC prefix scoring: plain CTC's log-softmax)
+    torch.manual_seed(0)
+    torch.save(build_model(config).state_dict(), tmp_path / "model.pth")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(vars(training_args(config))))
+    from espnet2.bin.asr_inference import Speech2Text
+
+    speech2text = Speech2Text(str(tmp_path / "config.yaml"), str(tmp_path / "model.pth"), ctc_weight=0.3,
+                              beam_size=2, maxlenratio=0.1)
+    assert speech2text.asr_model.ctc.ctc_type == "brctc" and isinstance(speech2text(torch.randn(8000))[0][0], str)
     logits = torch.randn(1, 8, len(config["token_list"]))
     with pytest.raises(MissingPackageError, match=r"needs the package k2 .*pip install k2"):
         model.ctc.loss_fn(logits.transpose(0, 1), torch.tensor([[3, 4]]), torch.tensor([8]), torch.tensor([2]))
