@@ -10,8 +10,10 @@ config's stratum). For each config:
 2. build the model with ESPnet (espzoo.model.build_model, random weights; SSL and Whisper upstreams of a small
    size of the same class, as tests/test_upstreams.py does) and lay it out as ESPnet uploads a model (meta.yaml,
    exp/.../config.yaml, the checkpoint, the stats file);
-3. run `espzoo plan REPO --vocab keep` and `espzoo plan REPO --vocab bpe:40:TEXT`, each in a fresh process, with
-   HF_HUB_OFFLINE=1 and every HTTP(S) request sent to a dead proxy on 127.0.0.1.
+3. run `espzoo plan REPO --vocab keep` and `espzoo plan REPO --vocab bpe:40:TEXT` through the CLI's entry point,
+   with HF_HUB_OFFLINE=1 and every HTTP(S) request sent to a dead proxy on 127.0.0.1.
+Each config is checked in a child forked from the bench after it imported torch, ESPnet and espzoo (and built
+nothing): configs do not share state, and the imports are paid once.
 
 A config passes when both plans exit 0 (a Whisper-tokenizer model's refusal of a new vocabulary, one sentence, is
 what it must do, so it counts as passing). A config whose model cannot be built offline fails at step 2, with
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs" / "egs2"
 INDEX = CONFIGS / "INDEX.tsv"
 TEXT = ROOT / "zoo" / "assets" / "speech" / "es" / "train" / "text"
-ESPZOO = str(Path(sys.executable).with_name("espzoo"))
 sys.path.insert(0, str(ROOT / "tests"))  # the small upstreams and the token list of the tests, defined once there
 
 EN_CHARS = ["<blank>", "<unk>", "<space>", *"etaoinshrdlucmwfgypbvkxjqz'", "<sos/eos>"]
@@ -176,15 +176,19 @@ def _offline_env(home: Path) -> dict[str, str]:
                 NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 
 
-def _plan(repo: Path, vocab: str, env: dict[str, str]) -> tuple[bool, str]:
-    try:
-        run = subprocess.run([ESPZOO, "plan", str(repo), "--vocab", vocab], capture_output=True, text=True,
-                             env=env, timeout=600)
-    except subprocess.TimeoutExpired:
-        return False, "timed out after 600 s"
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    message = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "")
-    if run.returncode == 0:
+def _plan(repo: Path, vocab: str) -> tuple[bool, str]:
+    """`espzoo plan REPO --vocab VOCAB` through the CLI's own entry point: (passed, its error sentence)."""
+    import contextlib
+    import io
+
+    from espzoo.cli.main import run
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run(["plan", str(repo), "--vocab", vocab])
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+    message = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else f"exit {code}")
+    if code == 0:
         return True, ""
     if "Whisper's own tokenizer" in message and vocab != "keep":
         return True, "new vocabulary refused by design (Whisper tokenizer)"
@@ -192,7 +196,7 @@ def _plan(repo: Path, vocab: str, env: dict[str, str]) -> tuple[bool, str]:
 
 
 def check(path: Path, work: Path) -> tuple[bool, str]:
-    """Build the repo in this process (fails: the build's sentence), then both plans in fresh processes."""
+    """Build the repo (fails: the build's sentence), then plan it with both vocabularies."""
     import yaml
 
     from espzoo.errors import EspzooError
@@ -205,15 +209,43 @@ def check(path: Path, work: Path) -> tuple[bool, str]:
         return False, f"build: {err}"
     except Exception as err:  # noqa: BLE001 (the table records every failure, whatever it is)
         return False, f"build: internal {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    env = _offline_env(work)
+    message = ""
     for vocab in ("keep", f"bpe:40:{TEXT}"):
-        ok, message = _plan(repo, vocab, env)
+        ok, message = _plan(repo, vocab)
         if not ok:
             return False, f"plan --vocab {vocab.split(':')[0]}: {message}"
     return True, message
 
 
-# A failure that is the installed ESPnet lacking what the config names (written by an older or newer ESPnet).
+def _check_in_child(path: Path, work: Path, send: Any) -> None:
+    send.send(check(path, work))
+
+
+def check_forked(path: Path, work: Path, timeout: float = 900) -> tuple[bool, str]:
+    """check() in a child forked from this process, which has imported torch, ESPnet and espzoo but built nothing:
+    each config starts from the same clean state (nothing one config patches or caches reaches the next), and the
+    imports, most of a plan's time, are paid once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_check_in_child, args=(path, work, send))
+    child.start()
+    send.close()
+    if not receive.poll(timeout):
+        child.kill()
+        child.join()
+        return False, f"timed out after {timeout:.0f} s"
+    try:
+        outcome = receive.recv()
+    except EOFError:
+        outcome = None
+    child.join()
+    return outcome or (False, f"the check process died (exit {child.exitcode})")
+
+
+# A failure that is the installed ESPnet lacking what the config names: written by an older or newer ESPnet, or an
+# option the config misspells (which ESPnet itself refuses); espzoo's sentences for both start so.
 _VERSION_GAP = ("The installed ESPnet", "unexpected keyword argument", "must be one of")
 
 
@@ -226,7 +258,7 @@ def summary(results: dict[str, list[tuple[bool, str]]], counts: dict[str, int]) 
         gaps = sum(not ok and any(m in message for m in _VERSION_GAP) for ok, message in outcome)
         passes += counts.get(group, 0) * passed / len(outcome)
         buildable += counts.get(group, 0) * (len(outcome) - gaps) / len(outcome)
-        print(f"  {group:10s} {passed}/{len(outcome)} pass ({gaps} ESPnet version gaps); "
+        print(f"  {group:10s} {passed}/{len(outcome)} pass ({gaps} the installed ESPnet cannot build); "
               f"population {counts.get(group, 0)}")
     covered = sum(counts.get(g, 0) for g in results)
     print(f"pass share post-stratified, of the configs the installed ESPnet can build: {passes / buildable:.0%}")
@@ -254,10 +286,18 @@ def main() -> None:
     paths = sorted(p for p in CONFIGS.glob("*.yaml") if not args.only or args.only in p.name)
     work = args.keep or Path(tempfile.mkdtemp(prefix="espzoo-egs2-"))
     work.mkdir(parents=True, exist_ok=True)
+    os.environ.update(_offline_env(work))  # before huggingface_hub is imported: it reads HF_HUB_OFFLINE once
+    os.chdir(work)  # what a build writes relative to the working directory (s3prl's `download_dir: ./hub`) stays there
+    import espzoo.cli.main  # noqa: F401 (imported once, here, for every forked check)
+    import espzoo.model  # noqa: F401
+    from espzoo._espnet import import_asr_task
+
+    import_asr_task()  # ESPnet's ASR task, as espzoo imports it (its shims for the running Python first)
+
     start = time.monotonic()
     for path in paths:
         group = strata[path.stem]
-        ok, message = check(path, work)
+        ok, message = check_forked(path, work)
         results.setdefault(group, []).append((ok, message))
         print(f"{'pass' if ok else 'FAIL'}  {group:10s} {path.stem}" + (f"  -- {message}" if message else ""),
               flush=True)

@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         argv = sent
         sys.argv[1:] = argv  # the command line ESPnet writes at the top of its log
-    from espzoo._upstreams import install_bridges, offline_upstreams, upstreams_in
+    from espzoo._upstreams import install_bridges, offline_upstreams, training_gap, upstreams_in
     from espzoo.model import meta_refusal, task_for_config
 
     if argv[:1] == ["--espzoo-task"]:  # named by espzoo.s2t.train_task_args; the config says the same
@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv, adapters = _pop_option(argv, LORA_OPTION)
     install_bridges()  # ESPnet builds the model again below, in this process
     config = _config_of(argv)
+    if gap := training_gap(config):  # the model builds with a stand-in for a package only its training needs
+        refuse(gap)
     task = task_for_config(config)
     if adapters:  # espzoo's LoRA: the task's models carry the adapters (DDP workers read the env too)
         from espzoo import lora

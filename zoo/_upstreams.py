@@ -12,6 +12,14 @@ Bridges, each in this one place:
   (the mel count became a model dimension); 80 is the value it had, the one ESPnet's encoder computes with.
 - ESPnet builds standard (single-blank) transducers with `from warprnnt_pytorch import RNNTLoss`, a package
   with no wheel on PyPI; when it is absent, that import gets torchaudio's RNN-T loss (same call, same 'mean').
+- ESPnet's CTC module imports k2 while being built with Bayes-risk CTC (`ctc_conf: {ctc_type: brctc}`), although
+  only the training loss uses it: the parameters and the decoding are plain CTC's. When k2 is absent (its PyPI
+  wheels predate torch 2.11), a stand-in lets such a model build (plan, decode, export); any use of it, and a
+  training run (`training_gap`), is one sentence naming k2.
+
+A Hugging Face post-encoder (`postencoder: hugging_face_transformers`) is built from the named model's config.json
+(taken from the Hugging Face cache when offline; a few KB) with random weights, never its weights, which the
+checkpoint holds; without that config.json it is one sentence saying how to fetch it.
 """
 
 from __future__ import annotations
@@ -55,6 +63,40 @@ def install_bridges() -> None:
             import warprnnt_pytorch  # noqa: F401
         except ImportError:
             sys.modules["warprnnt_pytorch"] = _warprnnt_stand_in()
+    if "k2" not in sys.modules and not _importable("k2"):
+        sys.modules["_k2"], sys.modules["k2"] = _k2_stand_in("_k2"), _k2_stand_in("k2")
+
+
+class _K2StandIn(types.ModuleType):
+    """Importable; any attribute of k2's own is the sentence that k2 is missing (dunders stay AttributeErrors,
+    so that introspection works)."""
+
+    __espzoo_stand_in__ = "k2 is not installed"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        from espzoo.model import MissingPackageError, missing_package_message
+
+        raise MissingPackageError(missing_package_message("k2"))
+
+
+def _k2_stand_in(name: str) -> types.ModuleType:
+    import importlib.machinery
+
+    module = _K2StandIn(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
+def training_gap(config: Mapping[str, Any]) -> str | None:
+    """Why the model of `config` builds here but cannot train (a stand-in above takes a package's place), or None."""
+    brctc = (config.get("ctc_conf") or {}).get("ctc_type") == "brctc"
+    if brctc and isinstance(sys.modules.get("k2"), _K2StandIn):
+        return ("This model trains with Bayes-risk CTC (ctc_conf.ctc_type: brctc), whose loss needs the package k2, "
+                "which is not installed; install a k2 built for the installed torch (planning and decoding work "
+                "without it).")
+    return None
 
 
 def _warprnnt_stand_in() -> types.ModuleType:
@@ -98,6 +140,8 @@ def upstreams_in(config: Mapping[str, Any]) -> frozenset[str]:
         used.add("s3prl")
     if "whisper" in (config.get("encoder"), config.get("decoder"), config.get("frontend")):
         used.add("whisper")
+    if config.get("postencoder") == "hugging_face_transformers":
+        used.add("transformers")
     return frozenset(used)
 
 
@@ -133,6 +177,10 @@ def offline_upstreams(shapes: Shapes | None = None, uses: frozenset[str] | None 
         from espzoo._s3prl import offline_hub_patches
 
         patches += offline_hub_patches(shapes or {})
+    if uses is not None and "transformers" in uses:
+        from espnet2.asr.postencoder import hugging_face_transformers_postencoder as postencoder
+
+        patches.append((postencoder, "AutoModel", _FromConfigOnly))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, value in patches:
@@ -204,3 +252,24 @@ def _whisper_builder(shapes: Shapes) -> Any:
         return model
 
     return load_model
+
+
+class _FromConfigOnly:
+    """`transformers.AutoModel` as ESPnet's Hugging Face post-encoder calls it, building the named model from its
+    config.json alone (random weights: the checkpoint overwrites them), which offline comes from the cache."""
+
+    @staticmethod
+    def from_pretrained(name: str, *args: Any, **kwargs: Any) -> Any:
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except OSError as err:
+            from espzoo.model import ModelConfigError
+
+            raise ModelConfigError(
+                f"This model's post-encoder is the Hugging Face model {name!r}, built from its config.json, which is "
+                f"neither in the Hugging Face cache nor reachable ({type(err).__name__}); fetch it once with "
+                f"`hf download {name} config.json` (its weights are in this model's checkpoint)."
+            ) from None
+        return AutoModel.from_config(config)

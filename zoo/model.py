@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import difflib
 import io
 import re
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from espzoo._espnet import import_asr_task
-from espzoo.errors import ModelConfigError  # noqa: F401 (re-exported)
+from espzoo.errors import ModelConfigError  # also re-exported
 from espzoo.repo import parse_token_list
 
 Device = Literal["cpu", "meta"]
@@ -147,6 +148,8 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
     try:
         with offline_upstreams(reference, upstreams_in(vars(args))), torch.device(device):
             return task.build_model(args)
+    except ModelConfigError:
+        raise  # espzoo's own sentence, from a build patch (espzoo._upstreams)
     except ModuleNotFoundError as err:
         raise MissingPackageError(missing_package_message(err.name or str(err))) from err
     except ImportError as err:  # ESPnet's own "You should install K2 to use ..." after a failed import
@@ -159,24 +162,40 @@ def _build(task: Any, args: argparse.Namespace, device: str, reference: Shapes |
             raise
         raise ModelConfigError(str(err)) from err
     except (TypeError, KeyError, ValueError, AttributeError, AssertionError) as err:
-        raise ModelConfigError(_build_failure(err)) from err
+        raise ModelConfigError(_build_failure(err, task)) from err
 
 
-def _build_failure(err: Exception) -> str:
+def _build_failure(err: Exception, task: Any = None) -> str:
     """One sentence for ESPnet refusing a config; an option or a class that this ESPnet lacks is named as such
-    (the config was written by another ESPnet version)."""
+    (the config was written by another ESPnet version, or it misspells an option ESPnet has)."""
     from importlib.metadata import version
 
     espnet = f"The installed ESPnet {version('espnet')}"
     unknown = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(err))
     if isinstance(err, TypeError) and unknown:
-        return (f"{espnet} has no option {unknown.group(2)!r} for {unknown.group(1)}, which this config sets; the "
+        owner, option = unknown.groups()
+        close = difflib.get_close_matches(option, _option_names(task, owner), n=1, cutoff=0.8)
+        if close:
+            return (f"{espnet} has no option {option!r} for {owner}, which this config sets: a misspelling of "
+                    f"{close[0]!r}, which ESPnet itself refuses; correct it in the config.")
+        return (f"{espnet} has no option {option!r} for {owner}, which this config sets; the "
                 "model needs the ESPnet version it was trained with.")
     choice = re.search(r"--(\w+) must be one of .*: --\w+ (\S+)$", str(err))
     if isinstance(err, ValueError) and choice:
         return (f"{espnet} has no {choice.group(1)} {choice.group(2)!r}, which this config names; the model needs "
                 "the ESPnet version it was trained with.")
     return f"ESPnet cannot build a model from this config ({type(err).__name__}: {err})."
+
+
+def _option_names(task: Any, class_name: str) -> list[str]:
+    """The constructor options of the class of that name among the task's choices (encoders, decoders, ...)."""
+    import inspect
+
+    for choices in getattr(task, "class_choices_list", None) or []:
+        for cls in choices.classes.values():
+            if cls.__name__ == class_name:
+                return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    return []
 
 
 @dataclass(frozen=True)
