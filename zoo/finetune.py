@@ -37,6 +37,7 @@ from espzoo.trainer import (
     check_options,
     check_out_dir,
     disk_full_is_one_sentence,
+    in_standby,
     lock_out,
     node_workdir,
     run,
@@ -190,19 +191,20 @@ def _prepare(
             note(dataset.skipped_note())  # type: ignore[arg-type]
 
     stage("plan")
-    plan = plan_transfer(model, request.transfer, texts=train.texts(), workdir=out / "vocab")
+    # The model work (ESPnet builds the new model, torch writes init.pth) runs in the training child that
+    # finetune() started, which has imported ESPnet meanwhile; this process never imports it (trainer.in_standby).
+    child = Path(request.out).expanduser().resolve()
+    plan = in_standby(child, plan_transfer, model, request.transfer, texts=train.texts(), workdir=out / "vocab")
     init_dir = out / "init"
     resuming_run = request.training.resume and (out / "conf" / "train.yaml").is_file()
     lora = request.transfer.lora or source.adapter is not None  # an adapter-only export continues as LoRA
-    adapters = _plan_adapters(request, plan, source, out, resuming_run) if lora else None
+    adapters = in_standby(child, _plan_adapters, request, plan, source, out, resuming_run) if lora else None
     resuming = request.training.resume and (init_dir / "init.pth").is_file() and (init_dir / "config.yaml").is_file()
     if not resuming:  # a resumed run keeps the init checkpoint it started from
         stage("apply")
-        apply_plan(plan, init_dir, seed=request.training.seed)
+        in_standby(child, apply_plan, plan, init_dir, seed=request.training.seed)
         if source.adapter is not None:  # its trained lora_* tensors, not a fresh B = 0 (espzoo.lora)
-            from espzoo.lora import continue_adapter
-
-            continue_adapter(init_dir / "init.pth", source.adapter, adapters)
+            in_standby(child, _continue_adapter, init_dir / "init.pth", source.adapter, adapters)
     config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
     prompt = plan.language.prompt if plan.language is not None else None
     if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
@@ -226,6 +228,12 @@ def _plan_adapters(request: FinetuneRequest, plan: TransferPlan, source: Source,
     if not (out / "model.pth").exists() and not (out / "conf" / "train.yaml").exists():  # else run() refuses OUT
         adapter.write(path)
     return summary
+
+
+def _continue_adapter(init_checkpoint: Path, root: Path, summary: Any) -> None:
+    from espzoo.lora import continue_adapter  # imports torch: in the training child (see _prepare)
+
+    continue_adapter(init_checkpoint, root, summary)
 
 
 def _as_options(adapter: Any) -> Any:
