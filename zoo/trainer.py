@@ -15,6 +15,8 @@ that the init checkpoint covers every tensor of the new model, then hands the sa
 follows ESPnet's log (OUT/train.log) to report each epoch. The library never prints; give callbacks.
 That process starts early (`warm_start`, which `run` and espzoo.finetune enter once OUT is locked): it imports
 ESPnet, most of its start-up, while this one prepares, and gets its arguments by pipe once the config is written.
+Before that it also takes calls (`in_standby`): espzoo.finetune has it plan and apply the transfer, which need
+ESPnet's model classes and torch, so `espzoo finetune`'s own process imports neither.
 
 Fine-tuning defaults (TrainOptions), each overridable, and `conf` overrides any config key (`optim_conf.lr=1e-4`):
   * Adam, peak lr 5e-4 with the warmuplr schedule (linear warmup, then inverse square root decay). ESPnet's
