@@ -690,3 +690,28 @@ def test_a_transfer_error_in_the_training_child_is_espzoos_one_sentence(tiny_rep
     assert len(errors) == 1 and "the exclude 'decodr' matches no tensor (closest: " in errors[0], done.stderr
     assert not (out / "init").exists() and not (out / "conf").exists()
     assert not _gone_within(f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}", 10)
+
+
+def test_in_standby_runs_in_the_child_raises_its_errors_here_and_falls_back_to_this_process(tmp_path: Path) -> None:
+    from espzoo.errors import VocabularyError
+    from espzoo.trainer import in_standby, lock_out, warm_start
+    from espzoo.vocab import parse_vocab_spec
+
+    out = tmp_path / "exp"
+    marker = f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}"
+    assert in_standby(out, os.getpid) == os.getpid()  # no standby child: here
+    with lock_out(out), warm_start(out):
+        child = in_standby(out, os.getpid)
+        assert child != os.getpid() and any(p.startswith(f"{child}:") for p in _processes_mentioning(marker))
+        with pytest.raises(VocabularyError, match=r"bpe:many") as raised:  # raised there, the same class here
+            in_standby(out, parse_vocab_spec, "bpe:many")
+        with pytest.raises(VocabularyError) as here:
+            parse_vocab_spec("bpe:many")
+        assert str(raised.value) == str(here.value)
+        with pytest.raises(ValueError, match="invalid literal"):  # not espzoo's error: redone here, failing here
+            in_standby(out, int, "x")
+        assert in_standby(out, os.getpid) == child  # still there, still waiting
+        os.killpg(child, signal.SIGKILL)  # a child that died (out of memory, say): the call is made here
+        assert in_standby(out, os.getpid) == os.getpid()
+        assert in_standby(out, os.getpid) == os.getpid()  # and the dead one is forgotten
+    assert not _gone_within(marker, 10)
