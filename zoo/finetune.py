@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from espzoo.bundle import SAFE_LOADER
 from espzoo.data import Dataset, prepare
 from espzoo.repo import config_sample_rate
 from espzoo.s2t import S2TError, config_task, write_training_data
@@ -205,7 +206,8 @@ def _prepare(
         in_standby(child, apply_plan, plan, init_dir, seed=request.training.seed)
         if source.adapter is not None:  # its trained lora_* tensors, not a fresh B = 0 (espzoo.lora)
             in_standby(child, _continue_adapter, init_dir / "init.pth", source.adapter, adapters)
-    config = yaml.safe_load((init_dir / "config.yaml").read_text(encoding="utf-8"))
+    # libyaml's safe loader where PyYAML has it: an OWSM config's 50k tokens load in 0.3 s instead of 2.6 s.
+    config = yaml.load((init_dir / "config.yaml").read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506
     prompt = plan.language.prompt if plan.language is not None else None
     if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
         train, valid = (write_training_data(d, config, prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid))
