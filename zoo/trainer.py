@@ -82,6 +82,7 @@ from espzoo import _pipe, curves
 from espzoo._fs import copy_file, no_room, replace_dir, write_text
 from espzoo._hf import file_id
 from espzoo._redact import redact
+from espzoo.bundle import SAFE_DUMPER
 from espzoo.data import Dataset
 from espzoo.errors import TrainError, TrainInterrupted  # noqa: F401 (re-exported)
 from espzoo.repo import best_checkpoint, config_criteria, config_sample_rate
@@ -654,7 +655,8 @@ def _run(
             normalize = "collected"
         elif config.get("normalize") == "global_mvn":
             normalize = "pretrained"
-        write_text(conf_path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        # On the way to the first step: libyaml's dumper writes the same text (50k tokens: 0.3 s instead of 1.1 s).
+        write_text(conf_path, yaml.dump(config, Dumper=SAFE_DUMPER, allow_unicode=True, sort_keys=False))
 
     args = train_task_args(config_task(config)) + espnet_args(
         conf_path,
