@@ -15,9 +15,10 @@ ESPnet's "1/Nepoch started" log line). Also printed: the CPU time ratio
 
 `espzoo finetune` (the CLI, in a fresh process, as a user runs it) starts from a model folder holding the same
 init weights and architecture: its time to the first training step also counts Python's start, resolving the
-model, checking and converting the data, planning and applying the transfer (which imports ESPnet in espzoo's
-own process) and writing the config, while the peer was handed all of that ready. That difference, the one a
-user waits for, is the last line; trainer.run's (the data and init checkpoint given) comes before it.
+model, checking and converting the data, planning and applying the transfer (done by the training child, which
+imports ESPnet meanwhile, so espzoo's own process never does) and writing the config, while the peer was handed
+all of that ready. That difference, the one a user waits for, is the last line; trainer.run's (the data and init
+checkpoint given) comes before it.
 """
 
 from __future__ import annotations

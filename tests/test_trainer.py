@@ -636,3 +636,82 @@ def test_a_warm_started_child_that_dies_importing_espnet_says_why(
         _run(tiny, out)
     assert "this espnet2 is broken" in (out / "train.log").read_text()
     assert not _processes_mentioning(f"--espzoo-standby --output_dir {out / 'espnet'}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `espzoo finetune` leaves ESPnet to its training child (trainer.in_standby)
+
+# Runs the CLI and, at exit, writes the names of every module its process imported (argv[1]) as JSON.
+_RECORDING_CLI = (
+    "import atexit, json, sys\n"
+    "record = sys.argv.pop(1)\n"
+    "atexit.register(lambda: open(record, 'w').write(json.dumps(sorted(sys.modules))))\n"
+    "from espzoo.cli.main import main\n"
+    "sys.argv[0] = 'espzoo'\n"
+    "main()\n"
+)
+
+
+def _finetune_recording_imports(model: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`espzoo finetune MODEL` (1 epoch, 8 committed utterances) in a fresh process; its result, and the
+    modules of torch or of ESPnet's model and training code that process imported itself."""
+    data = _subset(SPEECH / "train", out.parent / "train", 8)
+    record = out.parent / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _RECORDING_CLI, str(record), "finetune", str(model), "--train", str(data),
+         "--valid", str(SPEECH / "dev"), "--out", str(out), "--max-epoch", "1", "--json", *extra],
+        capture_output=True, text=True, timeout=900,
+    )
+    modules = json.loads(record.read_text())
+    heavy = [m for m in modules if m.split(".")[0] == "torch" or m.startswith(("espnet2.tasks", "espnet2.asr",
+                                                                                "espnet2.train", "espnet.nets"))]
+    return done, heavy
+
+
+def test_espzoo_finetune_never_imports_espnet_or_torch_itself(tiny_repo_char: Path, tmp_path: Path) -> None:
+    """The model work of the transfer (ESPnet builds the new model, torch writes init.pth) runs in the training
+    child, which imports ESPnet anyway while espzoo checks the data: on a busy machine the two processes do not
+    both import it (issue 11). Its tokenizers (espnet2.text, no torch) are all espzoo's own process uses."""
+    out = tmp_path / "exp"
+    done, heavy = _finetune_recording_imports(tiny_repo_char, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert heavy == [], heavy[:20]
+    assert (out / "model.pth").is_file() and (out / "init" / "init.pth").is_file()
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["summary"]["actions"]["load"]["tensors"] > 0  # the pretrained weights were planned in
+
+
+def test_a_transfer_error_in_the_training_child_is_espzoos_one_sentence(tiny_repo_char: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    done, heavy = _finetune_recording_imports(tiny_repo_char, out, "--exclude", "decodr")
+    assert heavy == [], heavy[:20]  # so the plan that refused it ran in the child
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the exclude 'decodr' matches no tensor (closest: " in errors[0], done.stderr
+    assert not (out / "init").exists() and not (out / "conf").exists()
+    assert not _gone_within(f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}", 10)
+
+
+def test_in_standby_runs_in_the_child_raises_its_errors_here_and_falls_back_to_this_process(tmp_path: Path) -> None:
+    from espzoo.errors import VocabularyError
+    from espzoo.trainer import in_standby, lock_out, warm_start
+    from espzoo.vocab import parse_vocab_spec
+
+    out = tmp_path / "exp"
+    marker = f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}"
+    assert in_standby(out, os.getpid) == os.getpid()  # no standby child: here
+    with lock_out(out), warm_start(out):
+        child = in_standby(out, os.getpid)
+        assert child != os.getpid() and any(p.startswith(f"{child}:") for p in _processes_mentioning(marker))
+        with pytest.raises(VocabularyError, match=r"bpe:many") as raised:  # raised there, the same class here
+            in_standby(out, parse_vocab_spec, "bpe:many")
+        with pytest.raises(VocabularyError) as here:
+            parse_vocab_spec("bpe:many")
+        assert str(raised.value) == str(here.value)
+        with pytest.raises(ValueError, match="invalid literal"):  # not espzoo's error: redone here, failing here
+            in_standby(out, int, "x")
+        assert in_standby(out, os.getpid) == child  # still there, still waiting
+        os.killpg(child, signal.SIGKILL)  # a child that died (out of memory, say): the call is made here
+        assert in_standby(out, os.getpid) == os.getpid()
+        assert in_standby(out, os.getpid) == os.getpid()  # and the dead one is forgotten
+    assert not _gone_within(marker, 10)

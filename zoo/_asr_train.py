@@ -18,12 +18,12 @@ ESPnet import that training does anyway; then the same arguments go to ESPnet's 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import sys
 import threading
+import traceback
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +35,7 @@ PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.trainer.PARENT_FD_ENV (not imported
 REFUSAL = "espzoo: refusing to train: "  # espzoo.trainer.REFUSAL: the parent shows the rest of this line
 STANDBY = "--espzoo-standby"  # espzoo.trainer.STANDBY: import ESPnet, then wait for the arguments on GO_FD_ENV
 GO_FD_ENV = "ESPZOO_GO_FD"  # espzoo.trainer.GO_FD_ENV
+REPLY_FD_ENV = "ESPZOO_REPLY_FD"  # espzoo.trainer.REPLY_FD_ENV: answers to calls go back here
 
 
 def die_with_parent() -> None:
@@ -65,17 +66,44 @@ def warm_up() -> None:
 
 def wait_for_go() -> list[str] | None:
     """The arguments espzoo sends once it has written the config (None: it will not train, so exit quietly);
-    from then on stdout and stderr go to the log it names, after what the imports printed."""
+    from then on stdout and stderr go to the log it names, after what the imports printed. Before them, espzoo
+    may send calls (espzoo.trainer.in_standby: the transfer's model work, done here where ESPnet is imported):
+    each is answered on the reply pipe."""
+    from espzoo import _pipe
+
     fd = int(os.environ.pop(GO_FD_ENV))  # popped: ESPnet's own workers must not read it
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
+    reply = int(os.environ.pop(REPLY_FD_ENV, "-1"))
+    while (message := _pipe.receive(fd)) is not None:
+        kind, body = message
+        if kind == "train":
+            break
+        outcome = answer(*body)
+        try:
+            _pipe.send(reply, outcome)
+        except OSError:
+            raise
+        except Exception:  # noqa: BLE001 - it does not pickle (nothing was written): espzoo makes the call itself
+            _pipe.send(reply, ("bug", traceback.format_exc()))
     os.close(fd)
-    if not chunks:
+    if reply >= 0:
+        os.close(reply)
+    if message is None:
         return None
-    message = json.loads(b"".join(chunks))
-    _redirect_output(message["log"])
-    return [str(a) for a in message["argv"]]
+    _redirect_output(body["log"])
+    return [str(a) for a in body["argv"]]
+
+
+def answer(function: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, Any]:
+    """("ok", the call's value), ("error", the EspzooError or OSError it raised: espzoo raises it as it is) or
+    ("bug", why: espzoo then makes the call itself, and fails as it would have)."""
+    from espzoo.errors import EspzooError
+
+    try:
+        return "ok", function(*args, **kwargs)
+    except (EspzooError, OSError) as err:  # OSError: a full disk says so in one sentence there (no redoing it)
+        return "error", err
+    except Exception:  # noqa: BLE001 - reported, not raised: espzoo redoes the call, with the traceback its own
+        return "bug", traceback.format_exc()
 
 
 def _redirect_output(log: str) -> None:
@@ -209,10 +237,12 @@ def refuse(reason: str) -> None:
 def _config_of(argv: Sequence[str]) -> dict[str, Any]:
     import yaml
 
+    from espzoo.bundle import SAFE_LOADER  # libyaml's where PyYAML has it: this is on the way to the first step
+
     if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
         return {}
     with open(argv[argv.index("--config") + 1], encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        return yaml.load(f, Loader=SAFE_LOADER) or {}  # noqa: S506 (a safe loader)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

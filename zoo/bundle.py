@@ -41,6 +41,7 @@ from espzoo.repo import parse_sample_rate as parse_rate  # noqa: F401 (the old n
 _MAX_CONFIG_BYTES = 20_000_000  # an ESPnet config with an inline 50k-token list is ~1 MB
 # libyaml's safe loader where PyYAML has it: the pure-Python one takes ~30 s on OWSM's inline 50k-token list.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the same text as yaml.safe_dump, ~4x faster
 
 
 class UnsafeCheckpointError(BundleError):

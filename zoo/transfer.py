@@ -181,10 +181,12 @@ def open_source(text: str) -> Source:
 
 def _bundle_source(text: str, path: Path) -> Source:
     from espzoo.bundle import open_bundle
-    from espzoo.lora import adapter_source, is_adapter_only
 
-    if is_adapter_only(path):  # a LoRA adapter-only export: its pinned base with the adapter's tensors
-        return adapter_source(text, path)
+    if (path / "adapter_config.yaml").is_file():  # espzoo.lora imports torch: only for what may be an adapter
+        from espzoo.lora import adapter_source, is_adapter_only
+
+        if is_adapter_only(path):  # a LoRA adapter-only export: its pinned base with the adapter's tensors
+            return adapter_source(text, path)
     bundle = open_bundle(path)
     return Source(text, Path(bundle.checkpoint), bundle.resolved_config())
 
