@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "demo_out")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--bpe", type=int, default=60, help="units of the new Spanish BPE vocabulary")
+    parser.add_argument("--lr", default="2e-3", help="peak learning rate of the fine-tune")
     args = parser.parse_args()
     started = time.monotonic()
 
@@ -79,7 +80,7 @@ def main() -> int:
                                    "--out-dir", str(out / "eval_before"), env=env, capture=True))
         print(f"before fine-tuning: CER {before['cer']:.1%}, WER {before['wer']:.1%}")
         espzoo("finetune", pinned, "--train", str(SPEECH / "train"), "--valid", str(SPEECH / "dev"),
-               "--vocab", f"bpe:{args.bpe}", "--max-epoch", str(args.epochs), "--lr", "2e-3", "--batch-bins", "200000",
+               "--vocab", f"bpe:{args.bpe}", "--max-epoch", str(args.epochs), "--lr", args.lr, "--batch-bins", "200000",
                "--out", str(out / "exp"), env=env)
         after = json.loads(espzoo("evaluate", str(out / "exp"), "--data", str(SPEECH / "test"), "--json",
                                   env=env, capture=True))
