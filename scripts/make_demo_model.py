@@ -127,7 +127,9 @@ def main() -> None:
     # train_tiny_asr reads SPEECH/<lang>/<split>; pointed at the corpus here rather than given a parameter, because
     # espzoo/_tiny.py's bytes key the test fixtures' cache (a change there rebuilds them).
     _tiny.SPEECH = corpus
-    recipe = Recipe(**{**DEMO_RECIPE.__dict__, "max_epoch": args.epochs})
+    # ESPnet averages the best min(keep, epochs) only when keep <= epochs; otherwise it names the file ave_1best.
+    keep = min(DEMO_RECIPE.keep_nbest, args.epochs)
+    recipe = Recipe(**{**DEMO_RECIPE.__dict__, "max_epoch": args.epochs, "keep_nbest": keep})
     try:
         model = train_tiny_asr(recipe, tmp / "work")
         print(f"trained in {model.seconds:.0f} s", file=sys.stderr, flush=True)
