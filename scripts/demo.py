@@ -50,8 +50,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--bpe", type=int, default=60, help="units of the new Spanish BPE vocabulary")
     # 8e-3: this demo (40 epochs, the shipped model) went CER 72.7% -> 11.7%, against 22.9% at 2e-3; the bench
-    # (bench/transfer_quality.py)
-    # ranked 8e-3 > 2e-3 > 5e-4 for both head-drop and compose.
+    # (bench/transfer_quality.py) ranked 8e-3 > 2e-3 > 5e-4 for both head-drop and compose.
     parser.add_argument("--lr", default="8e-3", help="peak learning rate of the fine-tune")
     args = parser.parse_args()
     started = time.monotonic()
