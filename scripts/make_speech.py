@@ -5,6 +5,8 @@
 
 Sentences come from fixed word lists and a seeded generator, so the same espeak-ng gives the same
 files. espeak-ng is not installed on CI: the output is committed, this script is how it was made.
+It also makes the demo model's English training corpus (write_english_corpus, called by
+scripts/make_demo_model.py; not shipped) from the standard library's docstrings.
 
 Layout, one Kaldi data dir per split (paths in wav.scp and manifest.tsv are relative to the split dir):
 
