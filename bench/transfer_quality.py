@@ -41,7 +41,7 @@ Measured 2026-11-30 on 2 shared cores (load 10-18), test CER mean ± sd over see
   --starts espnet-way compose --points 8 16 32 --lr 8e-3 --lrs (1312 s): epoch 8 / 16 / 32
     espnet-way  27.4 ± 5.0   18.2 ± 3.8   15.4 ± 2.5
     compose     21.0 ± 0.9   16.0 ± 1.2   13.9 ± 0.9   (not beyond the spread at epoch 32)
-  the same command with the retrained demo model (700 English prose utterances, 3 epochs; 1217 s, load 10-15):
+  the same command with a 3-epoch model of make_demo_model.py's corpus (not shipped; --model; 1217 s, load 10-15):
     espnet-way  43.3 ± 7.7   18.7 ± 3.6   14.0 ± 2.5
     compose     17.9 ± 1.0   13.6 ± 0.8   12.3 ± 1.0   (not beyond the spread at epoch 32; ratio 0.88)
   so the new model is the better start for compose at every point (beyond both spreads), not for head-drop at 8.
