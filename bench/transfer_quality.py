@@ -41,6 +41,10 @@ Measured 2026-11-30 on 2 shared cores (load 10-18), test CER mean ± sd over see
   --starts espnet-way compose --points 8 16 32 --lr 8e-3 --lrs (1312 s): epoch 8 / 16 / 32
     espnet-way  27.4 ± 5.0   18.2 ± 3.8   15.4 ± 2.5
     compose     21.0 ± 0.9   16.0 ± 1.2   13.9 ± 0.9   (not beyond the spread at epoch 32)
+  the same command with a 3-epoch model of make_demo_model.py's corpus (not shipped; --model; 1217 s, load 10-15):
+    espnet-way  43.3 ± 7.7   18.7 ± 3.6   14.0 ± 2.5
+    compose     17.9 ± 1.0   13.6 ± 0.8   12.3 ± 1.0   (not beyond the spread at epoch 32; ratio 0.88)
+  so the new model is the better start for compose at every point (beyond both spreads), not for head-drop at 8.
 """
 
 from __future__ import annotations
@@ -84,12 +88,14 @@ def transfer_options(start: str, vocab: str) -> Any:
     return TransferOptions(vocab=vocab, new_rows=start)  # type: ignore[arg-type]
 
 
-def prepare_start(start: str, seed: int, vocab: str, dest: Path) -> tuple[Path, list[str], dict[str, int]]:
+def prepare_start(
+    start: str, seed: int, vocab: str, dest: Path, model: Path = MODEL
+) -> tuple[Path, list[str], dict[str, int]]:
     """espzoo's plan + apply for `start` (init.pth, config.yaml in `dest`); model.pth beside them so that
     espzoo.evaluate loads it as an experiment dir. Returns (dest, token list, the plan's new-token counts)."""
     from espzoo.transfer import apply_plan, plan_transfer
 
-    plan = plan_transfer(str(MODEL), transfer_options(start, vocab), workdir=dest / "vocab")
+    plan = plan_transfer(str(model), transfer_options(start, vocab), workdir=dest / "vocab")
     result = apply_plan(plan, dest, seed=seed)
     os.link(result.checkpoint, dest / "model.pth")
     return dest, list(plan.vocabulary.tokens), plan.summary()["new_tokens"]
@@ -177,7 +183,7 @@ def one_seed(job: tuple[int, tuple[str, ...], tuple[float, ...], argparse.Namesp
     data = {"train": load_split(SPEECH / "train", 16000), "test": load_split(args.test, 16000)}
     runs = []
     for start in starts:
-        dest, tokens, new = prepare_start(start, seed, vocab, args.work / f"seed{seed}" / start)
+        dest, tokens, new = prepare_start(start, seed, vocab, args.work / f"seed{seed}" / start, args.model)
         if start == "compose":
             print(f"  seed {seed}: new tokens' rows {new}", flush=True)
         for lr in lrs if start in ("espnet-way", "compose") else lrs[:1]:
@@ -210,6 +216,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained in parallel (one thread each)")
     parser.add_argument("--work", type=Path, default=WORK, help="where the work files go (replaced whole)")
     parser.add_argument("--keep", action="store_true", help="keep the work files")
+    parser.add_argument("--model", type=Path, default=MODEL, help="the pretrained English model (a hub repo dir)")
     args = parser.parse_args()
     args.points = sorted(set(args.points))
     starts = tuple(s for s in STARTS if s in {*args.starts, "espnet-way", "compose"})
@@ -226,7 +233,7 @@ def main() -> int:
     lrs = (args.lr, *[lr for lr in args.lrs if lr != args.lr])
     print(f"{len(args.seeds)} seeds, test at epochs {args.points}, lr {args.lr:g} (sweep {list(lrs[1:])} for "
           f"espnet-way and compose), batch {args.batch}, vocab bpe:{args.bpe}; test set {args.test_size} "
-          f"synthesized Spanish utterances; {MODEL.relative_to(ROOT)}", flush=True)
+          f"synthesized Spanish utterances; {args.model}", flush=True)
     jobs = [(seed, starts, lrs, args) for seed in args.seeds]
     if args.jobs > 1:
         import multiprocessing

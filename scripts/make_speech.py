@@ -5,6 +5,8 @@
 
 Sentences come from fixed word lists and a seeded generator, so the same espeak-ng gives the same
 files. espeak-ng is not installed on CI: the output is committed, this script is how it was made.
+It also makes the demo model's English training corpus (write_english_corpus, called by
+scripts/make_demo_model.py; not shipped) from the standard library's docstrings.
 
 Layout, one Kaldi data dir per split (paths in wav.scp and manifest.tsv are relative to the split dir):
 
@@ -162,12 +164,15 @@ def synthesize(utt: Utterance) -> np.ndarray:
     return (np.clip(np.round(audio * 32767 / step), -32768 // step, 32767 // step) * step).astype(np.int16)
 
 
-def write_split(dest: Path, utts: list[Utterance]) -> float:
-    """One Kaldi data dir; returns its total audio seconds."""
+def write_split(dest: Path, utts: list[Utterance], jobs: int = 1) -> float:
+    """One Kaldi data dir; returns its total audio seconds. `jobs` espeak-ng processes at a time (same files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     (dest / "audio").mkdir(parents=True)
     seconds = 0.0
-    for utt in utts:
-        audio = synthesize(utt)
+    with ThreadPoolExecutor(jobs) as pool:
+        audios = list(pool.map(synthesize, utts))
+    for utt, audio in zip(utts, audios, strict=True):
         seconds += len(audio) / SAMPLE_RATE
         sf.write(dest / "audio" / f"{utt.utt_id}.flac", audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     (dest / "text").write_text("".join(f"{u.utt_id} {u.text}\n" for u in utts), encoding="utf-8")
@@ -189,6 +194,83 @@ def write_extra(spec: LanguageSet, count: int, dest: Path) -> Path:
         shutil.rmtree(dest)
     write_split(dest, utts)
     return dest
+
+
+# ------------------------------------------------------------------------------ the demo model's English corpus
+# Not shipped: scripts/make_demo_model.py synthesizes it into a scratch dir and trains the demo model on it. Its
+# sentences are real English prose, so the model learns sounds -> letters rather than the ~60 words of the
+# committed set: the prose sentences of the docstrings of the running Python's standard library (present wherever
+# Python is, offline; the same Python and espeak-ng give the same corpus).
+CORPUS_SEED = 3
+CORPUS_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan",
+                 "en-gb-x-gbcwmd")
+CORPUS_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+# Skipped: tests, GUI and demo code, whose docstrings are mostly names.
+_SKIPPED_STDLIB = {"test", "tests", "site-packages", "dist-packages", "idlelib", "lib2to3", "tkinter", "turtledemo"}
+
+
+def stdlib_sentences() -> list[str]:
+    """Distinct sentences of 4-14 plain words from the standard library's docstrings, lowercased, punctuation
+    dropped; sentences with digits, symbols or code-like words are left out (the char vocabulary is a-z)."""
+    import ast
+    import re
+    import sysconfig
+
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    found: set[str] = set()
+    for path in sorted(lib.rglob("*.py")):
+        if _SKIPPED_STDLIB & set(path.relative_to(lib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            doc = ast.get_docstring(node) or ""
+            # Indented lines are code samples and tables, not prose.
+            prose = " ".join(line for line in doc.splitlines() if not line.startswith((" ", "\t", ">>>")))
+            for sentence in re.split(r"(?<=[.!?])\s+", prose):
+                words = re.sub(r"[,;:]", " ", sentence.strip().rstrip(".!?")).split()
+                if 4 <= len(words) <= 14 and all(re.fullmatch(r"[A-Za-z]+", w) for w in words):
+                    found.add(" ".join(words).lower())
+    return sorted(found)
+
+
+def corpus_voice(rng: random.Random) -> Voice:
+    """A random English espeak-ng speaker: accent, variant, speed 130-190 words/min, pitch 25-75."""
+    accent, variant = rng.choice(CORPUS_VOICES), rng.choice(CORPUS_VARIANTS)
+    speed, pitch = rng.randrange(130, 191, 5), rng.randrange(25, 76, 5)
+    return Voice(f"{accent.replace('-', '')}{variant}s{speed}p{pitch}", f"{accent}+{variant}", speed, pitch)
+
+
+def plan_english_corpus(splits: dict[str, int], seed: int = CORPUS_SEED) -> dict[str, list[Utterance]]:
+    """Sentences shuffled by `seed` and dealt to splits in order (no sentence in two splits), each with its own
+    random speaker; ids start with the speaker (Kaldi sorting)."""
+    rng = random.Random(seed)
+    sentences = stdlib_sentences()
+    if sum(splits.values()) > len(sentences):
+        sys.exit(f"make_speech: the corpus has {len(sentences)} sentences; ask for at most that many utterances.")
+    rng.shuffle(sentences)
+    out: dict[str, list[Utterance]] = {}
+    index = 0
+    for split, count in splits.items():
+        utts = []
+        for _ in range(count):
+            voice = corpus_voice(rng)
+            utts.append(Utterance(f"{voice.speaker}-c{index:05d}", voice, sentences[index]))
+            index += 1
+        out[split] = sorted(utts, key=lambda u: u.utt_id)
+    return out
+
+
+def write_english_corpus(dest: Path, splits: dict[str, int], jobs: int = 2) -> dict[str, float]:
+    """The corpus as one Kaldi data dir per split under `dest` (replaced whole); returns seconds of audio per split.
+    `jobs` espeak-ng processes run at a time."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    return {split: write_split(dest / split, utts, jobs) for split, utts in plan_english_corpus(splits).items()}
 
 
 def build(root: Path) -> None:
