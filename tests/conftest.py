@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,11 @@ os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = "10"
 os.environ.pop("HF_TOKEN", None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# A suite started in the background by a script (`cmd &` without job control, as CI harnesses may) inherits SIGINT
+# ignored, and so does every child it starts; the Ctrl-C tests (test_trainer) need SIGINT as a terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _tiny_repo(variant: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -66,29 +70,6 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """A fresh ESPZOO_HOME per test, so a user catalog or cache on this machine never leaks in."""
     home = tmp_path_factory.mktemp("espzoo_home")
     monkeypatch.setenv("ESPZOO_HOME", str(home))
-
-
-def _sigint_state() -> tuple[object, bool, bool]:
-    """Python's SIGINT handler, and whether the OS has SIGINT ignored or blocked for this process."""
-    status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
-    bit = 1 << (signal.SIGINT - 1)
-    return (signal.getsignal(signal.SIGINT), bool(int(status.get("SigIgn", "0"), 16) & bit),
-            bool(int(status.get("SigBlk", "0"), 16) & bit))
-
-
-@pytest.fixture(autouse=True)
-def _sigint_left_as_found(request: pytest.FixtureRequest) -> object:
-    """Ctrl-C tests (test_trainer) need Python's own SIGINT handling, and children inherit an ignored SIGINT. Once, in
-    a full run on Python 3.13, both SIGINT tests found it gone (a Ctrl-C to a runner had no effect) while they pass
-    alone: a test or library run in this process had changed it. Whoever changes it is named and it is put back."""
-    found = _sigint_state()
-    yield
-    if _sigint_state() != found:
-        warnings.warn(f"{request.node.nodeid} left SIGINT handling changed: {found} -> {_sigint_state()}; restored",
-                      stacklevel=1)
-        signal.signal(signal.SIGINT, found[0] if callable(found[0]) else signal.default_int_handler)
-        if not found[2]:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
 def _tiny_s2t(variant: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
