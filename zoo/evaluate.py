@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from espzoo._fs import public_mode, replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
 from espzoo.errors import EspzooError, EvaluateError
-from espzoo.repo import model_reference
+from espzoo.repo import is_adapter_only, model_reference
 from espzoo.s2t import config_task
 
 if TYPE_CHECKING:
@@ -420,7 +420,7 @@ def _experiment_files(root: Path) -> ModelFiles:
 def _hub_files(root: Path, *, source: str, commit: str | None = None) -> ModelFiles:
     from espzoo.bundle import open_bundle
 
-    if (root / "adapter.pth").is_file() and (root / "adapter_config.yaml").is_file():
+    if is_adapter_only(root):
         return _adapter_files(root, source=source, commit=commit)
     bundle = open_bundle(root)
     if bundle.task not in ("asr", "s2t"):

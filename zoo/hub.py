@@ -236,7 +236,7 @@ def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> l
     files = list(listing)
     present = set(files)
     # adapter_*: an adapter-only export (espzoo.lora), applied to the base model its config names
-    wanted = {f for f in ("README.md", "meta.yaml", "adapter.pth", "adapter_config.yaml") if f in present}
+    wanted = {f for f in ("README.md", "meta.yaml", rules.ADAPTER_NAME, rules.ADAPTER_CONFIG_NAME) if f in present}
     config = checkpoint = None
     if "meta.yaml" in present:
         try:

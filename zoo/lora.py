@@ -49,10 +49,10 @@ import yaml
 
 from espzoo._fs import atomic_write
 from espzoo.errors import ExportError, TransferError
+from espzoo.repo import ADAPTER_CONFIG_NAME, ADAPTER_NAME, is_adapter_only  # noqa: F401 (re-exported)
 
 ENV = "ESPZOO_LORA"  # path of the adapter_config.yaml the training process applies
-CONFIG_NAME = "adapter_config.yaml"
-ADAPTER_NAME = "adapter.pth"
+CONFIG_NAME = ADAPTER_CONFIG_NAME  # the adapter-only layout lives in espzoo.repo
 LORA_SUFFIXES = (".lora_A", ".lora_B")
 # An attention or feed-forward block, by class or by attribute name (ESPnet's conformer, transformer,
 # branchformer, e_branchformer, whisper and s3prl blocks all match one or the other).
@@ -589,10 +589,6 @@ def experiment_adapter(root: Path) -> AdapterConfig | None:
     """The adapter config of an experiment dir or adapter-only export, None for a plain model."""
     path = Path(root) / CONFIG_NAME
     return AdapterConfig.read(path) if path.is_file() else None
-
-
-def is_adapter_only(root: Path) -> bool:
-    return (Path(root) / CONFIG_NAME).is_file() and (Path(root) / ADAPTER_NAME).is_file()
 
 
 def write_weights(checkpoint: Path, adapter: AdapterConfig | None, model_file: Path, root: Path, mode: str) -> bool:

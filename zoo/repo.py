@@ -36,6 +36,9 @@ CONFIG_NAME = "config.yaml"
 MODEL_NAME = "model.pth"  # espzoo finetune's OUT/model.pth: the n-best average, the experiment's model
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 TASKS = ("asr", "s2t")  # the model kinds espzoo opens; meta.yaml names their files asr_* / s2t_*
+# espzoo's LoRA adapter-only export (espzoo.lora): these two files, applied to the base model the config names.
+ADAPTER_CONFIG_NAME = "adapter_config.yaml"
+ADAPTER_NAME = "adapter.pth"
 DEFAULT_SAMPLE_RATE = 16000  # ESPnet's frontends default to 16 kHz when a config does not say
 
 # "The model" among a folder's checkpoints. ESPnet's asr.sh decodes valid.acc.ave (the n-best average by
@@ -339,3 +342,8 @@ def parse_front_matter(text: str) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def is_adapter_only(root: Path) -> bool:
+    """Whether the folder is an adapter-only export (no torch needed to tell: transfer and evaluate ask first)."""
+    return (Path(root) / ADAPTER_CONFIG_NAME).is_file() and (Path(root) / ADAPTER_NAME).is_file()

@@ -40,7 +40,14 @@ import yaml
 from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
-from espzoo.repo import best_checkpoint, config_criteria, looks_like_repo_id, model_reference, parse_token_list
+from espzoo.repo import (
+    best_checkpoint,
+    config_criteria,
+    is_adapter_only,
+    looks_like_repo_id,
+    model_reference,
+    parse_token_list,
+)
 from espzoo.s2t import config_task, s2t_vocabulary
 from espzoo.vocab import Vocabulary, build_vocabulary, compose_map, pretrained_vocabulary, token_map
 
@@ -182,11 +189,10 @@ def open_source(text: str) -> Source:
 def _bundle_source(text: str, path: Path) -> Source:
     from espzoo.bundle import open_bundle
 
-    if (path / "adapter_config.yaml").is_file():  # espzoo.lora imports torch: only for what may be an adapter
-        from espzoo.lora import adapter_source, is_adapter_only
+    if is_adapter_only(path):  # a LoRA adapter-only export: its pinned base with the adapter's tensors
+        from espzoo.lora import adapter_source  # imports torch: only for an adapter
 
-        if is_adapter_only(path):  # a LoRA adapter-only export: its pinned base with the adapter's tensors
-            return adapter_source(text, path)
+        return adapter_source(text, path)
     bundle = open_bundle(path)
     return Source(text, Path(bundle.checkpoint), bundle.resolved_config())
 
