@@ -72,6 +72,11 @@ TransplantOpt = Annotated[
         "(--no-transplant: ESPnet's way, those layers start fresh; needs --ignore-init-mismatch).",
     ),
 ]
+AllowUnusedOpt = Annotated[
+    bool,
+    typer.Option("--allow-unused", help="Fine-tune even though pretrained tensors have no place in the new model "
+                 "(else refused; --exclude leaves them out on purpose)."),
+]
 InitParamOpt = Annotated[
     list[str] | None,
     typer.Option("--init-param", help="Another ESPnet spec SOURCE:SRC:DST:EXCLUDES, applied after MODEL (later wins)."),
@@ -122,6 +127,7 @@ def _transfer_parameters(
     stats: StatsOpt = "pretrained",
     init_param: InitParamOpt = None,
     transplant: TransplantOpt = True,
+    allow_unused: AllowUnusedOpt = False,
     lang: LangOpt = None,
     lang_init: LangInitOpt = None,
     target_lang: TargetLangOpt = None,
@@ -166,6 +172,7 @@ def transfer_options(
     stats: str,
     init_param: list[str] | None,
     transplant: bool = True,
+    allow_unused: bool = False,
     lang: str | None = None,
     lang_init: str | None = None,
     target_lang: str | None = None,
@@ -201,6 +208,7 @@ def transfer_options(
         new_rows=new_rows,  # type: ignore[arg-type]
         stats=stats,  # type: ignore[arg-type]
         transplant=transplant,
+        allow_unused=allow_unused,
         lang=lang,
         lang_init=lang_init,
         target_lang=target_lang,

@@ -129,8 +129,15 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             info(f"vocabulary extension: {language['extension']['describe']}")
     info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
          else "normalization stats: new, computed on your data (normalize.* excluded)")
-    for index, count in summary["unused_source_tensors"].items():
-        info(f"spec {int(index) + 1}: {count} source tensors have no place in the new model and are not used")
+    legacy = summary.get("legacy_names") or 0
+    if legacy:
+        info(f"legacy names: {legacy} tensor(s) saved by an older ESPnet under another name load where the installed "
+             "ESPnet's own loader puts them (--detail: each one)")
+    for index, keys in (summary.get("unused_source") or {}).items():
+        shown = ", ".join(keys[:20]) + (f" and {len(keys) - 20} more (--json: all)" if len(keys) > 20 else "")
+        info(f"spec {int(index) + 1}: {len(keys)} source tensor(s) have no place in the new model and are not used: "
+             f"{shown}" + ("; finetune refuses this unless they are excluded (--exclude) or --allow-unused is given"
+                           if index == "0" else ""))
     if summary["frozen"]["tensors"]:
         info(f"frozen: {', '.join(summary['frozen']['modules'])} ({summary['frozen']['parameters']:,} parameters)")
     if "adapters" not in plan:  # with --lora, render_adapters says it after the adapters

@@ -31,6 +31,7 @@ from typing import Any
 
 MAX_LISTED = 8
 LORA_OPTION = "--espzoo_lora"  # PATH of an adapter_config.yaml (espzoo.lora)
+SAVED_NAMES_OPTION = "--espzoo_saved_names"  # PATH of OUT/init/saved_names.json (espzoo.transfer.apply_plan)
 PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.trainer.PARENT_FD_ENV (not imported: it would import the data modules)
 REFUSAL = "espzoo: refusing to train: "  # espzoo.trainer.REFUSAL: the parent shows the rest of this line
 STANDBY = "--espzoo-standby"  # espzoo.trainer.STANDBY: import ESPnet, then wait for the arguments on GO_FD_ENV
@@ -261,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["--espzoo-task"]:  # named by espzoo.s2t.train_task_args; the config says the same
         argv = argv[2:]
     argv, adapters = _pop_option(argv, LORA_OPTION)
+    argv, saved_names = _pop_option(argv, SAVED_NAMES_OPTION)
     install_bridges()  # ESPnet builds the model again below, in this process
     config = _config_of(argv)
     if gap := training_gap(config):  # the model builds with a stand-in for a package only its training needs
@@ -312,8 +314,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
     _safe_resume_and_average()
+    names = _read_names(saved_names) if saved_names else {}
+    output_dir = Path(args.output_dir)
+    if names:  # a resumed run: its earlier models back under the installed ESPnet's names, which it averages
+        save_models_under_names(output_dir, {saved: name for name, saved in names.items()})
     with offline_upstreams(reference, uses):
         task.main(cmd=argv)  # what espnet2.bin.{asr,asr_transducer,s2t}_train do, with the (possibly adapted) task
+    if names:
+        save_models_under_names(output_dir, names)
+
+
+def _read_names(path: str) -> dict[str, str]:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_models_under_names(output_dir: Path, names: dict[str, str]) -> None:
+    """Every model ESPnet saved in `output_dir` (epoch models and their averages; not the training state
+    checkpoint.pth) with its tensors renamed by `names`. After training, `names` are the pretrained checkpoint's
+    names (saved by an older ESPnet, renamed on load by the installed one): then every release that loaded the
+    pretrained model loads the fine-tuned one, whichever Python trained it (ESPnet 202511 loads a checkpoint
+    non-strictly and would leave a tensor under a new name at random without a word)."""
+    from espzoo.transfer import save_under_names
+
+    for path in sorted(output_dir.glob("*.pth")):
+        if path.is_file() and not path.is_symlink() and path.name != "checkpoint.pth":
+            save_under_names(path, names)
 
 
 def _pop_option(argv: list[str], option: str) -> tuple[list[str], str | None]:

@@ -29,7 +29,7 @@ import yaml
 
 from espzoo.bundle import SAFE_LOADER
 from espzoo.data import Dataset, prepare
-from espzoo.repo import config_sample_rate
+from espzoo.repo import SAVED_NAMES_NAME, config_sample_rate
 from espzoo.s2t import S2TError, config_task, write_training_data
 from espzoo.trainer import (
     EpochReport,
@@ -44,7 +44,16 @@ from espzoo.trainer import (
     run,
     warm_start,
 )
-from espzoo.transfer import Source, TransferOptions, TransferPlan, apply_plan, open_source, plan_transfer
+from espzoo.transfer import (
+    Source,
+    TransferError,
+    TransferOptions,
+    TransferPlan,
+    apply_plan,
+    open_source,
+    plan_transfer,
+    unused_problem,
+)
 from espzoo.vocab import parse_vocab_spec
 
 
@@ -132,7 +141,7 @@ def _train(
         train=prepared.train,
         valid=prepared.valid,
         out=request.out,
-        options=_with_adapters(request, prepared.adapters is not None),
+        options=_with_saved_names(_with_adapters(request, prepared.adapters is not None), prepared.init_checkpoint),
         plan=prepared.plan,
         provenance=provenance,
         on_epoch=on_epoch,
@@ -197,6 +206,8 @@ def _prepare(
     child = Path(request.out).expanduser().resolve()
     plan = in_standby(child, plan_transfer, model, request.transfer, texts=train.texts(), workdir=out / "vocab",
                       text_column=request.text_column)  # a dataset --vocab TEXT: the column --train uses
+    if not request.transfer.allow_unused and (problem := unused_problem(plan)):
+        raise TransferError(problem)  # a pretrained tensor that does not arrive is never silent
     init_dir = out / "init"
     resuming_run = request.training.resume and (out / "conf" / "train.yaml").is_file()
     lora = request.transfer.lora or source.adapter is not None  # an adapter-only export continues as LoRA
@@ -243,6 +254,12 @@ def _as_options(adapter: Any) -> Any:
     from espzoo.lora import LoraOptions
 
     return LoraOptions(adapter.rank, adapter.alpha, adapter.dropout, adapter.targets, adapter.train_also)
+
+
+def _with_saved_names(options: TrainOptions, init_checkpoint: Path) -> TrainOptions:
+    """Names of an older ESPnet that the plan mapped (OUT/init/saved_names.json): the model is saved under them."""
+    names = Path(init_checkpoint).parent / SAVED_NAMES_NAME
+    return replace(options, saved_names=str(names)) if names.is_file() else options
 
 
 def _with_adapters(request: FinetuneRequest, adapted: bool) -> TrainOptions:

@@ -18,7 +18,7 @@ import copy
 import difflib
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -209,6 +209,9 @@ class TargetModel:
     vocab_axes: dict[str, int] = field(default_factory=dict)
     # Keys naming a tensor that an earlier key already names (a module shared by two owners): key -> first key.
     aliases: dict[str, str] = field(default_factory=dict)
+    # The model's own loader over a checkpoint's names: {checkpoint key: the model's key it fills}, for the keys
+    # it renames on load (loader_renames: names saved by older ESPnet releases).
+    renames: Callable[[Shapes], dict[str, str]] = field(default=lambda shapes: {}, compare=False, repr=False)
 
 
 def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -242,7 +245,56 @@ def describe_target(config: dict[str, Any], reference: Shapes | None = None) -> 
         token_list=token_list,
         vocab_axes=vocabulary_axes(model, sizes),
         aliases=_aliases(state),
+        renames=lambda checkpoint: loader_renames(model, checkpoint),
     )
+
+
+def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str]:
+    """{checkpoint key: the model's key that `model.load_state_dict` fills from it}, for every key the model's own
+    loader renames (ESPnet 202611 accepts the names older releases saved, `encoder.embed.out.0.weight` for
+    `encoder.embed.out.weight`, and renames them while loading).
+
+    Generic, no table of names: it walks the modules as `torch.nn.Module.load_state_dict` does, calling each one's
+    `_load_from_state_dict` (where its pre-hooks run, and where ESPnet overrides it to upgrade old names) over
+    placeholders of the checkpoint's shapes on the meta device, and records which placeholder each of the model's
+    own tensors is read from. Whatever renames a later ESPnet adds are picked up the same way.
+    """
+    import logging
+    import warnings
+
+    import torch
+
+    placeholders = {key: torch.empty(shape, device="meta") for key, shape in checkpoint.items()}
+    origin = {id(value): key for key, value in placeholders.items()}
+    own = set(model.state_dict(keep_vars=True))
+    filled: dict[str, str] = {}
+
+    class Reading(dict):  # type: ignore[type-arg]
+        """A state dict that notes which placeholder the loader reads for each of the model's keys."""
+
+        def __getitem__(self, key: str) -> Any:
+            value = super().__getitem__(key)
+            if key in own and id(value) in origin:
+                filled[key] = origin[id(value)]
+            return value
+
+    def visit(module: Any, local: dict[str, Any], prefix: str) -> None:
+        reading = Reading(local)
+        module._load_from_state_dict(reading, prefix, {}, True, [], [], [])  # noqa: SLF001 (as load_state_dict)
+        for name, child in module._modules.items():  # noqa: SLF001
+            if child is not None:
+                inner = prefix + name + "."
+                visit(child, {k: v for k, v in reading.items() if k.startswith(inner)}, inner)
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # ESPnet's renames log a warning each ("Rename: ..."): the plan says it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            visit(model, dict(placeholders), "")
+    finally:
+        logging.disable(previous)
+    return {source: key for key, source in filled.items() if source != key}
 
 
 # Known vocabulary layer kinds, by the module's own name: output layers (tokens on the rows of the weight) and

@@ -39,6 +39,9 @@ TASKS = ("asr", "s2t")  # the model kinds espzoo opens; meta.yaml names their fi
 # espzoo's LoRA adapter-only export (espzoo.lora): these two files, applied to the base model the config names.
 ADAPTER_CONFIG_NAME = "adapter_config.yaml"
 ADAPTER_NAME = "adapter.pth"
+# OUT/init/saved_names.json (espzoo.transfer.apply_plan): {the model's tensor name: the pretrained checkpoint's name}
+# for tensors the installed ESPnet renamed on load; the trained model is saved under the pretrained names again.
+SAVED_NAMES_NAME = "saved_names.json"
 DEFAULT_SAMPLE_RATE = 16000  # ESPnet's frontends default to 16 kHz when a config does not say
 
 # "The model" among a folder's checkpoints. ESPnet's asr.sh decodes valid.acc.ave (the n-best average by

@@ -173,6 +173,9 @@ class TrainOptions:
     dist_backend: str | None = None  # None: nccl with GPUs, gloo on CPUs (ESPnet's own default is nccl)
     conf: list[str] = field(default_factory=list)  # "key=value" overrides, dotted keys: "encoder_conf.dropout_rate=0.2"
     adapters: str | None = None  # an adapter_config.yaml (espzoo.lora): train LoRA adapters on the frozen model
+    # OUT/init/saved_names.json (espzoo.transfer.apply_plan): the averaged model is saved under the pretrained
+    # checkpoint's tensor names, which every ESPnet release that loaded the pretrained model loads
+    saved_names: str | None = None
 
 
 @dataclass(frozen=True)
@@ -670,6 +673,8 @@ def _run(
     args += ["--resume", "true" if options.resume else "false"]
     if options.adapters:
         args += ["--espzoo_lora", str(Path(options.adapters).resolve())]  # read by espzoo._asr_train
+    if options.saved_names:
+        args += ["--espzoo_saved_names", str(Path(options.saved_names).resolve())]  # read by espzoo._asr_train
     stage("train")
     follower = _train(args, work, on_epoch, started, resuming, options.stall_s, secondary=work != out)
     if work != out:  # another node: node 0 averages and writes OUT

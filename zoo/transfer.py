@@ -41,6 +41,7 @@ from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
 from espzoo.model import TargetModel, build_model, describe_target, model_token_list
 from espzoo.repo import (
+    SAVED_NAMES_NAME,
     best_checkpoint,
     config_criteria,
     is_adapter_only,
@@ -253,6 +254,9 @@ class PlanRow:
     overrides: list[int] = field(default_factory=list)  # earlier specs this one replaces
     frozen: bool = False
     note: str = ""
+    # The name the source tensor has in the target model before its loader renames it (a name saved by an older
+    # ESPnet release, which the installed one renames on load): the model is saved under it again (saved_names).
+    legacy_key: str | None = None
 
     @property
     def module(self) -> str:
@@ -280,6 +284,8 @@ class PlanRow:
             row["frozen"] = True
         if self.note:
             row["note"] = self.note
+        if self.legacy_key:
+            row["legacy_key"] = self.legacy_key
         return row
 
 
@@ -289,7 +295,10 @@ class TransferPlan:
 
     JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
     [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, new_tokens, ignore_init_mismatch,
-    transplant, vocabulary, unused_source_tensors, language, parameters}, "new_tokens": [{token, index, init, from}]};
+    transplant, vocabulary, unused_source_tensors, unused_source, legacy_names, language, parameters},
+    "new_tokens": [{token, index, init, from}]}; a row loaded under a name the installed ESPnet renames on load
+    (saved by an older release) carries `legacy_key`; `unused_source` lists, per spec, the source tensors that have
+    no place in the new model and were not excluded.
     `spec` and `overrides` index `summary.specs` (0-based); `summary.new_tokens` counts the new tokens by how their
     rows start (`init`: compose, language, mean, random), `new_tokens` lists each with the old tokens it starts
     `from`; `parameters` = {total, trainable, frozen, share} (values, not tensors).
@@ -311,6 +320,7 @@ class TransferPlan:
     vocab_axes: dict[str, int] = field(default_factory=dict)  # the target model's vocabulary-sized tensors
     aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
+    unused_modules: dict[int, list[str]] = field(default_factory=dict)  # the outermost modules holding only those
     language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
     token_list: list[str] = field(default_factory=list)  # the target model's (as the built model uses it)
     parameters: frozenset[str] = frozenset()  # the target keys that are parameters (the rest are buffers)
@@ -350,9 +360,17 @@ class TransferPlan:
             "transplant": self.transplant,
             "vocabulary": self.vocabulary.overlap() if self.vocabulary else None,
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
+            "unused_source": {str(i): keys for i, keys in self.unused_source.items() if keys},
+            "legacy_names": len(self.saved_names()),
             "language": _language_summary(self.language),
             "parameters": self.parameter_counts(),
         }
+
+    def saved_names(self) -> dict[str, str]:
+        """{the target model's key: the name it had in the pretrained checkpoint}, for the tensors the installed
+        ESPnet's loader renamed (names of an older release). The fine-tuned model is saved under those names, so
+        that every ESPnet release that loaded the pretrained model loads it (espzoo._asr_train)."""
+        return {row.target_key: row.legacy_key for row in self.rows if row.legacy_key and row.action in LOADED}
 
     def parameter_counts(self) -> dict[str, Any]:
         """How many parameter values the model has and how many train (--freeze taken into account; a tensor
@@ -487,7 +505,7 @@ def _plan_spec(
         raise _no_match(f"In {name}, DST", spec.dst, target.shapes)
 
     row_map = _row_map(source, target, plan.new_rows) if plan.transplant else None
-    unused: list[str] = []
+    named: dict[str, tuple[str, tuple[int, ...]]] = {}  # its name in the target model -> (source key, shape)
     for source_key, source_shape in source_shapes.items():
         if spec.src:
             if not under(source_key, spec.src):
@@ -495,32 +513,42 @@ def _plan_spec(
             rest = source_key[len(spec.src) + 1 :]
         else:
             rest = source_key
-        target_key = ".".join(p for p in (spec.dst, rest) if p)
-        row = rows.get(target_key)
-        if row is None:
-            unused.append(source_key)
-            continue
+        named[".".join(p for p in (spec.dst, rest) if p)] = (source_key, source_shape)
+    # Names the target model's own loader renames (older ESPnet releases saved them): where load_state_dict puts them.
+    loaded_as = target.renames({name: shape for name, (_, shape) in named.items()})
+    unused: list[str] = []
+    for name, (source_key, source_shape) in named.items():
+        target_key = loaded_as.get(name, name)
         excluded_by = next((e for e in spec.excludes if under(source_key, e)), None)
         if excluded_by is None and spec.includes and not any(under(source_key, i) for i in spec.includes):
             excluded_by = "not under --include " + ",".join(spec.includes)
+        row = rows.get(target_key)
+        if row is None:
+            if excluded_by is None:  # left out on purpose is not unused
+                unused.append(source_key)
+            continue
         axis = target.vocab_axes.get(target_key)
         outcome, note = _outcome(source_shape, row.target_shape, axis, row_map, excluded_by)
+        legacy = name if name != target_key else None
+        if legacy is not None:
+            note = "; ".join(n for n in (f"legacy name {legacy}", note) if n)
         if outcome in LOADED:
-            if outcome == "load" and source_key != target_key:
+            if outcome == "load" and source_key != name:
                 outcome = "rename"
             if row.action in LOADED and row.spec is not None:
                 row.overrides = [*row.overrides, row.spec]
-            row.action, row.source_key, row.source_shape, row.spec, row.note = (
-                outcome, source_key, source_shape, index, note,
+            row.action, row.source_key, row.source_shape, row.spec, row.note, row.legacy_key = (
+                outcome, source_key, source_shape, index, note, legacy,
             )
         elif row.action not in LOADED:
             # An exclude or a mismatch in a later spec leaves what an earlier spec loaded (as in ESPnet).
-            row.action, row.source_key, row.source_shape, row.spec, row.note = (
-                outcome, source_key, source_shape, index, note,
+            row.action, row.source_key, row.source_shape, row.spec, row.note, row.legacy_key = (
+                outcome, source_key, source_shape, index, note, legacy,
             )
     if any(rows[k].action == "transplant" and rows[k].spec == index for k in rows):
         plan.row_maps[index] = row_map or {}
     plan.unused_source[index] = unused
+    plan.unused_modules[index] = smallest_modules(unused, source_shapes)
 
 
 def _check_upstreams(plan: TransferPlan) -> None:
@@ -643,6 +671,7 @@ class TransferOptions:
     new_rows: NewRows = "compose"
     stats: Stats = "pretrained"
     lora: Any = None  # espzoo.lora.LoraOptions: train LoRA adapters (planned by espzoo.lora.plan_adapters)
+    allow_unused: bool = False  # finetune even though pretrained tensors have no place in the new model
 
 
 def plan_transfer(
@@ -701,6 +730,37 @@ def plan_transfer(
         plan.row_maps[0].update(row_init)  # type: ignore[arg-type]
     plan.language = language
     return plan
+
+
+def unused_problem(plan: TransferPlan) -> str | None:
+    """Why a fine-tune must not start from this plan: the pretrained model's tensors that have no place in the new
+    model (a same-architecture transfer that would throw pretrained weights away), or None. Tensors excluded on
+    purpose (--exclude, --include) are not among them."""
+    unused = plan.unused_source.get(0) or []
+    if not unused:
+        return None
+    shown = ", ".join(unused[:6]) + (f" and {len(unused) - 6} more" if len(unused) > 6 else "")
+    excludes = " ".join(f"--exclude {m}" for m in plan.unused_modules.get(0, [])[:4])
+    return (
+        f"{len(unused)} pretrained tensor(s) have no place in the new model and would be thrown away ({shown}); "
+        f"leave them out on purpose with {excludes}, or pass --allow-unused."
+    )
+
+
+def smallest_modules(keys: Sequence[str], every: Iterable[str]) -> list[str]:
+    """The outermost modules that hold nothing but `keys` among `every` key (what --exclude would name)."""
+    chosen = set(keys)
+    every = list(every)
+    out: list[str] = []
+    for key in keys:
+        parts = key.split(".")
+        for i in range(1, len(parts) + 1):
+            module = ".".join(parts[:i])
+            if all(k in chosen for k in every if under(k, module)):
+                break
+        if module not in out:
+            out.append(module)
+    return out
 
 
 def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
@@ -859,9 +919,27 @@ def apply_plan(plan: TransferPlan, dest: Path, *, seed: int = 0) -> TransferResu
     atomic_write(tokens, lambda tmp: tmp.write_text("\n".join(config["token_list"]) + "\n", encoding="utf-8"))
     config_path = dest / "config.yaml"
     atomic_write(config_path, lambda tmp: tmp.write_text(_yaml_text(config)))
+    names, saved = plan.saved_names(), dest / SAVED_NAMES_NAME
+    if names:  # the trained model is saved under the pretrained checkpoint's names (espzoo._asr_train)
+        atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(names, indent=1)))
+    else:
+        saved.unlink(missing_ok=True)
     plan_path = dest / "plan.json"
     atomic_write(plan_path, lambda tmp: tmp.write_text(json.dumps(plan.to_json(), indent=1, ensure_ascii=False)))
     return TransferResult(checkpoint, config_path, plan_path, tokens)
+
+
+def save_under_names(path: Path, names: dict[str, str]) -> bool:
+    """Rewrite the state dict in `path` with its tensors under `names` ({current name: name to save}), in the same
+    order, atomically; False when none of them is there (already saved so, or another model)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not any(key in state for key in names):
+        return False
+    renamed = type(state)((names.get(key, key), value) for key, value in state.items())
+    atomic_write(path, lambda tmp: torch.save(renamed, tmp))
+    return True
 
 
 def _yaml_text(config: dict[str, Any]) -> str:
