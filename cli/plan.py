@@ -129,6 +129,8 @@ def render(plan: dict[str, Any], *, detail: bool = False) -> None:
             info(f"vocabulary extension: {language['extension']['describe']}")
     info("normalization stats: the pretrained model's (GlobalMVN buffers load)" if summary["stats"] == "pretrained"
          else "normalization stats: new, computed on your data (normalize.* excluded)")
+    for note in summary.get("notes") or ():
+        info(f"config: {note}")
     legacy = summary.get("legacy_names") or 0
     if legacy:
         info(f"legacy names: {legacy} tensor(s) saved by an older ESPnet under another name load where the installed "

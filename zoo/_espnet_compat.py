@@ -15,6 +15,14 @@ leaves these differences that reach espzoo:
 - NLTK. 202511 depends on nltk and its ASR import chain imports g2p_en, which downloads at import time
   (espzoo._espnet points it at placeholders); 202611 depends on neither (g2p_en moved to `espnet[tts]`).
 
+- Initializations. 202611 dropped `init: chainer` (one of six choices until June 2025; RNN configs up to 202402
+  name it) and lists the ones it has in `espnet2.torch_utils.initialize.INITIALIZATIONS`; its `build_model`
+  refuses the others, while its `build_model_from_file` ignores them (the weights come from the checkpoint).
+  `supported_init` reads that list; espzoo builds and trains such a config with `init: null` (espzoo.transfer).
+- Tensor names. 202611 renamed the conv subsampling's output projection (`encoder.embed.out.0.*` became
+  `encoder.embed.out.*`) and renames the old names inside `load_state_dict` only. espzoo follows the model's own
+  loader (espzoo.model.loader_renames, no table) and saves fine-tuned models under the pretrained names again.
+
 The rest is the same for espzoo: the task classes and their class choices, the inference classes' attributes
 espzoo reads (asr_model, s2t_model, tokenizer, converter, beam_search, dtype, preprocessor_conf), and every
 trainer option espzoo passes (202611 only adds --wandb_allow_val_change). 202611 also loads checkpoints with
@@ -77,6 +85,17 @@ def subsampling_counts_own_frames() -> bool:
     """Whether ESPnet's encoder gives each row of a padded batch the length and output it has alone (202611; 202511
     counts up to two frames more for shorter rows, and their padding reaches the output)."""
     return espnet_release() >= _S2T_BEST_PATH
+
+
+def supported_init(init: str | None) -> bool:
+    """Whether the installed ESPnet's `build_model` accepts `--init init` (202611 lists what it has; 202511 has
+    every value a released config names)."""
+    if init is None:
+        return True
+    from espnet2.torch_utils import initialize
+
+    known = getattr(initialize, "INITIALIZATIONS", None)
+    return known is None or init in known
 
 
 def needs_nltk_setup() -> bool:

@@ -289,6 +289,10 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "text, tokens, token_ids, hypothesis = speech2text(speech)[0]",
         "```",
         "",
+        "### ESPnet releases",
+        "",
+        _releases_line(experiment),
+        "",
         "### Provenance",
         "",
         *_provenance_lines(provenance, source),
@@ -316,6 +320,24 @@ def _inference_lines(config: dict[str, Any], exp: Path, provenance: dict[str, An
         "",
         f'speech2text = {cls}("{exp}/config.yaml", "{exp}/{MODEL_FILE}", lang_sym="{prompt}", task_sym="<asr>")',
     ]
+
+
+def _releases_line(experiment: _Experiment) -> str:
+    """Which ESPnet releases load the weights (ESPnet 202611 renamed tensors and renames the old names on load;
+    202511 and older load non-strictly and would leave a tensor under a new name at random without a word)."""
+    trained = (experiment.provenance.get("versions") or {}).get("espnet") or _version("espnet") or "?"
+    trained = str(trained).split()[0]
+    plan = _read_json(experiment.root / "plan.json")
+    legacy = int((plan.get("summary") or {}).get("legacy_names") or 0)
+    if legacy:
+        return (f"Trained with ESPnet {trained}, saved under the tensor names of its pretrained model ({legacy} of "
+                "them are names of ESPnet 202511 and earlier, which 202611 renames on load): ESPnet 202511 and "
+                "earlier load it as it is, and so does 202611.")
+    if trained[:6].isdigit() and int(trained[:6]) < 202611:
+        return (f"Trained and saved with ESPnet {trained}: that release and its neighbours load it as it is, and "
+                "ESPnet 202611 renames the tensor names that changed in it on load.")
+    return (f"Trained with ESPnet {trained}, saved under the tensor names of its pretrained model: it loads in the "
+            "ESPnet releases that load that model.")
 
 
 def _provenance_lines(provenance: dict[str, Any], source: tuple[str | None, str | None]) -> list[str]:

@@ -77,6 +77,10 @@ def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespac
     for key, value in config.items():
         if key not in known:
             setattr(args, key, copy.deepcopy(value))
+    from espzoo._espnet_compat import supported_init
+
+    if not supported_init(getattr(args, "init", None)):  # `init: chainer` of an older release (espzoo.transfer)
+        args.init = None
     if args.token_list is None:
         raise ModelConfigError("The config has no token_list; give the model's token list (inline or a file path).")
     return args

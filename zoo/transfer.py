@@ -295,7 +295,7 @@ class TransferPlan:
 
     JSON (`to_json`): {"rows": [{target_key, action, source_key, source_shape, target_shape, spec, [overrides],
     [frozen], [note]}], "summary": {actions, modules, frozen, specs, stats, new_rows, new_tokens, ignore_init_mismatch,
-    transplant, vocabulary, unused_source_tensors, unused_source, legacy_names, language, parameters},
+    transplant, vocabulary, unused_source_tensors, unused_source, legacy_names, notes, language, parameters},
     "new_tokens": [{token, index, init, from}]}; a row loaded under a name the installed ESPnet renames on load
     (saved by an older release) carries `legacy_key`; `unused_source` lists, per spec, the source tensors that have
     no place in the new model and were not excluded.
@@ -321,6 +321,7 @@ class TransferPlan:
     aliases: dict[str, str] = field(default_factory=dict)  # target keys naming the tensor of an earlier key
     unused_source: dict[int, list[str]] = field(default_factory=dict)
     unused_modules: dict[int, list[str]] = field(default_factory=dict)  # the outermost modules holding only those
+    notes: list[str] = field(default_factory=list)  # changes to the pretrained config the installed ESPnet needs
     language: Any = None  # an S2T model's espzoo.s2t.LanguagePlan (prompt; the new language token, if any)
     token_list: list[str] = field(default_factory=list)  # the target model's (as the built model uses it)
     parameters: frozenset[str] = frozenset()  # the target keys that are parameters (the rest are buffers)
@@ -362,6 +363,7 @@ class TransferPlan:
             "unused_source_tensors": {str(i): len(keys) for i, keys in self.unused_source.items() if keys},
             "unused_source": {str(i): keys for i, keys in self.unused_source.items() if keys},
             "legacy_names": len(self.saved_names()),
+            "notes": list(self.notes),
             "language": _language_summary(self.language),
             "parameters": self.parameter_counts(),
         }
@@ -729,6 +731,11 @@ def plan_transfer(
     if row_init and 0 in plan.row_maps:  # a new S2T language token starts from chosen language rows
         plan.row_maps[0].update(row_init)  # type: ignore[arg-type]
     plan.language = language
+    if source.config.get("init") and not plan.target_config.get("init"):
+        plan.notes.append(
+            f"init: {source.config['init']} -> null: the installed ESPnet has no {source.config['init']!r} "
+            "initialization; the pretrained tensors load from the checkpoint, new ones start at ESPnet's default"
+        )
     return plan
 
 
@@ -764,8 +771,13 @@ def smallest_modules(keys: Sequence[str], every: Iterable[str]) -> list[str]:
 
 
 def adapt_config(config: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
-    """The pretrained training config with the new vocabulary (token list inline, token type, bpe model)."""
+    """The pretrained training config with the new vocabulary (token list inline, token type, bpe model), built and
+    trained by the installed ESPnet: an initialization it no longer has (`init: chainer`) becomes its default."""
+    from espzoo._espnet_compat import supported_init
+
     adapted = dict(config)
+    if not supported_init(adapted.get("init")):  # the loaded tensors come from the checkpoint anyway
+        adapted["init"] = None
     adapted["token_list"] = list(vocabulary.tokens)
     adapted["token_type"] = vocabulary.token_type
     adapted["bpemodel"] = str(vocabulary.bpemodel) if vocabulary.bpemodel else None
