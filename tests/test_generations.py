@@ -222,3 +222,61 @@ def test_the_other_generations_espnet_loads_the_out_and_the_export_strictly(fine
         assert loaded["texts"] == here["texts"]
     card = (exported / "README.md").read_text(encoding="utf-8")
     assert "### ESPnet releases" in card and "202511" in card
+
+
+# ----------------------------------------------------------------------- checkpoints of older ESPnet releases
+
+VINTAGE = Path(__file__).resolve().parent / "fixtures" / "vintage"
+VINTAGE_REPOS = sorted(p.name for p in VINTAGE.iterdir() if (p / "meta.yaml").is_file()) if VINTAGE.is_dir() else []
+
+
+def _saved_unused(name: str) -> tuple[str, ...]:
+    """Modules an old release saved that the model does not have: ESPnet 0.9.x kept an unused RNN decoder in
+    CTC-only (ctc_weight 1.0) checkpoints."""
+    return ("decoder",) if name.startswith("0.") and name.endswith("-ctc") else ()
+
+
+def test_the_vintage_set_covers_the_families_and_releases() -> None:
+    releases = {name.split("-")[0] for name in VINTAGE_REPOS}
+    families = {name.split("-", 1)[1] for name in VINTAGE_REPOS}
+    assert {"0.9.7", "202204", "202402"} <= releases
+    assert {"conformer", "transformer", "e_branchformer", "rnn", "ctc"} <= families
+    for name in VINTAGE_REPOS:
+        size = sum(p.stat().st_size for p in (VINTAGE / name).rglob("*") if p.is_file())
+        assert size < 1 << 20, (name, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", VINTAGE_REPOS)
+def test_a_checkpoint_an_older_espnet_saved_loads_whole_finetunes_and_decodes(name: str, tmp_path: Path) -> None:
+    """Saved by ESPnet 0.9.7, 202204 or 202402 (each in its own old venv): every tensor of the new model loads from
+    it, nothing is left unused (but what that release saved and the model has not: listed, and excluded on
+    purpose), one epoch trains on it, the result decodes and keeps the checkpoint's tensor names."""
+    import torch
+
+    from espzoo.bundle import open_bundle
+
+    repo = VINTAGE / name
+    excluded = _saved_unused(name)
+    plan = _plan(repo)
+    assert set(plan["summary"]["actions"]) == {"load"}, plan["summary"]["actions"]
+    unused = plan["summary"]["unused_source"].get("0", [])
+    assert all(any(k == m or k.startswith(m + ".") for m in excluded) for k in unused), unused
+    assert bool(unused) == bool(excluded)  # 0.9.x: the 14 tensors of its unused decoder, by name
+    options = [arg for module in excluded for arg in ("--exclude", module)]
+    if excluded:
+        assert _plan(repo, *options)["summary"]["unused_source"] == {}
+
+    out = tmp_path / "out"
+    train = subset(SPEECH / "train", tmp_path / "train", 4)
+    valid = subset(SPEECH / "dev", tmp_path / "valid", 2)
+    done = _espzoo("finetune", str(repo), "--train", str(train), "--valid", str(valid), "--out", str(out),
+                   "--vocab", "keep", "--max-epoch", "1", *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    heard = _espzoo("transcribe", str(out), str(WAVS[0]))
+    assert heard.returncode == 0, heard.stderr[-2000:]
+    assert heard.stdout.startswith(str(WAVS[0])) and "\t" in heard.stdout
+
+    pretrained = torch.load(open_bundle(repo).checkpoint, map_location="cpu", weights_only=True)
+    kept = [k for k in pretrained if not any(k == m or k.startswith(m + ".") for m in excluded)]
+    assert list(torch.load(out / "model.pth", map_location="cpu", weights_only=True)) == kept
