@@ -113,6 +113,17 @@ def _has_e_branchformer() -> bool:
     return True
 
 
+def _keeps_decoder_in_ctc_mode() -> bool:
+    """Whether this release builds a decoder for a config without one and keeps it at ctc_weight 1.0."""
+    from espnet2.asr.espnet_model import ESPnetASRModel
+    from espnet2.tasks.asr import decoder_choices
+
+    # 0.9.x: decoder defaults to rnn and is kept; 202204 still builds it but ESPnetASRModel drops it
+    # (`self.decoder = None` in CTC mode); later releases default to no decoder.
+    dropped = "self.decoder = None" in inspect.getsource(ESPnetASRModel.__init__)
+    return decoder_choices.default is not None and not dropped
+
+
 def family_config(family: str) -> dict:
     """The training config (conf/train_asr_<family>.yaml) of one family, for the installed release."""
     if family == "conformer":
@@ -200,9 +211,7 @@ def family_config(family: str) -> dict:
         conf = {**COMMON, "encoder": "conformer", "encoder_conf": _conformer_encoder(2), "init": None,
                 "model_conf": {"ctc_weight": 1.0, "lsm_weight": 0.1, "length_normalized_loss": False},
                 "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 2}
-        from espnet2.tasks.asr import decoder_choices
-
-        if decoder_choices.default is not None:
+        if _keeps_decoder_in_ctc_mode():
             # This release builds its default decoder (rnn) even at ctc_weight 1.0 and saves it untrained (the
             # 14 decoder.* tensors of 0.9.x CTC checkpoints). Its default widths (320) alone would be 4 MB:
             # make it as tiny as the rest; the tensor names and count are what the fixture is for.
@@ -475,28 +484,39 @@ def write_versions(out: Path) -> None:
         "is that venv's `pip freeze`). Sizes are bytes of the whole fixture folder; tensors and values count",
         "the checkpoint's state dict as that release saved it.",
         "",
-        "| fixture | family | checkpoint | tensors | values | bytes | espnet | python | torch | typeguard | numpy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fixture | family | checkpoint | tensors | values | bytes | espnet | python | torch | typeguard | numpy "
+        "| run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     commands = []
     total = 0
     for build in sorted(out.glob("build-*.yaml")):
         for r in yaml.safe_load(build.read_text(encoding="utf-8")):
             total += r["size"]
+            if r["command"] not in commands:
+                commands.append(r["command"])
             lines.append(
                 f"| {r['fixture']} | {r['family']} | `{r['model_file'].rsplit('/', 1)[-1]}` | {r['tensors']} | "
                 f"{r['values']} | {r['size']} | {r['espnet']} | {r['python']} | {r['torch']} | {r['typeguard']} | "
-                f"{r['numpy']} |"
+                f"{r['numpy']} | {commands.index(r['command']) + 1} |"
             )
-            if r["command"] not in commands:
-                commands.append(r["command"])
-    lines += ["", f"Total: {total} bytes.", "", "Built with:", ""]
-    lines += [f"    {c}" for c in commands]
+    lines += ["", f"Total: {total} bytes.", "", "Runs (the `run` column), from the repo root:", ""]
+    lines += [f"{i}. `{c}`" for i, c in enumerate(commands, 1)]
     lines += [
         "",
         "Old venvs (outside the repo): `python -m venv` from pyenv's Python, then `pip install --no-deps",
         "espnet==<release>` and `torch==<version>`, then the dependencies the release needs for ASR training",
         "(see the freeze files), with typeguard 2.13.3 (typeguard 4 breaks these releases' type checks).",
+        "What `pip install --no-deps` leaves out and these releases still import for ASR training:",
+        "",
+        "- 202402 (Python 3.10): torch 2.1.2 from PyPI imports only with its nvidia-*-cu12 wheels installed",
+        "  (download.pytorch.org's CPU wheels were out of reach); torchaudio 2.1.2, einops; inflect<6 (inflect 7",
+        "  needs typeguard 4).",
+        "- 202204 (Python 3.9): six, pytorch-wpe, and wandb (the trainer calls `wandb.run` after the last",
+        "  epoch even with --use_wandb false; wandb 0.12.21 with sentry-sdk<2).",
+        "- 0.9.7 (Python 3.8): wandb (imported by abs_task; 0.10.33 with sentry-sdk<2), tensorboard, tensorboardX;",
+        "  matplotlib 3.3.4 and editdistance 0.5.3 rather than its pins 3.1.0 and 0.5.2 (picked for their",
+        "  Python 3.8 wheels; the pins were not tried).",
         "",
     ]
     (out / "VERSIONS.md").write_text("\n".join(lines), encoding="utf-8")
