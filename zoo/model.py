@@ -86,6 +86,19 @@ def training_args(config: dict[str, Any], task: Any = None) -> argparse.Namespac
     return args
 
 
+def unknown_options(config: Mapping[str, Any]) -> list[str]:
+    """The config's keys the installed ESPnet's training parser does not have (options of another release, e.g.
+    202402's `use_lora`): its trainer refuses a config file that names them."""
+    task = task_for_config(config)
+    known = {action.dest for action in task.get_parser()._actions}  # noqa: SLF001 (argparse keeps them there)
+    return [key for key in config if key not in known and key not in _RUN_RECORDS]
+
+
+# What ESPnet writes into every config.yaml beside its options (its version, the run's distributed setting and the
+# required options' names): not options, and espzoo.trainer sets them again for each run.
+_RUN_RECORDS = frozenset({"config", "version", "distributed", "required"})
+
+
 def is_asr_transducer_config(config: Mapping[str, Any]) -> bool:
     """ESPnet's `asr_transducer` task (espnet2/tasks/asr_transducer.py): one block-built Encoder, so its configs
     have no `encoder` key but an `encoder_conf` with `body_conf` (the list of blocks)."""

@@ -39,7 +39,7 @@ import yaml
 
 from espzoo._fs import atomic_write
 from espzoo.errors import TransferError  # noqa: F401 (re-exported)
-from espzoo.model import TargetModel, build_model, describe_target, model_token_list
+from espzoo.model import TargetModel, build_model, describe_target, model_token_list, unknown_options
 from espzoo.repo import (
     SAVED_NAMES_NAME,
     best_checkpoint,
@@ -717,9 +717,13 @@ def plan_transfer(
     extra = [parse_spec(text) for text in options.init_params]
     specs = [primary, *extra]
     sources = [source, *(open_source(spec.source) for spec in extra)]
+    target_config = adapt_config(source.config, vocabulary)
+    dropped = unknown_options(target_config)
+    for key in dropped:  # ESPnet's trainer refuses a config naming an option it lacks
+        del target_config[key]
     plan = make_plan(
         specs,
-        adapt_config(source.config, vocabulary),
+        target_config,
         vocabulary=vocabulary,
         ignore_init_mismatch=options.ignore_init_mismatch,
         freeze=options.freeze,
@@ -731,6 +735,10 @@ def plan_transfer(
     if row_init and 0 in plan.row_maps:  # a new S2T language token starts from chosen language rows
         plan.row_maps[0].update(row_init)  # type: ignore[arg-type]
     plan.language = language
+    if dropped:
+        plan.notes.append(
+            f"{', '.join(dropped)} dropped: the installed ESPnet has no such option (written by another release)"
+        )
     if source.config.get("init") and not plan.target_config.get("init"):
         plan.notes.append(
             f"init: {source.config['init']} -> null: the installed ESPnet has no {source.config['init']!r} "
