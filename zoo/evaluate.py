@@ -1056,18 +1056,19 @@ def scored(
             zip(ids, references, hypotheses, speakers, rates.per_utterance, strict=True)
         )
     ]
-
-    def intervals(pairs: list[tuple[Score, Score]]) -> dict[str, tuple[float, float] | None]:
-        return {
-            name: bootstrap_ci([p[k].errors for p in pairs], [p[k].reference_length for p in pairs], groups)
-            for k, name in ((0, "wer"), (1, "cer"))
-        }
-
     normalized = None
     if normal is not None and normalize is not None:
-        normalized = Normalized(normal.wer, normal.cer, normalize.name, intervals(normal.per_utterance))
-    return {"rows": rows, "wer": rates.wer, "cer": rates.cer, "ci95": intervals(rates.per_utterance),
+        normalized = Normalized(normal.wer, normal.cer, normalize.name, _intervals95(normal.per_utterance, groups))
+    return {"rows": rows, "wer": rates.wer, "cer": rates.cer, "ci95": _intervals95(rates.per_utterance, groups),
             "resampled": "speakers" if groups else "utterances", "normalized": normalized}
+
+
+def _intervals95(pairs: Sequence[tuple[Score, Score]], groups: list[str] | None) -> dict[str, Any]:
+    """{"wer": (lo, hi), "cer": (lo, hi)} of (word, char) score pairs, resampling utterances or `groups`."""
+    return {
+        name: bootstrap_ci([p[k].errors for p in pairs], [p[k].reference_length for p in pairs], groups)
+        for k, name in ((0, "wer"), (1, "cer"))
+    }
 
 
 def evaluate(
@@ -1244,6 +1245,9 @@ def load_result(path: str | Path) -> EvalReport:
             "(OUT/eval/<data> or --out-dir)."
         ) from error
     normalized = data.get("normalized")
+    speakers = [r.speaker for r in rows]
+    groups = speakers if real_speakers(speakers, [r.id for r in rows]) else None
+    normal_pairs = [r.normalized for r in rows if r.normalized]
     return EvalReport(
         model=str(data.get("model")), data=str(data.get("data")), wer=sum((r.word for r in rows), Score()),
         cer=sum((r.char for r in rows), Score()), rows=rows, beam_size=int(data.get("beam_size") or 0),
@@ -1253,8 +1257,11 @@ def load_result(path: str | Path) -> EvalReport:
         normalized=Normalized(
             sum((r.normalized[0] for r in rows if r.normalized), Score()),
             sum((r.normalized[1] for r in rows if r.normalized), Score()), str(normalized.get("normalizer")),
+            _intervals95(normal_pairs, groups) if len(normal_pairs) == len(rows) else {},
         ) if normalized else None,
-        resampled=str((data.get("bootstrap") or {}).get("over") or "utterances"),
+        ci95=_intervals95([(r.word, r.char) for r in rows], groups),
+        resampled="speakers" if groups else "utterances",
+        baseline=data.get("baseline"),
     )
 
 

@@ -133,7 +133,7 @@ body { margin:0; font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto 
   background:var(--bg); }
 main { max-width:1200px; margin:0 auto; padding:28px 24px 60px; }
 h1 { font-size:24px; margin:0 0 4px; } h2 { font-size:18px; margin:32px 0 10px; }
-.sub { color:var(--muted); margin:0 0 20px; word-break:break-all; }
+.lead { color:var(--muted); margin:0 0 20px; word-break:break-all; }
 .cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(210px,1fr)); gap:12px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:14px 16px; }
 .card .k { color:var(--muted); font-size:13px; } .card .v { font-size:28px; font-weight:650; }
@@ -164,6 +164,13 @@ td.id { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:13px;
 .curves img { width:100%; height:auto; } .curves figcaption { color:var(--muted); font-size:13px; text-align:center; }
 .better { color:#067647; font-weight:600; } .worse { color:var(--del); font-weight:600; }
 .empty { color:var(--muted); font-style:italic; }
+.confusions { display:grid; grid-template-columns:repeat(auto-fill,minmax(250px,1fr)); gap:6px; }
+.conf { background:var(--card); border:1px solid var(--line); border-left:4px solid var(--sub); border-radius:6px;
+  padding:4px 10px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+.conf.del { border-left-color:var(--del); } .conf.ins { border-left-color:var(--ins); }
+.conf .cnt { display:inline-block; min-width:34px; color:var(--muted); font-variant-numeric:tabular-nums; }
+.conf.sub .r { color:var(--sub); } .conf.del .r { color:var(--del); text-decoration:line-through; }
+.conf.ins .r { color:var(--ins); } .conf .k { color:var(--muted); font-size:12.5px; }
 footer { color:var(--muted); font-size:12.5px; margin-top:30px; }
 """
 
@@ -194,7 +201,7 @@ def render(report: EvalReport) -> str:
         "</title>",
         f"<style>{STYLE}</style></head><body><main>",
         f"<h1>{e(Path(report.model).name or report.model)} on {e(Path(report.data).name or report.data)}</h1>",
-        f'<p class="sub">{e(report.model)}{" @ " + e(report.commit) if report.commit else ""} · data {e(report.data)}'
+        f'<p class="lead">{e(report.model)}{" @ " + e(report.commit) if report.commit else ""} · data {e(report.data)}'
         f" · {report.utterances} utterances · {report.audio_seconds:.1f} s of audio</p>",
         '<section class="cards">',
     ]
@@ -234,12 +241,14 @@ def render(report: EvalReport) -> str:
     top = confusions(pairs, normalize)
     parts.append(f"<h2>Most frequent word errors{' (normalized text)' if normalize else ''}</h2>")
     if top:
-        parts.append("<table><tr><th>kind</th><th>reference</th><th>hypothesis</th><th>count</th></tr>")
-        names = {"S": "substitution", "D": "deletion", "I": "insertion"}
+        parts.append('<div class="confusions">')
+        arrow = {"S": "→", "D": "deleted", "I": "inserted"}
         for op, r, h, n in top:
-            parts.append(f'<tr><td>{names[op]}</td><td>{e(r) or "—"}</td><td>{e(h) or "—"}</td><td class="n">{n}</td>'
-                         "</tr>")
-        parts.append("</table>")
+            kind = {"S": "sub", "D": "del", "I": "ins"}[op]
+            words_ = (f'<span class="r">{e(r)}</span> → <span class="h">{e(h)}</span>' if op == "S"
+                      else f'<span class="r">{e(r or h)}</span> <span class="k">{arrow[op]}</span>')
+            parts.append(f'<div class="conf {kind}"><span class="cnt">{n}×</span>{words_}</div>')
+        parts.append("</div>")
     else:
         parts.append('<p class="empty">No errors.</p>')
 
