@@ -309,3 +309,43 @@ def test_evaluate_with_a_report_of_an_experiment(tiny_out: Path, tmp_path: Path)
     assert report.experiment == out.resolve()
     page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert "Training curves" in page and page.count("data:image/png;base64,") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results on the Hub
+
+
+def test_export_writes_a_model_index_the_hub_reads(tiny_out: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from huggingface_hub import ModelCard, metadata_load
+
+    from espzoo.evaluate import write_report
+    from espzoo.export import ExportOptions, export
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_out, out, ignore=shutil.ignore_patterns("eval"))
+    ids = ["u1", "u2", "u3"]
+    before = _report(ids, CASED, ["la puerta", "hola", "buenos"], "espzoo-test/tiny_char")
+    after = replace(_report(ids, CASED, SAID, str(out)), data="data/test")
+    after = replace(after, baseline=compare(before, after).to_dict())
+    write_report(after, out / "eval" / "test")
+    dest = export(out, tmp_path / "repo", ExportOptions(repo_id="me/tiny_es", datasets=["my_corpus"]))
+
+    card = ModelCard.load(dest / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.task_type, result.dataset_type, result.dataset_name, result.dataset_split) == (
+        "automatic-speech-recognition", "my_corpus", "my_corpus", "test")
+    assert card.data.model_name == "tiny_es"
+    metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert metrics == {"WER": 100.0, "CER": pytest.approx(100 * after.cer.rate, abs=0.01),
+                       "WER (normalized)": pytest.approx(100 * 2 / 11, abs=0.01),
+                       "CER (normalized)": pytest.approx(100 * after.normalized.cer.rate, abs=0.01)}
+    index = metadata_load(dest / "README.md")["model-index"][0]
+    assert [m["type"] for m in index["results"][0]["metrics"]] == ["wer", "cer", "wer", "cer"]
+    assert "BasicTextNormalizer" in index["results"][0]["metrics"][2]["args"]["normalizer"]
+    readme = (dest / "README.md").read_text(encoding="utf-8")
+    assert "Before: `espzoo-test/tiny_char`." in readme
+    difference = 100 * after.baseline["normalized_wer"]["difference"]
+    row = f"| test | NORMALIZED WER | {100 * before.normalized.wer.rate:.1f} | {100 * 2 / 11:.1f} | {difference:+.1f}"
+    assert row in readme
