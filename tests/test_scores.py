@@ -333,11 +333,11 @@ def test_export_writes_a_model_index_the_hub_reads(tiny_out: Path, tmp_path: Pat
     dest = export(out, tmp_path / "repo", ExportOptions(repo_id="me/tiny_es", datasets=["my_corpus"]))
 
     card = ModelCard.load(dest / "README.md")
-    (result,) = card.data.eval_results
-    assert (result.task_type, result.dataset_type, result.dataset_name, result.dataset_split) == (
-        "automatic-speech-recognition", "my_corpus", "my_corpus", "test")
+    results = card.data.eval_results  # one per metric
+    assert {(r.task_type, r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {
+        ("automatic-speech-recognition", "my_corpus", "my_corpus", "test")}
     assert card.data.model_name == "tiny_es"
-    metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    metrics = {r.metric_name: r.metric_value for r in results}
     assert metrics == {"WER": 100.0, "CER": pytest.approx(100 * after.cer.rate, abs=0.01),
                        "WER (normalized)": pytest.approx(100 * 2 / 11, abs=0.01),
                        "CER (normalized)": pytest.approx(100 * after.normalized.cer.rate, abs=0.01)}
