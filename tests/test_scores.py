@@ -349,3 +349,26 @@ def test_export_writes_a_model_index_the_hub_reads(tiny_out: Path, tmp_path: Pat
     difference = 100 * after.baseline["normalized_wer"]["difference"]
     row = f"| test | NORMALIZED WER | {100 * before.normalized.wer.rate:.1f} | {100 * 2 / 11:.1f} | {difference:+.1f}"
     assert row in readme
+
+
+def test_before_after_on_the_new_domain_and_a_general_set(tiny_out: Path, tmp_path: Path) -> None:
+    """What `espzoo finetune --guard` runs after training: the pretrained and the fine-tuned model on both sets."""
+    from espzoo.evaluate import before_after
+    from espzoo.export import export
+
+    pretrained = Path(__file__).resolve().parent.parent / "zoo/assets/pretrained/espzoo-demo/tiny-en-char"
+    out = tmp_path / "out"
+    shutil.copytree(tiny_out, out, ignore=shutil.ignore_patterns("eval"))
+    new = small_data_dir(tmp_path / "new", lang="es", count=1)
+    general = small_data_dir(tmp_path / "general", lang="en", count=1)
+    comparisons = before_after(str(pretrained), out, [new, general], options=DecodeOptions(decode="ctc-greedy"))
+    assert [(c.a, c.b, c.data) for c in comparisons] == [(str(pretrained), str(out), str(d)) for d in (new, general)]
+    for comparison in comparisons:
+        wer = comparison.metrics["wer"]
+        assert wer["difference"] == pytest.approx(wer["b"] - wer["a"], abs=1e-6)
+        assert "EnglishTextNormalizer" in comparison.metrics["normalizer"]  # the fine-tuned model's language: en
+    general_result = json.loads((out / "eval" / "general" / "result.json").read_text(encoding="utf-8"))
+    assert general_result["baseline"] == comparisons[1].to_dict()
+    readme = (export(out, tmp_path / "repo") / "README.md").read_text(encoding="utf-8")
+    assert "Before: `tiny-en-char`." in readme and str(tmp_path) not in readme  # no path of this machine
+    assert "| new | WER |" in readme and "| general | WER |" in readme

@@ -1341,3 +1341,32 @@ def _data_name(data: Path) -> str:
     if is_hf_source(data):
         return source_name(data)
     return (data.name if data.is_dir() else data.stem) or "data"
+
+
+def before_after(
+    pretrained: str | Path,
+    out: str | Path,
+    datasets: Sequence[str | Path],
+    *,
+    options: DecodeOptions | None = None,
+    normalizer: str = "auto",
+    progress: Progress | None = None,
+) -> list[Comparison]:
+    """The pretrained model and the fine-tuned experiment dir `out` on each data set (the new domain's and a general
+    one, say: `espzoo finetune --guard`), compared on the same utterances: the gain on one, what the other lost.
+
+    Both are scored with one normalizer (the fine-tuned model's language decides "auto"), and OUT/eval/<data>/
+    result.json records each comparison, so that `espzoo export` shows the before/after in the card."""
+    files = locate_model(out)
+    options = options or DecodeOptions()
+    if normalizer == "auto":
+        chosen = text_normalizer("auto", model_language(files, options))
+        normalizer = "none" if chosen is None else ("english" if "English" in chosen.name else "basic")
+    comparisons = []
+    for data in datasets:
+        before = evaluate(pretrained, data, options=options, normalizer=normalizer, progress=progress)
+        after = evaluate(out, data, options=options, normalizer=normalizer, progress=progress)
+        comparison = compare(before, after)
+        with_baseline(after, comparison)
+        comparisons.append(comparison)
+    return comparisons

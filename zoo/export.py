@@ -335,9 +335,14 @@ def _results_lines(results: list[dict[str, Any]]) -> list[str]:
                     f"{_percent(metric.get('a'))} | {_percent(metric.get('b'))} | {100 * metric['difference']:+.1f} "
                     + (f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci[0] is not None else "") + " |"
                 )
-        before = sorted({str(r["baseline"].get("a")) for r in compared})
+        # a repo id as it is; a local folder by its name only (a published card holds no path of this machine)
+        before = sorted({_model_name(str(r["baseline"].get("a"))) for r in compared})
         lines += ["", "Before: " + ", ".join(f"`{model}`" for model in before) + "."]
     return lines
+
+
+def _model_name(model: str) -> str:
+    return Path(model).name if Path(model).is_absolute() or Path(model).exists() else model
 
 
 def model_index(results: list[dict[str, Any]], name: str, datasets: list[str]) -> list[dict[str, Any]] | None:
