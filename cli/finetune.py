@@ -130,19 +130,19 @@ def _guard(request: Any, guard: Path, *, quiet: bool) -> dict[str, Any]:
         info(f"[dim]evaluating {pretrained} and {request.out} on {request.valid} and {guard}[/dim]")
     comparisons = before_after(pretrained, request.out, [request.valid, guard])
     rows = []
-    for name, comparison in zip(("valid (new domain)", "guard (general)"), comparisons, strict=True):
+    for role, comparison in zip(("valid", "guard"), comparisons, strict=True):
         data = comparison.to_dict()
-        for metric in ("normalized_wer", "wer", "cer"):
+        for metric, label in (("normalized_wer", "norm. WER"), ("wer", "WER"), ("cer", "CER")):
             m = data.get(metric)
             if not isinstance(m, dict) or m.get("difference") is None:
                 continue
-            rows.append({"set": name, "data": Path(comparison.data).name, "metric": metric.replace("_", " ").upper(),
-                         "pretrained %": f"{100 * m['a']:.2f}", "fine-tuned %": f"{100 * m['b']:.2f}",
-                         "change": f"{100 * m['difference']:+.2f} [{100 * m['ci95'][0]:+.2f}, "
-                                   f"{100 * m['ci95'][1]:+.2f}]"})
+            rows.append({"set": f"{Path(comparison.data).name} ({role})", "metric": label,
+                         "before %": f"{100 * m['a']:.1f}", "after %": f"{100 * m['b']:.1f}",
+                         "change [95% CI]": f"{100 * m['difference']:+.1f} [{100 * m['ci95'][0]:+.1f}, "
+                                            f"{100 * m['ci95'][1]:+.1f}]"})
     if not quiet:
-        print_table(rows, ["set", "data", "metric", "pretrained %", "fine-tuned %", "change"],
-                    title="before and after fine-tuning (change: 95% paired bootstrap interval)")
+        print_table(rows, ["set", "metric", "before %", "after %", "change [95% CI]"],
+                    title="pretrained (before) and fine-tuned (after), paired bootstrap")
     return {"valid": comparisons[0].to_dict(), "guard": comparisons[1].to_dict()}
 
 
