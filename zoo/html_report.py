@@ -159,7 +159,7 @@ td.id { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:13px;
 .sub .op { background:var(--sub); } .del .op { background:var(--del); } .ins .op { background:var(--ins); }
 .legend { display:flex; gap:14px; align-items:center; color:var(--muted); font-size:13px; margin:6px 0 10px; }
 .legend .w { flex-direction:row; }
-.curves { display:grid; grid-template-columns:repeat(auto-fill,minmax(340px,1fr)); gap:12px; }
+.curves { display:grid; grid-template-columns:repeat(auto-fill,minmax(260px,1fr)); gap:12px; }
 .curves figure { margin:0; background:var(--card); border:1px solid var(--line); border-radius:10px; padding:8px; }
 .curves img { width:100%; height:auto; } .curves figcaption { color:var(--muted); font-size:13px; text-align:center; }
 .better { color:#067647; font-weight:600; } .worse { color:var(--del); font-weight:600; }
@@ -252,13 +252,6 @@ def render(report: EvalReport) -> str:
     else:
         parts.append('<p class="empty">No errors.</p>')
 
-    images = _curves(report)
-    if images:
-        parts.append("<h2>Training curves</h2><div class=\"curves\">")
-        parts += [f'<figure><img alt="{e(name)}" src="{uri}"><figcaption>{e(name)}</figcaption></figure>'
-                  for name, uri in images]
-        parts.append("</div>")
-
     parts.append("<h2>Utterances, worst first</h2>")
     parts.append(
         '<div class="legend"><span class="w sub"><span class="r">S</span></span> substitution (reference above, '
@@ -277,6 +270,13 @@ def render(report: EvalReport) -> str:
         cells.append(f'<td><div class="align">{_aligned(row)}</div></td>')
         parts.append(f'<tr id="utt-{e(row.id)}">{"".join(cells)}</tr>')
     parts.append("</table>")
+    images = _curves(report)
+    if images:
+        parts.append("<h2>Training curves</h2><div class=\"curves\">")
+        parts += [f'<figure><img alt="{e(name)}" src="{uri}"><figcaption>{e(name)}</figcaption></figure>'
+                  for name, uri in images]
+        parts.append("</div>")
+
     parts.append("<footer>Written by espzoo evaluate --report. Self-contained: it loads nothing from the network."
                  "</footer></main></body></html>")
     return "\n".join(parts) + "\n"
