@@ -6,6 +6,8 @@
     report = evaluate("exp/bn_ft", "data/test")                   # an experiment dir, a pulled repo or a repo id
     print(report.wer.rate, report.cer.rate, report.utterances)
     transcribe("exp/bn_ft", ["a.wav", "b.flac"])                  # one string per file
+    report.normalized.wer.rate, report.ci95["wer"]                # normalized WER (espzoo.scores), 95% interval
+    compare(before_report, report).to_dict()["wer"]               # {a, b, difference, ci95}: paired bootstrap
 
 Error rates follow ESPnet's scoring (egs2/TEMPLATE/asr1/asr.sh + sclite): a minimum-edit-distance alignment
 of reference and hypothesis tokens, rate = (substitutions + deletions + insertions) / reference tokens,
