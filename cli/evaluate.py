@@ -4,6 +4,9 @@
     espzoo evaluate espnet/bn_openslr53@<rev> --data test.tsv --json   # {"wer", "cer", "utterances", ...}
     espzoo evaluate exp/bn_ft --data data/test --beam 10 --ctc-weight 0.5 --out-dir results/test
     espzoo evaluate exp/bn_ft --data data/test --decode ctc-greedy --jobs 4   # quick WER: batched greedy CTC
+    espzoo evaluate exp/bn_ft --data data/test --report report/   # an HTML page: worst utterances first, aligned
+    espzoo evaluate espnet/bn_openslr53 exp/bn_ft --data data/test  # both, and the difference with its 95% interval
+    espzoo evaluate exp/bn_ft --data data/test --compare exp/bn_ft_v1/eval/test   # against an earlier run's result
     espzoo transcribe exp/bn_ft a.wav b.flac            # one line per file: path<TAB>text
     espzoo transcribe espnet/bn_openslr53 *.wav --json
 
@@ -11,7 +14,9 @@ MODEL is an experiment dir (espzoo finetune --out), a hub-layout folder, or a re
 through the HF cache; HF_ENDPOINT may point at `espzoo mirror serve`). --data is a Kaldi data dir, a
 .csv/.tsv/.jsonl manifest with audio and text, or a Hugging Face dataset (parquet files, a save_to_disk folder,
 hf:ORG/NAME[:CONFIG][@REV]:SPLIT). Audio is mixed to mono and resampled to the model's rate.
-WER/CER = (substitutions + deletions + insertions) / reference words or characters, over the whole set.
+WER/CER = (substitutions + deletions + insertions) / reference words or characters, over the whole set: as
+written, and normalized (whisper-normalizer: lower case, no punctuation, NFKC; --normalizer), each with a 95%
+bootstrap interval over utterances (over speakers when the data names them).
 """
 
 from __future__ import annotations
@@ -55,10 +60,32 @@ DecodeModeOpt = Annotated[
 ]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Drop unusable utterances instead of stopping.")]
 RowsOpt = Annotated[bool, typer.Option("--rows", help="Also show (or, with --json, include) every utterance.")]
+ModelsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="An experiment dir (espzoo finetune --out), a hub-layout folder or a repo id ORG/NAME[@REV]; two of them "
+        "(before, after) to compare them on the same data.",
+        show_default=False,
+    ),
+]
+NormalizerOpt = Annotated[
+    str,
+    typer.Option("--normalizer", help="Text normalization for the normalized scores: auto (whisper-normalizer's "
+                 "English one for English models, its basic one otherwise), basic, english or none."),
+]
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="Write a self-contained HTML error report to this folder.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a --report folder that holds other files.")]
+CompareOpt = Annotated[
+    Path | None,
+    typer.Option("--compare", help="An earlier evaluation on the same data (its folder or result.json): print the "
+                 "difference with its 95% interval."),
+]
 
 
 def evaluate(
-    model: ModelArg,
+    model: ModelsArg,
     data: DataOpt,
     beam: BeamOpt = 4,
     ctc_weight: CtcWeightOpt = None,
@@ -71,22 +98,59 @@ def evaluate(
     skip_bad: SkipBadOpt = False,
     audio_column: AudioColumnOpt = None,
     text_column: TextColumnOpt = None,
+    normalizer: NormalizerOpt = "auto",
+    report: ReportOpt = None,
+    force: ForceOpt = False,
+    compare: CompareOpt = None,
     rows: RowsOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Decode a data set and print WER and CER. Example: espzoo evaluate exp/bn_ft --data data/test"""
-    from espzoo.evaluate import DecodeOptions
+    from espzoo.errors import EvaluateError
+    from espzoo.evaluate import DecodeOptions, load_result, with_baseline
+    from espzoo.evaluate import compare as compare_runs
     from espzoo.evaluate import evaluate as run_evaluation
+    from espzoo.html_report import check_report_dir, write_html_report
 
+    if len(model) > 2 or (len(model) == 2 and compare is not None):
+        raise EvaluateError("evaluate takes one model, or two to compare (before, after); drop the others.")
+    if len(model) == 2 and out_dir is not None:
+        raise EvaluateError("--out-dir holds one evaluation; with two models, drop it (an experiment dir's results "
+                            "go to OUT/eval/<data>).")
     options = DecodeOptions(
         beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
     )
-    with _progress("decoding", quiet=json) as progress:
-        report = run_evaluation(model, data, out_dir, options=options, skip_bad=skip_bad, progress=progress,
-                                audio_column=audio_column, text_column=text_column)
+    if report is not None:
+        check_report_dir(report, force=force)  # before decoding, which takes the time
+    before = load_result(compare) if compare is not None else None
+    results = []
+    for name in model:
+        with _progress(f"decoding {Path(name).name}" if len(model) > 1 else "decoding", quiet=json) as progress:
+            results.append(run_evaluation(name, data, out_dir, options=options, skip_bad=skip_bad, progress=progress,
+                                          audio_column=audio_column, text_column=text_column, normalizer=normalizer))
+    if len(results) == 2:
+        before = results[0]
+    result = results[-1]
+    comparison = compare_runs(before, result) if before is not None else None
+    if comparison is not None:
+        result = with_baseline(result, comparison)
+    if report is not None:
+        page = write_html_report(result, report, force=force)
     if json:
-        print_json(report.to_dict(rows=rows))
+        output = result.to_dict(rows=rows)
+        if len(results) == 2:
+            output = {"a": results[0].to_dict(rows=rows), "b": output, "comparison": comparison.to_dict()}
+        print_json(output)
         return
+    for one in results:
+        _print_report(one, rows=rows, titled=len(results) > 1)
+    if comparison is not None:
+        _print_comparison(comparison.to_dict())
+    if report is not None:
+        info(f"wrote the HTML report to {page}")
+
+
+def _print_report(report: Any, *, rows: bool, titled: bool) -> None:
     if rows:
         print_table(
             [
@@ -96,15 +160,18 @@ def evaluate(
             ],
             ["id", "WER %", "CER %", "reference", "hypothesis"],
         )
-    print_table(
-        [
-            {"metric": name, "rate %": _percent(score.rate), "errors": score.errors, "S": score.substitutions,
-             "D": score.deletions, "I": score.insertions, "N": score.reference_length}
-            for name, score in (("WER", report.wer), ("CER", report.cer))
-        ],
-        ["metric", "rate %", "errors", "S", "D", "I", "N"],
-        title=f"{report.utterances} utterances, {report.audio_seconds:.1f} s of audio",
-    )
+    table = []
+    scores = [("WER", report.wer, report.ci95.get("wer")), ("CER", report.cer, report.ci95.get("cer"))]
+    if report.normalized:
+        scores += [("WER normalized", report.normalized.wer, report.normalized.ci95.get("wer")),
+                   ("CER normalized", report.normalized.cer, report.normalized.ci95.get("cer"))]
+    for name, score, ci in scores:
+        table.append({"metric": name, "rate %": _percent(score.rate), "95% CI": _ci(ci), "errors": score.errors,
+                      "S": score.substitutions, "D": score.deletions, "I": score.insertions,
+                      "N": score.reference_length})
+    title = f"{report.utterances} utterances, {report.audio_seconds:.1f} s of audio"
+    print_table(table, ["metric", "rate %", "95% CI", "errors", "S", "D", "I", "N"],
+                title=f"{report.model}: {title}" if titled else title)
     how = "greedy CTC" if report.decode == "ctc-greedy" else (
         f"beam {report.beam_size}, ctc weight {report.ctc_weight:g}"
     )
@@ -112,8 +179,33 @@ def evaluate(
         f"{report.model} on {report.data}: {how}, {report.jobs} job(s), "
         f"real-time factor {report.real_time_factor:.2f}"
     )
+    info(f"normalized by {report.normalized.normalizer if report.normalized else 'nothing (--normalizer none)'}; "
+         f"intervals: bootstrap over {report.resampled}")
     if report.out_dir:
         info(f"wrote ref.trn, hyp.trn, text and result.json to {report.out_dir}")
+
+
+def _print_comparison(comparison: dict[str, Any]) -> None:
+    table = []
+    for name in ("wer", "cer", "normalized_wer", "normalized_cer"):
+        metric = comparison.get(name)
+        if not isinstance(metric, dict):
+            continue
+        diff, ci = metric.get("difference"), metric.get("ci95")
+        verdict = ""
+        if ci:
+            verdict = "better" if ci[1] < 0 else "worse" if ci[0] > 0 else "no clear difference"
+        table.append({"metric": name.replace("_", " ").upper(), "before %": _percent(metric.get("a")),
+                      "after %": _percent(metric.get("b")),
+                      "after - before": "n/a" if diff is None else f"{100 * diff:+.2f}",
+                      "95% CI": "" if not ci else f"{100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}", "": verdict})
+    print_table(table, ["metric", "before %", "after %", "after - before", "95% CI", ""],
+                title=f"{comparison['b']} against {comparison['a']} ({comparison['utterances']} utterances, paired "
+                f"bootstrap over {comparison['bootstrap']['over']})")
+
+
+def _ci(ci: Any) -> str:
+    return "" if not ci else f"{100 * ci[0]:.2f}–{100 * ci[1]:.2f}"
 
 
 FilesArg = Annotated[list[Path], typer.Argument(help="Audio files (any format soundfile reads).", show_default=False)]

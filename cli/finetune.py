@@ -81,6 +81,11 @@ def finetune(
     audio_column: AudioColumnOpt = None,
     text_column: TextColumnOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check data, plan and apply; do not train.")] = False,
+    guard: Annotated[
+        Path | None,
+        typer.Option("--guard", help="A second (general) data set: the pretrained and the fine-tuned model are "
+                     "evaluated on it and on --valid, to show the gain and what was forgotten."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on your data. Example: espzoo finetune ORG/NAME --train d/train --valid d/dev --out exp/ft"""
@@ -99,9 +104,46 @@ def finetune(
         skip_bad=skip_bad, allow_pipes=allow_pipes, command=["espzoo", *sys.argv[1:]],
         audio_column=audio_column, text_column=text_column,
     )
+    if guard is not None and not guard.exists() and not str(guard).startswith("hf:"):
+        from espzoo.errors import DataError
+
+        raise DataError(f"--guard {guard} does not exist; pass a Kaldi dir, a manifest or a Hugging Face dataset.")
     summary = _run(request, dry_run=dry_run, quiet=json)
+    if guard is not None and not dry_run:
+        summary["guard"] = _guard(request, guard, quiet=json)
     if json:
         print_json(summary)
+
+
+def _guard(request: Any, guard: Path, *, quiet: bool) -> dict[str, Any]:
+    """The pretrained model (at the commit fine-tuned from) and OUT on --valid and --guard, before and after."""
+    import json as json_module
+
+    from espzoo.cli._output import print_table
+    from espzoo.evaluate import before_after
+
+    provenance = json_module.loads((Path(request.out) / "provenance.json").read_text(encoding="utf-8"))
+    source = provenance.get("source") or {}
+    pretrained = f"{source['repo_id']}@{source['commit']}" if source.get("repo_id") and source.get("commit") else (
+        request.model)
+    if not quiet:
+        info(f"[dim]evaluating {pretrained} and {request.out} on {request.valid} and {guard}[/dim]")
+    comparisons = before_after(pretrained, request.out, [request.valid, guard])
+    rows = []
+    for role, comparison in zip(("valid", "guard"), comparisons, strict=True):
+        data = comparison.to_dict()
+        for metric, label in (("normalized_wer", "norm. WER"), ("wer", "WER"), ("cer", "CER")):
+            m = data.get(metric)
+            if not isinstance(m, dict) or m.get("difference") is None:
+                continue
+            rows.append({"set": f"{Path(comparison.data).name} ({role})", "metric": label,
+                         "before %": f"{100 * m['a']:.1f}", "after %": f"{100 * m['b']:.1f}",
+                         "change [95% CI]": f"{100 * m['difference']:+.1f} [{100 * m['ci95'][0]:+.1f}, "
+                                            f"{100 * m['ci95'][1]:+.1f}]"})
+    if not quiet:
+        print_table(rows, ["set", "metric", "before %", "after %", "change [95% CI]"],
+                    title="pretrained (before) and fine-tuned (after), paired bootstrap")
+    return {"valid": comparisons[0].to_dict(), "guard": comparisons[1].to_dict()}
 
 
 def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:

@@ -69,6 +69,22 @@ class EvaluateError(EspzooError, ValueError):
     """A model or audio that evaluate/transcribe cannot use."""
 
 
+class NormalizerError(EvaluateError):
+    """A text normalizer espzoo does not know, or the whisper-normalizer package missing (espzoo.scores)."""
+
+
+class EmptyReferenceError(EvaluateError):
+    """References with no words left once normalized (all punctuation, or only a bracketed tag)."""
+
+
+class NotComparableError(EvaluateError):
+    """Two evaluations that were not made on the same utterances and references."""
+
+
+class ReportDirError(EvaluateError):
+    """A --report folder that holds other files (or is a file): refused unless --force."""
+
+
 class ExportError(EspzooError, ValueError):
     """An experiment that cannot be exported as an ESPnet Hub repo."""
 

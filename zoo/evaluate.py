@@ -6,6 +6,8 @@
     report = evaluate("exp/bn_ft", "data/test")                   # an experiment dir, a pulled repo or a repo id
     print(report.wer.rate, report.cer.rate, report.utterances)
     transcribe("exp/bn_ft", ["a.wav", "b.flac"])                  # one string per file
+    report.normalized.wer.rate, report.ci95["wer"]                # normalized WER (espzoo.scores), 95% interval
+    compare(before_report, report).to_dict()["wer"]               # {a, b, difference, ci95}: paired bootstrap
 
 Error rates follow ESPnet's scoring (egs2/TEMPLATE/asr1/asr.sh + sclite): a minimum-edit-distance alignment
 of reference and hypothesis tokens, rate = (substitutions + deletions + insertions) / reference tokens,
@@ -29,9 +31,19 @@ from typing import TYPE_CHECKING, Any
 
 from espzoo._fs import public_mode, replace_dir
 from espzoo.bundle import config_sample_rate, resolve_config_paths
-from espzoo.errors import EspzooError, EvaluateError
+from espzoo.errors import EspzooError, EvaluateError, NotComparableError
 from espzoo.repo import is_adapter_only, model_reference
 from espzoo.s2t import config_task
+from espzoo.scores import (
+    RESAMPLES,
+    SEED,
+    TextNormalizer,
+    bootstrap_ci,
+    empty_after_normalizing,
+    paired_difference,
+    real_speakers,
+    text_normalizer,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,6 +135,20 @@ def align(reference: Sequence[str], hypothesis: Sequence[str]) -> Score:
     deletion, then an insertion, so that counts are deterministic (sclite's tie-breaking differs only
     in which of equally cheap paths it reports; the total, and so the rate, is the same).
     """
+    counts = {"S": 0, "D": 0, "I": 0, "=": 0}
+    for op, _, _ in _backtrace(reference, hypothesis):
+        counts[op] += 1
+    return Score(counts["S"], counts["D"], counts["I"], len(reference))
+
+
+def alignment(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tuple[str, str | None, str | None]]:
+    """The aligned pairs behind `align`'s counts, in order: ("=", ref, hyp) a match, ("S", ref, hyp) a
+    substitution, ("D", ref, None) a deletion, ("I", None, hyp) an insertion."""
+    return list(reversed(list(_backtrace(reference, hypothesis))))
+
+
+def _backtrace(reference: Sequence[str], hypothesis: Sequence[str]) -> Iterator[tuple[str, str | None, str | None]]:
+    """The operations of a minimum-edit alignment, last first (see `align` for the tie-breaking)."""
     import editdistance
 
     n, m = len(reference), len(hypothesis)
@@ -143,28 +169,32 @@ def align(reference: Sequence[str], hypothesis: Sequence[str]) -> Score:
             row[j] = min(diagonal, prev[j] + 1, row[j - 1] + 1)
         cost.append(row)
 
-    substitutions = deletions = insertions = 0
     i, j = n, m
     while i > 0 or j > 0:
         if i > 0 and j > 0 and cost[i][j] == cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]):
-            substitutions += reference[i - 1] != hypothesis[j - 1]
+            yield ("S" if reference[i - 1] != hypothesis[j - 1] else "="), reference[i - 1], hypothesis[j - 1]
             i, j = i - 1, j - 1
         elif i > 0 and cost[i][j] == cost[i - 1][j] + 1:
-            deletions += 1
+            yield "D", reference[i - 1], None
             i -= 1
         else:
-            insertions += 1
+            yield "I", None, hypothesis[j - 1]
             j -= 1
-    return Score(substitutions, deletions, insertions, n)
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
-    """Corpus WER and CER of `hypotheses` against `references` (paired by position)."""
+def error_rates(
+    references: Sequence[str], hypotheses: Sequence[str], normalize: Callable[[str], str] | None = None
+) -> ErrorRates:
+    """Corpus WER and CER of `hypotheses` against `references` (paired by position); with `normalize`
+    (espzoo.scores.text_normalizer), of both sides normalized alike."""
     if len(references) != len(hypotheses):
         raise EvaluateError(
             f"got {len(references)} references but {len(hypotheses)} hypotheses; "
             "pass one hypothesis per reference."
         )
+    if normalize is not None:
+        references = [normalize(ref) for ref in references]
+        hypotheses = [normalize(hyp) for hyp in hypotheses]
     pairs = [
         (align(words(ref), words(hyp)), align(chars(ref), chars(hyp)))
         for ref, hyp in zip(references, hypotheses, strict=True)
@@ -619,6 +649,7 @@ class Utterance:
     text: str | None = None
     start: float = 0.0  # seconds (Kaldi `segments`)
     end: float | None = None
+    speaker: str | None = None  # utt2spk's (the utterance's own id where the data names no speakers)
 
 
 def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float | None = None) -> np.ndarray:
@@ -662,8 +693,9 @@ def prepared_utterances(
         dataset = prepare(data, Path(tmp) / "data", sample_rate=sample_rate, skip_bad=skip_bad,
                           audio_column=audio_column, text_column=text_column)
         texts = dataset.transcripts()
+        speakers = _two_columns(dataset.dir / "utt2spk") if (dataset.dir / "utt2spk").is_file() else {}
         yield [
-            Utterance(utt_id, Path(location), texts.get(utt_id, ""))
+            Utterance(utt_id, Path(location), texts.get(utt_id, ""), speaker=speakers.get(utt_id, utt_id))
             for utt_id, location in _two_columns(dataset.wav_scp).items()
         ]
 
@@ -888,15 +920,60 @@ class UtteranceResult:
     hypothesis: str
     word: Score
     char: Score
+    speaker: str | None = None
+    normalized: tuple[Score, Score] | None = None  # (word, char) of the normalized texts
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "reference": self.reference,
             "hypothesis": self.hypothesis,
             "word": self.word.to_dict(),
             "char": self.char.to_dict(),
         }
+        if self.speaker is not None:
+            data["speaker"] = self.speaker
+        if self.normalized is not None:
+            data["normalized"] = {"word": self.normalized[0].to_dict(), "char": self.normalized[1].to_dict()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UtteranceResult:
+        normalized = data.get("normalized")
+        return cls(
+            str(data["id"]), str(data["reference"]), str(data["hypothesis"]), _score(data["word"]),
+            _score(data["char"]), data.get("speaker"),
+            (_score(normalized["word"]), _score(normalized["char"])) if normalized else None,
+        )
+
+
+def _score(data: dict[str, Any]) -> Score:
+    return Score(int(data["substitutions"]), int(data["deletions"]), int(data["insertions"]),
+                 int(data["reference_length"]))
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """The scores of the normalized texts, with the normalizer's name (espzoo.scores)."""
+
+    wer: Score
+    cer: Score
+    normalizer: str
+    ci95: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wer": self.wer.to_dict()["rate"],
+            "cer": self.cer.to_dict()["rate"],
+            "normalizer": self.normalizer,
+            "ci95": _intervals(self.ci95),
+            "word": self.wer.to_dict(),
+            "char": self.cer.to_dict(),
+        }
+
+
+def _intervals(ci95: dict[str, tuple[float, float] | None]) -> dict[str, list[float] | None]:
+    return {key: (None if value is None else [round(value[0], 6), round(value[1], 6)]) for key, value in ci95.items()}
 
 
 @dataclass(frozen=True)
@@ -917,6 +994,11 @@ class EvalReport:
     decode: str = "beam"  # "beam" or "ctc-greedy"
     jobs: int = 1  # processes that decoded
     prompt: list[str] | None = None  # an S2T model's prompt: [language, task] tokens
+    normalized: Normalized | None = None
+    ci95: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # wer, cer: 95% bootstrap intervals
+    resampled: str = "utterances"  # what the bootstrap drew: "utterances" or "speakers"
+    experiment: Path | None = None  # the model's OUT, when it is one (its training curves go in the HTML report)
+    baseline: dict[str, Any] | None = None  # a comparison with another model on the same data (Comparison.to_dict)
 
     @property
     def utterances(self) -> int:
@@ -933,6 +1015,9 @@ class EvalReport:
             "data": self.data,
             "wer": self.wer.to_dict()["rate"],
             "cer": self.cer.to_dict()["rate"],
+            "ci95": _intervals(self.ci95),
+            "bootstrap": {"over": self.resampled, "resamples": RESAMPLES, "seed": SEED},
+            "normalized": self.normalized.to_dict() if self.normalized else None,
             "utterances": self.utterances,
             "word": self.wer.to_dict(),
             "char": self.cer.to_dict(),
@@ -947,9 +1032,45 @@ class EvalReport:
         }
         if self.prompt:
             data["prompt"] = self.prompt
+        if self.baseline:
+            data["baseline"] = self.baseline
+        data["per_utterance"] = [
+            {"id": r.id, "ref": r.reference, "hyp": r.hypothesis, "errors": r.word.errors,
+             "words": r.word.reference_length}
+            for r in self.rows
+        ]
         if rows:
             data["rows"] = [row.to_dict() for row in self.rows]
         return data
+
+
+def scored(
+    ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str], speakers: Sequence[str | None],
+    normalize: TextNormalizer | None,
+) -> dict[str, Any]:
+    """The scores of an evaluation, as EvalReport fields: rows, wer, cer, ci95, resampled, normalized."""
+    rates = error_rates(references, hypotheses)
+    normal = error_rates(references, hypotheses, normalize) if normalize else None
+    groups = list(speakers) if real_speakers(speakers, ids) else None
+    rows = [
+        UtteranceResult(utt, ref, hyp, word, char, speaker, normal.per_utterance[k] if normal else None)
+        for k, (utt, ref, hyp, speaker, (word, char)) in enumerate(
+            zip(ids, references, hypotheses, speakers, rates.per_utterance, strict=True)
+        )
+    ]
+    normalized = None
+    if normal is not None and normalize is not None:
+        normalized = Normalized(normal.wer, normal.cer, normalize.name, _intervals95(normal.per_utterance, groups))
+    return {"rows": rows, "wer": rates.wer, "cer": rates.cer, "ci95": _intervals95(rates.per_utterance, groups),
+            "resampled": "speakers" if groups else "utterances", "normalized": normalized}
+
+
+def _intervals95(pairs: Sequence[tuple[Score, Score]], groups: list[str] | None) -> dict[str, Any]:
+    """{"wer": (lo, hi), "cer": (lo, hi)} of (word, char) score pairs, resampling utterances or `groups`."""
+    return {
+        name: bootstrap_ci([p[k].errors for p in pairs], [p[k].reference_length for p in pairs], groups)
+        for k, name in ((0, "wer"), (1, "cer"))
+    }
 
 
 def evaluate(
@@ -962,36 +1083,43 @@ def evaluate(
     progress: Progress | None = None,
     audio_column: str | None = None,
     text_column: str | None = None,
+    normalizer: str = "auto",
+    html: str | Path | None = None,
+    force: bool = False,
 ) -> EvalReport:
-    """Decode a data set with references and score it.
+    """Decode a data set with references and score it: as written, and normalized (`normalizer`: "auto" is
+    whisper-normalizer's English normalizer for an English model, its basic one otherwise; "none" skips it), each
+    with a 95% bootstrap interval.
 
     Writes `ref.trn`, `hyp.trn` (sclite's trn format), `text` (hypotheses, Kaldi style) and `result.json` to
     `out_dir`; by default, for an experiment dir, to `OUT/eval/<data name>/` (where `espzoo export` finds the
     results for the model card), and nowhere for other models. The folder is replaced whole, never half-written.
+    `html`: a folder for the error report a person reads (espzoo.html_report), refused before decoding when it
+    holds other files, unless `force`.
     """
+    from espzoo.html_report import check_report_dir, write_html_report
+
     # The data is checked before the model is built (seconds), so that bad data fails fast.
     files = model.model if isinstance(model, Recognizer) else locate_model(model)
     options = model.options if isinstance(model, Recognizer) else (options or DecodeOptions())
+    normalize = text_normalizer(normalizer, model_language(files, options))
+    if html is not None:
+        check_report_dir(Path(html), force=force)
     with prepared_utterances(data, files.sample_rate, skip_bad=skip_bad, audio_column=audio_column,
                              text_column=text_column) as utterances:
+        references = [u.text or "" for u in utterances]
+        if normalize is not None:
+            empty_after_normalizing([u.id for u in utterances], references, normalize)
         decoded = _decode(model, files, options, utterances, progress)
     hypotheses, audio_seconds, decode_seconds = decoded.hypotheses, decoded.audio_seconds, decoded.seconds
 
-    references = [u.text or "" for u in utterances]
-    rates = error_rates(references, hypotheses)
-    rows = [
-        UtteranceResult(u.id, ref, hyp, word, char)
-        for u, ref, hyp, (word, char) in zip(utterances, references, hypotheses, rates.per_utterance, strict=True)
-    ]
+    scores = scored([u.id for u in utterances], references, hypotheses, [u.speaker for u in utterances], normalize)
     if out_dir is None and files.kind == "experiment":
         out_dir = files.root / "eval" / _data_name(Path(data))
     prompt = decode_prompt(files, options)
     report = EvalReport(
         model=files.source,
         data=str(data),
-        wer=rates.wer,
-        cer=rates.cer,
-        rows=rows,
         beam_size=options.beam_size,
         ctc_weight=_ctc_weight(files, options),
         audio_seconds=audio_seconds,
@@ -1001,10 +1129,142 @@ def evaluate(
         decode=decoded.mode,
         jobs=decoded.jobs,
         prompt=[prompt.lang, prompt.task] if prompt else None,
+        experiment=files.root if files.kind == "experiment" else None,
+        **scores,
     )
     if report.out_dir:
         write_report(report, report.out_dir)
+    if html is not None:
+        write_html_report(report, Path(html), force=force)
     return report
+
+
+def model_language(files: ModelFiles, options: DecodeOptions) -> str | None:
+    """The language a model transcribes, where it says: --lang, its fine-tuning record, its card's front matter."""
+    import json
+
+    if options.lang:
+        return options.lang
+    if files.provenance:
+        try:
+            record = json.loads(files.provenance.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        language = record.get("language") or (record.get("languages") or [None])[0]
+        if language:
+            return str(language)
+    card = files.root / "README.md"
+    if files.kind != "experiment" and card.is_file():
+        import yaml
+
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            try:
+                front = yaml.safe_load(text.split("---", 2)[1]) or {}
+            except yaml.YAMLError:
+                front = {}
+            language = front.get("language") if isinstance(front, dict) else None
+            if isinstance(language, list) and len(language) == 1:
+                language = language[0]
+            if isinstance(language, str):
+                return language
+    return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model B against model A on the same utterances: each rate, B - A, and its 95% paired bootstrap interval."""
+
+    a: str
+    b: str
+    data: str
+    utterances: int
+    resampled: str
+    metrics: dict[str, dict[str, Any]]  # wer, cer, and normalized_wer/_cer: {a, b, difference, ci95}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "data": self.data, "utterances": self.utterances,
+                "bootstrap": {"over": self.resampled, "resamples": RESAMPLES, "seed": SEED, "paired": True},
+                **self.metrics}
+
+
+def compare(a: EvalReport, b: EvalReport) -> Comparison:
+    """B - A on the same data, metric by metric, with paired bootstrap intervals (the same resampled utterances,
+    or speakers, for both). Refuses two runs whose utterances or references differ."""
+    if [r.id for r in a.rows] != [r.id for r in b.rows] or [r.reference for r in a.rows] != [
+        r.reference for r in b.rows
+    ]:
+        raise NotComparableError(
+            f"{a.model} and {b.model} were not evaluated on the same utterances and references; evaluate both "
+            "on one --data set."
+        )
+    speakers = [r.speaker for r in a.rows]
+    groups = speakers if real_speakers(speakers, [r.id for r in a.rows]) else None
+    columns = [("wer", 0, False), ("cer", 1, False)]
+    if a.normalized and b.normalized and a.normalized.normalizer == b.normalized.normalizer:
+        columns += [("normalized_wer", 0, True), ("normalized_cer", 1, True)]
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, k, normal in columns:
+        pick_a = [(r.normalized if normal else (r.word, r.char))[k] for r in a.rows]  # type: ignore[index]
+        pick_b = [(r.normalized if normal else (r.word, r.char))[k] for r in b.rows]  # type: ignore[index]
+        result = paired_difference([s.errors for s in pick_a], [s.errors for s in pick_b],
+                                   [s.reference_length for s in pick_a], [s.reference_length for s in pick_b], groups)
+        total_a, total_b = sum(pick_a, Score()), sum(pick_b, Score())
+        metrics[name] = {
+            "a": total_a.to_dict()["rate"], "b": total_b.to_dict()["rate"],
+            "difference": None if result is None else round(result[0], 6),
+            "ci95": None if result is None else [round(result[1][0], 6), round(result[1][1], 6)],
+        }
+    if len(columns) > 2:
+        metrics["normalizer"] = a.normalized.normalizer  # type: ignore[union-attr,assignment]
+    return Comparison(a.model, b.model, a.data, a.utterances, "speakers" if groups else "utterances", metrics)
+
+
+def with_baseline(report: EvalReport, comparison: Comparison) -> EvalReport:
+    """`report` (model B of `comparison`) recording it; its result.json is rewritten, so that `espzoo export`
+    shows the before/after in the model card."""
+    from dataclasses import replace
+
+    updated = replace(report, baseline=comparison.to_dict())
+    if updated.out_dir:
+        write_report(updated, updated.out_dir)
+    return updated
+
+
+def load_result(path: str | Path) -> EvalReport:
+    """An earlier evaluation, from its result.json (or the folder holding it), rows included."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "result.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [UtteranceResult.from_dict(row) for row in data["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EvaluateError(
+            f"{path} is not the result.json of an espzoo evaluation with its rows; pass the folder evaluate wrote "
+            "(OUT/eval/<data> or --out-dir)."
+        ) from error
+    normalized = data.get("normalized")
+    speakers = [r.speaker for r in rows]
+    groups = speakers if real_speakers(speakers, [r.id for r in rows]) else None
+    normal_pairs = [r.normalized for r in rows if r.normalized]
+    return EvalReport(
+        model=str(data.get("model")), data=str(data.get("data")), wer=sum((r.word for r in rows), Score()),
+        cer=sum((r.char for r in rows), Score()), rows=rows, beam_size=int(data.get("beam_size") or 0),
+        ctc_weight=float(data.get("ctc_weight") or 0.0), audio_seconds=float(data.get("audio_seconds") or 0.0),
+        decode_seconds=float(data.get("decode_seconds") or 0.0), commit=data.get("commit"), out_dir=path.parent,
+        decode=str(data.get("decode") or "beam"),
+        normalized=Normalized(
+            sum((r.normalized[0] for r in rows if r.normalized), Score()),
+            sum((r.normalized[1] for r in rows if r.normalized), Score()), str(normalized.get("normalizer")),
+            _intervals95(normal_pairs, groups) if len(normal_pairs) == len(rows) else {},
+        ) if normalized else None,
+        ci95=_intervals95([(r.word, r.char) for r in rows], groups),
+        resampled="speakers" if groups else "utterances",
+        baseline=data.get("baseline"),
+    )
 
 
 def transcribe(
@@ -1083,3 +1343,32 @@ def _data_name(data: Path) -> str:
     if is_hf_source(data):
         return source_name(data)
     return (data.name if data.is_dir() else data.stem) or "data"
+
+
+def before_after(
+    pretrained: str | Path,
+    out: str | Path,
+    datasets: Sequence[str | Path],
+    *,
+    options: DecodeOptions | None = None,
+    normalizer: str = "auto",
+    progress: Progress | None = None,
+) -> list[Comparison]:
+    """The pretrained model and the fine-tuned experiment dir `out` on each data set (the new domain's and a general
+    one, say: `espzoo finetune --guard`), compared on the same utterances: the gain on one, what the other lost.
+
+    Both are scored with one normalizer (the fine-tuned model's language decides "auto"), and OUT/eval/<data>/
+    result.json records each comparison, so that `espzoo export` shows the before/after in the card."""
+    files = locate_model(out)
+    options = options or DecodeOptions()
+    if normalizer == "auto":
+        chosen = text_normalizer("auto", model_language(files, options))
+        normalizer = "none" if chosen is None else ("english" if "English" in chosen.name else "basic")
+    comparisons = []
+    for data in datasets:
+        before = evaluate(pretrained, data, options=options, normalizer=normalizer, progress=progress)
+        after = evaluate(out, data, options=options, normalizer=normalizer, progress=progress)
+        comparison = compare(before, after)
+        with_baseline(after, comparison)
+        comparisons.append(comparison)
+    return comparisons

@@ -129,6 +129,7 @@ def _read_experiment(root: Path) -> _Experiment:
     for path in sorted((root / "eval").glob("*/result.json")):
         result = _read_json(path)
         result.pop("rows", None)
+        result.pop("per_utterance", None)
         result.setdefault("data", path.parent.name)
         results.append(result)
     return _Experiment(
@@ -229,6 +230,9 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         front["datasets"] = datasets
     front["license"] = options.license
     repo = options.repo_id or f"<org>/{exp.name}"
+    index = model_index(experiment.results, repo.split("/")[-1], datasets)
+    if index:
+        front["model-index"] = index  # the Hub shows these results (and indexes them) from the front matter
     encoder, decoder = config.get("encoder"), config.get("decoder")
     lines = [
         "---",
@@ -247,16 +251,7 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "",
     ]
     if experiment.results:
-        lines += [
-            "| data | utterances | WER (%) | CER (%) | beam | ctc weight |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in experiment.results:
-            lines.append(
-                f"| {Path(str(r.get('data'))).name} | {r.get('utterances')} | {_percent(r.get('wer'))} | "
-                f"{_percent(r.get('cer'))} | {r.get('beam_size', '')} | {r.get('ctc_weight', '')} |"
-            )
-        lines += ["", "WER and CER: (substitutions + deletions + insertions) / reference words or characters."]
+        lines += _results_lines(experiment.results)
     else:
         lines.append("No evaluation was run before export (`espzoo evaluate OUT --data DIR` adds one).")
     if experiment.images:
@@ -302,6 +297,99 @@ def model_card(experiment: _Experiment, options: ExportOptions, exp: Path, confi
         "",
     ]
     return "\n".join(lines)
+
+
+def _results_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The card's results table: orthographic and normalized rates with their 95% intervals, and the model it was
+    compared with on the same data (`espzoo evaluate BEFORE OUT --data D`), before and after."""
+    lines = [
+        "| data | utterances | WER (%) | CER (%) | normalized WER (%) | normalized CER (%) | WER 95% CI | "
+        "normalized WER 95% CI | beam | ctc weight |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    normalizers = set()
+    for r in results:
+        normalized = r.get("normalized") or {}
+        ci95, normal_ci = r.get("ci95") or {}, normalized.get("ci95") or {}
+        if normalized.get("normalizer"):
+            normalizers.add(str(normalized["normalizer"]))
+        lines.append(
+            f"| {Path(str(r.get('data'))).name} | {r.get('utterances')} | {_percent(r.get('wer'))} | "
+            f"{_percent(r.get('cer'))} | {_percent(normalized.get('wer'))} | {_percent(normalized.get('cer'))} | "
+            f"{_interval(ci95.get('wer'))} | {_interval(normal_ci.get('wer'))} | {r.get('beam_size', '')} | "
+            f"{r.get('ctc_weight', '')} |"
+        )
+    lines += ["", "WER and CER: (substitutions + deletions + insertions) / reference words or characters, over the "
+              "whole set; 95% CI: the bootstrap interval over utterances (or speakers). Normalized: both "
+              f"texts put through {', '.join(sorted(normalizers)) or 'a text normalizer'} first (lower case, no "
+              "punctuation, Unicode NFKC)."]
+    compared = [r for r in results if isinstance(r.get("baseline"), dict)]
+    if compared:
+        lines += ["", "Before and after, on the same utterances (after - before, with its 95% paired bootstrap "
+                  "interval):", "", "| data | metric | before | after | after - before |", "|---|---|---:|---:|---:|"]
+        for r in compared:
+            baseline = r["baseline"]
+            for key in ("wer", "cer", "normalized_wer", "normalized_cer"):
+                metric = baseline.get(key)
+                if not isinstance(metric, dict) or metric.get("difference") is None:
+                    continue
+                ci = metric.get("ci95") or [None, None]
+                lines.append(
+                    f"| {Path(str(r.get('data'))).name} | {key.replace('_', ' ').upper()} | "
+                    f"{_percent(metric.get('a'))} | {_percent(metric.get('b'))} | {100 * metric['difference']:+.1f} "
+                    + (f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci[0] is not None else "") + " |"
+                )
+        # a repo id as it is; a local folder by its name only (a published card holds no path of this machine)
+        before = sorted({_model_name(str(r["baseline"].get("a"))) for r in compared})
+        lines += ["", "Before: " + ", ".join(f"`{model}`" for model in before) + "."]
+    return lines
+
+
+def _model_name(model: str) -> str:
+    return Path(model).name if Path(model).is_absolute() or Path(model).exists() else model
+
+
+def model_index(results: list[dict[str, Any]], name: str, datasets: list[str]) -> list[dict[str, Any]] | None:
+    """The card's `model-index` (the Hub's results schema, read by huggingface_hub's ModelCard/metadata_load): one
+    result per evaluated data set, WER and CER in percent, the normalized ones where computed."""
+    entries = []
+    for r in results:
+        metrics = []
+        normalized = r.get("normalized") or {}
+        for source, suffix in ((r, ""), (normalized, " (normalized)")):
+            for key in ("wer", "cer"):
+                if isinstance(source.get(key), (int, float)):
+                    metric: dict[str, Any] = {"type": key, "value": round(100 * source[key], 2),
+                                              "name": f"{key.upper()}{suffix}"}
+                    if suffix:
+                        metric["args"] = {"normalizer": normalized.get("normalizer")}
+                    metrics.append(metric)
+        if metrics:
+            entries.append({"task": {"type": "automatic-speech-recognition", "name": "Automatic Speech Recognition"},
+                            "dataset": _index_dataset(str(r.get("data")), datasets), "metrics": metrics})
+    return [{"name": name, "results": entries}] if entries else None
+
+
+def _index_dataset(data: str, datasets: list[str]) -> dict[str, Any]:
+    """name/type/split of an evaluation's data: a Hub dataset's own (hf:ORG/NAME[:CONFIG]:SPLIT), else the card's
+    one dataset, or the folder's name, with the folder's name as the split (data/test: test)."""
+    from espzoo.hfdata import HF_SCHEME, parse_spec, source_name
+
+    if data.startswith(HF_SCHEME):
+        try:
+            spec = parse_spec(data)
+        except ValueError:
+            spec = None
+        if spec is not None:
+            entry = {"name": spec.repo_id, "type": spec.repo_id, "split": spec.split}
+            return {**entry, "config": spec.config} if spec.config else entry
+    split = source_name(data)
+    dataset = datasets[0] if len(datasets) == 1 else split
+    return {"name": dataset, "type": dataset, "split": split}
+
+
+def _interval(ci: Any) -> str:
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if isinstance(ci, list) and len(ci) == 2 else ""
 
 
 def _inference_lines(config: dict[str, Any], exp: Path, provenance: dict[str, Any]) -> list[str]:
