@@ -280,3 +280,21 @@ def test_a_checkpoint_an_older_espnet_saved_loads_whole_finetunes_and_decodes(na
     pretrained = torch.load(open_bundle(repo).checkpoint, map_location="cpu", weights_only=True)
     kept = [k for k in pretrained if not any(k == m or k.startswith(m + ".") for m in excluded)]
     assert list(torch.load(out / "model.pth", map_location="cpu", weights_only=True)) == kept
+
+
+def test_a_tensor_the_models_loader_discards_is_not_unused() -> None:
+    """ESPnet's positional encoding drops the `pe` buffer releases before 0.5.3 saved (a load_state_dict pre-hook,
+    in both generations): the plan follows it instead of calling it a lost pretrained tensor."""
+    import torch
+
+    from espzoo._espnet import import_asr_task
+    from espzoo.model import loader_renames
+
+    import_asr_task()
+    if RENAMES_ON_LOAD:
+        from espnet2.legacy.nets.pytorch_backend.transformer.embedding import PositionalEncoding
+    else:
+        from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding
+    model = torch.nn.ModuleDict({"pos": PositionalEncoding(8, 0.0), "out": torch.nn.Linear(8, 2)})
+    shapes = {"pos.pe": (1, 50, 8), "out.weight": (2, 8), "out.bias": (2,)}
+    assert loader_renames(model, shapes) == {"pos.pe": None}

@@ -226,9 +226,9 @@ class TargetModel:
     vocab_axes: dict[str, int] = field(default_factory=dict)
     # Keys naming a tensor that an earlier key already names (a module shared by two owners): key -> first key.
     aliases: dict[str, str] = field(default_factory=dict)
-    # The model's own loader over a checkpoint's names: {checkpoint key: the model's key it fills}, for the keys
-    # it renames on load (loader_renames: names saved by older ESPnet releases).
-    renames: Callable[[Shapes], dict[str, str]] = field(default=lambda shapes: {}, compare=False, repr=False)
+    # The model's own loader over a checkpoint's names: {checkpoint key: the model's key it fills, or None for one
+    # it discards}, for the keys it renames or drops on load (loader_renames: names saved by older ESPnet releases).
+    renames: Callable[[Shapes], dict[str, str | None]] = field(default=lambda shapes: {}, compare=False, repr=False)
 
 
 def target_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -266,7 +266,7 @@ def describe_target(config: dict[str, Any], reference: Shapes | None = None) -> 
     )
 
 
-def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str]:
+def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str | None]:
     """{checkpoint key: the model's key that `model.load_state_dict` fills from it}, for every key the model's own
     loader renames (ESPnet 202611 accepts the names older releases saved, `encoder.embed.out.0.weight` for
     `encoder.embed.out.weight`, and renames them while loading).
@@ -274,7 +274,9 @@ def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str]:
     Generic, no table of names: it walks the modules as `torch.nn.Module.load_state_dict` does, calling each one's
     `_load_from_state_dict` (where its pre-hooks run, and where ESPnet overrides it to upgrade old names) over
     placeholders of the checkpoint's shapes on the meta device, and records which placeholder each of the model's
-    own tensors is read from. Whatever renames a later ESPnet adds are picked up the same way.
+    own tensors is read from. Whatever renames a later ESPnet adds are picked up the same way. A key the loader
+    drops on purpose (ESPnet's positional encodings discard the `pe` buffer releases before 0.5.3 saved) maps to
+    None.
     """
     import logging
     import warnings
@@ -295,9 +297,13 @@ def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str]:
                 filled[key] = origin[id(value)]
             return value
 
+    dropped: set[str] = set()
+
     def visit(module: Any, local: dict[str, Any], prefix: str) -> None:
         reading = Reading(local)
         module._load_from_state_dict(reading, prefix, {}, True, [], [], [])  # noqa: SLF001 (as load_state_dict)
+        kept = {id(value) for value in reading.values()}
+        dropped.update(origin[id(v)] for v in local.values() if id(v) in origin and id(v) not in kept)
         for name, child in module._modules.items():  # noqa: SLF001
             if child is not None:
                 inner = prefix + name + "."
@@ -311,7 +317,8 @@ def loader_renames(model: Any, checkpoint: Shapes) -> dict[str, str]:
             visit(model, dict(placeholders), "")
     finally:
         logging.disable(previous)
-    return {source: key for key, source in filled.items() if source != key}
+    renamed: dict[str, str | None] = {source: key for key, source in filled.items() if source != key}
+    return renamed | {key: None for key in dropped - set(filled.values())}
 
 
 # Known vocabulary layer kinds, by the module's own name: output layers (tokens on the rows of the weight) and

@@ -521,6 +521,8 @@ def _plan_spec(
     unused: list[str] = []
     for name, (source_key, source_shape) in named.items():
         target_key = loaded_as.get(name, name)
+        if target_key is None:  # the model's own loader discards it (a buffer older releases saved)
+            continue
         excluded_by = next((e for e in spec.excludes if under(source_key, e)), None)
         if excluded_by is None and spec.includes and not any(under(source_key, i) for i in spec.includes):
             excluded_by = "not under --include " + ",".join(spec.includes)
