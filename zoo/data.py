@@ -415,7 +415,7 @@ _MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".m
 
 
 def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_column: str | None,
-             extract_dir: Path) -> _Reading:
+             extract_dir: Path, written: list[Path]) -> _Reading:
     """The rows of a Hugging Face dataset as utterances, read a batch at a time; embedded audio is written to
     `extract_dir` under the hash of its bytes (a rerun writes nothing), so only ids and texts stay in memory."""
     table = hfdata.open_table(source)
@@ -429,7 +429,10 @@ def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_
     rows: list[tuple[str, str | None, str, str, str, str]] = []  # (where, audio, text, id value, stem, speaker)
     for where, row in table.rows(wanted):
         data, path = hfdata.audio_of(row.get(audio_col))
-        audio = _extract(data, path, extract_dir) if data else (_resolve_audio(path, table.base) if path else None)
+        if data:
+            audio = _extract(data, path, extract_dir, written)
+        else:  # a file the dataset names: inside it, or refused before it is opened
+            audio = table.audio_path(path, where) if path else None
         ident = "" if id_col is None or row.get(id_col) is None else "_".join(str(row[id_col]).split())
         speaker = "" if speaker_col is None or row.get(speaker_col) is None else "_".join(str(row[speaker_col]).split())
         text = hfdata.transcript(row.get(text_col))
@@ -465,8 +468,9 @@ def _hf_ids(rows: list[tuple[str, str | None, str, str, str, str]], *, explicit:
     return [f"row{n:07d}" for n in range(1, len(rows) + 1)]
 
 
-def _extract(data: bytes, path: str | None, extract_dir: Path) -> str:
-    """The file holding the encoded audio `data`, written once under the hash of its contents."""
+def _extract(data: bytes, path: str | None, extract_dir: Path, written: list[Path]) -> str:
+    """The file holding the encoded audio `data`, written once under the hash of its contents (and then added to
+    `written`)."""
     suffix = Path(path or "").suffix.lower()
     if not suffix or len(suffix) > 5:
         suffix = next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".audio")
@@ -474,6 +478,7 @@ def _extract(data: bytes, path: str | None, extract_dir: Path) -> str:
     target = extract_dir / digest[:2] / f"{digest[2:26]}{suffix}"
     if not target.is_file() or target.stat().st_size != len(data):
         atomic_write(target, lambda tmp: tmp.write_bytes(data))
+        written.append(target)
     return str(target)
 
 
@@ -664,10 +669,37 @@ def prepare(
     out_dir = Path(out_dir).expanduser().resolve()
     name = name or out_dir.name
     cache = Path(cache_dir).resolve() if cache_dir else out_dir.parent / "audio"
+    extracted: list[Path] = []  # a dataset's embedded audio this call wrote: removed again when the check fails
+    anchor = next(p for p in (cache, *cache.parents) if p.exists())  # folders made below it are removed with them
+    try:
+        return _prepare(source, out_dir, name, cache, extracted, sample_rate=sample_rate, skip_bad=skip_bad,
+                        allow_pipes=allow_pipes, min_seconds=min_seconds, max_seconds=max_seconds, workers=workers,
+                        audio_column=audio_column, text_column=text_column, id_column=id_column)
+    except BaseException:
+        _remove_written(extracted, anchor)
+        raise
+
+
+def _remove_written(files: list[Path], anchor: Path) -> None:
+    """Remove `files` and the folders below `anchor` they leave empty."""
+    folders = set()
+    for file in files:
+        file.unlink(missing_ok=True)
+        folders.update(p for p in file.parents if anchor in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run's files), or gone
+            pass
+
+
+def _prepare(source: str | Path, out_dir: Path, name: str, cache: Path, extracted: list[Path], *, sample_rate: int,
+             skip_bad: bool, allow_pipes: bool, min_seconds: float, max_seconds: float, workers: int | None,
+             audio_column: str | None, text_column: str | None, id_column: str | None) -> Dataset:
     if hfdata.is_hf_source(source):  # before resolving: an hf: reference or a glob is not a path
         text = str(source)
         source = text if text.startswith(hfdata.HF_SCHEME) else str(Path(text).expanduser().resolve())
-        reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf")
+        reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf", extracted)
     else:
         source = Path(source).expanduser().resolve()
         reading = _read_local(source, audio_column, text_column, id_column)
