@@ -15,7 +15,8 @@ first, then from the current directory (Kaldi's own convention, for dirs made by
 
 Everything is checked before anything is written or converted, and every problem is reported in one
 `DataError` (file:line, what is wrong, how to fix it); with `skip_bad=True` the offending utterances are
-dropped and listed in `Dataset.skipped` instead.
+dropped and listed in `Dataset.skipped` instead. Messages name the command line's options (`--skip-bad` is
+`skip_bad=True`, `--allow-pipes` is `allow_pipes=True`): most users meet them there.
 
 Audio in any format soundfile reads is accepted. Files that are already mono WAV/FLAC at the model's rate are
 used where they are; everything else (another rate, several channels, another format, a segment of a
@@ -46,8 +47,14 @@ from espzoo._fs import atomic_write, replace_dir
 from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+# Where a corpus as downloaded keeps the files its table names (Common Voice: clips/, LJSpeech: wavs/); FLEURS
+# keeps them in audio/SPLIT/ beside SPLIT.tsv.
+AUDIO_FOLDERS = ("clips", "audio", "wavs")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+# FLEURS' SPLIT.tsv has no header row; the transcript as written is its third column (the fourth is normalized).
+FLEURS_COLUMNS = ("id", "path", "raw_transcription", "transcription", "characters", "num_samples", "gender")
 AUDIO_COLUMNS = ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav", "wav_path")
-TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text", "label")
+TEXT_COLUMNS = ("text", "transcript", "raw_transcription", "transcription", "sentence", "normalized_text", "label")
 ID_COLUMNS = ("id", "utt_id", "utterance_id", "uttid", "key")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
 # Formats ESPnet's sound reader takes as they are; anything else is converted into the cache.
@@ -344,12 +351,54 @@ def _manifest_rows(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str
             names.update(dict.fromkeys(row))
             rows.append((where, {k: "" if v is None else str(v) for k, v in row.items()}))
         return list(names), rows, problems
-    # utf-8-sig: spreadsheets save a BOM that would otherwise stick to the first column's name.
-    with io.StringIO(read_utf8(path), newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+    # A TSV has no quoting (Common Voice's sentences hold quotes: `"Sí", dijo.` is text as written, and one opening
+    # quote read as CSV quoting would swallow the rows after it); a CSV is read as spreadsheets write it.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    content = read_utf8(path)
+    first = next(csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting), [])
+    fieldnames = _headerless_columns(first, path)
+    with io.StringIO(content, newline="") as f:
+        reader = csv.DictReader(f, fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
         for row in reader:
             rows.append((f"{path.name}:{reader.line_num}", {k: (v or "") for k, v in row.items() if k is not None}))
         return list(reader.fieldnames or []), rows, problems
+
+
+def _headerless_columns(first: list[str], path: Path) -> list[str] | None:
+    """Column names for a table whose first row is already an utterance (a file name in it, as in FLEURS'
+    `id, file name, raw transcription, transcription, characters, samples, gender`), None when it is a header."""
+    files = [cell.strip() for cell in first if cell.strip().lower().endswith(AUDIO_SUFFIXES)]
+    if not files:
+        return None
+    if len(first) == len(FLEURS_COLUMNS):
+        return list(FLEURS_COLUMNS)
+    if len(first) == 2:
+        return ["audio", "text"] if first[0].strip() == files[0] else ["text", "audio"]
+    raise DataError(f"{path} has no header row (its first row names the file {files[0]}); add a first row naming "
+                    "the columns, e.g. audio and text.")
+
+
+def _audio_base(manifest: Path, values: list[str]) -> Path:
+    """The folder a manifest's relative audio paths are read from: beside it, else the audio folder of a corpus as
+    downloaded (Common Voice's clips/, FLEURS' audio/SPLIT/, an audio/ or wavs/ folder): the first where one of
+    the first rows' files is found."""
+    here = manifest.parent
+    relative = [v for v in (v.strip() for v in values) if v and not v.endswith("|") and
+                not Path(v).expanduser().is_absolute()][:20]
+    for folder in (here, *(here / name for name in (f"audio/{manifest.stem}", *AUDIO_FOLDERS))):
+        if any((folder / v).exists() for v in relative):
+            return folder
+    return here
+
+
+def find_manifest(source: Path) -> Path:
+    """`source`, or for a path that does not exist the manifest it names without its suffix (a corpus folder and a
+    split: `cv-corpus-X/es/train` is `cv-corpus-X/es/train.tsv`)."""
+    if source.exists():
+        return source
+    found = [source.with_name(source.name + suffix) for suffix in MANIFEST_SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    return found[0] if len(found) == 1 else source
 
 
 def _stem(value: str, *, whole: bool = False) -> str:
@@ -373,6 +422,7 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
     speaker_col = _column(names, None, SPEAKER_COLUMNS, "speaker", path)
     assert audio_col is not None and text_col is not None
 
+    base = _audio_base(path, [row.get(audio_col, "") for _, row in rows])
     # Without an id column, ids come from the file names (their relative path where names repeat).
     stems = [_stem(row.get(audio_col, "")) for _, row in rows]
     named = [stem for stem in stems if stem]
@@ -399,7 +449,7 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
             )
             continue
         seen[utt_id] = where
-        entry = _audio_entry(value, where, utt_id, path.parent, problems)
+        entry = _audio_entry(value, where, utt_id, base, problems)
         if entry is None:
             continue
         text = " ".join(row.get(text_col, "").split())
@@ -533,7 +583,7 @@ def _probe(utt: _Utterance, limits: _Limits) -> Problem | None:
             return Problem(
                 utt.where,
                 f"a pipe command ('{utt.audio} |') would run a shell command",
-                "convert the audio to files, or pass allow_pipes=True (--allow-pipes) if you trust this wav.scp",
+                "convert the audio to files, or pass --allow-pipes if you trust this wav.scp",
                 utt.id,
             )
         cached = _cache_path(utt, limits)
@@ -701,7 +751,7 @@ def _prepare(source: str | Path, out_dir: Path, name: str, cache: Path, extracte
         source = text if text.startswith(hfdata.HF_SCHEME) else str(Path(text).expanduser().resolve())
         reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf", extracted)
     else:
-        source = Path(source).expanduser().resolve()
+        source = find_manifest(Path(source).expanduser().resolve())
         reading = _read_local(source, audio_column, text_column, id_column)
 
     limits = _Limits(
@@ -761,13 +811,13 @@ def _read_local(source: Path, audio_column: str | None, text_column: str | None,
 
 def _data_error(source: Path | str, problems: list[Problem]) -> DataError:
     if len(problems) == 1:  # one sentence
-        return DataError(f"{source}: {problems[0]}; or pass skip_bad=True (--skip-bad) to drop it.", problems)
+        return DataError(f"{source}: {problems[0]}; or pass --skip-bad to drop it.", problems)
     utts = len({p.utt_id for p in problems if p.utt_id})
     shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
     return DataError(
-        f"{len(problems)} problem(s) in {source} ({utts} utterance(s)); fix them, or pass skip_bad=True "
-        f"(--skip-bad) to drop those utterances:\n{shown}{more}",
+        f"{len(problems)} problem(s) in {source} ({utts} utterance(s)); fix them, or pass --skip-bad to drop "
+        f"those utterances:\n{shown}{more}",
         problems,
     )
 
