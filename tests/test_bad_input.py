@@ -151,3 +151,23 @@ def test_skip_bad_says_how_many_it_dropped_and_where_the_list_is(work: dict) -> 
     assert f"--skip-bad dropped 1 utterance(s) from the train set (kept 5); the list with the reasons is {listing}" in (
         " ".join(done.stderr.split()))
     assert "cut.flac" in listing.read_text()
+
+
+@pytest.mark.parametrize("args", [["finetune", "--help"], ["--help"], ["--version"], ["search"], ["search", "--json"],
+                                  ["search", "bengali", "--json"]], ids=" ".join)
+def test_a_closed_pipe_ends_quietly(args: list[str], tmp_path: Path) -> None:
+    """`espzoo finetune --help | head -1`, `| grep -q X`: the reader left before espzoo wrote (a pipe whose read
+    end is closed, so every run meets it): exit 0 or 141, nothing on stderr, no crash report."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    home = tmp_path / "home"
+    try:
+        done = subprocess.run([ESPZOO, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "ESPZOO_HOME": str(home)})
+    finally:
+        os.close(write)
+    assert done.returncode in (0, 141), (done.returncode, done.stderr)
+    assert done.stderr == ""
+    assert not (home / "crash").exists()
