@@ -298,3 +298,49 @@ def test_a_failed_commit_changes_nothing_and_orphans_are_collected(exported, mir
     assert _push([str(changed), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
     assert {p.name for p in store.iterdir()} == held  # the orphan and the partial upload are gone
     assert _files(_pull(f"me/tiny@{before}", mirror.url, tmp_path / "home2")) == _files(folder)
+
+
+class _RunsCode:
+    """A pickle that runs a shell command when it is loaded (as a hostile model.pth would)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_code_running_pickle_is_neither_exported_nor_pushed(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """OUT/model.pth (or an exported folder's .pth) whose pickle asks for a Python callable: export and push refuse
+    it in one sentence naming the file, before anything is written or uploaded, and the code never runs."""
+    import torch
+
+    out, folder = exported
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil"
+    shutil.copytree(out, evil)
+    state = torch.load(out / "model.pth", weights_only=True)
+    torch.save({**state, "x": _RunsCode(marker)}, evil / "model.pth")
+    evil_repo = tmp_path / "evil_repo"
+    shutil.copytree(folder, evil_repo)
+    (model,) = evil_repo.glob("exp/*/valid.acc.ave.pth")
+    shutil.copyfile(evil / "model.pth", model)
+
+    runs = {
+        "export": (run_espzoo(["export", str(evil), "--out", str(tmp_path / "dest")], mirror.url, tmp_path / "home"),
+                   evil / "model.pth"),
+        "push OUT": (_push([str(evil), "me/evil"], mirror.url, tmp_path / "home"), evil / "model.pth"),
+        "push folder": (_push([str(evil_repo), "me/evil"], mirror.url, tmp_path / "home"), model),
+    }
+    for what, (done, path) in runs.items():
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode not in (0, None) and "Traceback" not in done.stderr, (what, done.stderr)
+        assert lines == [f"error: {path} is not a weights-only checkpoint: its pickle asks for Python objects "
+                         f"(posix.system) and would run code wherever it is loaded, so it is not published; train "
+                         "the model again with espzoo finetune."], (what, done.stderr)
+    assert not marker.exists()
+    assert not (tmp_path / "dest").exists() and not list(tmp_path.glob(".dest.*"))
+    with pytest.raises(MirrorError):
+        mirror.revision("me/evil")
