@@ -135,7 +135,7 @@ def test_every_problem_reported_at_once_and_nothing_written(tmp_path: Path) -> N
     expected = {
         ("missing", "wav.scp"): "audio file not found",
         ("empty", "wav.scp"): "empty (0 samples)",
-        ("long", "wav.scp"): "lasts 3.0 s (over 2 s)",
+        ("long", "wav.scp"): "lasts 3.0 s, over the 2 s an utterance may last for this model",
         ("corrupt", "wav.scp"): "unreadable audio",
         ("notext", "wav.scp"): "no transcript",
         ("piped", "wav.scp"): "pipe command",

@@ -59,6 +59,11 @@ ID_COLUMNS = ("id", "utt_id", "utterance_id", "uttid", "key")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
 # Formats ESPnet's sound reader takes as they are; anything else is converted into the cache.
 DIRECT_FORMATS = ("WAV", "FLAC")
+# Length limits of the data check: audio longer than MAX_SECONDS (an S2T model: its speech_length) and transcripts
+# longer than text_limit() are refused, naming the utterance.
+MAX_SECONDS = 60.0
+MAX_CHARS_PER_SECOND = 40
+MIN_TEXT_LIMIT = 100
 MAX_LISTED = 10  # problems shown in a DataError message; all of them are in DataError.problems
 PIPE_TIMEOUT_S = 600
 SKIPPED_LIST = "skipped.txt"
@@ -653,11 +658,26 @@ def _check_length(utt: _Utterance, limits: _Limits) -> Problem | None:
     if seconds > limits.max_seconds:
         return Problem(
             utt.where,
-            f"the audio lasts {seconds:.1f} s (over {limits.max_seconds:.0f} s)",
-            "cut it into utterances (a segments file), or raise max_seconds",
+            f"the audio lasts {seconds:.1f} s, over the {limits.max_seconds:g} s an utterance may last for this model",
+            "cut the recording into utterances (a Kaldi segments file)",
+            utt.id,
+        )
+    most = text_limit(seconds)
+    if len(utt.text) > most:
+        return Problem(
+            utt.where,
+            f"the transcript holds {len(utt.text):,} characters, over the {most:,} that {seconds:.1f} s of speech can "
+            f"hold ({MAX_CHARS_PER_SECOND} a second)",
+            "check that the transcript is this audio's, or cut the recording into utterances",
             utt.id,
         )
     return None
+
+
+def text_limit(seconds: float) -> int:
+    """The most characters a transcript of `seconds` of speech may hold: far above any speech rate (about 15 a second
+    read aloud), far below what makes ESPnet's attention allocate without end (a 1 MB line: about 1 TB)."""
+    return MIN_TEXT_LIMIT + int(seconds * MAX_CHARS_PER_SECOND)
 
 
 def _convert(utt: _Utterance, limits: _Limits, data: bytes | None = None) -> tuple[str, int, bool]:
@@ -701,7 +721,7 @@ def prepare(
     skip_bad: bool = False,
     allow_pipes: bool = False,
     min_seconds: float = 0.1,
-    max_seconds: float = 60.0,
+    max_seconds: float = MAX_SECONDS,
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     audio_column: str | None = None,

@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from espzoo.bundle import SAFE_LOADER
-from espzoo.data import DataError, Dataset, prepare
+from espzoo.data import MAX_SECONDS, DataError, Dataset, prepare
 from espzoo.repo import config_sample_rate
-from espzoo.s2t import S2TError, config_task, write_training_data
+from espzoo.s2t import S2TError, config_task, preprocessor_settings, write_training_data
 from espzoo.trainer import (
     EpochReport,
     TrainOptions,
@@ -200,9 +200,13 @@ def _prepare(
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
     columns = {"audio_column": request.audio_column, "text_column": request.text_column}
-    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
+    # The longest utterance the model takes: an S2T model's preprocessor cuts speech at its speech_length.
+    longest = MAX_SECONDS
+    if config_task(source.config or {}) != "asr":
+        longest = min(longest, float(preprocessor_settings(source.config or {})["speech_length"]))
+    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
-    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
+    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
     for dataset in (train, valid):
         if dataset.skipped_note():
