@@ -523,3 +523,25 @@ def test_a_local_dataset_naming_a_file_outside_its_folder_is_refused(kaldi: dict
         with pytest.raises(DataError, match=rf"row 4 names the audio file '{value}', which lies outside the dataset"):
             prepare(folder, tmp_path / f"o{n}" / "train", sample_rate=16000)
         assert not (tmp_path / f"o{n}").exists()
+
+
+def test_a_text_column_must_hold_strings_without_control_characters(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    """A transcript column of lists or bytes is not text (its str() would be trained on: `[1, 2]`, `b'\\xff\\xfe'`):
+    one sentence naming the column and its type; a NUL byte in a string is a problem of that row."""
+    rows = rows_of(kaldi["dev"])
+    for n, (values, kind) in enumerate([([[1, 2]] * 4, "list<element: int64>"), ([b"\xff\xfe"] * 4, "binary")]):
+        folder = write_parquet([{**r, "sentence": v} for r, v in zip(rows, values, strict=True)], tmp_path / f"t{n}",
+                               files=1)
+        with pytest.raises(DataError) as caught:
+            prepare(folder, tmp_path / f"o{n}" / "dev", sample_rate=16000)
+        assert str(caught.value) == (f"{folder}'s column 'sentence' holds {kind}, not text; pass --text-column with "
+                                     "the column that holds the transcripts as strings.")
+        assert not (tmp_path / f"o{n}").exists()
+    rows[1]["sentence"] = "hola\x00mundo"
+    folder = write_parquet(rows, tmp_path / "nul", files=1)
+    with pytest.raises(DataError) as caught:
+        prepare(folder, tmp_path / "o" / "dev", sample_rate=16000)
+    (problem,) = caught.value.problems
+    assert problem.where == "train-00000-of-00001.parquet row 2" and "control character '\\x00'" in problem.what
+    kept = prepare(folder, tmp_path / "o" / "dev", sample_rate=16000, skip_bad=True)
+    assert kept.num_utterances == 3 and "\x00" not in kept.text.read_text(encoding="utf-8")

@@ -662,6 +662,10 @@ def _check_length(utt: _Utterance, limits: _Limits) -> Problem | None:
             "cut the recording into utterances (a Kaldi segments file)",
             utt.id,
         )
+    control = next((c for c in utt.text if (ord(c) < 32 and c != "\t") or 0x7F <= ord(c) < 0xA0), None)
+    if control is not None:  # a NUL ends the line for C readers; an ESC, a \r would be tokens of the vocabulary
+        return Problem(utt.where, f"the transcript holds the control character {control!r}",
+                       "remove it from the transcript", utt.id)
     most = text_limit(seconds)
     if len(utt.text) > most:
         return Problem(

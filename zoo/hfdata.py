@@ -170,6 +170,10 @@ class Table:
         if text is None:
             raise DataError(f"{self.label} has no transcript column named {'/'.join(TEXT_COLUMNS)} (its columns: "
                             f"{shown}); pass --text-column NAME to say which one it is.")
+        kind = _schema(self.files[0]).field(text).type
+        if not _holds_text(kind):  # str() of a list or of bytes would be trained on as if it were words
+            raise DataError(f"{self.label}'s column '{text}' holds {kind}, not text; pass --text-column with the "
+                            "column that holds the transcripts as strings.")
         return text
 
     def transcripts(self, text_column: str | None = None) -> Iterator[str]:
@@ -191,6 +195,15 @@ class Table:
                 for row in batch.to_pylist():
                     number += 1
                     yield f"{file.name} row {number}", row
+
+
+def _holds_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):  # a categorical column of strings
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
 
 
 def _holds_files(kind: Any) -> bool:
