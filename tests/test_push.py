@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _hubtools import ESPZOO, client_env, run_espzoo
+from _hubtools import ESPZOO, client_env, run_client, run_espzoo
 from _tiny_out import build_tiny_out
 
 from espzoo.export import ExportOptions, export
@@ -106,12 +106,42 @@ def test_revision_creates_a_branch_and_leaves_main(exported, mirror: MirrorServe
 
 
 def test_a_private_repo_is_served_only_with_the_token(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """Served to the server's upload token only; to anyone else it is not there at all (the answer a missing repo
+    gets: its existence is not told); its marker holds no token, and after a restart with a new --token the new
+    token reads it and the old one does not (issue 27: 5, 11)."""
+    from espzoo.mirror import GATED_MARKER
+
     _, folder = exported
     assert _push([str(folder), "me/secret", "--private"], mirror.url, tmp_path / "home").returncode == 0
-    with pytest.raises(MirrorError) as refused:
-        mirror.revision("me/secret")
-    assert refused.value.status == 401
+    for token in (None, "hf_wrong"):
+        with pytest.raises(MirrorError) as refused:
+            mirror.revision("me/secret", token=token)
+        with pytest.raises(MirrorError) as missing:
+            mirror.revision("me/nothing", token=token)
+        assert (refused.value.status, refused.value.code) == (missing.value.status, missing.value.code) == (
+            404, "RepoNotFound")
+        assert refused.value.message.replace("secret", "X") == missing.value.message.replace("nothing", "X")
     assert set(mirror.revision("me/secret", token=TOKEN).files) == set(_files(folder))
+    marker = (mirror.source.root / "me" / "secret" / GATED_MARKER).read_text()
+    assert TOKEN not in marker
+
+    # What the real client sees without the token: the same error for the private repo as for a missing one.
+    said = run_client("""
+        from huggingface_hub import HfApi
+        result = {}
+        for repo in ("me/secret", "me/nothing"):
+            try:
+                HfApi().model_info(repo)
+                result[repo] = "served"
+            except Exception as err:
+                result[repo] = type(err).__name__
+    """, mirror.url, tmp_path / "hf")
+    assert said == {"me/secret": "RepositoryNotFoundError", "me/nothing": "RepositoryNotFoundError"}
+
+    with MirrorServer(mirror.source.root, token="hf_new_token") as restarted:
+        assert set(restarted.revision("me/secret", token="hf_new_token").files) == set(_files(folder))
+        with pytest.raises(MirrorError):
+            restarted.revision("me/secret", token=TOKEN)
 
 
 @pytest.mark.parametrize(("server_token", "client_token", "said"), [

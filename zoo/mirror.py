@@ -73,6 +73,9 @@ LFS_PATTERNS = (
 LFS_THRESHOLD = 10 * 1024 * 1024
 # Marker files a mirror folder may hold; never served as repo files.
 GATED_MARKER = ".espzoo-gated"
+# What a private repo's marker holds: no token (a readable copy of it would be a credential, and a restart with a new
+# --token would lock its owner out); the server's current upload token reads it.
+PRIVATE = "private: readable with the mirror's upload token"
 HIDDEN = {".git", GATED_MARKER}
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -114,7 +117,7 @@ class Revision:
     commit: str
     files: dict[str, RepoFile]
     last_modified: float
-    gated: str | None = None  # the token a gated repo wants ("" = any token)
+    gated: str | None = None  # the token a gated repo wants ("" = any token, PRIVATE = the upload token)
 
     def card_data(self) -> dict[str, Any]:
         readme = self.files.get("README.md")
@@ -539,7 +542,10 @@ class MirrorServer:
         if not revisions:
             raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
         main = revisions.get("main") or next(iter(revisions.values()))
-        if main.gated is not None and (not token or (main.gated and token != main.gated)):
+        if main.gated == PRIVATE and not self._may_read(main.gated, token):
+            # As the Hub answers: a private repo the caller may not read is not there (its existence is not told).
+            raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if main.gated is not None and not self._may_read(main.gated, token):
             raise MirrorError(401, "GatedRepo", f"Access to model {repo_id} is restricted; pass a token")
         rev = rev or "main"
         found = revisions.get(rev) or next((r for r in revisions.values() if r.commit == rev), None)
@@ -550,6 +556,13 @@ class MirrorServer:
             if file.sha256:
                 self._blobs[file.sha256] = file
         return found
+
+    def _may_read(self, gate: str, token: str | None) -> bool:
+        """Whether `token` opens a repo gated by `gate` (see Revision.gated)."""
+        want = (self.uploads.token if self.uploads is not None else None) if gate == PRIVATE else gate
+        if not token or (gate == PRIVATE and not want):
+            return False
+        return not want or hmac.compare_digest(token.encode(), want.encode())
 
     def blob(self, sha256: str, query: dict[str, str]) -> RepoFile:
         """The LFS file a signed link names; 403 for a link this server did not sign or that has expired."""
@@ -1028,7 +1041,8 @@ class Uploads:
     PUT  /lfs-upload/<sha256>?size&expires&sig        the object's bytes, checked against its sha256 and size
     POST /api/models/<repo>/commit/<rev>              ndjson: header, file (base64), lfsFile, deletedFile/Folder
 
-    A private repo (`create_repo(private=True)`) is served as a gated one that wants the upload token.
+    A private repo (`create_repo(private=True)`) is served only to the server's current upload token (its marker
+    holds no token); to anyone else it does not exist (404, as for a missing repo).
     A commit builds the new folder beside the branch's (unchanged files hard-linked) and swaps it in, under one lock:
     the branch then serves the new files under a new commit id (a hash of the content, as for any folder repo).
     The commit replaced and the new one are both kept (FolderSource.keep), so either resolves by its id for good.
@@ -1094,7 +1108,7 @@ class Uploads:
                                       headers={"X-Error-Message": message})
         folder.mkdir(parents=True)
         if body.get("visibility") == "private" or body.get("private") is True:
-            (folder / GATED_MARKER).write_text(self.token or "")  # private here: readable with the upload token only
+            (folder / GATED_MARKER).write_text(PRIVATE + "\n")  # readable with the server's upload token only
         handler._send_json(answer, head=False)
 
     def _branch(self, handler: _Handler, repo_id: str, branch: str) -> None:
