@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,74 @@ def test_a_code_running_pickle_is_neither_exported_nor_pushed(exported, mirror: 
     assert not (tmp_path / "dest").exists() and not list(tmp_path.glob(".dest.*"))
     with pytest.raises(MirrorError):
         mirror.revision("me/evil")
+
+
+def _post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, str]:
+    """A POST as the client sends it: (status, X-Error-Message)."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, ""
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("X-Error-Message") or ""
+
+
+def _commit_body(*files: tuple[str, bytes]) -> bytes:
+    import base64
+
+    lines = [{"key": "header", "value": {"summary": "hostile"}}]
+    lines += [{"key": "file", "value": {"path": p, "content": base64.b64encode(d).decode(), "encoding": "base64"}}
+              for p, d in files]
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+def test_uploads_the_disk_refuses_are_answered_in_one_sentence(mirror: MirrorServer, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture) -> None:
+    """Names over 255 bytes, a NUL, a file over a folder, a 300-character repo name, `x.incomplete` (which the mirror
+    never serves), a model org named `datasets`: 400 with a sentence, never a dropped connection; nothing lands;
+    a client that sends half a request and stalls costs one log line, not a traceback (issue 27: 7, 13)."""
+    import socket
+
+    create = f"{mirror.url}/api/repos/create"
+    assert _post(create, json.dumps({"name": "r", "organization": "me"}).encode())[0] == 200
+    commit = f"{mirror.url}/api/models/me/r/commit/main"
+    first = mirror.revision("me/r", token=TOKEN).commit
+    cases = {
+        "a name over 255 bytes": _commit_body(("a" * 300, b"x")),
+        "a NUL": _commit_body(("x\x00y", b"x")),
+        "a file over a folder": _commit_body(("a", b"x"), ("a/b", b"y")),
+        "x.incomplete": _commit_body(("weights.incomplete", b"x")),
+    }
+    for what, body in cases.items():
+        status, said = _post(commit, body)
+        assert status == 400 and said.endswith(("rename it", "no file where the repo has a folder")), (what, said)
+    assert mirror.revision("me/r", token=TOKEN).commit == first  # nothing landed
+    for org, name in (("me", "n" * 300), ("datasets", "evil")):
+        status, said = _post(create, json.dumps({"name": name, "organization": org}).encode())
+        assert status == 400 and "choose another" in said or "not a valid repo id" in said, said
+    assert not (mirror.source.root / "datasets").exists()
+
+    capfd.readouterr()
+    stalled, err = [], ""
+    with MirrorServer(mirror.source.root, token=TOKEN, idle_timeout=0.3) as quick:
+        host, port = quick.url.removeprefix("http://").split(":")
+        for _ in range(3):
+            client = socket.create_connection((host, int(port)))
+            client.sendall(f"POST /api/models/me/r/commit/main HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                           "\r\nContent-Length: 100000\r\n\r\n{\"key\": ".encode())
+            stalled.append(client)
+        deadline = time.monotonic() + 20
+        while err.count("dropped the connection") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            err += capfd.readouterr().err
+        for client in stalled:
+            client.close()
+        time.sleep(0.5)
+    err += capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == ["espzoo mirror: dropped the connection from 127.0.0.1: TimeoutError: timed "
+                                        "out"] * 3, err

@@ -648,6 +648,21 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
             raise
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line per connection dropped on an error (socketserver prints a traceback for each: a client that
+        sends half a request and leaves is no bug of the server's)."""
+        import sys
+
+        self.log_dropped(client_address, sys.exc_info()[1])
+
+    @staticmethod
+    def log_dropped(client_address: Any, exc: BaseException | None) -> None:
+        import sys
+
+        host = client_address[0] if isinstance(client_address, tuple) else client_address
+        said = str(exc).splitlines()[0][:200] if exc is not None and str(exc) else "no reason given"
+        sys.stderr.write(f"espzoo mirror: dropped the connection from {host}: {type(exc).__name__}: {said}\n")
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -724,8 +739,12 @@ class _Handler(BaseHTTPRequestHandler):
         except MirrorError as exc:
             self.close_connection = True  # the body may be unread: do not parse it as the next request
             self._send_error(exc, head=False)
-        except (BrokenPipeError, ConnectionResetError):
+        except (ConnectionError, TimeoutError) as exc:  # the client left or stalled: nobody to answer
             self.close_connection = True
+            self.server.log_dropped(self.client_address, exc)
+        except (OSError, ValueError) as exc:  # what the disk refused (a name too long, a file over a folder, NUL)
+            self.close_connection = True
+            self._send_error(_storage_error(exc), head=False)
 
     def _dispatch(self, head: bool) -> None:
         split = urllib.parse.urlsplit(self.path)
@@ -1130,8 +1149,13 @@ class Uploads:
         handler._send_json({}, head=False)
 
     def _repo_folder(self, org: str, name: str) -> Path:
-        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in (org, name)) or ".." in org + name:
-            raise MirrorError(400, None, f"{org}/{name} is not a valid repo id (ORG/NAME: letters, digits, . _ -)")
+        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", part) for part in (org, name)) or \
+                ".." in org + name:
+            raise MirrorError(400, None, f"{org[:100]}/{name[:100]} is not a valid repo id (ORG/NAME: letters, digits, "
+                                         ". _ -, at most 96 each)")
+        if org == DATASETS:  # ROOT/datasets/ holds the dataset repos: a model org of that name would write there
+            raise MirrorError(400, None, f"{org}/{name}: '{DATASETS}' is not a model org name on this mirror (it holds "
+                                         "the dataset repos); choose another")
         return self.root / org / name
 
     def _folder(self, repo_id: str, rev: str) -> Path:
@@ -1301,6 +1325,17 @@ class Uploads:
         return summary
 
 
+def _storage_error(exc: OSError | ValueError) -> MirrorError:
+    """What an upload the file system refused is answered: one sentence, 507 for a full disk, else 400."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MirrorError(507, None, "the mirror's disk is full; free space on the server and upload again")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return MirrorError(400, None, f"the mirror cannot store this upload ({reason}); use shorter file names without "
+                                  "control characters, and no file where the repo has a folder")
+
+
 def _origin(handler: _Handler) -> str:
     """This API server as the client reaches it (its Host header), for the links it is handed."""
     host = (handler.headers.get("Host") or "").strip()
@@ -1311,6 +1346,9 @@ def _inside_repo(folder: Path, path: str) -> Path:
     parts = path.split("/")
     if not path or any(p in ("", ".", "..") or p in HIDDEN for p in parts):
         raise MirrorError(400, None, f"{path!r} is not a path inside a repo")
+    if parts[-1].endswith(".incomplete"):  # never served (a partial download's name): a 200 would lose the file
+        raise MirrorError(400, None, f"{path!r}: this mirror does not serve files named *.incomplete (partial "
+                                     "downloads); rename it")
     return folder.joinpath(*parts)
 
 
