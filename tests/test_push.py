@@ -446,3 +446,28 @@ def test_uploads_the_disk_refuses_are_answered_in_one_sentence(mirror: MirrorSer
     assert "Traceback" not in err, err
     assert err.strip().splitlines() == ["espzoo mirror: dropped the connection from 127.0.0.1: TimeoutError: timed "
                                         "out"] * 3, err
+
+
+def test_a_commit_leaves_the_modes_a_plain_mkdir_and_open_give(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """After a push the repo's folders, its kept commits and its LFS objects have the umask's modes (0755/0644
+    under umask 022), not mkdtemp's 0700 and mkstemp's 0600: other local readers of the mirror keep access
+    (issue 27: 12)."""
+    import os
+    import stat
+
+    _, folder = exported
+    old = os.umask(0o022)
+    try:
+        assert _push([str(folder), "me/modes"], mirror.url, tmp_path / "home").returncode == 0
+        changed = tmp_path / "changed"
+        shutil.copytree(folder, changed)
+        (changed / "README.md").write_text("changed\n")
+        assert _push([str(changed), "me/modes"], mirror.url, tmp_path / "home").returncode == 0
+    finally:
+        os.umask(old)
+    root = mirror.source.root
+    paths = [p for p in root.rglob("*") if "modes" in p.as_posix() or ".espzoo-lfs" in p.as_posix()]
+    assert any(p.suffix == ".pth" for p in paths) and any(".espzoo-commits" in p.as_posix() for p in paths)
+    wrong = {p.relative_to(root).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths
+             if stat.S_IMODE(p.stat().st_mode) != (0o755 if p.is_dir() else 0o644)}
+    assert not wrong, wrong

@@ -57,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from espzoo._fs import replace_dir
+from espzoo._fs import public_mode, replace_dir
 from espzoo._hf import file_id, repo_folder
 from espzoo._hf import hub_cache_dir as hf_hub_cache
 from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
@@ -209,6 +209,7 @@ class FolderSource:
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{revision.commit}.", dir=dest.parent))
+        public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
         try:
             for file in revision.files.values():
                 _link(file.local, tmp / file.path)
@@ -1140,6 +1141,7 @@ class Uploads:
         with self._lock:
             self.source.keep(start)
             tmp = Path(tempfile.mkdtemp(prefix=f".{main.name}.", dir=main.parent))
+            public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
             try:
                 for file in start.files.values():
                     _link(file.local, tmp / file.path)
@@ -1229,6 +1231,7 @@ class Uploads:
                     written += len(chunk)
             if written != int(size) or digest.hexdigest() != oid:
                 raise MirrorError(400, None, f"the upload of {oid} has {written} bytes or another sha256; resend it")
+            public_mode(tmp)  # mkstemp makes 0600: the object becomes a served file
             tmp.replace(self.store / oid)
         finally:
             tmp.unlink(missing_ok=True)
@@ -1270,6 +1273,7 @@ class Uploads:
             current = self.mirror.revision(repo_id, rev, handler.token())
             self.source.keep(current)  # a pull pinned to the commit being replaced still finds it
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+            public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
             try:
                 for file in current.files.values():
                     _link(file.local, tmp / file.path)
@@ -1464,6 +1468,7 @@ def add_from_cache(
     folders = FolderSource(dest.parent.parent, exclude=() if repo_type == "dataset" else (DATASETS,))
     served = folders.revisions(repo_id).get("main")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+    public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
     try:
         for path, file in found.files.items():
             target = tmp / path
