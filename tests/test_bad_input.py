@@ -213,3 +213,26 @@ def test_a_common_voice_folder_as_downloaded_and_its_missing_clip(work: dict) ->
     assert f"audio file not found: {lang / 'clips' / 'common_voice_es_train2.mp3'}" in lines[0]
     assert lines[0].endswith("; or pass --skip-bad to drop it.") and "skip_bad" not in lines[0], lines[0]
     assert not (w / "cv_out2").exists()
+
+
+def test_normalization_stats_that_are_not_numbers_are_refused(tiny_repo_char: Path, tmp_path: Path) -> None:
+    """A feats_stats.npz holding an object array (a pickle) or strings: `plan` and `transcribe` refuse it in one
+    sentence naming the file, never "internal error: ValueError" (issue 27: 15)."""
+    import os
+
+    audio = next((SPEECH / "train" / "audio").glob("*.flac"))
+    for n, (values, said) in enumerate([(np.array([{"x": 1}], dtype=object), "holds Python objects, not numbers"),
+                                        (np.array(["a", "b"]), "holds <U1 in sum")]):
+        repo = tmp_path / f"repo{n}"
+        shutil.copytree(tiny_repo_char, repo)
+        (stats,) = repo.rglob("feats_stats.npz")
+        good = dict(np.load(stats))
+        with open(stats, "wb") as f:
+            np.savez(f, **{**good, "sum": values})
+        for args in (["plan", str(repo), "--json"], ["transcribe", str(repo), str(audio)]):
+            done = subprocess.run([ESPZOO, *args], capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "ESPZOO_HOME": str(tmp_path / "home")})
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
+            assert len(lines) == 1 and lines[0].startswith(f"error: {stats} ") and said in lines[0], done.stderr
+    assert not (tmp_path / "home" / "crash").exists()
