@@ -39,6 +39,7 @@ from espzoo.cache import (  # noqa: F401 (verify, list_cached, remove, file_id, 
     read_lock,
     recover_stale_downloads,
     remove,
+    repo_lock,
     update_lock,
     verify,
 )
@@ -162,6 +163,14 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
     session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout, repo_type, select)
+    with repo_lock(session.cache_dir, repo_id, repo_type):  # an `espzoo rm` of it waits until this pull is done
+        return _pull_locked(session, repo_id, revision, all_files=all_files, lock_file=lock_file, token=token,
+                            progress=progress, notify=notify, repo_type=repo_type)
+
+
+def _pull_locked(session: _Session, repo_id: str, revision: str | None, *, all_files: bool,
+                 lock_file: str | Path | None, token: str | bool | None, progress: Any,
+                 notify: Callable[[str], None] | None, repo_type: str) -> Snapshot:
     offline = hub_offline()
     notes: list[str] = []
     commit: str | None = None
