@@ -78,7 +78,32 @@ def _root(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run(argv))
+    code = run(argv)
+    if code == INTERRUPTED:
+        _end_now(code)
+    sys.exit(code)
+
+
+def _end_now(code: int) -> None:
+    """Ctrl-C: end now. The interpreter's exit would join worker threads still downloading (huggingface_hub's pool
+    finishes every file in flight first); their partial files resume on the next pull. atexit handlers still run."""
+    import atexit
+    import threading
+
+    # Thread-pool workers are joined at exit even when daemonic (concurrent.futures registers them to be).
+    pools = sys.modules.get("concurrent.futures.thread")
+    workers = set(getattr(pools, "_threads_queues", None) or ())
+    busy = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive() and (not t.daemon or t in workers)]
+    if not busy:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
