@@ -323,6 +323,10 @@ def test_a_common_voice_release_folder_as_downloaded(tmp_path: Path) -> None:
     assert [shapes[f"common_voice_es_train{i}"] for i in range(6)] == pytest.approx(originals, rel=0.02)
     again = prepare(lang / "train", tmp_path / "out2" / "train", sample_rate=16000)
     assert again.transcripts() == texts and again.source == str(lang / "train.tsv")
+    # `--vocab char:cv-corpus-X/es/train.tsv` learns from the sentences, not from the table's raw lines.
+    from espzoo.vocab import read_texts
+
+    assert read_texts(lang / "train.tsv") == read_texts(lang / "train") == ds.texts()
 
 
 def test_fleurs_and_audio_folders_beside_a_table(tmp_path: Path) -> None:

@@ -406,6 +406,15 @@ def find_manifest(source: Path) -> Path:
     return found[0] if len(found) == 1 else source
 
 
+def manifest_texts(path: Path, text_column: str | None = None) -> list[str]:
+    """The transcripts of a CSV/TSV/JSONL manifest (its text column, found as for --train), as the prepared `text`
+    holds them; empty ones left out."""
+    names, rows, _ = _manifest_rows(path)
+    column = _column(names, text_column, TEXT_COLUMNS, "text", path)
+    texts = (" ".join(row.get(column or "", "").split()) for _, row in rows)
+    return [text for text in texts if text]
+
+
 def _stem(value: str, *, whole: bool = False) -> str:
     """An utterance id from an audio path: its file name without suffix ("" for an empty value); `whole`: the
     path's parts joined by '-' (where file names repeat)."""
