@@ -10,6 +10,7 @@ line whose traceback goes to a file under $ESPZOO_HOME/crash/ (never onto the te
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,11 @@ class _MappedErrors(TyperGroup):
             raise typer.Exit(err.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise  # typer's own: usage errors, fail()'s exits, Ctrl-C (exit 130)
+        except BrokenPipeError:
+            if not _reader_left():
+                raise  # another pipe (a child process, a socket): a bug, told by run()
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
             sys.stderr.write(f"error: internal error: {_first_line(err)}; details in {_write_crash_report()}\n")
             raise typer.Exit(1) from None
@@ -72,15 +78,49 @@ def _root(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run(argv))
+    code = run(argv)
+    if code == INTERRUPTED:
+        _end_now(code)
+    sys.exit(code)
+
+
+def _end_now(code: int) -> None:
+    """Ctrl-C: end now. The interpreter's exit would join worker threads still downloading (huggingface_hub's pool
+    finishes every file in flight first); their partial files resume on the next pull. atexit handlers still run."""
+    import atexit
+    import threading
+
+    # Thread-pool workers are joined at exit even when daemonic (concurrent.futures registers them to be).
+    pools = sys.modules.get("concurrent.futures.thread")
+    workers = set(getattr(pools, "_threads_queues", None) or ())
+    busy = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive() and (not t.daemon or t in workers)]
+    if not busy:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the app on `argv` (default sys.argv[1:]) and return the exit code; nothing escapes as a traceback
     (commands' errors are mapped by _MappedErrors; this catches what happens around them)."""
+    stdout = _identity(1)
     try:
         code = app(args=list(argv) if argv is not None else None, prog_name="espzoo", standalone_mode=False)
         return code if isinstance(code, int) else 0
+    except SystemExit as err:
+        # A closed pipe met by click (exit 1 on EPIPE) or by rich (help pages, tables: stdout pointed at /dev/null,
+        # exit 1) is the reader leaving, not a failure.
+        rich_left = stdout is not None and _identity(1) == _identity_of(os.devnull) != stdout
+        if err.code == 1 and (rich_left or _reader_left()):
+            _silence_stdout()
+            return 0
+        raise
     except EspzooError as err:
         return _error(str(err), err.exit_code)
     except typer.TyperException as err:  # bad usage: typer's own message and the usage line, exit 2
@@ -93,10 +133,51 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # typer turns one inside a command into exit 130 itself; this is for the rest
         sys.stderr.write("\ninterrupted\n")
         return INTERRUPTED
-    except BrokenPipeError:  # `espzoo search ... | head`: the reader left, nothing to say
+    except BrokenPipeError as err:  # `espzoo search ... | head`: the reader left, nothing to say
+        if not _reader_left():
+            return _error(f"internal error: {_first_line(err)}; details in {_write_crash_report()}", 1)
+        _silence_stdout()
         return 0
     except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
         return _error(f"internal error: {_first_line(err)}; details in {_write_crash_report()}", 1)
+
+
+def _reader_left() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`| head -1`, `| grep -q`): poll reports an error on it."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered is dropped at exit instead of failing there again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _error(message: str, code: int) -> int:
@@ -112,7 +193,6 @@ def _first_line(err: BaseException) -> str:
 def _write_crash_report() -> Path:
     """The traceback of the exception being handled, in a file under $ESPZOO_HOME/crash (else the temp dir)."""
     import datetime
-    import os
     import tempfile
     import traceback
 

@@ -70,6 +70,17 @@ def work(mirror_root: Path, tiny_repo_char: Path, tiny_repo_bpe: Path, tmp_path_
         if isinstance(config, dict) and isinstance(config.get("token_list"), list):
             config["token_list"].insert(3, config["token_list"][3])
             config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    # A 1 MB transcript line, and a 61 s recording (the limit is 60 s).
+    huge = _subset(w / "huge_text")
+    lines = (huge / "text").read_text(encoding="utf-8").splitlines()
+    lines[0] = lines[0].split()[0] + " " + ("hola " * 209716)[:1 << 20]
+    (huge / "text").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    long = _subset(w / "long_audio")
+    sf.write(str(w / "long.flac"), np.tile(audio, int(61 * rate / len(audio)) + 1), rate)
+    lines = (long / "wav.scp").read_text().splitlines()
+    lines[0] = f"{lines[0].split()[0]} {w / 'long.flac'}"
+    (long / "wav.scp").write_text("\n".join(lines) + "\n")
+    sf.write(str(w / "six_minutes.flac"), np.tile(audio, int(361 * rate / len(audio)) + 1)[:361 * rate], rate)
     (w / "not_a_dir").write_text("a file where OUT should go\n")
     (w / "unfinished" / "espnet").mkdir(parents=True)
     (w / "unfinished" / "config.yaml").write_text("encoder: conformer\n")
@@ -102,6 +113,10 @@ CASES = [
     Case("duplicate tokens in the repo", ["plan", "{w}/dup_tokens", "--json"], "repeats"),
     Case("duplicate tokens in the repo (finetune)", ["finetune", "{w}/dup_tokens", "--train", "{w}/good", "--valid",
          "{w}/good", "--out", "{w}/o9", "--max-epoch", "1", "--json"], "repeats", ("o9",)),
+    Case("a 1 MB transcript line", [*FT, "--train", "{w}/huge_text", "--out", "{w}/o12"],
+         "[esf2-es0001]: the transcript holds 1,048,576 characters, over the ", ("o12",)),
+    Case("a recording longer than 60 s", [*FT, "--train", "{w}/long_audio", "--out", "{w}/o13"],
+         "[esf2-es0001]: the audio lasts 61.", ("o13",)),
     Case("OUT is a file", [*FT, "--train", "{w}/good", "--out", "{w}/not_a_dir"], "{w}/not_a_dir"),
     Case("an override that is not key=value", [*FT, "--train", "{w}/good", "--out", "{w}/o10", "--conf", "lr"],
          "'lr'", ("o10/conf", "o10/model.pth")),
@@ -113,6 +128,8 @@ CASES = [
     Case("evaluate non-UTF-8 transcripts", ["evaluate", REPO, "--data", "{w}/latin1", "--json"],
          "{w}/latin1/text is not UTF-8"),
     Case("transcribe a missing file", ["transcribe", REPO, "{w}/missing.wav"], "{w}/missing.wav"),
+    Case("transcribe a 6-minute recording", ["transcribe", REPO, "{w}/six_minutes.flac"],
+         "{w}/six_minutes.flac lasts 361 s, over the 300 s espzoo decodes in one piece"),
     Case("export an unfinished experiment", ["export", "{w}/unfinished", "--out", "{w}/repo"], "{w}/unfinished",
          ("repo",)),
     Case("mirror serve a missing root", ["mirror", "serve", "--root", "{w}/nowhere", "--port", "0"], "{w}/nowhere"),
@@ -151,3 +168,74 @@ def test_skip_bad_says_how_many_it_dropped_and_where_the_list_is(work: dict) -> 
     assert f"--skip-bad dropped 1 utterance(s) from the train set (kept 5); the list with the reasons is {listing}" in (
         " ".join(done.stderr.split()))
     assert "cut.flac" in listing.read_text()
+
+
+@pytest.mark.parametrize("args", [["finetune", "--help"], ["--help"], ["--version"], ["search"], ["search", "--json"],
+                                  ["search", "bengali", "--json"]], ids=" ".join)
+def test_a_closed_pipe_ends_quietly(args: list[str], tmp_path: Path) -> None:
+    """`espzoo finetune --help | head -1`, `| grep -q X`: the reader left before espzoo wrote (a pipe whose read
+    end is closed, so every run meets it): exit 0 or 141, nothing on stderr, no crash report."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    home = tmp_path / "home"
+    try:
+        done = subprocess.run([ESPZOO, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "ESPZOO_HOME": str(home)})
+    finally:
+        os.close(write)
+    assert done.returncode in (0, 141), (done.returncode, done.stderr)
+    assert done.stderr == ""
+    assert not (home / "crash").exists()
+
+
+def test_a_common_voice_folder_as_downloaded_and_its_missing_clip(work: dict) -> None:
+    """`--train cv-corpus-X/es/train.tsv --valid cv-corpus-X/es/dev` (the folder and the split): the clips/ beside
+    the tables are found and the text is kept as written; a clip missing from clips/ is one sentence that names it
+    and the command line's --skip-bad (not the library's skip_bad=True)."""
+    from test_data import CV_SENTENCES, common_voice
+
+    w = work["w"]
+    lang = common_voice(w / "cv", "train")
+    common_voice(w / "cv", "dev", n=3)
+    env = client_env(work["url"], work["hf_home"])
+    out = w / "cv_out"
+    done = subprocess.run([ESPZOO, "finetune", REPO, "--train", str(lang / "train.tsv"), "--valid", str(lang / "dev"),
+                           "--out", str(out), "--dry-run", "--json"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    written = (out / "data" / "train" / "text").read_text(encoding="utf-8")
+    assert f"common_voice_es_train0 {CV_SENTENCES[0]}\n" in written  # quotes, case and punctuation as written
+    (lang / "clips" / "common_voice_es_train2.mp3").unlink()
+    done = subprocess.run([ESPZOO, "finetune", REPO, "--train", str(lang / "train"), "--valid", str(lang / "dev"),
+                           "--out", str(w / "cv_out2"), "--dry-run", "--json"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode not in (0, None) and len(lines) == 1, done.stderr
+    assert f"audio file not found: {lang / 'clips' / 'common_voice_es_train2.mp3'}" in lines[0]
+    assert lines[0].endswith("; or pass --skip-bad to drop it.") and "skip_bad" not in lines[0], lines[0]
+    assert not (w / "cv_out2").exists()
+
+
+def test_normalization_stats_that_are_not_numbers_are_refused(tiny_repo_char: Path, tmp_path: Path) -> None:
+    """A feats_stats.npz holding an object array (a pickle) or strings: `plan` and `transcribe` refuse it in one
+    sentence naming the file, never "internal error: ValueError" (issue 27: 15)."""
+    import os
+
+    audio = next((SPEECH / "train" / "audio").glob("*.flac"))
+    for n, (values, said) in enumerate([(np.array([{"x": 1}], dtype=object), "holds Python objects, not numbers"),
+                                        (np.array(["a", "b"]), "holds <U1 in sum")]):
+        repo = tmp_path / f"repo{n}"
+        shutil.copytree(tiny_repo_char, repo)
+        (stats,) = repo.rglob("feats_stats.npz")
+        good = dict(np.load(stats))
+        with open(stats, "wb") as f:
+            np.savez(f, **{**good, "sum": values})
+        for args in (["plan", str(repo), "--json"], ["transcribe", str(repo), str(audio)]):
+            done = subprocess.run([ESPZOO, *args], capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "ESPZOO_HOME": str(tmp_path / "home")})
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
+            assert len(lines) == 1 and lines[0].startswith(f"error: {stats} ") and said in lines[0], done.stderr
+    assert not (tmp_path / "home" / "crash").exists()

@@ -135,7 +135,7 @@ def test_every_problem_reported_at_once_and_nothing_written(tmp_path: Path) -> N
     expected = {
         ("missing", "wav.scp"): "audio file not found",
         ("empty", "wav.scp"): "empty (0 samples)",
-        ("long", "wav.scp"): "lasts 3.0 s (over 2 s)",
+        ("long", "wav.scp"): "lasts 3.0 s, over the 2 s an utterance may last for this model",
         ("corrupt", "wav.scp"): "unreadable audio",
         ("notext", "wav.scp"): "no transcript",
         ("piped", "wav.scp"): "pipe command",
@@ -145,7 +145,8 @@ def test_every_problem_reported_at_once_and_nothing_written(tmp_path: Path) -> N
     }
     for key, what in expected.items():
         assert what in found[key], (key, found.get(key))
-    assert "wav.scp:2 [missing]" in message and "skip_bad=True" in message and "fix:" in message
+    assert "wav.scp:2 [missing]" in message and "pass --skip-bad" in message and "fix:" in message
+    assert "skip_bad=True" not in message  # the CLI's words: most users meet this on the command line
     assert not (tmp_path / "out").exists()
 
 
@@ -160,7 +161,7 @@ def test_skip_bad_drops_and_reports(tmp_path: Path) -> None:
 def test_pipes_run_only_when_allowed(tmp_path: Path) -> None:
     src = _tone(tmp_path / "src.wav", rate=22050)
     root = _kaldi(tmp_path / "kaldi", {"p1": (f"cat {src} |", "piped tone")})
-    with pytest.raises(DataError, match="allow_pipes=True"):
+    with pytest.raises(DataError, match="pass --allow-pipes if you trust"):
         prepare(root, tmp_path / "out" / "p", sample_rate=16000)
     ds = prepare(root, tmp_path / "out" / "p", sample_rate=16000, allow_pipes=True)
     info = sf.info(_scp(ds.wav_scp)["p1"])
@@ -266,3 +267,92 @@ def test_text_encodings_boms_and_empty_audio_cells_are_one_sentence(tmp_path: Pa
     with pytest.raises(DataError, match="rename the audio column to one of") as err:
         prepare(columns, tmp_path / "out4", sample_rate=16000)
     assert "audio_column=" not in str(err.value)  # an option the command line does not have
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Corpora as downloaded (issue 27)
+
+CV_HEADER = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
+             "gender", "accents", "variant", "locale", "segment")
+# Sentence-cased and punctuated, as Common Voice writes them; the opening quote must not start CSV quoting.
+CV_SENTENCES = ['"Sí", dijo el camión.', "¿Dónde está el café?", "El salón — aquí; «ahí».", "Hola,  mundo!",
+                "O'Brien llegó a las 8:00.", "Fin."]
+
+
+def _es_files(n: int, split: str = "train") -> list[Path]:
+    rows = (SPEECH / "es" / split / "wav.scp").read_text().splitlines()[:n]
+    return [SPEECH / "es" / split / line.split()[1] for line in rows]
+
+
+def _as_mp3_48k(source: Path, target: Path) -> None:
+    import soxr
+
+    audio, rate = sf.read(str(source), dtype="float32")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(target), soxr.resample(audio, rate, 48000), 48000, format="MP3")
+
+
+def common_voice(root: Path, split: str = "train", n: int = 6) -> Path:
+    """A Common Voice release folder as downloaded: cv-corpus-X/es/{SPLIT}.tsv naming bare MP3 file names (48 kHz)
+    that lie in clips/ beside it."""
+    lang = root / "cv-corpus-99.0" / "es"
+    lines = ["\t".join(CV_HEADER)]
+    for i, source in enumerate(_es_files(n, "train" if split == "train" else "dev")):
+        name = f"common_voice_es_{split}{i}.mp3"
+        _as_mp3_48k(source, lang / "clips" / name)
+        lines.append("\t".join([f"client{i % 2}", name, str(i), CV_SENTENCES[i % len(CV_SENTENCES)], "", "2", "0",
+                                "", "", "", "", "es", ""]))
+    (lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lang
+
+
+def test_a_common_voice_release_folder_as_downloaded(tmp_path: Path) -> None:
+    """`cv-corpus-X/es/train.tsv`: bare names found in clips/ beside it, MP3 at 48 kHz converted once, the text
+    kept as written (quotes, case, punctuation), the speaker from client_id; `cv-corpus-X/es/train` (the folder and
+    the split) is the same data."""
+    assert sf.available_formats().get("MP3"), "this soundfile cannot write MP3"
+    lang = common_voice(tmp_path)
+    ds = prepare(lang / "train.tsv", tmp_path / "out" / "train", sample_rate=16000)
+    assert (ds.num_utterances, ds.converted) == (6, 6)
+    texts = ds.transcripts()
+    assert [texts[f"common_voice_es_train{i}"] for i in range(6)] == [" ".join(s.split()) for s in CV_SENTENCES]
+    speakers = _scp(ds.dir / "utt2spk")
+    assert speakers["common_voice_es_train0"] == "client0" and speakers["common_voice_es_train1"] == "client1"
+    shapes = {k: int(v) for k, v in (line.split() for line in ds.speech_shape.read_text().splitlines())}
+    originals = [sf.info(str(f)).frames for f in _es_files(6)]
+    assert [shapes[f"common_voice_es_train{i}"] for i in range(6)] == pytest.approx(originals, rel=0.02)
+    again = prepare(lang / "train", tmp_path / "out2" / "train", sample_rate=16000)
+    assert again.transcripts() == texts and again.source == str(lang / "train.tsv")
+    # `--vocab char:cv-corpus-X/es/train.tsv` learns from the sentences, not from the table's raw lines.
+    from espzoo.vocab import read_texts
+
+    assert read_texts(lang / "train.tsv") == read_texts(lang / "train") == ds.texts()
+
+
+def test_fleurs_and_audio_folders_beside_a_table(tmp_path: Path) -> None:
+    """FLEURS: SPLIT.tsv without a header row (id, file name, raw transcription, transcription, ...) and the files
+    in audio/SPLIT/; the raw transcription is kept. Any table whose paths are relative to wavs/, audio/ or clips/
+    beside it is read the same way; a file found in none of them is named where it was looked for."""
+    fleurs = tmp_path / "fleurs" / "es_419"
+    rows = []
+    for i, source in enumerate(_es_files(4)):
+        audio, rate = sf.read(str(source))
+        (fleurs / "audio" / "dev").mkdir(parents=True, exist_ok=True)
+        sf.write(str(fleurs / "audio" / "dev" / f"{1000 + i}.wav"), audio, rate)
+        rows.append(f"{i}\t{1000 + i}.wav\tEl Café, nº {i}.\tel café nº {i}\tE|l|C\t{len(audio)}\tFEMALE")
+    (fleurs / "dev.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ds = prepare(fleurs / "dev.tsv", tmp_path / "out" / "dev", sample_rate=16000)
+    assert ds.num_utterances == 4 and ds.converted == 0
+    assert sorted(ds.transcripts().values()) == [f"El Café, nº {i}." for i in range(4)]
+    assert all("/audio/dev/" in p for p in _scp(ds.wav_scp).values())
+
+    ljs = tmp_path / "ljs"
+    (ljs / "wavs").mkdir(parents=True)
+    for source in _es_files(3):
+        shutil.copy(source, ljs / "wavs" / source.name)
+    names = [f.name for f in _es_files(3)]
+    (ljs / "metadata.csv").write_text("file,text\n" + "".join(f"{n},Texto {n}\n" for n in names), encoding="utf-8")
+    assert prepare(ljs / "metadata.csv", tmp_path / "out" / "ljs", sample_rate=16000).num_utterances == 3
+    (ljs / "metadata.csv").write_text("file,text\nmissing.flac,x\n" + "".join(f"{n},y\n" for n in names[:1]))
+    with pytest.raises(DataError, match=rf"audio file not found: {ljs / 'wavs' / 'missing.flac'}"):
+        prepare(ljs / "metadata.csv", tmp_path / "out" / "ljs2", sample_rate=16000)

@@ -463,3 +463,85 @@ def test_without_pyarrow_the_extra_is_named(served: dict, kaldi: dict[str, Path]
         "error: Reading Hugging Face datasets (parquet or arrow files) needs pyarrow, which espzoo's datasets extra "
         "installs: pip install 'espzoo[datasets]'."]
     assert not (tmp_path / "o" / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A dataset's file references stay inside it (issue 27, 1)
+
+
+def _escaping_rows(kaldi: dict[str, Path], audio: str) -> list[dict]:
+    """Three rows with embedded audio, then one whose audio cell names `audio` (a path, no bytes)."""
+    rows = rows_of(kaldi["dev"])[:3]
+    return [*rows, {"audio": {"bytes": None, "path": audio}, "sentence": "hola", "client_id": "x"}]
+
+
+def test_a_hub_dataset_naming_a_file_outside_its_snapshot_is_refused(served: dict, kaldi: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """An `hf:` split whose audio column names an absolute path or `../..` is refused in one sentence before any
+    file is opened: a file that exists and one that does not give the same sentence, nothing is written (no
+    wav.scp naming the file, no extracted audio, no OUT)."""
+    real = (SPEECH / "train" / "audio" / "esf2-es0001.flac").resolve()
+    assert real.is_file()
+    missing = tmp_path / "nowhere" / "secret.flac"
+    hostile = [str(real), str(missing), "../../../../../../../../" + str(real).lstrip("/"), "data/../../x.flac",
+               "~/x.flac"]
+    messages = []
+    for n, value in enumerate(hostile):
+        name = f"espzoo-test/escape{n}"
+        write_parquet(_escaping_rows(kaldi, value), served["root"] / "datasets" / name / "data", files=1)
+        out = tmp_path / f"o{n}"
+        done = espzoo(["finetune", REPO, "--train", f"hf:{name}:train", "--valid", str(kaldi["dev"]), "--out",
+                       str(out), "--dry-run", "--json"], served, tmp_path / "hf")
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode not in (0, None) and "Traceback" not in done.stderr, done.stderr
+        assert len(lines) == 1, done.stderr
+        assert lines[0] == (f"error: hf:{name}:train train-00000-of-00001.parquet row 4 names the audio file "
+                            f"{value!r}, which lies outside the dataset; a dataset's audio must be embedded in it or "
+                            "lie inside its folder, so fix the dataset or list your own files in a CSV/TSV "
+                            "manifest."), lines[0]
+        messages.append(lines[0].replace(repr(value), "VALUE").replace(name, "NAME"))
+        assert not out.exists(), sorted(p.name for p in out.rglob("*"))  # neither data, extracted audio nor lock
+    assert len(set(messages)) == 1  # whether the file exists is not told
+
+
+def test_a_local_dataset_naming_a_file_outside_its_folder_is_refused(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    """The same rule for parquet on disk: a relative path inside the folder is read, one through a symlink that
+    leads out of it (or an absolute one) is refused before it is opened."""
+    folder = tmp_path / "pq"
+    (folder / "clips").mkdir(parents=True)
+    shutil.copy(SPEECH / "train" / "audio" / "esf2-es0001.flac", folder / "clips" / "a.flac")
+    (folder / "linked").symlink_to((SPEECH / "train" / "audio").resolve(), target_is_directory=True)
+    (folder / "clips" / "b.flac").symlink_to((SPEECH / "train" / "audio" / "esf2-es0005.flac").resolve())
+    write_parquet(_escaping_rows(kaldi, "clips/a.flac"), folder, files=1)
+    inside = prepare(folder, tmp_path / "ok" / "train", sample_rate=16000)
+    assert inside.num_utterances == 4
+    assert str(folder / "clips" / "a.flac") in (inside.dir / "wav.scp").read_text()
+    for n, value in enumerate(["linked/esf2-es0009.flac", "clips/b.flac", str(folder / "linked" / "x.flac")]):
+        bad = tmp_path / f"bad{n}"
+        write_parquet(_escaping_rows(kaldi, value), bad, files=1)
+        shutil.move(bad / "train-00000-of-00001.parquet", folder / "train-00000-of-00001.parquet")
+        with pytest.raises(DataError, match=rf"row 4 names the audio file '{value}', which lies outside the dataset"):
+            prepare(folder, tmp_path / f"o{n}" / "train", sample_rate=16000)
+        assert not (tmp_path / f"o{n}").exists()
+
+
+def test_a_text_column_must_hold_strings_without_control_characters(kaldi: dict[str, Path], tmp_path: Path) -> None:
+    """A transcript column of lists or bytes is not text (its str() would be trained on: `[1, 2]`, `b'\\xff\\xfe'`):
+    one sentence naming the column and its type; a NUL byte in a string is a problem of that row."""
+    rows = rows_of(kaldi["dev"])
+    for n, (values, kind) in enumerate([([[1, 2]] * 4, "list<element: int64>"), ([b"\xff\xfe"] * 4, "binary")]):
+        folder = write_parquet([{**r, "sentence": v} for r, v in zip(rows, values, strict=True)], tmp_path / f"t{n}",
+                               files=1)
+        with pytest.raises(DataError) as caught:
+            prepare(folder, tmp_path / f"o{n}" / "dev", sample_rate=16000)
+        assert str(caught.value) == (f"{folder}'s column 'sentence' holds {kind}, not text; pass --text-column with "
+                                     "the column that holds the transcripts as strings.")
+        assert not (tmp_path / f"o{n}").exists()
+    rows[1]["sentence"] = "hola\x00mundo"
+    folder = write_parquet(rows, tmp_path / "nul", files=1)
+    with pytest.raises(DataError) as caught:
+        prepare(folder, tmp_path / "o" / "dev", sample_rate=16000)
+    (problem,) = caught.value.problems
+    assert problem.where == "train-00000-of-00001.parquet row 2" and "control character '\\x00'" in problem.what
+    kept = prepare(folder, tmp_path / "o" / "dev", sample_rate=16000, skip_bad=True)
+    assert kept.num_utterances == 3 and "\x00" not in kept.text.read_text(encoding="utf-8")

@@ -267,6 +267,63 @@ def test_disk_full_is_one_sentence_and_leaves_no_partial_blob(big_mirror: Mirror
 # Reliability: killed downloads, concurrent pulls, corruption
 
 
+def test_rm_of_a_repo_being_pulled_is_refused_and_the_pull_finishes(big_mirror: MirrorServer, big_root: Path,
+                                                                    tmp_path: Path):
+    """`espzoo rm REPO` while `espzoo pull REPO` downloads it: refused in one sentence (the cache's lock for the
+    repo is held by the pull), the pull finishes with every byte, and rm then works (issue 27: 8)."""
+    home = tmp_path / "hf"
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    big_mirror.faults = Faults(rate=5_000_000)
+    proc = subprocess.Popen([ESPZOO, "pull", BIG, "--json"], env=client_env(big_mirror.url, home),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not list(blobs.glob(f"{digest}.*")):
+        time.sleep(0.05)
+    refused = espzoo(["rm", BIG], home, big_mirror.url)
+    out, err = proc.communicate(timeout=120)
+    assert refused.returncode not in (0, None) and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {BIG} is being pulled by another espzoo process; run espzoo rm again when that pull is done."]
+    assert proc.returncode == 0, err
+    assert sha256_of(Path(json.loads(out)["path"]) / BIG_CKPT) == digest
+    big_mirror.faults = Faults()
+    removed = espzoo(["rm", BIG], home, big_mirror.url)
+    assert removed.returncode == 0, removed.stderr
+    assert not (home / "hub" / f"models--{BIG.replace('/', '--')}").exists()
+
+
+def test_ctrl_c_during_a_pull_of_a_file_under_the_parallel_size_ends_it_at_once(big_mirror: MirrorServer,
+                                                                                 big_root: Path, tmp_path: Path):
+    """Ctrl-C while huggingface_hub downloads an LFS file too small for parallel parts (31 MB, served at 300 KB/s:
+    about 100 s to go): the pull ends within a second or two with exit 130 and one line, and the next pull resumes
+    the partial file (issue 27: 2)."""
+    home = tmp_path / "hf"
+    digest = sha256_of(big_root / BIG / BIG_CKPT)
+    assert (big_root / BIG / BIG_CKPT).stat().st_size < hub.PARALLEL_MIN
+    big_mirror.faults = Faults(rate=300_000)
+    proc = subprocess.Popen([ESPZOO, "pull", BIG], env=client_env(big_mirror.url, home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    blobs = home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not [
+            p for p in blobs.glob(f"{digest}.*.incomplete") if p.stat().st_size > 100_000]:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the pull ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    waited = time.monotonic() - sent
+    assert waited < 3.0, f"the pull ended {waited:.1f} s after Ctrl-C"
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    big_mirror.faults = Faults()
+    snap = hub.pull(BIG, progress=False)
+    assert sha256_of(snap.path / BIG_CKPT) == digest
+
+
 def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorServer, big_root: Path,
                                                             tmp_path: Path):
     home = tmp_path / "hf"

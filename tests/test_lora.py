@@ -332,6 +332,43 @@ def test_adapter_only_export_pulls_its_base_and_scores_like_the_merged_one(
     assert reports["me/tiny-lora"]["utterances"] == 3
 
 
+def test_a_tampered_adapter_config_is_one_sentence(finetuned: dict, mirror_root: Path, data: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    """adapter_config.yaml edited by hand or by an attacker: a base_repo that is a path, a rank that is no number, a
+    base_commit that is a branch (the adapter would no longer be pinned), or another base model whose layers do not
+    fit the adapter: each is one sentence naming the file, never an internal error (issue 27: 10)."""
+    root = tmp_path / "root"
+    shutil.copytree(mirror_root, root)
+    other = root / "me" / "other"  # another model: the base with one adapted layer of another shape
+    shutil.copytree(root / REPO, other)
+    (checkpoint,) = [p for p in other.rglob("*.pth")]
+    state = load(checkpoint)
+    layer = next(k[:-len(".lora_A")] for k in load(finetuned["out"] / "model.pth") if k.endswith(".lora_A"))
+    state[f"{layer}.weight"] = state[f"{layer}.weight"][:, :16].clone()
+    torch.save(state, checkpoint)
+    only = tmp_path / "only"
+    result = espzoo(["export", str(finetuned["out"]), "--out", str(only), "--adapter-only"], OFFLINE, tmp_path / "x")
+    assert result.returncode == 0, result.stderr[-2000:]
+    good = yaml.safe_load((only / "adapter_config.yaml").read_text())
+    with MirrorServer(root) as server:
+        other_commit = server.revision("me/other").commit
+        cases = [("base_repo", "../..", "base_repo is '../..', not ORG/NAME"),
+                 ("rank", "abc", "rank is 'abc', not a number"),
+                 ("base_commit", "main", "base_commit is 'main', not the 40-character commit id"),
+                 ("base", None, f"the base me/other@{other_commit} has {layer}.weight of shape")]
+        for n, (key, value, said) in enumerate(cases):
+            tampered = tmp_path / f"t{n}"
+            shutil.copytree(only, tampered)
+            config = {**good, "base_repo": "me/other", "base_commit": other_commit} if key == "base" else {
+                **good, key: value}
+            (tampered / "adapter_config.yaml").write_text(yaml.safe_dump(config))
+            run = espzoo(["evaluate", str(tampered), "--data", str(data["test"]), "--json", "--beam", "1"],
+                         server.url, tmp_path / "hf")
+            lines = run.stderr.strip().splitlines()
+            assert run.returncode not in (0, None) and "Traceback" not in run.stderr, run.stderr[-2000:]
+            assert len(lines) == 1 and said in lines[0] and "internal error" not in lines[0], (key, run.stderr)
+
+
 def test_adapter_only_export_of_a_full_fine_tune_is_refused(tiny_out: Path, tmp_path: Path) -> None:
     result = espzoo(["export", str(tiny_out), "--out", str(tmp_path / "x"), "--adapter-only"], OFFLINE, tmp_path)
     assert result.returncode != 0 and "--lora" in result.stderr and "Traceback" not in result.stderr

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from _hubtools import ESPZOO, client_env, run_espzoo
+from _hubtools import ESPZOO, client_env, run_client, run_espzoo
 from _tiny_out import build_tiny_out
 
 from espzoo.export import ExportOptions, export
@@ -106,12 +107,42 @@ def test_revision_creates_a_branch_and_leaves_main(exported, mirror: MirrorServe
 
 
 def test_a_private_repo_is_served_only_with_the_token(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """Served to the server's upload token only; to anyone else it is not there at all (the answer a missing repo
+    gets: its existence is not told); its marker holds no token, and after a restart with a new --token the new
+    token reads it and the old one does not (issue 27: 5, 11)."""
+    from espzoo.mirror import GATED_MARKER
+
     _, folder = exported
     assert _push([str(folder), "me/secret", "--private"], mirror.url, tmp_path / "home").returncode == 0
-    with pytest.raises(MirrorError) as refused:
-        mirror.revision("me/secret")
-    assert refused.value.status == 401
+    for token in (None, "hf_wrong"):
+        with pytest.raises(MirrorError) as refused:
+            mirror.revision("me/secret", token=token)
+        with pytest.raises(MirrorError) as missing:
+            mirror.revision("me/nothing", token=token)
+        assert (refused.value.status, refused.value.code) == (missing.value.status, missing.value.code) == (
+            404, "RepoNotFound")
+        assert refused.value.message.replace("secret", "X") == missing.value.message.replace("nothing", "X")
     assert set(mirror.revision("me/secret", token=TOKEN).files) == set(_files(folder))
+    marker = (mirror.source.root / "me" / "secret" / GATED_MARKER).read_text()
+    assert TOKEN not in marker
+
+    # What the real client sees without the token: the same error for the private repo as for a missing one.
+    said = run_client("""
+        from huggingface_hub import HfApi
+        result = {}
+        for repo in ("me/secret", "me/nothing"):
+            try:
+                HfApi().model_info(repo)
+                result[repo] = "served"
+            except Exception as err:
+                result[repo] = type(err).__name__
+    """, mirror.url, tmp_path / "hf")
+    assert said == {"me/secret": "RepositoryNotFoundError", "me/nothing": "RepositoryNotFoundError"}
+
+    with MirrorServer(mirror.source.root, token="hf_new_token") as restarted:
+        assert set(restarted.revision("me/secret", token="hf_new_token").files) == set(_files(folder))
+        with pytest.raises(MirrorError):
+            restarted.revision("me/secret", token=TOKEN)
 
 
 @pytest.mark.parametrize(("server_token", "client_token", "said"), [
@@ -298,3 +329,145 @@ def test_a_failed_commit_changes_nothing_and_orphans_are_collected(exported, mir
     assert _push([str(changed), "me/tiny"], mirror.url, tmp_path / "home").returncode == 0
     assert {p.name for p in store.iterdir()} == held  # the orphan and the partial upload are gone
     assert _files(_pull(f"me/tiny@{before}", mirror.url, tmp_path / "home2")) == _files(folder)
+
+
+class _RunsCode:
+    """A pickle that runs a shell command when it is loaded (as a hostile model.pth would)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_code_running_pickle_is_neither_exported_nor_pushed(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """OUT/model.pth (or an exported folder's .pth) whose pickle asks for a Python callable: export and push refuse
+    it in one sentence naming the file, before anything is written or uploaded, and the code never runs."""
+    import torch
+
+    out, folder = exported
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil"
+    shutil.copytree(out, evil)
+    state = torch.load(out / "model.pth", weights_only=True)
+    torch.save({**state, "x": _RunsCode(marker)}, evil / "model.pth")
+    evil_repo = tmp_path / "evil_repo"
+    shutil.copytree(folder, evil_repo)
+    (model,) = evil_repo.glob("exp/*/valid.acc.ave.pth")
+    shutil.copyfile(evil / "model.pth", model)
+
+    runs = {
+        "export": (run_espzoo(["export", str(evil), "--out", str(tmp_path / "dest")], mirror.url, tmp_path / "home"),
+                   evil / "model.pth"),
+        "push OUT": (_push([str(evil), "me/evil"], mirror.url, tmp_path / "home"), evil / "model.pth"),
+        "push folder": (_push([str(evil_repo), "me/evil"], mirror.url, tmp_path / "home"), model),
+    }
+    for what, (done, path) in runs.items():
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode not in (0, None) and "Traceback" not in done.stderr, (what, done.stderr)
+        assert lines == [f"error: {path} is not a weights-only checkpoint: its pickle asks for Python objects "
+                         f"(posix.system) and would run code wherever it is loaded, so it is not published; train "
+                         "the model again with espzoo finetune."], (what, done.stderr)
+    assert not marker.exists()
+    assert not (tmp_path / "dest").exists() and not list(tmp_path.glob(".dest.*"))
+    with pytest.raises(MirrorError):
+        mirror.revision("me/evil")
+
+
+def _post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, str]:
+    """A POST as the client sends it: (status, X-Error-Message)."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, ""
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("X-Error-Message") or ""
+
+
+def _commit_body(*files: tuple[str, bytes]) -> bytes:
+    import base64
+
+    lines = [{"key": "header", "value": {"summary": "hostile"}}]
+    lines += [{"key": "file", "value": {"path": p, "content": base64.b64encode(d).decode(), "encoding": "base64"}}
+              for p, d in files]
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+def test_uploads_the_disk_refuses_are_answered_in_one_sentence(mirror: MirrorServer, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture) -> None:
+    """Names over 255 bytes, a NUL, a file over a folder, a 300-character repo name, `x.incomplete` (which the mirror
+    never serves), a model org named `datasets`: 400 with a sentence, never a dropped connection; nothing lands;
+    a client that sends half a request and stalls costs one log line, not a traceback (issue 27: 7, 13)."""
+    import socket
+
+    create = f"{mirror.url}/api/repos/create"
+    assert _post(create, json.dumps({"name": "r", "organization": "me"}).encode())[0] == 200
+    commit = f"{mirror.url}/api/models/me/r/commit/main"
+    first = mirror.revision("me/r", token=TOKEN).commit
+    cases = {
+        "a name over 255 bytes": _commit_body(("a" * 300, b"x")),
+        "a NUL": _commit_body(("x\x00y", b"x")),
+        "a file over a folder": _commit_body(("a", b"x"), ("a/b", b"y")),
+        "x.incomplete": _commit_body(("weights.incomplete", b"x")),
+    }
+    for what, body in cases.items():
+        status, said = _post(commit, body)
+        assert status == 400 and said.endswith(("rename it", "no file where the repo has a folder")), (what, said)
+    assert mirror.revision("me/r", token=TOKEN).commit == first  # nothing landed
+    for org, name in (("me", "n" * 300), ("datasets", "evil")):
+        status, said = _post(create, json.dumps({"name": name, "organization": org}).encode())
+        assert status == 400 and "choose another" in said or "not a valid repo id" in said, said
+    assert not (mirror.source.root / "datasets").exists()
+
+    capfd.readouterr()
+    stalled, err = [], ""
+    with MirrorServer(mirror.source.root, token=TOKEN, idle_timeout=0.3) as quick:
+        host, port = quick.url.removeprefix("http://").split(":")
+        for _ in range(3):
+            client = socket.create_connection((host, int(port)))
+            client.sendall(f"POST /api/models/me/r/commit/main HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                           "\r\nContent-Length: 100000\r\n\r\n{\"key\": ".encode())
+            stalled.append(client)
+        deadline = time.monotonic() + 20
+        while err.count("dropped the connection") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            err += capfd.readouterr().err
+        for client in stalled:
+            client.close()
+        time.sleep(0.5)
+    err += capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == ["espzoo mirror: dropped the connection from 127.0.0.1: TimeoutError: timed "
+                                        "out"] * 3, err
+
+
+def test_a_commit_leaves_the_modes_a_plain_mkdir_and_open_give(exported, mirror: MirrorServer, tmp_path: Path) -> None:
+    """After a push the repo's folders, its kept commits and its LFS objects have the umask's modes (0755/0644
+    under umask 022), not mkdtemp's 0700 and mkstemp's 0600: other local readers of the mirror keep access
+    (issue 27: 12)."""
+    import os
+    import stat
+
+    _, folder = exported
+    old = os.umask(0o022)
+    try:
+        assert _push([str(folder), "me/modes"], mirror.url, tmp_path / "home").returncode == 0
+        changed = tmp_path / "changed"
+        shutil.copytree(folder, changed)
+        (changed / "README.md").write_text("changed\n")
+        assert _push([str(changed), "me/modes"], mirror.url, tmp_path / "home").returncode == 0
+    finally:
+        os.umask(old)
+    root = mirror.source.root
+    paths = [p for p in root.rglob("*") if "modes" in p.as_posix() or ".espzoo-lfs" in p.as_posix()]
+    assert any(p.suffix == ".pth" for p in paths) and any(".espzoo-commits" in p.as_posix() for p in paths)
+    wrong = {p.relative_to(root).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths
+             if stat.S_IMODE(p.stat().st_mode) != (0o755 if p.is_dir() else 0o644)}
+    assert not wrong, wrong

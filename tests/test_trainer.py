@@ -588,6 +588,31 @@ def test_a_cut_off_checkpoint_pth_restarts_the_run_on_resume(tiny: Tiny, trained
     assert (out / "espnet.incomplete-1" / "checkpoint.pth").is_file() and (out / "model.pth").is_file()
 
 
+def test_a_legacy_pickle_checkpoint_pth_is_named_as_such_on_resume(tiny: Tiny, trained: Path, tmp_path: Path) -> None:
+    """checkpoint.pth in torch's legacy pickle format (never what ESPnet writes, so put there by someone else) is
+    not taken for a cut-off file and set aside: --resume is refused in one sentence that says what it is, and
+    nothing in OUT moves (issue 27: 16)."""
+    import shutil
+
+    import torch
+
+    from espzoo.errors import TrainError
+
+    out = tmp_path / "exp"
+    shutil.copytree(trained, out, symlinks=True)
+    (out / "model.pth").unlink()
+    checkpoint = out / "espnet" / "checkpoint.pth"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    torch.save(state, checkpoint, _use_new_zipfile_serialization=False)
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with pytest.raises(TrainError) as refused:
+        _run(tiny, out, options=TrainOptions(max_epoch=3, keep_nbest=2, resume=True))
+    assert str(refused.value).startswith(f"{checkpoint} is a legacy-format pickle, not the zip file torch and ESPnet "
+                                         "write, so it was neither loaded nor set aside as cut off")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert not (out / "espnet.incomplete-1").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Warm start: the training child imports ESPnet while espzoo prepares, and is gone when it is not used
 

@@ -169,6 +169,7 @@ def open_bundle(path: str | os.PathLike[str] | Any) -> Bundle:
                 f"{root} uses global_mvn but has no {STATS_NAME} (config says "
                 f"{stats_value!r}); pull the whole repo (espzoo pull REPO --all)."
             )
+        check_stats(stats_file)
     token_list = _token_list(root, config, config_path, files)
     if not token_list:
         raise BundleError(f"{config_path} has no token_list and {root} holds no {TOKENS_NAME}; the repo is incomplete.")
@@ -190,6 +191,35 @@ def open_bundle(path: str | os.PathLike[str] | Any) -> Bundle:
         meta=meta,
         warnings=warnings,
     )
+
+
+def check_stats(path: Path) -> None:
+    """BundleError (one sentence) unless `path` is a feats_stats.npz as ESPnet's GlobalMVN reads it: numeric arrays
+    count, sum and sum_square, loaded without unpickling (an object array would run code, or fail deep in ESPnet)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        stats = np.load(path, allow_pickle=False)
+        if isinstance(stats, np.ndarray):  # Kaldi-style stats in one array, which GlobalMVN reads too
+            arrays = {"count": stats, "sum": stats, "sum_square": stats}
+        else:
+            with stats:
+                arrays = {key: stats[key] for key in ("count", "sum", "sum_square") if key in stats.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise BundleError(f"{path} holds Python objects, not numbers, and loading them could run code; use "
+                              "normalization stats from a source you trust (or train with --stats new).") from None
+        raise BundleError(f"{path} is not a readable {STATS_NAME} ({err}); pull the model again.") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise BundleError(f"{path} is not a readable {STATS_NAME} ({err}); pull the model again.") from None
+    missing = [key for key in ("count", "sum", "sum_square") if key not in arrays]
+    odd = [key for key, array in arrays.items() if array.dtype.kind not in "iuf"]
+    if missing or odd:
+        what = f"has no {missing[0]}" if missing else f"holds {arrays[odd[0]].dtype} in {odd[0]}"
+        raise BundleError(f"{path} {what}; it is not the {STATS_NAME} ESPnet's global_mvn reads (count, sum and "
+                          "sum_square as numbers): pull the model again.")
 
 
 def _read_meta(root: Path) -> dict[str, Any] | None:

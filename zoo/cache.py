@@ -11,8 +11,10 @@ Everything reads the standard HF cache (`hf cache` sees the same); the cache's p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -209,15 +211,53 @@ def _looks_espnet(names: list[str], snapshot: Path) -> bool:
     return False
 
 
-def remove(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None) -> tuple[list[str], int]:
-    """Delete repo_id@revision (every revision when None) from the HF cache; returns (commits removed, bytes freed)."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+REPO_LOCK = "espzoo-repo.lock"  # in huggingface_hub's .locks/<repo folder>/: pulls hold it shared, rm exclusive
 
+
+@contextlib.contextmanager
+def repo_lock(cache_dir: str | Path, repo_id: str, repo_type: str = "model", *, remove: bool = False) -> Iterator[None]:
+    """Coordinate pulls and rm of one repo in the cache: a pull holds the repo's lock shared for its whole run (pulls
+    of it go on side by side); rm takes it exclusive, and is refused in one sentence while a pull holds it (a pull
+    whose files vanish under it would blame the disk). A cache this user cannot write to is read without a lock."""
+    import fcntl
+
+    path = Path(cache_dir) / ".locks" / _hf.repo_folder(repo_id, repo_type) / REPO_LOCK
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        if remove:
+            raise
+        yield
+        return
+    try:
+        if remove:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise HubError(f"{repo_id} is being pulled by another espzoo process; run espzoo rm again when "
+                               "that pull is done.") from None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while an rm of the repo runs, then pulls afresh
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None) -> tuple[list[str], int]:
+    """Delete repo_id@revision (every revision when None) from the HF cache; returns (commits removed, bytes freed).
+    Refused while a pull of the repo runs (repo_lock)."""
     from espzoo.hub import parse_repo_ref
 
     repo_id, at = parse_repo_ref(repo_id)
-    revision = revision or at
+    with repo_lock(cache_dir or _hf.hub_cache_dir(), repo_id, remove=True):
+        return _remove(repo_id, revision or at, cache_dir)
+
+
+def _remove(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> tuple[list[str], int]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
     try:
         info = scan_cache_dir(cache_dir or _hf.hub_cache_dir())
     except CacheNotFound:

@@ -15,7 +15,8 @@ first, then from the current directory (Kaldi's own convention, for dirs made by
 
 Everything is checked before anything is written or converted, and every problem is reported in one
 `DataError` (file:line, what is wrong, how to fix it); with `skip_bad=True` the offending utterances are
-dropped and listed in `Dataset.skipped` instead.
+dropped and listed in `Dataset.skipped` instead. Messages name the command line's options (`--skip-bad` is
+`skip_bad=True`, `--allow-pipes` is `allow_pipes=True`): most users meet them there.
 
 Audio in any format soundfile reads is accepted. Files that are already mono WAV/FLAC at the model's rate are
 used where they are; everything else (another rate, several channels, another format, a segment of a
@@ -46,12 +47,23 @@ from espzoo._fs import atomic_write, replace_dir
 from espzoo.errors import DataError  # noqa: F401 (re-exported)
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+# Where a corpus as downloaded keeps the files its table names (Common Voice: clips/, LJSpeech: wavs/); FLEURS
+# keeps them in audio/SPLIT/ beside SPLIT.tsv.
+AUDIO_FOLDERS = ("clips", "audio", "wavs")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+# FLEURS' SPLIT.tsv has no header row; the transcript as written is its third column (the fourth is normalized).
+FLEURS_COLUMNS = ("id", "path", "raw_transcription", "transcription", "characters", "num_samples", "gender")
 AUDIO_COLUMNS = ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav", "wav_path")
-TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text", "label")
+TEXT_COLUMNS = ("text", "transcript", "raw_transcription", "transcription", "sentence", "normalized_text", "label")
 ID_COLUMNS = ("id", "utt_id", "utterance_id", "uttid", "key")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
 # Formats ESPnet's sound reader takes as they are; anything else is converted into the cache.
 DIRECT_FORMATS = ("WAV", "FLAC")
+# Length limits of the data check: audio longer than MAX_SECONDS (an S2T model: its speech_length) and transcripts
+# longer than text_limit() are refused, naming the utterance.
+MAX_SECONDS = 60.0
+MAX_CHARS_PER_SECOND = 40
+MIN_TEXT_LIMIT = 100
 MAX_LISTED = 10  # problems shown in a DataError message; all of them are in DataError.problems
 PIPE_TIMEOUT_S = 600
 SKIPPED_LIST = "skipped.txt"
@@ -344,12 +356,63 @@ def _manifest_rows(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str
             names.update(dict.fromkeys(row))
             rows.append((where, {k: "" if v is None else str(v) for k, v in row.items()}))
         return list(names), rows, problems
-    # utf-8-sig: spreadsheets save a BOM that would otherwise stick to the first column's name.
-    with io.StringIO(read_utf8(path), newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+    # A TSV has no quoting (Common Voice's sentences hold quotes: `"Sí", dijo.` is text as written, and one opening
+    # quote read as CSV quoting would swallow the rows after it); a CSV is read as spreadsheets write it.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    content = read_utf8(path)
+    first = next(csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting), [])
+    fieldnames = _headerless_columns(first, path)
+    with io.StringIO(content, newline="") as f:
+        reader = csv.DictReader(f, fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
         for row in reader:
             rows.append((f"{path.name}:{reader.line_num}", {k: (v or "") for k, v in row.items() if k is not None}))
         return list(reader.fieldnames or []), rows, problems
+
+
+def _headerless_columns(first: list[str], path: Path) -> list[str] | None:
+    """Column names for a table whose first row is already an utterance (a file name in it, as in FLEURS'
+    `id, file name, raw transcription, transcription, characters, samples, gender`), None when it is a header."""
+    files = [cell.strip() for cell in first if cell.strip().lower().endswith(AUDIO_SUFFIXES)]
+    if not files:
+        return None
+    if len(first) == len(FLEURS_COLUMNS):
+        return list(FLEURS_COLUMNS)
+    if len(first) == 2:
+        return ["audio", "text"] if first[0].strip() == files[0] else ["text", "audio"]
+    raise DataError(f"{path} has no header row (its first row names the file {files[0]}); add a first row naming "
+                    "the columns, e.g. audio and text.")
+
+
+def _audio_base(manifest: Path, values: list[str]) -> Path:
+    """The folder a manifest's relative audio paths are read from: beside it, else the audio folder of a corpus as
+    downloaded (Common Voice's clips/, FLEURS' audio/SPLIT/, an audio/ or wavs/ folder): the first where one of
+    the first rows' files is found."""
+    here = manifest.parent
+    relative = [v for v in (v.strip() for v in values) if v and not v.endswith("|") and
+                not Path(v).expanduser().is_absolute()][:20]
+    for folder in (here, *(here / name for name in (f"audio/{manifest.stem}", *AUDIO_FOLDERS))):
+        if any((folder / v).exists() for v in relative):
+            return folder
+    return here
+
+
+def find_manifest(source: Path) -> Path:
+    """`source`, or for a path that does not exist the manifest it names without its suffix (a corpus folder and a
+    split: `cv-corpus-X/es/train` is `cv-corpus-X/es/train.tsv`)."""
+    if source.exists():
+        return source
+    found = [source.with_name(source.name + suffix) for suffix in MANIFEST_SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    return found[0] if len(found) == 1 else source
+
+
+def manifest_texts(path: Path, text_column: str | None = None) -> list[str]:
+    """The transcripts of a CSV/TSV/JSONL manifest (its text column, found as for --train), as the prepared `text`
+    holds them; empty ones left out."""
+    names, rows, _ = _manifest_rows(path)
+    column = _column(names, text_column, TEXT_COLUMNS, "text", path)
+    texts = (" ".join(row.get(column or "", "").split()) for _, row in rows)
+    return [text for text in texts if text]
 
 
 def _stem(value: str, *, whole: bool = False) -> str:
@@ -373,6 +436,7 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
     speaker_col = _column(names, None, SPEAKER_COLUMNS, "speaker", path)
     assert audio_col is not None and text_col is not None
 
+    base = _audio_base(path, [row.get(audio_col, "") for _, row in rows])
     # Without an id column, ids come from the file names (their relative path where names repeat).
     stems = [_stem(row.get(audio_col, "")) for _, row in rows]
     named = [stem for stem in stems if stem]
@@ -399,7 +463,7 @@ def _read_manifest(path: Path, audio_column: str | None, text_column: str | None
             )
             continue
         seen[utt_id] = where
-        entry = _audio_entry(value, where, utt_id, path.parent, problems)
+        entry = _audio_entry(value, where, utt_id, base, problems)
         if entry is None:
             continue
         text = " ".join(row.get(text_col, "").split())
@@ -415,7 +479,7 @@ _MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".m
 
 
 def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_column: str | None,
-             extract_dir: Path) -> _Reading:
+             extract_dir: Path, written: list[Path]) -> _Reading:
     """The rows of a Hugging Face dataset as utterances, read a batch at a time; embedded audio is written to
     `extract_dir` under the hash of its bytes (a rerun writes nothing), so only ids and texts stay in memory."""
     table = hfdata.open_table(source)
@@ -429,7 +493,10 @@ def _read_hf(source: str, audio_column: str | None, text_column: str | None, id_
     rows: list[tuple[str, str | None, str, str, str, str]] = []  # (where, audio, text, id value, stem, speaker)
     for where, row in table.rows(wanted):
         data, path = hfdata.audio_of(row.get(audio_col))
-        audio = _extract(data, path, extract_dir) if data else (_resolve_audio(path, table.base) if path else None)
+        if data:
+            audio = _extract(data, path, extract_dir, written)
+        else:  # a file the dataset names: inside it, or refused before it is opened
+            audio = table.audio_path(path, where) if path else None
         ident = "" if id_col is None or row.get(id_col) is None else "_".join(str(row[id_col]).split())
         speaker = "" if speaker_col is None or row.get(speaker_col) is None else "_".join(str(row[speaker_col]).split())
         text = hfdata.transcript(row.get(text_col))
@@ -465,8 +532,9 @@ def _hf_ids(rows: list[tuple[str, str | None, str, str, str, str]], *, explicit:
     return [f"row{n:07d}" for n in range(1, len(rows) + 1)]
 
 
-def _extract(data: bytes, path: str | None, extract_dir: Path) -> str:
-    """The file holding the encoded audio `data`, written once under the hash of its contents."""
+def _extract(data: bytes, path: str | None, extract_dir: Path, written: list[Path]) -> str:
+    """The file holding the encoded audio `data`, written once under the hash of its contents (and then added to
+    `written`)."""
     suffix = Path(path or "").suffix.lower()
     if not suffix or len(suffix) > 5:
         suffix = next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".audio")
@@ -474,6 +542,7 @@ def _extract(data: bytes, path: str | None, extract_dir: Path) -> str:
     target = extract_dir / digest[:2] / f"{digest[2:26]}{suffix}"
     if not target.is_file() or target.stat().st_size != len(data):
         atomic_write(target, lambda tmp: tmp.write_bytes(data))
+        written.append(target)
     return str(target)
 
 
@@ -528,7 +597,7 @@ def _probe(utt: _Utterance, limits: _Limits) -> Problem | None:
             return Problem(
                 utt.where,
                 f"a pipe command ('{utt.audio} |') would run a shell command",
-                "convert the audio to files, or pass allow_pipes=True (--allow-pipes) if you trust this wav.scp",
+                "convert the audio to files, or pass --allow-pipes if you trust this wav.scp",
                 utt.id,
             )
         cached = _cache_path(utt, limits)
@@ -598,11 +667,30 @@ def _check_length(utt: _Utterance, limits: _Limits) -> Problem | None:
     if seconds > limits.max_seconds:
         return Problem(
             utt.where,
-            f"the audio lasts {seconds:.1f} s (over {limits.max_seconds:.0f} s)",
-            "cut it into utterances (a segments file), or raise max_seconds",
+            f"the audio lasts {seconds:.1f} s, over the {limits.max_seconds:g} s an utterance may last for this model",
+            "cut the recording into utterances (a Kaldi segments file)",
+            utt.id,
+        )
+    control = next((c for c in utt.text if (ord(c) < 32 and c != "\t") or 0x7F <= ord(c) < 0xA0), None)
+    if control is not None:  # a NUL ends the line for C readers; an ESC, a \r would be tokens of the vocabulary
+        return Problem(utt.where, f"the transcript holds the control character {control!r}",
+                       "remove it from the transcript", utt.id)
+    most = text_limit(seconds)
+    if len(utt.text) > most:
+        return Problem(
+            utt.where,
+            f"the transcript holds {len(utt.text):,} characters, over the {most:,} that {seconds:.1f} s of speech can "
+            f"hold ({MAX_CHARS_PER_SECOND} a second)",
+            "check that the transcript is this audio's, or cut the recording into utterances",
             utt.id,
         )
     return None
+
+
+def text_limit(seconds: float) -> int:
+    """The most characters a transcript of `seconds` of speech may hold: far above any speech rate (about 15 a second
+    read aloud), far below what makes ESPnet's attention allocate without end (a 1 MB line: about 1 TB)."""
+    return MIN_TEXT_LIMIT + int(seconds * MAX_CHARS_PER_SECOND)
 
 
 def _convert(utt: _Utterance, limits: _Limits, data: bytes | None = None) -> tuple[str, int, bool]:
@@ -646,7 +734,7 @@ def prepare(
     skip_bad: bool = False,
     allow_pipes: bool = False,
     min_seconds: float = 0.1,
-    max_seconds: float = 60.0,
+    max_seconds: float = MAX_SECONDS,
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     audio_column: str | None = None,
@@ -664,12 +752,39 @@ def prepare(
     out_dir = Path(out_dir).expanduser().resolve()
     name = name or out_dir.name
     cache = Path(cache_dir).resolve() if cache_dir else out_dir.parent / "audio"
+    extracted: list[Path] = []  # a dataset's embedded audio this call wrote: removed again when the check fails
+    anchor = next(p for p in (cache, *cache.parents) if p.exists())  # folders made below it are removed with them
+    try:
+        return _prepare(source, out_dir, name, cache, extracted, sample_rate=sample_rate, skip_bad=skip_bad,
+                        allow_pipes=allow_pipes, min_seconds=min_seconds, max_seconds=max_seconds, workers=workers,
+                        audio_column=audio_column, text_column=text_column, id_column=id_column)
+    except BaseException:
+        _remove_written(extracted, anchor)
+        raise
+
+
+def _remove_written(files: list[Path], anchor: Path) -> None:
+    """Remove `files` and the folders below `anchor` they leave empty."""
+    folders = set()
+    for file in files:
+        file.unlink(missing_ok=True)
+        folders.update(p for p in file.parents if anchor in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run's files), or gone
+            pass
+
+
+def _prepare(source: str | Path, out_dir: Path, name: str, cache: Path, extracted: list[Path], *, sample_rate: int,
+             skip_bad: bool, allow_pipes: bool, min_seconds: float, max_seconds: float, workers: int | None,
+             audio_column: str | None, text_column: str | None, id_column: str | None) -> Dataset:
     if hfdata.is_hf_source(source):  # before resolving: an hf: reference or a glob is not a path
         text = str(source)
         source = text if text.startswith(hfdata.HF_SCHEME) else str(Path(text).expanduser().resolve())
-        reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf")
+        reading = _read_hf(source, audio_column, text_column, id_column, cache / "hf", extracted)
     else:
-        source = Path(source).expanduser().resolve()
+        source = find_manifest(Path(source).expanduser().resolve())
         reading = _read_local(source, audio_column, text_column, id_column)
 
     limits = _Limits(
@@ -729,13 +844,13 @@ def _read_local(source: Path, audio_column: str | None, text_column: str | None,
 
 def _data_error(source: Path | str, problems: list[Problem]) -> DataError:
     if len(problems) == 1:  # one sentence
-        return DataError(f"{source}: {problems[0]}; or pass skip_bad=True (--skip-bad) to drop it.", problems)
+        return DataError(f"{source}: {problems[0]}; or pass --skip-bad to drop it.", problems)
     utts = len({p.utt_id for p in problems if p.utt_id})
     shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
     return DataError(
-        f"{len(problems)} problem(s) in {source} ({utts} utterance(s)); fix them, or pass skip_bad=True "
-        f"(--skip-bad) to drop those utterances:\n{shown}{more}",
+        f"{len(problems)} problem(s) in {source} ({utts} utterance(s)); fix them, or pass --skip-bad to drop "
+        f"those utterances:\n{shown}{more}",
         problems,
     )
 

@@ -640,6 +640,11 @@ class AudioError(EvaluateError):
     """An audio file that cannot be read."""
 
 
+# The longest audio decoded in one piece: the encoder's attention grows with the square of its length (300 s of a
+# 4-head conformer: about 1 GB a layer; 2 h: 518 GB). Longer recordings are to be cut first.
+MAX_DECODE_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One thing to decode: an id, its audio (a segment of it when `end` is set), its reference if known."""
@@ -660,6 +665,11 @@ def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float |
         info = soundfile.info(str(path))
         first = int(round(start * info.samplerate))
         last = None if end is None else int(round(end * info.samplerate))
+        seconds = ((last if last is not None else info.frames) - first) / info.samplerate
+        if seconds > MAX_DECODE_SECONDS:  # attention over the whole file: 2 h asked for 518 GB
+            raise AudioError(f"{path} lasts {seconds:.0f} s, over the {MAX_DECODE_SECONDS:.0f} s espzoo decodes in "
+                             "one piece; cut it into shorter files first (e.g. ffmpeg -i IN -f segment "
+                             "-segment_time 30 OUT%03d.wav).")
         wave, rate = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
         raise AudioError(f"cannot read audio {path} ({error}); check the path or convert it to WAV/FLAC.") from error

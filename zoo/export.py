@@ -22,6 +22,7 @@ alone. The folder appears complete or not at all (built under a temporary name, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def export(out_dir: str | Path, dest: str | Path, options: ExportOptions | None 
 def _export(out_dir: Path, dest: Path, options: ExportOptions | None) -> Path:
     options = options or ExportOptions()
     experiment = _read_experiment(out_dir)
+    check_weights_only(experiment.checkpoint)  # before anything is written: a published pickle runs on every load
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not options.overwrite:
         raise ExportError(f"{dest} exists and is not empty; choose another --out or pass --overwrite.")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,21 @@ def _export(out_dir: Path, dest: Path, options: ExportOptions | None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def check_weights_only(checkpoint: Path) -> None:
+    """ExportError (one sentence) unless `checkpoint` holds only tensors: a pickle that asks for Python objects
+    would run code on every machine that loads the published model."""
+    from espzoo.bundle import UnsafeCheckpointError, load_state_dict
+
+    try:
+        load_state_dict(checkpoint)  # weights_only, memory-mapped: nothing but tensors is built
+    except UnsafeCheckpointError as err:
+        found = re.search(r"\(([\w.]+)\)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise ExportError(f"{checkpoint} is not a weights-only checkpoint: its pickle asks for Python "
+                          f"objects{what} and would run code wherever it is loaded, so it is not published; train "
+                          "the model again with espzoo finetune.") from None
 
 
 @dataclass(frozen=True)

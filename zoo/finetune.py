@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,9 @@ from typing import Any
 import yaml
 
 from espzoo.bundle import SAFE_LOADER
-from espzoo.data import Dataset, prepare
+from espzoo.data import MAX_SECONDS, DataError, Dataset, prepare
 from espzoo.repo import SAVED_NAMES_NAME, config_sample_rate
-from espzoo.s2t import S2TError, config_task, write_training_data
+from espzoo.s2t import S2TError, config_task, preprocessor_settings, write_training_data
 from espzoo.trainer import (
     EpochReport,
     TrainOptions,
@@ -105,7 +106,8 @@ def finetune(
     if secondary:  # left over from a run of this node that was killed: this node prepares afresh
         shutil.rmtree(work, ignore_errors=True)
     try:
-        with lock_out(out, request.training), disk_full_is_one_sentence(work):
+        with _none_left_when_refused(None if secondary else out), lock_out(out, request.training), \
+                disk_full_is_one_sentence(work):
             if not secondary:  # what OUT holds is node 0's to check: the other nodes start while it writes there
                 check_out_dir(out, request.training)
             with warm_start(out):  # ESPnet's process imports ESPnet while this one prepares data, plan and init
@@ -161,10 +163,25 @@ def prepare_finetune(
     out = Path(request.out).expanduser().resolve()
     work = node_workdir(out, request.training)  # OUT on node 0: only it writes there
     source = _resolve(request, stage)
-    with lock_out(out, request.training), disk_full_is_one_sentence(work):
+    with _none_left_when_refused(out if work == out else None), lock_out(out, request.training), \
+            disk_full_is_one_sentence(work):
         if work == out:  # what OUT holds is node 0's to check: the other nodes start while it writes there
             check_out_dir(out, request.training)
         return _prepare(request, work, stage, on_note or (lambda _: None), source)
+
+
+@contextmanager
+def _none_left_when_refused(out: Path | None) -> Iterator[None]:
+    """An OUT this run created is removed again (lock file, extracted audio and all) when its data is refused:
+    nothing was trained, and an empty OUT with a lock file in it only misleads the next run. Entered before
+    lock_out, so the lock is released first; None (a node other than rank 0, which does not own OUT): nothing."""
+    created = out is not None and not out.exists()
+    try:
+        yield
+    except DataError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # type: ignore[arg-type]
+        raise
 
 
 def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:
@@ -192,9 +209,13 @@ def _prepare(
 
     stage("data")  # before any model work: bad data is the most common failure, and the cheapest to report
     columns = {"audio_column": request.audio_column, "text_column": request.text_column}
-    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train",
+    # The longest utterance the model takes: an S2T model's preprocessor cuts speech at its speech_length.
+    longest = MAX_SECONDS
+    if config_task(source.config or {}) != "asr":
+        longest = min(longest, float(preprocessor_settings(source.config or {})["speech_length"]))
+    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
-    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid",
+    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
     for dataset in (train, valid):
         if dataset.skipped_note():

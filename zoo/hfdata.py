@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,31 @@ class Table:
     label: str  # the source as the user gave it (messages name it)
     files: tuple[Path, ...]
     base: Path  # relative audio paths are read from here
+    # Where the files a row names may really lie (symlinks followed): the dataset's folder, and for a Hub snapshot
+    # the blobs its links point at. Empty: `base` alone.
+    inside: tuple[Path, ...] = ()
+
+    def audio_path(self, value: str, where: str) -> str:
+        """The absolute path of the file an audio cell names, relative to the dataset; DataError (one sentence)
+        when it lies outside the dataset (an absolute path, `..`, a symlink leading out), decided before anything
+        is opened: a downloaded dataset must not make espzoo read, train on or publish any other file."""
+        name = value.strip()
+        relative = PurePosixPath(name.replace("\\", "/"))
+        parts = relative.parts
+        outside = (not name or relative.is_absolute() or Path(name).expanduser().is_absolute() or ".." in parts
+                   or re.match(r"^[A-Za-z]:", name) is not None or "\x00" in name)
+        path = self.base.joinpath(*parts) if parts and not outside else self.base
+        if not outside:
+            real = Path(os.path.realpath(path))
+            outside = not any(real.is_relative_to(root) for root in self._roots())
+        if outside:
+            raise DataError(f"{self.label} {where} names the audio file {name!r}, which lies outside the dataset; a "
+                            "dataset's audio must be embedded in it or lie inside its folder, so fix the dataset or "
+                            "list your own files in a CSV/TSV manifest.")
+        return str(path)
+
+    def _roots(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.realpath(root)) for root in (self.inside or (self.base,)))
 
     def columns(self) -> list[str]:
         return list(_schema(self.files[0]).names)
@@ -144,6 +170,10 @@ class Table:
         if text is None:
             raise DataError(f"{self.label} has no transcript column named {'/'.join(TEXT_COLUMNS)} (its columns: "
                             f"{shown}); pass --text-column NAME to say which one it is.")
+        kind = _schema(self.files[0]).field(text).type
+        if not _holds_text(kind):  # str() of a list or of bytes would be trained on as if it were words
+            raise DataError(f"{self.label}'s column '{text}' holds {kind}, not text; pass --text-column with the "
+                            "column that holds the transcripts as strings.")
         return text
 
     def transcripts(self, text_column: str | None = None) -> Iterator[str]:
@@ -165,6 +195,15 @@ class Table:
                 for row in batch.to_pylist():
                     number += 1
                     yield f"{file.name} row {number}", row
+
+
+def _holds_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):  # a categorical column of strings
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
 
 
 def _holds_files(kind: Any) -> bool:
@@ -233,7 +272,8 @@ def _hub_table(spec: HfSpec, notify: Callable[[str], None] | None) -> Table:
     snap = pull(spec.repo_id, spec.revision, repo_type="dataset", notify=notify,
                 select=lambda listing, read: select_split(spec, listing, read))
     files = tuple(snap.path / f for f in snap.files if f.lower().endswith(DATA_SUFFIXES))
-    return Table(str(spec), files, snap.path)
+    # The snapshot's files are links into the repo's blobs folder (snapshots/<commit>/.. /.. /blobs).
+    return Table(str(spec), files, snap.path, (snap.path, snap.path.parent.parent / "blobs"))
 
 
 def select_split(spec: HfSpec, listing: list[str], read: Callable[[str], str | None]) -> list[str]:

@@ -39,6 +39,7 @@ from espzoo.cache import (  # noqa: F401 (verify, list_cached, remove, file_id, 
     read_lock,
     recover_stale_downloads,
     remove,
+    repo_lock,
     update_lock,
     verify,
 )
@@ -162,6 +163,14 @@ def _pull(repo_id: str, revision: str | None, *, all_files: bool, lock_file: str
     if revision is None and lock_file is not None:
         revision = read_lock(lock_file).get(repo_id, {}).get("commit")
     session = _Session(repo_id, cache_dir, endpoint, token, retries, backoff, timeout, repo_type, select)
+    with repo_lock(session.cache_dir, repo_id, repo_type):  # an `espzoo rm` of it waits until this pull is done
+        return _pull_locked(session, repo_id, revision, all_files=all_files, lock_file=lock_file, token=token,
+                            progress=progress, notify=notify, repo_type=repo_type)
+
+
+def _pull_locked(session: _Session, repo_id: str, revision: str | None, *, all_files: bool,
+                 lock_file: str | Path | None, token: str | bool | None, progress: Any,
+                 notify: Callable[[str], None] | None, repo_type: str) -> Snapshot:
     offline = hub_offline()
     notes: list[str] = []
     commit: str | None = None
@@ -219,6 +228,35 @@ def _cached_files(session: _Session, commit: str, all_files: bool) -> list[str]:
             "and the Hub cannot be reached; pull it once with network access."
         )
     return wanted
+
+
+_T = TypeVar("_T")
+
+
+def interruptible(call: Callable[[], _T]) -> _T:
+    """`call()`, run in a helper thread while this (main) thread waits in short joins, so that Ctrl-C is raised
+    here at once. snapshot_download downloads in a thread pool whose exit waits for every file in flight: a Ctrl-C
+    in its thread would wait for them (124 s for one file at 300 KB/s). The files left half-written resume on the
+    next pull; the CLI ends without waiting for the pool (espzoo.cli.main)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as it is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="espzoo-download", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _log_note(note: str) -> None:
@@ -414,11 +452,10 @@ class _Session:
                       f"download {path}", commit)
         patterns = [glob.escape(f) for f in files]
         with _hf.download_chunk_size(DOWNLOAD_CHUNK):
-            self.call(lambda: snapshot_download(self.repo_id, revision=commit, cache_dir=self.cache_dir,
-                                                repo_type=self.repo_type,
-                                                allow_patterns=patterns, endpoint=self.endpoint, token=self.token,
-                                                tqdm_class=tqdm_class, etag_timeout=self.timeout),
-                      f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
+            self.call(lambda: interruptible(lambda: snapshot_download(
+                self.repo_id, revision=commit, cache_dir=self.cache_dir, repo_type=self.repo_type,
+                allow_patterns=patterns, endpoint=self.endpoint, token=self.token, tqdm_class=tqdm_class,
+                etag_timeout=self.timeout)), f"download {len(files)} files of {self.repo_id}@{commit[:12]}", commit)
 
     def _large_files(self, commit: str, files: list[str]) -> list[tuple[str, Any]]:
         """(path, tree entry) of the files to fetch in parallel parts: large LFS files not yet cached. Xet-backed ones

@@ -115,15 +115,48 @@ class AdapterConfig:
         if not isinstance(data, dict) or data.get("adapter", "lora") != "lora" or "rank" not in data:
             raise AdapterError(f"{path} is not a LoRA adapter config (rank, alpha, targets); re-export the adapter.")
         return cls(
-            rank=int(data["rank"]),
-            alpha=float(data["alpha"]) if data.get("alpha") is not None else None,
-            dropout=float(data.get("dropout") or 0.0),
-            targets=tuple(data.get("targets") or ()),
-            train_also=tuple(data.get("train_also") or ()),
-            base_repo=data.get("base_repo"),
-            base_commit=data.get("base_commit"),
-            carried=tuple(data.get("carried") or ()),
+            rank=_field(path, data, "rank", int),
+            alpha=_field(path, data, "alpha", float) if data.get("alpha") is not None else None,
+            dropout=_field(path, data, "dropout", float) if data.get("dropout") is not None else 0.0,
+            targets=_names(path, data, "targets"),
+            train_also=_names(path, data, "train_also"),
+            base_repo=_base(path, data, "base_repo", _REPO_ID, "ORG/NAME"),
+            base_commit=_base(path, data, "base_commit", _COMMIT, "the 40-character commit id it was trained on"),
+            carried=_names(path, data, "carried"),
         )
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _field(path: str | Path, data: dict[str, Any], key: str, kind: type) -> Any:
+    """data[key] as an int or float; AdapterError naming the file and the value when it is something else."""
+    value = data.get(key)
+    exact = isinstance(value, int) and not isinstance(value, bool) if kind is int else (
+        isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not exact:
+        raise AdapterError(f"{path}: {key} is {value!r}, not a number; re-export the adapter (or fix {key}).")
+    return kind(value)
+
+
+def _names(path: str | Path, data: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AdapterError(f"{path}: {key} must be a list of module names, not {value!r}; re-export the adapter.")
+    return tuple(value)
+
+
+def _base(path: str | Path, data: dict[str, Any], key: str, form: re.Pattern[str], wanted: str) -> str | None:
+    """The base model's repo id or commit: absent, or exactly that (a branch name would leave the adapter
+    unpinned, a path would lead out of the cache)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not form.fullmatch(value) or ".." in value:
+        raise AdapterError(f"{path}: {key} is {value!r}, not {wanted}; the adapter's base must be pinned, so "
+                           "re-export the adapter from its experiment.")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- the layer
@@ -643,8 +676,26 @@ def adapted_state(root: Path, model_state: dict[str, Any]) -> tuple[AdapterConfi
     base = open_bundle(pull(adapter.base_repo, adapter.base_commit))
     state = dict(load_state_dict(base.checkpoint))
     extra = load_state_dict(root / ADAPTER_NAME)
+    _check_base(root, adapter, state, extra)
     state.update(extra)
     return adapter, state
+
+
+def _check_base(root: Path, adapter: AdapterConfig, base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Each adapter pair must sit on a Linear of the base with its shapes (lora_A: rank x in, lora_B: out x rank):
+    an adapter config pointed at another base model is refused instead of applied to the wrong weights."""
+    for key, tensor in extra.items():
+        if not key.endswith(LORA_SUFFIXES):
+            continue
+        module, part = key.rsplit(".", 1)
+        weight = base.get(f"{module}.weight")
+        fits = weight is not None and weight.dim() == 2 and tensor.dim() == 2 and (
+            tensor.shape[1] == weight.shape[1] if part == "lora_A" else tensor.shape[0] == weight.shape[0])
+        if not fits:
+            found = "has no such layer" if weight is None else f"has {module}.weight of shape {tuple(weight.shape)}"
+            raise AdapterError(f"{root / ADAPTER_NAME} holds {key} of shape {tuple(tensor.shape)}, but the base "
+                               f"{adapter.base_repo}@{adapter.base_commit} {found}: the adapter belongs to another "
+                               "base model; fix base_repo and base_commit in its adapter_config.yaml.")
 
 
 def attach(model: torch.nn.Module, root: Path, model_state: dict[str, Any]) -> dict[str, Any]:

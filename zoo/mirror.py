@@ -57,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from espzoo._fs import replace_dir
+from espzoo._fs import public_mode, replace_dir
 from espzoo._hf import file_id, repo_folder
 from espzoo._hf import hub_cache_dir as hf_hub_cache
 from espzoo.errors import MirrorError  # noqa: F401 (re-exported)
@@ -73,6 +73,9 @@ LFS_PATTERNS = (
 LFS_THRESHOLD = 10 * 1024 * 1024
 # Marker files a mirror folder may hold; never served as repo files.
 GATED_MARKER = ".espzoo-gated"
+# What a private repo's marker holds: no token (a readable copy of it would be a credential, and a restart with a new
+# --token would lock its owner out); the server's current upload token reads it.
+PRIVATE = "private: readable with the mirror's upload token"
 HIDDEN = {".git", GATED_MARKER}
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -114,7 +117,7 @@ class Revision:
     commit: str
     files: dict[str, RepoFile]
     last_modified: float
-    gated: str | None = None  # the token a gated repo wants ("" = any token)
+    gated: str | None = None  # the token a gated repo wants ("" = any token, PRIVATE = the upload token)
 
     def card_data(self) -> dict[str, Any]:
         readme = self.files.get("README.md")
@@ -206,6 +209,7 @@ class FolderSource:
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{revision.commit}.", dir=dest.parent))
+        public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
         try:
             for file in revision.files.values():
                 _link(file.local, tmp / file.path)
@@ -539,7 +543,10 @@ class MirrorServer:
         if not revisions:
             raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
         main = revisions.get("main") or next(iter(revisions.values()))
-        if main.gated is not None and (not token or (main.gated and token != main.gated)):
+        if main.gated == PRIVATE and not self._may_read(main.gated, token):
+            # As the Hub answers: a private repo the caller may not read is not there (its existence is not told).
+            raise MirrorError(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if main.gated is not None and not self._may_read(main.gated, token):
             raise MirrorError(401, "GatedRepo", f"Access to model {repo_id} is restricted; pass a token")
         rev = rev or "main"
         found = revisions.get(rev) or next((r for r in revisions.values() if r.commit == rev), None)
@@ -550,6 +557,13 @@ class MirrorServer:
             if file.sha256:
                 self._blobs[file.sha256] = file
         return found
+
+    def _may_read(self, gate: str, token: str | None) -> bool:
+        """Whether `token` opens a repo gated by `gate` (see Revision.gated)."""
+        want = (self.uploads.token if self.uploads is not None else None) if gate == PRIVATE else gate
+        if not token or (gate == PRIVATE and not want):
+            return False
+        return not want or hmac.compare_digest(token.encode(), want.encode())
 
     def blob(self, sha256: str, query: dict[str, str]) -> RepoFile:
         """The LFS file a signed link names; 403 for a link this server did not sign or that has expired."""
@@ -635,6 +649,21 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
             raise
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line per connection dropped on an error (socketserver prints a traceback for each: a client that
+        sends half a request and leaves is no bug of the server's)."""
+        import sys
+
+        self.log_dropped(client_address, sys.exc_info()[1])
+
+    @staticmethod
+    def log_dropped(client_address: Any, exc: BaseException | None) -> None:
+        import sys
+
+        host = client_address[0] if isinstance(client_address, tuple) else client_address
+        said = str(exc).splitlines()[0][:200] if exc is not None and str(exc) else "no reason given"
+        sys.stderr.write(f"espzoo mirror: dropped the connection from {host}: {type(exc).__name__}: {said}\n")
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -711,8 +740,12 @@ class _Handler(BaseHTTPRequestHandler):
         except MirrorError as exc:
             self.close_connection = True  # the body may be unread: do not parse it as the next request
             self._send_error(exc, head=False)
-        except (BrokenPipeError, ConnectionResetError):
+        except (ConnectionError, TimeoutError) as exc:  # the client left or stalled: nobody to answer
             self.close_connection = True
+            self.server.log_dropped(self.client_address, exc)
+        except (OSError, ValueError) as exc:  # what the disk refused (a name too long, a file over a folder, NUL)
+            self.close_connection = True
+            self._send_error(_storage_error(exc), head=False)
 
     def _dispatch(self, head: bool) -> None:
         split = urllib.parse.urlsplit(self.path)
@@ -1028,7 +1061,8 @@ class Uploads:
     PUT  /lfs-upload/<sha256>?size&expires&sig        the object's bytes, checked against its sha256 and size
     POST /api/models/<repo>/commit/<rev>              ndjson: header, file (base64), lfsFile, deletedFile/Folder
 
-    A private repo (`create_repo(private=True)`) is served as a gated one that wants the upload token.
+    A private repo (`create_repo(private=True)`) is served only to the server's current upload token (its marker
+    holds no token); to anyone else it does not exist (404, as for a missing repo).
     A commit builds the new folder beside the branch's (unchanged files hard-linked) and swaps it in, under one lock:
     the branch then serves the new files under a new commit id (a hash of the content, as for any folder repo).
     The commit replaced and the new one are both kept (FolderSource.keep), so either resolves by its id for good.
@@ -1094,7 +1128,7 @@ class Uploads:
                                       headers={"X-Error-Message": message})
         folder.mkdir(parents=True)
         if body.get("visibility") == "private" or body.get("private") is True:
-            (folder / GATED_MARKER).write_text(self.token or "")  # private here: readable with the upload token only
+            (folder / GATED_MARKER).write_text(PRIVATE + "\n")  # readable with the server's upload token only
         handler._send_json(answer, head=False)
 
     def _branch(self, handler: _Handler, repo_id: str, branch: str) -> None:
@@ -1107,6 +1141,7 @@ class Uploads:
         with self._lock:
             self.source.keep(start)
             tmp = Path(tempfile.mkdtemp(prefix=f".{main.name}.", dir=main.parent))
+            public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
             try:
                 for file in start.files.values():
                     _link(file.local, tmp / file.path)
@@ -1116,8 +1151,13 @@ class Uploads:
         handler._send_json({}, head=False)
 
     def _repo_folder(self, org: str, name: str) -> Path:
-        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in (org, name)) or ".." in org + name:
-            raise MirrorError(400, None, f"{org}/{name} is not a valid repo id (ORG/NAME: letters, digits, . _ -)")
+        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", part) for part in (org, name)) or \
+                ".." in org + name:
+            raise MirrorError(400, None, f"{org[:100]}/{name[:100]} is not a valid repo id (ORG/NAME: letters, digits, "
+                                         ". _ -, at most 96 each)")
+        if org == DATASETS:  # ROOT/datasets/ holds the dataset repos: a model org of that name would write there
+            raise MirrorError(400, None, f"{org}/{name}: '{DATASETS}' is not a model org name on this mirror (it holds "
+                                         "the dataset repos); choose another")
         return self.root / org / name
 
     def _folder(self, repo_id: str, rev: str) -> Path:
@@ -1191,6 +1231,7 @@ class Uploads:
                     written += len(chunk)
             if written != int(size) or digest.hexdigest() != oid:
                 raise MirrorError(400, None, f"the upload of {oid} has {written} bytes or another sha256; resend it")
+            public_mode(tmp)  # mkstemp makes 0600: the object becomes a served file
             tmp.replace(self.store / oid)
         finally:
             tmp.unlink(missing_ok=True)
@@ -1232,6 +1273,7 @@ class Uploads:
             current = self.mirror.revision(repo_id, rev, handler.token())
             self.source.keep(current)  # a pull pinned to the commit being replaced still finds it
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+            public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
             try:
                 for file in current.files.values():
                     _link(file.local, tmp / file.path)
@@ -1287,6 +1329,17 @@ class Uploads:
         return summary
 
 
+def _storage_error(exc: OSError | ValueError) -> MirrorError:
+    """What an upload the file system refused is answered: one sentence, 507 for a full disk, else 400."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MirrorError(507, None, "the mirror's disk is full; free space on the server and upload again")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return MirrorError(400, None, f"the mirror cannot store this upload ({reason}); use shorter file names without "
+                                  "control characters, and no file where the repo has a folder")
+
+
 def _origin(handler: _Handler) -> str:
     """This API server as the client reaches it (its Host header), for the links it is handed."""
     host = (handler.headers.get("Host") or "").strip()
@@ -1297,6 +1350,9 @@ def _inside_repo(folder: Path, path: str) -> Path:
     parts = path.split("/")
     if not path or any(p in ("", ".", "..") or p in HIDDEN for p in parts):
         raise MirrorError(400, None, f"{path!r} is not a path inside a repo")
+    if parts[-1].endswith(".incomplete"):  # never served (a partial download's name): a 200 would lose the file
+        raise MirrorError(400, None, f"{path!r}: this mirror does not serve files named *.incomplete (partial "
+                                     "downloads); rename it")
     return folder.joinpath(*parts)
 
 
@@ -1412,6 +1468,7 @@ def add_from_cache(
     folders = FolderSource(dest.parent.parent, exclude=() if repo_type == "dataset" else (DATASETS,))
     served = folders.revisions(repo_id).get("main")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+    public_mode(tmp, directory=True)  # mkdtemp makes 0700: other readers of ROOT keep access
     try:
         for path, file in found.files.items():
             target = tmp / path

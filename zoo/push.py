@@ -22,7 +22,7 @@ from typing import Any
 
 from espzoo import _hf
 from espzoo.errors import PushError
-from espzoo.export import ExportOptions, export
+from espzoo.export import ExportOptions, check_weights_only, export
 
 API_TIMEOUT = 60.0  # seconds without progress on one request (a whole upload may take longer)
 HUB_HOSTS = ("huggingface.co", "hf.co")
@@ -67,6 +67,8 @@ def push(source: str | Path, options: PushOptions) -> Pushed:
     source = Path(source)
     _check_repo_id(options.repo_id)
     if source_kind(source) == "repo":
+        for checkpoint in sorted(source.rglob("*.pth")):  # as export checks OUT/model.pth
+            check_weights_only(checkpoint)
         return _upload(source, options, exported=False)
     with tempfile.TemporaryDirectory(prefix="espzoo-push-") as tmp:
         card = replace(options.export, repo_id=options.repo_id)  # the card's snippets name where it now lives

@@ -755,6 +755,15 @@ def _set_aside_incomplete(espnet_dir: Path) -> list[str]:
     to *.incomplete: ESPnet's averaging then leaves it out (espzoo._asr_train skips epochs without a file)."""
     checkpoint = espnet_dir / "checkpoint.pth"
     if checkpoint.exists() and not _complete_zip(checkpoint):
+        with open(checkpoint, "rb") as f:
+            head = f.read(4)
+        if head and not head.startswith(b"PK"):  # no zip at all (a cut-off one starts as one): not ESPnet's
+            kind = "a legacy-format pickle" if head[:1] == b"\x80" else "no zip file"
+            raise TrainError(
+                f"{checkpoint} is {kind}, not the zip file torch and ESPnet write, so it was neither loaded nor "
+                "set aside as cut off; if you did not put it there, others can write to this out dir: start afresh "
+                "in a new one you alone can write to."
+            )
         n = 1
         while espnet_dir.with_name(f"{espnet_dir.name}.incomplete-{n}").exists():
             n += 1

@@ -116,14 +116,22 @@ def parse_vocab_spec(spec: str) -> VocabSpec:
 
 
 def read_texts(path: Path, text_column: str | None = None) -> list[str]:
-    """Transcripts from a Kaldi data dir, a Kaldi `text` file (ids stripped), a plain text file (one a line) or a
-    Hugging Face dataset (its `text_column`, else the usual transcript column, read as `--train` reads it)."""
+    """Transcripts from a Kaldi data dir, a Kaldi `text` file (ids stripped), a plain text file (one a line), a
+    CSV/TSV/JSONL manifest or a Hugging Face dataset (its `text_column`, else the usual transcript column, read as
+    `--train` reads it)."""
     if hfdata.is_hf_source(path):  # before Path(): an hf: reference is not a file
         texts = list(hfdata.open_table(str(path)).transcripts(text_column))
         if not texts:
             raise VocabularyError(f"{path} has no transcripts; a vocabulary needs some text to learn from.")
         return texts
-    path = Path(path)
+    from espzoo.data import MANIFEST_SUFFIXES, find_manifest, manifest_texts
+
+    path = find_manifest(Path(path))  # a corpus folder and a split (cv-corpus-X/es/train) is its train.tsv
+    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:  # its text column, not its raw lines
+        texts = manifest_texts(path, text_column)
+        if not texts:
+            raise VocabularyError(f"{path} has no transcripts; a vocabulary needs some text to learn from.")
+        return texts
     kaldi = path.is_dir() or path.name == "text"
     if path.is_dir():
         path = path / "text"
