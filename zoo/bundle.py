@@ -201,6 +201,13 @@ def check_stats(path: Path) -> None:
     import numpy as np
 
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as err:
+        raise BundleError(f"{path} is not a readable {STATS_NAME} ({err}); pull the model again.") from None
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # numpy takes anything else for a pickle
+        raise BundleError(f"{path} is not a {STATS_NAME} (neither .npz nor .npy); pull the model again.")
+    try:
         stats = np.load(path, allow_pickle=False)
         if isinstance(stats, np.ndarray):  # Kaldi-style stats in one array, which GlobalMVN reads too
             arrays = {"count": stats, "sum": stats, "sum_square": stats}
