@@ -116,7 +116,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SystemExit as err:
         # A closed pipe met by click (exit 1 on EPIPE) or by rich (help pages, tables: stdout pointed at /dev/null,
         # exit 1) is the reader leaving, not a failure.
-        rich_left = stdout is not None and _identity(1) == _identity_of(os.devnull) != stdout
+        rich_left = stdout is not None and _identity(1) == _identity(os.devnull) != stdout
         if err.code == 1 and (rich_left or _reader_left()):
             _silence_stdout()
             return 0
@@ -164,17 +164,10 @@ def _silence_stdout() -> None:
         pass
 
 
-def _identity(fd: int) -> tuple[int, int] | None:
+def _identity(file: int | str) -> tuple[int, int] | None:
+    """(device, inode) of an open descriptor or a path (os.stat takes either), None when it cannot be read."""
     try:
-        stat = os.fstat(fd)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-def _identity_of(path: str) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
+        stat = os.stat(file)
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
