@@ -7,7 +7,7 @@ each, with its source path and commit in the first line; INDEX.tsv lists the pop
 config's stratum). For each config:
 1. shrink it (small widths, 2 blocks; the layer types, options and upstream names as published), with a 31-token
    char vocabulary and, where ESPnet's recipe would give it one (asr.sh's --feats_normalize), global_mvn stats;
-2. build the model with ESPnet (espzoo.model.build_model, random weights; SSL and Whisper upstreams of a small
+2. build the model with ESPnet (espzoo.models.build.build_model, random weights; SSL and Whisper upstreams of a small
    size of the same class, as tests/test_upstreams.py does) and lay it out as ESPnet uploads a model (meta.yaml,
    exp/.../config.yaml, the checkpoint, the stats file);
 3. run `espzoo plan REPO --vocab keep` and `espzoo plan REPO --vocab bpe:40:TEXT` through the CLI's entry point,
@@ -138,7 +138,7 @@ def make_repo(name: str, published: dict[str, Any], folder: Path) -> Path:
     import torch
     import yaml
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     config = shrink(published)
     reference = reference_shapes(config)
@@ -289,8 +289,8 @@ def main() -> None:
     os.environ.update(_offline_env(work))  # before huggingface_hub is imported: it reads HF_HUB_OFFLINE once
     os.chdir(work)  # what a build writes relative to the working directory (s3prl's `download_dir: ./hub`) stays there
     import espzoo.cli.main  # noqa: F401 (imported once, here, for every forked check)
-    import espzoo.model  # noqa: F401
-    from espzoo._espnet import import_asr_task
+    import espzoo.models.build  # noqa: F401
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()  # ESPnet's ASR task, as espzoo imports it (its shims for the running Python first)
 

@@ -47,7 +47,8 @@ def greedy_ctc_comparison(model: Path, data: Path, device: str) -> dict[str, flo
 
     import torch
 
-    from espzoo.evaluate import DecodeOptions, decode, load_audio, load_recognizer, prepared_utterances
+    from espzoo.decode.recognizer import DecodeOptions, load_recognizer
+    from espzoo.decode.runner import decode, load_audio, prepared_utterances
 
     recognizer = load_recognizer(model, DecodeOptions(decode="ctc-greedy", device=device))
     asr = recognizer.speech2text.asr_model
@@ -90,7 +91,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from espzoo._espnet import espnet_env
+    from espzoo.models.espnet_env import espnet_env
 
     if args.device != "cpu":
         import torch

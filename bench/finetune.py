@@ -39,14 +39,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from espzoo._espnet import espnet_env, import_asr_task
-from espzoo._tiny import TINY_ASR_CONFIG
-from espzoo.data import prepare
-from espzoo.trainer import TrainOptions, espnet_args, run
-from espzoo.vocab import Vocabulary
+from espzoo.data.convert import prepare
+from espzoo.models.espnet_env import espnet_env, import_asr_task
+from espzoo.models.tiny import TINY_ASR_CONFIG
+from espzoo.train.driver import run
+from espzoo.train.options import TrainOptions, espnet_args
+from espzoo.transfer.vocab import Vocabulary
 
 SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
-# The tiny architecture of the test fixtures and the demo model (espzoo._tiny), at 16 kHz with global MVN.
+# The tiny architecture of the test fixtures and the demo model (espzoo.models.tiny), at 16 kHz with global MVN.
 BASE = {
     "frontend": "default",
     "frontend_conf": {**TINY_ASR_CONFIG["frontend_conf"], "fs": 16000},

@@ -1,4 +1,4 @@
-"""Peak memory of `espzoo.data.prepare` on a parquet dataset as it grows, against reading the table whole.
+"""Peak memory of `espzoo.data.convert.prepare` on a parquet dataset as it grows, against reading the table whole.
 
     .venv/bin/python bench/hfdata_memory.py [--rows 400] [--scale 8]
 

@@ -67,8 +67,9 @@ class Variant:
     def __init__(self, name: str, args: argparse.Namespace) -> None:
         import torch
 
-        from espzoo.lora import AdapterConfig, apply_adapters
-        from espzoo.model import build_model
+        from espzoo.lora.config import AdapterConfig
+        from espzoo.lora.layer import apply_adapters
+        from espzoo.models.build import build_model
 
         torch.manual_seed(0)
         self.name, self.args = name, args
@@ -104,7 +105,7 @@ class Variant:
     def result(self) -> dict[str, float]:
         import torch
 
-        from espzoo.lora import adapter_state
+        from espzoo.lora.weights import adapter_state
 
         state_bytes = sum(v.numel() * v.element_size() for s in self.optimizer.state.values() for v in s.values()
                           if torch.is_tensor(v))

@@ -152,8 +152,8 @@ def main() -> int:
             import huggingface_hub  # noqa: F401
             from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: F401
 
-            from espzoo import _hf
-            from espzoo.hub import pull
+            from espzoo.hub import hf as _hf
+            from espzoo.hub.download import pull
 
             _hf.read_tree(work, "0" * 40)  # loads the tree cache module (None: nothing cached there)
 

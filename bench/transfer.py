@@ -111,7 +111,7 @@ def build_s2t(size: str) -> None:
     import torch
     import yaml
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     BIG.mkdir(parents=True, exist_ok=True)
     np.savez(BIG / "feats_stats.npz", count=np.array(1000), sum=np.zeros(80), sum_square=np.ones(80) * 1000)
@@ -131,7 +131,8 @@ def build_s2t(size: str) -> None:
 
 
 def run_espzoo_s2t() -> None:
-    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+    from espzoo.transfer.apply import apply_plan
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     plan = plan_transfer(str(BIG), TransferOptions(lang="top", lang_init="spa"), workdir=WORK / "vocab")
     apply_plan(plan, WORK / "espzoo_out")
@@ -142,7 +143,7 @@ def run_espnet_s2t() -> None:
     import yaml
     from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     config = yaml.safe_load((BIG / "config.yaml").read_text())
     config["token_list"] = [*config["token_list"], "<top>"]  # the new language token, appended
@@ -169,7 +170,7 @@ def build() -> None:
     import torch
     import yaml
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     BIG.mkdir(parents=True, exist_ok=True)
     count, dims = 1000, 80
@@ -184,7 +185,8 @@ def build() -> None:
 
 
 def run_espzoo() -> None:
-    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+    from espzoo.transfer.apply import apply_plan
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     plan = plan_transfer(str(BIG), TransferOptions(vocab=str(WORK / "new_tokens.txt")))
     apply_plan(plan, WORK / "espzoo_out")
@@ -196,7 +198,7 @@ def run_espnet() -> None:
     import yaml
     from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     config = yaml.safe_load((BIG / "config.yaml").read_text())
     config["token_list"] = str(WORK / "new_tokens.txt")  # ESPnet reads a token list file itself
@@ -218,7 +220,7 @@ def measure(role: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
 
 
 def _env() -> dict[str, str]:
-    from espzoo._espnet import espnet_env
+    from espzoo.models.espnet_env import espnet_env
 
     return espnet_env()
 

@@ -23,7 +23,7 @@ batches in the same order for a given seed, all four starts in one process per s
 process, not through `espzoo finetune`, to measure the init alone at a cost this machine can pay (a finetune
 run pays ~1 min of start-up); the Spanish normalization stats are the pretrained model's in every start.
 
-Test CER: greedy CTC (espzoo.evaluate's Recognizer.greedy_ctc on the model being trained) on a Spanish test set
+Test CER: greedy CTC (espzoo.decode's Recognizer.greedy_ctc on the model being trained) on a Spanish test set
 of --test-size espeak-ng utterances that scripts/make_speech.py synthesizes beyond the committed ones (none
 repeats a committed sentence), at each of --points epochs. Printed: mean ± standard deviation over seeds at each
 point; then a learning-rate sweep of (b) and (d) at the last point; last, whether (d) < (b) beyond the spread
@@ -79,7 +79,7 @@ class Run:
 
 
 def transfer_options(start: str, vocab: str) -> Any:
-    from espzoo.transfer import TransferOptions
+    from espzoo.transfer.plan import TransferOptions
 
     if start == "scratch":  # only the (parameter-free) front end and the pretrained normalization stats load
         return TransferOptions(vocab=vocab, excludes=("encoder", "decoder", "ctc"))
@@ -92,8 +92,9 @@ def prepare_start(
     start: str, seed: int, vocab: str, dest: Path, model: Path = MODEL
 ) -> tuple[Path, list[str], dict[str, int]]:
     """espzoo's plan + apply for `start` (init.pth, config.yaml in `dest`); model.pth beside them so that
-    espzoo.evaluate loads it as an experiment dir. Returns (dest, token list, the plan's new-token counts)."""
-    from espzoo.transfer import apply_plan, plan_transfer
+    espzoo.decode loads it as an experiment dir. Returns (dest, token list, the plan's new-token counts)."""
+    from espzoo.transfer.apply import apply_plan
+    from espzoo.transfer.plan import plan_transfer
 
     plan = plan_transfer(str(model), transfer_options(start, vocab), workdir=dest / "vocab")
     result = apply_plan(plan, dest, seed=seed)
@@ -102,7 +103,7 @@ def prepare_start(
 
 
 def load_split(data: Path, sample_rate: int) -> list[tuple[str, Any, str]]:
-    from espzoo.evaluate import load_audio
+    from espzoo.decode.runner import load_audio
 
     texts = dict(line.split(" ", 1) for line in (data / "text").read_text(encoding="utf-8").splitlines())
     waves = dict(line.split(" ", 1) for line in (data / "wav.scp").read_text(encoding="utf-8").splitlines())
@@ -118,7 +119,7 @@ def batches(train: list[tuple[str, Any, str]], size: int, rng: random.Random) ->
 
 
 def test_cer(recognizer: Any, test: list[tuple[str, Any, str]]) -> float:
-    from espzoo.evaluate import error_rates
+    from espzoo.decode.scoring import error_rates
 
     model = recognizer.speech2text.asr_model
     model.eval()
@@ -134,7 +135,7 @@ def train_start(folder: Path, seed: int, lr: float, args: argparse.Namespace, da
     import torch
     from espnet2.schedulers.warmup_lr import WarmupLR
 
-    from espzoo.evaluate import DecodeOptions, load_recognizer
+    from espzoo.decode.recognizer import DecodeOptions, load_recognizer
 
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -176,7 +177,7 @@ def one_seed(job: tuple[int, tuple[str, ...], tuple[float, ...], argparse.Namesp
     seed, starts, lrs, args = job
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=FutureWarning)  # ESPnet's torch.cuda.amp notice, once per step
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()
     vocab = f"bpe:{args.bpe}:{SPEECH / 'train' / 'text'}"

@@ -184,7 +184,7 @@ def transfer_options(
 ) -> Any:
     """The parsed transfer options as `espzoo.transfer.TransferOptions` (exits with one sentence on bad input)."""
     from espzoo.cli._output import fail
-    from espzoo.transfer import TransferOptions
+    from espzoo.transfer.plan import TransferOptions
 
     if new_rows not in ("compose", "mean", "random"):
         fail(f"--new-rows {new_rows!r} is not one of compose, mean, random.")
@@ -231,7 +231,7 @@ def _lora_options(
         fail(f"--lora-alpha {alpha} must be positive (the usual choice is the rank or twice it).")
     if not 0.0 <= dropout < 1.0:
         fail(f"--lora-dropout {dropout} must be in [0, 1).")
-    from espzoo.lora import LoraOptions
+    from espzoo.lora.config import LoraOptions
 
     def split(text: str | None) -> tuple[str, ...]:
         return tuple(p.strip() for p in (text or "").split(",") if p.strip())

@@ -106,11 +106,12 @@ def evaluate(
     json: JsonOpt = False,
 ) -> None:
     """Decode a data set and print WER and CER. Example: espzoo evaluate exp/bn_ft --data data/test"""
+    from espzoo.decode.html_report import check_report_dir, write_html_report
+    from espzoo.decode.recognizer import DecodeOptions
+    from espzoo.decode.report import compare as compare_runs
+    from espzoo.decode.report import evaluate as run_evaluation
+    from espzoo.decode.report import load_result, with_baseline
     from espzoo.errors import EvaluateError
-    from espzoo.evaluate import DecodeOptions, load_result, with_baseline
-    from espzoo.evaluate import compare as compare_runs
-    from espzoo.evaluate import evaluate as run_evaluation
-    from espzoo.html_report import check_report_dir, write_html_report
 
     if len(model) > 2 or (len(model) == 2 and compare is not None):
         raise EvaluateError("evaluate takes one model, or two to compare (before, after); drop the others.")
@@ -224,8 +225,8 @@ def transcribe(
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
-    from espzoo.evaluate import DecodeOptions
-    from espzoo.evaluate import transcribe as run_transcription
+    from espzoo.decode.recognizer import DecodeOptions
+    from espzoo.decode.runner import transcribe as run_transcription
 
     options = DecodeOptions(
         beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang

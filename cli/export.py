@@ -51,8 +51,8 @@ def export(
     json: JsonOpt = False,
 ) -> None:
     """Write an experiment as an ESPnet Hub repo folder. Example: espzoo export exp/bn_ft --out hub_repo/"""
-    from espzoo.export import ExportOptions
-    from espzoo.export import export as run_export
+    from espzoo.publish.hub_layout import ExportOptions
+    from espzoo.publish.hub_layout import export as run_export
 
     options = ExportOptions(
         name=name, repo_id=repo_id, language=language, datasets=list(dataset or []), license=license,

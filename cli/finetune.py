@@ -16,7 +16,7 @@ trains on the training transcripts. OUT then holds config.yaml, model.pth, the t
 provenance.json.
 With --lora only the adapters (and --train-also modules) train; OUT holds adapter_config.yaml beside model.pth,
 and `espzoo export` merges them (or --adapter-only).
-Several machines: see `espzoo.trainer`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
+Several machines: see `espzoo.train`'s docstring (--num-nodes, --node-rank, --master-addr, --master-port).
     espzoo finetune M ... --out exp/ft --num-nodes 2 --node-rank R --master-addr node0 --master-port 29500
 (run on every node, R = 0, 1; on CPUs the gloo backend is used; only node 0 writes OUT).
 """
@@ -89,8 +89,8 @@ def finetune(
     json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on your data. Example: espzoo finetune ORG/NAME --train d/train --valid d/dev --out exp/ft"""
-    from espzoo.finetune import FinetuneRequest
-    from espzoo.trainer import TrainOptions
+    from espzoo.train.options import TrainOptions
+    from espzoo.train.recipe import FinetuneRequest
 
     training = TrainOptions(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
@@ -120,7 +120,7 @@ def _guard(request: Any, guard: Path, *, quiet: bool) -> dict[str, Any]:
     import json as json_module
 
     from espzoo.cli._output import print_table
-    from espzoo.evaluate import before_after
+    from espzoo.decode.report import before_after
 
     provenance = json_module.loads((Path(request.out) / "provenance.json").read_text(encoding="utf-8"))
     source = provenance.get("source") or {}
@@ -147,7 +147,7 @@ def _guard(request: Any, guard: Path, *, quiet: bool) -> dict[str, Any]:
 
 
 def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
-    from espzoo.finetune import finetune, prepare_finetune
+    from espzoo.train.recipe import finetune, prepare_finetune
 
     progress = _Progress(request.training.max_epoch, quiet=quiet)
     if dry_run:
@@ -164,7 +164,7 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
-    from espzoo import curves
+    from espzoo.train import curves
 
     drawn = curves.find(result.out)  # ESPnet's per-epoch plots and TensorBoard logs, kept in OUT
     summary["curves"] = drawn.to_json()

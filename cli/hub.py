@@ -37,7 +37,7 @@ FixOpt = Annotated[bool, typer.Option("--fix", help="Download corrupted or missi
 
 def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt = False) -> None:
     """Download a model by revision into the HF cache. Example: espzoo pull espnet/bn_openslr53@main"""
-    from espzoo.hub import pull as hub_pull
+    from espzoo.hub.download import pull as hub_pull
 
     with download_bars(enabled=False if json else None) as progress:
         snap = hub_pull(repo, all_files=all, lock_file=lock, progress=progress,
@@ -54,7 +54,7 @@ def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt
 
 def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
     """Re-hash a cached model's files against the Hub's ids. Example: espzoo verify espnet/bn_openslr53 --fix"""
-    from espzoo.cache import verify as hub_verify
+    from espzoo.hub.cache import verify as hub_verify
 
     report = hub_verify(repo, fix=fix)
     if json:
@@ -72,7 +72,7 @@ def verify(repo: RepoArg, fix: FixOpt = False, json: JsonOpt = False) -> None:
 
 def ls(json: JsonOpt = False) -> None:
     """List the ESPnet models in the HF cache. Example: espzoo ls --json"""
-    from espzoo.cache import list_cached
+    from espzoo.hub.cache import list_cached
 
     rows = list_cached()
     if json:
@@ -91,7 +91,7 @@ def ls(json: JsonOpt = False) -> None:
 
 def rm(repo: RepoArg, json: JsonOpt = False) -> None:
     """Delete a cached model (one revision with @REV). Example: espzoo rm espnet/bn_openslr53@main"""
-    from espzoo.cache import remove
+    from espzoo.hub.cache import remove
 
     commits, freed = remove(repo)
     if json:
@@ -113,7 +113,7 @@ def refresh(
     json: JsonOpt = False,
 ) -> None:
     """Rebuild the user catalog from the Hub's model cards. Example: espzoo catalog refresh --author espnet"""
-    from espzoo.catalog_refresh import refresh_catalog
+    from espzoo.hub.refresh import refresh_catalog
 
     result = refresh_catalog(author, endpoint=endpoint, configs=configs)
     if json:

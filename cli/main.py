@@ -189,7 +189,7 @@ def _write_crash_report() -> Path:
     import tempfile
     import traceback
 
-    from espzoo.home import espzoo_home
+    from espzoo.utils.home import espzoo_home
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     text = f"espzoo {__version__}\nargv: {sys.argv}\n\n{traceback.format_exc()}"

@@ -45,7 +45,7 @@ def serve(
     )] = None,
 ) -> None:
     """Serve repos to huggingface_hub clients. Example: espzoo mirror serve --root /data/mirror --port 8080"""
-    from espzoo.mirror import MirrorServer
+    from espzoo.serve.server import MirrorServer
 
     if (root is None) == (not from_cache):
         fail("pass either --root DIR (a folder of <org>/<name>/ repos) or --from-cache, not both or neither.")
@@ -86,7 +86,7 @@ def add(
     json: JsonOpt = False,
 ) -> None:
     """Copy a cached repo into a mirror folder. Example: espzoo mirror add espnet/bn_openslr53@main --root mirror/"""
-    from espzoo.mirror import add_from_cache
+    from espzoo.serve.add import add_from_cache
 
     repo_id, _, revision = repo.partition("@")
     if repo_id.count("/") != 1:

@@ -36,12 +36,12 @@ DetailOpt = Annotated[bool, typer.Option("--detail", help="One row per tensor in
 def plan(model: ModelArg, transfer: Any = None, detail: DetailOpt = False, text_column: TextColumnOpt = None,
          json: JsonOpt = False) -> None:
     """Show the transfer plan for MODEL. Example: espzoo plan espnet/bn_openslr53 --vocab char:data/train"""
-    from espzoo.transfer import plan_transfer
+    from espzoo.transfer.plan import plan_transfer
 
     result = plan_transfer(model, transfer, text_column=text_column)  # --vocab char:DATASET: its transcript column
     data = result.to_json()
     if transfer.lora:
-        from espzoo.lora import plan_adapters
+        from espzoo.lora.files import plan_adapters
 
         source = result.sources[0]
         data["adapters"] = plan_adapters(result, transfer.lora, base_repo=source.repo_id,

@@ -36,8 +36,8 @@ def push(
     json: JsonOpt = False,
 ) -> None:
     """Upload a model in one commit and print the commit URL. Example: espzoo push exp/bn_ft me/bn_ft"""
-    from espzoo.push import PushOptions
-    from espzoo.push import push as run_push
+    from espzoo.publish.upload import PushOptions
+    from espzoo.publish.upload import push as run_push
 
     pushed = run_push(source, PushOptions(repo_id=repo_id, private=private, revision=revision, message=message,
                                           token=token))

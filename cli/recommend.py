@@ -13,9 +13,11 @@ from typing import Annotated
 
 import typer
 
-from espzoo.catalog import Catalog, parse_size
+from espzoo.catalog.catalog import Catalog
+from espzoo.catalog.entries import parse_size
 from espzoo.cli._options import JsonOpt, MaxParamsOpt
 from espzoo.cli._output import markup_escape, print_json, print_lines
+from espzoo.tasks import ASR
 
 LangArg = Annotated[
     str, typer.Option("--lang", "-l", help="Your language: ISO 639-3 (spa), 639-1 (es) or a name (Spanish).")
@@ -28,14 +30,14 @@ PerTierOpt = Annotated[int, typer.Option("--limit", "-n", help="At most N models
 
 def recommend(
     lang: LangArg = ...,  # type: ignore[assignment]
-    task: TaskOpt = "asr",
+    task: TaskOpt = ASR.family,
     max_params: MaxParamsOpt = None,
     limit: PerTierOpt = 5,
     json: JsonOpt = False,
 ) -> None:
     """The model to start from for a language, ranked, with the command to run. Example: espzoo recommend --lang es"""
-    from espzoo.recommend import TIERS, RecommendOptions
-    from espzoo.recommend import recommend as advise
+    from espzoo.catalog.recommendation import TIERS, RecommendOptions
+    from espzoo.catalog.recommendation import recommend as advise
 
     options = RecommendOptions(lang, task, parse_size(max_params) if max_params else None, limit)
     advice = advise(Catalog.load(), options)

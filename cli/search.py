@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from espzoo.catalog import Catalog, CatalogEntry, languages_label, parse_size, size_label
+from espzoo.catalog.catalog import Catalog
+from espzoo.catalog.entries import CatalogEntry, languages_label, parse_size, size_label
 from espzoo.cli._options import JsonOpt, LimitOpt, MaxParamsOpt
 from espzoo.cli._output import fail, print_fields, print_json, print_table
 
@@ -51,7 +52,7 @@ def search(
         return
     if not rows:
         if lang:
-            from espzoo.languages import resolve
+            from espzoo.catalog.languages import resolve
 
             fail(f"no catalog entry for {resolve(lang)} matches {query!r} with these filters; "
                  f"`espzoo recommend --lang {resolve(lang).code}` lists the models that can learn it.")
@@ -93,9 +94,11 @@ def _load() -> Catalog:
 def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | None:
     """The bundle view of the newest cached revision (or the one asked for); None when not pulled.
     Reads the HF cache only: no request, no torch."""
-    from espzoo._hf import repo_folder
-    from espzoo.bundle import BundleError, open_bundle
-    from espzoo.hub import hub_cache_dir, list_cached
+    from espzoo.errors import BundleError
+    from espzoo.hub.cache import list_cached
+    from espzoo.hub.hf import hub_cache_dir, repo_folder
+    from espzoo.models.bundle import open_bundle
+    from espzoo.tasks import task_of
 
     # One listdir answers "not pulled" (the common case); scanning the whole cache is only for repos it holds.
     folder = repo_folder(repo_id).lower()
@@ -113,10 +116,10 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
             return {"commit": cached.commit, "path": str(cached.path), "error": str(err)}
         facts = {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
                  "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
-        if bundle.task == "s2t":  # OWSM: languages and tasks from the token list (espzoo.s2t, torch-free)
-            from espzoo.s2t import config_task, describe
+        if task_of(bundle.config).prompted:  # OWSM: languages and tasks from the token list (torch-free)
+            from espzoo.models.s2t import describe
 
-            facts.update(espnet_task=config_task(bundle.config), **describe(bundle.token_list))
+            facts.update(espnet_task=task_of(bundle.config).name, **describe(bundle.token_list))
         return facts
     return None
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from espzoo.catalog import entry_from_dict, entry_from_row, overlay_s2t, s2t_facts
-from espzoo.languages import TABLE_COLUMNS, TOKEN_HOLDS, Languages, name_keys
+from espzoo.catalog.entries import entry_from_dict
+from espzoo.catalog.languages import TABLE_COLUMNS, TOKEN_HOLDS, Languages, name_keys
+from espzoo.catalog.rows import entry_from_row, overlay_s2t, s2t_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

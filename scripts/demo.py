@@ -61,7 +61,7 @@ def main() -> int:
     out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    from espzoo.mirror import MirrorServer  # standard library only: cheap to import here
+    from espzoo.serve.server import MirrorServer  # standard library only: cheap to import here
 
     mirror = MirrorServer(root=ASSETS / "pretrained")
     url = mirror.start()

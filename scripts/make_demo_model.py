@@ -8,7 +8,7 @@ into a scratch dir (--train/--dev/--test utterances of real English sentences, m
 not shipped), then decoded with ESPnet's Speech2Text on the corpus' held-out test split and on the committed
 English test split; the CER/WER go into its README as on hub model cards. Only the model is committed:
 `make demo` serves it from espzoo's mirror and fine-tunes it. The training and layout code is shared with the
-test fixtures (espzoo._tiny); the architecture is theirs (TINY_ASR_CONFIG), so the package stays small.
+test fixtures (espzoo.models.tiny); the architecture is theirs (TINY_ASR_CONFIG), so the package stays small.
 
 Not yet shipped: the committed model is still the earlier one (130 committed utterances, 35 epochs). This recipe's
 3-epoch model (all a loaded 2-core machine allowed) was a better Spanish start in bench/transfer_quality.py
@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from espzoo import _tiny
-from espzoo._tiny import SPEECH, Recipe, TrainedModel, train_tiny_asr, write_hub_repo
+from espzoo.models import tiny as _tiny
+from espzoo.models.tiny import SPEECH, Recipe, TrainedModel, train_tiny_asr, write_hub_repo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -54,7 +54,7 @@ def error_rates(model: TrainedModel, data: Path) -> dict[str, float]:
     import editdistance
     import soundfile as sf
 
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()  # offline NLTK setup before espnet2.bin imports the ASR task
     from espnet2.bin.asr_inference import Speech2Text

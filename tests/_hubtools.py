@@ -11,10 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+import numpy as np
+import soundfile as sf
+from _paths import SPEECH_ROOT
+
 PYTHON = sys.executable
 ESPZOO = str(Path(sys.executable).with_name("espzoo"))
-SPEECH = REPO_ROOT / "zoo" / "assets" / "speech" / "es"  # the shipped Spanish speech (train/dev/test Kaldi dirs)
+SPEECH = SPEECH_ROOT / "es"  # the shipped Spanish speech (train/dev/test Kaldi dirs)
 
 README = """---
 tags:
@@ -70,7 +73,6 @@ def make_espnet_repo(
 ) -> Path:
     """A folder laid out like an ESPnet ASR repo on the Hub. `big_mb` pads the checkpoint with that many
     MB of random floats (for the LFS redirect and range paths). Returns the repo folder."""
-    import numpy as np
     import torch
 
     folder = dest / repo_id
@@ -152,3 +154,69 @@ def subset(source: Path, dest: Path, n: int, files: tuple[str, ...] = ("text", "
         value = (lambda v: str((source / v).resolve())) if name == "wav.scp" else (lambda v: v)
         (dest / name).write_text("".join(f"{u} {value(rows[u])}\n" for u in ids), encoding="utf-8")
     return dest
+
+
+# Sentence-cased and punctuated, as Common Voice writes them; the opening quote must not start CSV quoting.
+CV_SENTENCES = ['"Sí", dijo el camión.', "¿Dónde está el café?", "El salón — aquí; «ahí».", "Hola,  mundo!",
+                "O'Brien llegó a las 8:00.", "Fin."]
+
+
+def common_voice(root: Path, split: str = "train", n: int = 6) -> Path:
+    """A Common Voice release folder as downloaded: cv-corpus-X/es/{SPLIT}.tsv naming bare MP3 file names (48 kHz)
+    that lie in clips/ beside it."""
+    lang = root / "cv-corpus-99.0" / "es"
+    lines = ["\t".join(CV_HEADER)]
+    for i, source in enumerate(es_files(n, "train" if split == "train" else "dev")):
+        name = f"common_voice_es_{split}{i}.mp3"
+        as_mp3_48k(source, lang / "clips" / name)
+        lines.append("\t".join([f"client{i % 2}", name, str(i), CV_SENTENCES[i % len(CV_SENTENCES)], "", "2", "0",
+                                "", "", "", "", "es", ""]))
+    (lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lang
+
+
+def espnet_transcripts(export: Path, variant: str, lang: str, audio: list[Path]) -> list[str]:
+    """ESPnet's own S2T inference from the exported files alone (its own loader; run in the repo folder)."""
+    script = f"""
+import json, sys, soundfile, numpy as np
+meta = __import__("yaml").safe_load(open("meta.yaml"))
+config, model = meta["yaml_files"]["s2t_train_config"], meta["files"]["s2t_model_file"]
+if {variant!r} == "s2t_ctc":
+    from espzoo.models.compat import s2t_ctc_greedy  # ESPnet's own greedy decoder of this release
+    s = s2t_ctc_greedy(config, model, lang_sym={lang!r}, task_sym="<asr>")
+    conf = s.preprocessor_conf
+    pad = lambda w: np.pad(w, (0, max(0, int(conf["fs"] * conf["speech_length"]) - len(w))))
+else:
+    from espnet2.bin.s2t_inference import Speech2Text as S
+    s = S(config, model, lang_sym={lang!r}, task_sym="<asr>", beam_size=4, ctc_weight=0.3)
+    pad = lambda w: w
+out = []
+for path in {[str(a) for a in audio]!r}:
+    wave, _ = soundfile.read(path, dtype="float32")
+    out.append(s(pad(wave))[0][3])
+print("<<R>>" + json.dumps(out))
+"""
+    from espzoo.models.espnet_env import espnet_env
+
+    proc = subprocess.run([sys.executable, "-c", script], cwd=export,
+                          env=espnet_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("<<R>>"))
+    return [t.strip() for t in json.loads(line[5:])]
+
+
+CV_HEADER = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
+             "gender", "accents", "variant", "locale", "segment")
+
+
+def es_files(n: int, split: str = "train") -> list[Path]:
+    rows = (SPEECH / "es" / split / "wav.scp").read_text().splitlines()[:n]
+    return [SPEECH / "es" / split / line.split()[1] for line in rows]
+
+
+def as_mp3_48k(source: Path, target: Path) -> None:
+    import soxr
+
+    audio, rate = sf.read(str(source), dtype="float32")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(target), soxr.resample(audio, rate, 48000), 48000, format="MP3")

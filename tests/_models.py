@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
+
+from espzoo.models.build import build_model
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ARCHITECTURES = ("conformer", "transformer", "e_branchformer", "rnn", "transducer")
@@ -50,7 +53,7 @@ def make_experiment(
     the folder."""
     import torch
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     config = family_config(family, folder, tokens) if family else config_for(name, folder, tokens, **overrides)
     torch.manual_seed(seed)
@@ -65,14 +68,14 @@ def espnet_model(config: dict[str, Any], seed: int) -> Any:
     """The target model as ESPnet builds it, with a seeded initialization."""
     import torch
 
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     torch.manual_seed(seed)
     return build_model(config).eval()
 
 
 # The test oracle: the vocabulary-sized tensors of ESPnet ASR models as known by name, with the token axis.
-# espzoo finds them from the built model (espzoo.model.vocabulary_axes); the tests check it finds these.
+# espzoo finds them from the built model (espzoo.models.build.vocabulary_axes); the tests check it finds these.
 VOCAB_AXES: dict[str, int] = {
     "ctc.ctc_lo.weight": 0,
     "ctc.ctc_lo.bias": 0,
@@ -137,3 +140,96 @@ def family_config(family: str, folder: Path, tokens: list[str] | None = None) ->
             merge = False
         config[key] = {**config[key], **value} if merge else value
     return config
+
+
+def whisper_config(folder: Path, tokens: list[str] | None = None) -> dict[str, Any]:
+    config = config_for("conformer", folder, tokens, frontend=None, normalize=None, specaug=None, input_size=1,
+                        encoder="whisper", decoder="whisper", token_type="whisper_multilingual")
+    config["encoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["decoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
+    config["bpemodel"] = "whisper_multilingual"  # ESPnet's Whisper tokenizer takes its model type from here
+    config["normalize_conf"] = {}
+    config["model_conf"] = {"ctc_weight": 0.3, "sym_sos": "<sos/eos>", "sym_eos": "<sos/eos>"}
+    return config
+
+
+def tiny_whisper_shapes(vocab: int) -> dict[str, tuple[int, ...]]:
+    """A Whisper of the `tiny` class (6 heads) at 1/8 of its width and half its depth."""
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=48, n_audio_head=6, n_audio_layer=2,
+                           n_vocab=vocab, n_text_ctx=448, n_text_state=48, n_text_head=6, n_text_layer=2)
+    model = Whisper(dims)  # small; Whisper itself cannot be built on the meta device (a sparse buffer)
+    return {f"encoder.encoders.{k[len('encoder.'):]}" if k.startswith("encoder.") else
+            f"decoder.decoders.{k[len('decoder.'):]}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def wavlm_config(folder: Path) -> dict[str, Any]:
+    config = config_for("conformer", folder, frontend="s3prl", normalize=None, specaug=None, preencoder="linear")
+    config["frontend_conf"] = {"frontend_conf": {"upstream": "wavlm_large"}, "multilayer_feature": True}
+    config["preencoder_conf"] = {"input_size": 48, "output_size": 20}
+    config["normalize_conf"] = {}
+    return config
+
+
+def tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
+    """A HuBERT of the hubert_base class (12 heads) with 2 layers, 48 wide, 32 conv channels, 10 classes."""
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    from espzoo.models.s3prl import ARCHITECTURES
+
+    cfg = dict(ARCHITECTURES["hubert_base_ls960.pt"][1], encoder_layers=2, encoder_embed_dim=48,
+               encoder_ffn_embed_dim=64, final_dim=16, conv_pos=16, conv_pos_groups=4,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
+    model = HubertModel(HubertConfig(**cfg), HubertPretrainingConfig(), [list("abcdefghij")])
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
+    """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    from espzoo.models.s3prl import ARCHITECTURES
+
+    cfg = dict(ARCHITECTURES["wavlm_large.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2", conv_pos=16, conv_pos_groups=4)
+    model = WavLM(WavLMConfig(cfg))  # small; its weight-normed positional conv cannot be built on the meta device
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def tiny_xls_r_shapes() -> dict[str, tuple[int, ...]]:
+    """A wav2vec 2.0 of the XLS-R class (layer-norm extractor with conv bias, a quantizer) with 2 layers, 48 wide,
+    32 conv channels, a 2 x 8-entry codebook."""
+    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
+
+    from espzoo.models.s3prl import ARCHITECTURES
+
+    cfg = dict(ARCHITECTURES["xlsr2_300m.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
+               final_dim=16, latent_vars=8, conv_pos=16, conv_pos_groups=4,
+               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
+    model = Wav2Vec2Model(Wav2Vec2Config(**{k: v for k, v in cfg.items() if k in Wav2Vec2Config.__dataclass_fields__}))
+    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def family_experiment(family: str, folder: Path) -> Path:
+    reference = None
+    if family == "whisper":  # a Whisper encoder with ESPnet's transformer decoder and its own (char) tokens
+        config = whisper_config(folder)
+        config.update(decoder="transformer", token_type="char",
+                      decoder_conf={"attention_heads": 2, "linear_units": 64, "num_blocks": 1})
+        reference = tiny_whisper_shapes(51865)
+        reference = {k: v for k, v in reference.items() if k.startswith("encoder.")}
+    elif family.startswith("s3prl_"):
+        config = wavlm_config(folder)
+        upstream, shapes = {"s3prl_wavlm": ("wavlm_large", tiny_wavlm_shapes),
+                            "s3prl_hubert": ("hubert_base", tiny_hubert_shapes),
+                            "s3prl_xls_r": ("xls_r_300m", tiny_xls_r_shapes)}[family]
+        config["frontend_conf"]["frontend_conf"]["upstream"] = upstream
+        reference = shapes()
+    else:
+        config = family_config(family, folder)
+    torch.manual_seed(1)
+    model = build_model(config, reference=reference)
+    torch.save(model.state_dict(), folder / "model.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder

@@ -1,4 +1,4 @@
-"""A minimal experiment dir OUT (the layout espzoo.trainer.run writes), built by ESPnet itself.
+"""A minimal experiment dir OUT (the layout espzoo.train.driver.run writes), built by ESPnet itself.
 
 The model is a real ESPnet ASR model (conformer encoder 2 blocks d=64, transformer decoder 1 block, char
 tokens, CTC weight 0.3) with seeded random weights: its transcripts are nonsense but deterministic, which is
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _paths import SPEECH_ROOT
 
-ASSETS = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+ASSETS = SPEECH_ROOT
 TOKENS = ["<blank>", "<unk>", "<space>", *"abcdefghijklmnopqrstuvwxyz'", "<sos/eos>"]
 
 
@@ -22,7 +23,7 @@ def build_tiny_out(dest: Path, *, token_type: str = "char", seed: int = 0) -> Pa
     token_type "bpe", a sentencepiece unigram model of the English train transcripts) and return OUT."""
     import torch
 
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     asr_task = import_asr_task()
     dest.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def build_tiny_out(dest: Path, *, token_type: str = "char", seed: int = 0) -> Pa
     torch.save(model.state_dict(), dest / "model.pth")
 
     config = vars(args)
-    # OUT's config holds paths relative to OUT (espzoo.trainer), like a hub repo's are relative to its root.
+    # OUT's config holds paths relative to OUT (espzoo.train), like a hub repo's are relative to its root.
     config["normalize_conf"] = {"stats_file": "feats_stats.npz"}
     config["output_dir"] = "espnet"
     if token_type == "bpe":

@@ -28,7 +28,7 @@ def main() -> None:
     if args.cwd:
         os.chdir(args.cwd)
 
-    from espzoo._espnet import import_asr_task  # g2p_en's import-time download, pointed at placeholders
+    from espzoo.models.espnet_env import import_asr_task  # g2p_en's import-time download, pointed at placeholders
 
     import_asr_task()
     import espnet

@@ -16,10 +16,11 @@ import pytest
 import soundfile as sf
 import yaml
 from _hubtools import ESPZOO, client_env
+from _paths import SPEECH_ROOT
 
-from espzoo.mirror import MirrorServer
+from espzoo.serve.server import MirrorServer
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+SPEECH = SPEECH_ROOT / "es"
 REPO = "espzoo-test/tiny-char"
 
 
@@ -194,7 +195,7 @@ def test_a_common_voice_folder_as_downloaded_and_its_missing_clip(work: dict) ->
     """`--train cv-corpus-X/es/train.tsv --valid cv-corpus-X/es/dev` (the folder and the split): the clips/ beside
     the tables are found and the text is kept as written; a clip missing from clips/ is one sentence that names it
     and the command line's --skip-bad (not the library's skip_bad=True)."""
-    from test_data import CV_SENTENCES, common_voice
+    from _hubtools import CV_SENTENCES, common_voice
 
     w = work["w"]
     lang = common_voice(w / "cv", "train")

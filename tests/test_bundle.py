@@ -1,4 +1,4 @@
-"""espzoo.bundle on the tiny real ESPnet repos: finding files, resolving paths, safe checkpoint loading."""
+"""espzoo.models.bundle on the tiny real ESPnet repos: finding files, resolving paths, safe checkpoint loading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from espzoo.bundle import BundleError, UnsafeCheckpointError, load_state_dict, open_bundle
+from espzoo.errors import BundleError, UnsafeCheckpointError
+from espzoo.models.bundle import load_state_dict, open_bundle
 
 
 def _copy(repo: Path, dest: Path) -> Path:
@@ -249,7 +250,7 @@ def test_the_shipped_demo_model_is_a_small_complete_espnet_repo() -> None:
 
 
 def test_opens_a_hub_snapshot_object(tiny_repo_char: Path) -> None:
-    from espzoo.hub import Snapshot
+    from espzoo.hub.session import Snapshot
 
     snapshot = Snapshot(repo_id="espzoo-test/tiny-char", commit="0" * 40, path=tiny_repo_char, files=[])
     assert open_bundle(snapshot).root == tiny_repo_char
@@ -259,13 +260,13 @@ def test_opens_a_hub_snapshot_object(tiny_repo_char: Path) -> None:
     ("value", "rate"), [(16000, 16000), ("16k", 16000), ("22.05k", 22050), ("8000", 8000), ("fast", None), (None, None)]
 )
 def test_sample_rates_as_espnet_configs_write_them(value: object, rate: int | None) -> None:
-    from espzoo.bundle import parse_rate
+    from espzoo.repo import parse_sample_rate as parse_rate
 
     assert parse_rate(value) == rate
 
 
 def test_config_sample_rate_reads_both_spellings_and_defaults_to_16k() -> None:
-    from espzoo.bundle import config_sample_rate
+    from espzoo.repo import config_sample_rate
 
     assert config_sample_rate({"frontend_conf": {"fs": "8k"}}) == 8000
     assert config_sample_rate({"preprocessor_conf": {"fs": 22050}}) == 22050
@@ -274,7 +275,7 @@ def test_config_sample_rate_reads_both_spellings_and_defaults_to_16k() -> None:
 
 
 def test_experiment_config_paths_resolve_but_tokens_do_not(tmp_path: Path) -> None:
-    from espzoo.bundle import resolve_config_paths
+    from espzoo.models.bundle import resolve_config_paths
 
     (tmp_path / "bpe.model").write_bytes(b"x")
     (tmp_path / "exp").mkdir()  # a folder named like a token must not turn the token into a path
@@ -296,7 +297,7 @@ def test_garbage_checkpoint_is_one_clear_error(tmp_path: Path, content: bytes) -
 
 
 def test_load_state_dict_says_whether_it_memory_mapped(tmp_path: Path) -> None:
-    from espzoo.bundle import load_state_dict_mapped
+    from espzoo.models.bundle import load_state_dict_mapped
 
     state = {"w": torch.arange(4.0)}
     torch.save(state, tmp_path / "zip.pth")

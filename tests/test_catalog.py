@@ -12,18 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from espzoo.catalog import (
-    Catalog,
-    CatalogError,
-    entry_from_row,
-    parse_architecture,
-    parse_languages,
-    parse_results,
-    parse_sample_rate,
-    parse_tokens,
-    shipped_catalog_path,
-)
+from espzoo.catalog.catalog import Catalog
+from espzoo.catalog.entries import shipped_catalog_path
+from espzoo.catalog.rows import entry_from_row, parse_architecture, parse_languages, parse_results, parse_tokens
 from espzoo.cli.main import app
+from espzoo.errors import CatalogError
+from espzoo.repo import parse_sample_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "data" / "espnet_hub_repos.tsv"

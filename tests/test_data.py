@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from _hubtools import CV_SENTENCES, common_voice, es_files
+from _paths import SPEECH_ROOT
 
-from espzoo.data import DataError, load_dataset, prepare
+from espzoo.data.convert import prepare
+from espzoo.data.sources import load_dataset
+from espzoo.errors import DataError
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 
 
 def _tone(path: Path, *, rate: int = 16000, seconds: float = 0.5, channels: int = 1, fmt: str | None = None) -> Path:
@@ -272,39 +276,6 @@ def test_text_encodings_boms_and_empty_audio_cells_are_one_sentence(tmp_path: Pa
 # ---------------------------------------------------------------------------------------------------------
 # Corpora as downloaded (issue 27)
 
-CV_HEADER = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
-             "gender", "accents", "variant", "locale", "segment")
-# Sentence-cased and punctuated, as Common Voice writes them; the opening quote must not start CSV quoting.
-CV_SENTENCES = ['"Sí", dijo el camión.', "¿Dónde está el café?", "El salón — aquí; «ahí».", "Hola,  mundo!",
-                "O'Brien llegó a las 8:00.", "Fin."]
-
-
-def _es_files(n: int, split: str = "train") -> list[Path]:
-    rows = (SPEECH / "es" / split / "wav.scp").read_text().splitlines()[:n]
-    return [SPEECH / "es" / split / line.split()[1] for line in rows]
-
-
-def _as_mp3_48k(source: Path, target: Path) -> None:
-    import soxr
-
-    audio, rate = sf.read(str(source), dtype="float32")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(target), soxr.resample(audio, rate, 48000), 48000, format="MP3")
-
-
-def common_voice(root: Path, split: str = "train", n: int = 6) -> Path:
-    """A Common Voice release folder as downloaded: cv-corpus-X/es/{SPLIT}.tsv naming bare MP3 file names (48 kHz)
-    that lie in clips/ beside it."""
-    lang = root / "cv-corpus-99.0" / "es"
-    lines = ["\t".join(CV_HEADER)]
-    for i, source in enumerate(_es_files(n, "train" if split == "train" else "dev")):
-        name = f"common_voice_es_{split}{i}.mp3"
-        _as_mp3_48k(source, lang / "clips" / name)
-        lines.append("\t".join([f"client{i % 2}", name, str(i), CV_SENTENCES[i % len(CV_SENTENCES)], "", "2", "0",
-                                "", "", "", "", "es", ""]))
-    (lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return lang
-
 
 def test_a_common_voice_release_folder_as_downloaded(tmp_path: Path) -> None:
     """`cv-corpus-X/es/train.tsv`: bare names found in clips/ beside it, MP3 at 48 kHz converted once, the text
@@ -319,12 +290,12 @@ def test_a_common_voice_release_folder_as_downloaded(tmp_path: Path) -> None:
     speakers = _scp(ds.dir / "utt2spk")
     assert speakers["common_voice_es_train0"] == "client0" and speakers["common_voice_es_train1"] == "client1"
     shapes = {k: int(v) for k, v in (line.split() for line in ds.speech_shape.read_text().splitlines())}
-    originals = [sf.info(str(f)).frames for f in _es_files(6)]
+    originals = [sf.info(str(f)).frames for f in es_files(6)]
     assert [shapes[f"common_voice_es_train{i}"] for i in range(6)] == pytest.approx(originals, rel=0.02)
     again = prepare(lang / "train", tmp_path / "out2" / "train", sample_rate=16000)
     assert again.transcripts() == texts and again.source == str(lang / "train.tsv")
     # `--vocab char:cv-corpus-X/es/train.tsv` learns from the sentences, not from the table's raw lines.
-    from espzoo.vocab import read_texts
+    from espzoo.transfer.vocab import read_texts
 
     assert read_texts(lang / "train.tsv") == read_texts(lang / "train") == ds.texts()
 
@@ -335,7 +306,7 @@ def test_fleurs_and_audio_folders_beside_a_table(tmp_path: Path) -> None:
     beside it is read the same way; a file found in none of them is named where it was looked for."""
     fleurs = tmp_path / "fleurs" / "es_419"
     rows = []
-    for i, source in enumerate(_es_files(4)):
+    for i, source in enumerate(es_files(4)):
         audio, rate = sf.read(str(source))
         (fleurs / "audio" / "dev").mkdir(parents=True, exist_ok=True)
         sf.write(str(fleurs / "audio" / "dev" / f"{1000 + i}.wav"), audio, rate)
@@ -348,9 +319,9 @@ def test_fleurs_and_audio_folders_beside_a_table(tmp_path: Path) -> None:
 
     ljs = tmp_path / "ljs"
     (ljs / "wavs").mkdir(parents=True)
-    for source in _es_files(3):
+    for source in es_files(3):
         shutil.copy(source, ljs / "wavs" / source.name)
-    names = [f.name for f in _es_files(3)]
+    names = [f.name for f in es_files(3)]
     (ljs / "metadata.csv").write_text("file,text\n" + "".join(f"{n},Texto {n}\n" for n in names), encoding="utf-8")
     assert prepare(ljs / "metadata.csv", tmp_path / "out" / "ljs", sample_rate=16000).num_utterances == 3
     (ljs / "metadata.csv").write_text("file,text\nmissing.flac,x\n" + "".join(f"{n},y\n" for n in names[:1]))

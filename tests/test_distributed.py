@@ -15,7 +15,8 @@ import pytest
 import yaml
 from _hubtools import ESPZOO, SPEECH, subset
 
-from espzoo.trainer import TrainError, TrainOptions, check_options, espnet_args, node_workdir
+from espzoo.errors import TrainError
+from espzoo.train.options import TrainOptions, check_options, espnet_args, node_workdir
 
 TWO_FILES = ("text", "wav.scp")  # as bench/distributed.py gives its nodes: no utt2spk
 
@@ -51,7 +52,7 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, dict | No
 
 
 def test_two_nodes_on_loopback_train_resume_and_fail_together(setup: dict, tmp_path: Path) -> None:
-    from espzoo.evaluate import DecodeOptions, load_recognizer
+    from espzoo.decode.recognizer import DecodeOptions, load_recognizer
 
     out = tmp_path / "exp"
     port = free_port()

@@ -1,4 +1,4 @@
-"""espzoo._espnet_compat: the one home of what differs between espnet 202511 (Python 3.11) and 202611 (3.12+).
+"""espzoo.models.compat: the one home of what differs between espnet 202511 (Python 3.11) and 202611 (3.12+).
 
 Each test runs on whichever release this Python installed (pyproject's markers), so the suite on both Pythons
 checks both branches against the real ESPnet.
@@ -13,8 +13,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from _paths import SPEECH_ROOT
 
-from espzoo import _espnet_compat as compat
+from espzoo.models import compat
 
 
 def test_release_is_the_one_pyproject_installs_for_this_python() -> None:
@@ -45,8 +46,9 @@ def test_importing_espnet_prints_nothing() -> None:
     import subprocess
 
     script = (
-        "from espzoo._espnet import import_asr_task; import_asr_task()\n"
-        "from espzoo.s2t import espnet_task; espnet_task('s2t'); espnet_task('s2t_ctc')\n"
+        "from espzoo.models.espnet_env import import_asr_task; import_asr_task()\n"
+        "from espzoo.tasks import S2T, S2T_CTC; from espzoo.models.espnet_env import task_class\n"
+        "task_class(S2T); task_class(S2T_CTC)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -62,7 +64,7 @@ def test_s2t_ctc_greedy_is_ctc_best_path_and_does_not_warn(tiny_s2t_ctc: Path, m
     import torch
     import yaml
 
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()
     monkeypatch.chdir(tiny_s2t_ctc)  # the config names its stats file relative to the repo, as ESPnet's pack writes
@@ -73,7 +75,7 @@ def test_s2t_ctc_greedy_is_ctc_best_path_and_does_not_warn(tiny_s2t_ctc: Path, m
         warnings.simplefilter("error", DeprecationWarning)
         s2t = compat.s2t_ctc_greedy(config, model, lang_sym="<eng>", task_sym="<asr>")
     conf = s2t.preprocessor_conf
-    audio = Path(__file__).resolve().parents[1] / "zoo" / "assets" / "speech" / "en" / "test" / "audio"
+    audio = SPEECH_ROOT / "en" / "test" / "audio"
     wave, _ = soundfile.read(sorted(audio.glob("*.flac"))[0], dtype="float32")
     wave = np.pad(wave, (0, max(0, int(conf["fs"] * conf["speech_length"]) - len(wave))))
 

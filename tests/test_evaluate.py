@@ -13,29 +13,11 @@ import pytest
 import soundfile
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
 
-from espzoo.bundle import UnsafeCheckpointError
-from espzoo.data import DataError
-from espzoo.evaluate import (
-    AudioError,
-    DecodeOptions,
-    EvalReport,
-    ModelNotFoundError,
-    Recognizer,
-    Score,
-    UtteranceResult,
-    align,
-    chars,
-    decode,
-    error_rates,
-    evaluate,
-    load_audio,
-    load_recognizer,
-    locate_model,
-    prepared_utterances,
-    transcribe,
-    words,
-    write_report,
-)
+from espzoo.decode.recognizer import DecodeOptions, Recognizer, load_recognizer, locate_model
+from espzoo.decode.report import EvalReport, UtteranceResult, evaluate, write_report
+from espzoo.decode.runner import decode, load_audio, prepared_utterances, transcribe
+from espzoo.decode.scoring import Score, align, chars, error_rates, words
+from espzoo.errors import AudioError, DataError, ModelNotFoundError, UnsafeCheckpointError
 
 # ---------------------------------------------------------------------------------------------------------
 # Metrics: every expected count below was worked out by hand.
@@ -310,11 +292,11 @@ def test_checkpoint_from_another_model_is_refused(tiny_out: Path, tmp_path: Path
 def test_hub_folder_and_repo_id_through_the_mirror(
     tiny_repo_char: Path, mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from espzoo.mirror import MirrorServer
+    from espzoo.serve.server import MirrorServer
 
     data = small_data_dir(tmp_path / "test", count=1)
     options = DecodeOptions(beam_size=2)
-    folder = load_recognizer(tiny_repo_char, options)  # a hub-layout folder, opened by espzoo.bundle
+    folder = load_recognizer(tiny_repo_char, options)  # a hub-layout folder, opened by espzoo.models.bundle
     assert folder.model.kind == "hub" and folder.sample_rate == 16000
     expected = decode(folder, audio_files(data))
     assert expected[0]  # a trained model says something
@@ -322,7 +304,7 @@ def test_hub_folder_and_repo_id_through_the_mirror(
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         report = evaluate("espzoo-test/tiny-char", data, options=options)
-        from espzoo.hub import pull
+        from espzoo.hub.download import pull
 
         snapshot = pull("espzoo-test/tiny-char")  # cached: a Snapshot is a model too
         files = locate_model(snapshot)
@@ -365,7 +347,7 @@ def test_same_transcripts_as_espnet_asr_inference(recognizer: Recognizer, tiny_o
     import subprocess
     import sys
 
-    from espzoo._espnet import espnet_env
+    from espzoo.models.espnet_env import espnet_env
 
     data = small_data_dir(tmp_path / "test", count=1)
     ours = decode(recognizer, data)
@@ -465,8 +447,8 @@ def test_padding_reaches_rows_without_the_guards(recognizer: Recognizer, tmp_pat
     """What the guards remove: ESPnet's padded batch gives shorter rows other encoder lengths and outputs."""
     import torch
 
-    from espzoo._espnet_compat import subsampling_counts_own_frames
-    from espzoo.evaluate import _padding_guards
+    from espzoo.decode.guards import _padding_guards
+    from espzoo.models.compat import subsampling_counts_own_frames
 
     data = small_data_dir(tmp_path / "test", count=4)
     waves = [load_audio(path, 16000) for path in audio_files(data)]

@@ -11,9 +11,11 @@ import pytest
 import yaml
 from _tiny_out import audio_files, build_tiny_out, small_data_dir
 
-from espzoo.bundle import open_bundle
-from espzoo.evaluate import DecodeOptions, evaluate, load_recognizer
-from espzoo.export import MODEL_FILE, ExportError, ExportOptions, export
+from espzoo.decode.recognizer import DecodeOptions, load_recognizer
+from espzoo.decode.report import evaluate
+from espzoo.errors import ExportError
+from espzoo.models.bundle import open_bundle
+from espzoo.publish.hub_layout import MODEL_FILE, ExportOptions, export
 
 BEAM = 2  # small beams keep these CPU decodes short; every decode here uses the same one
 
@@ -218,7 +220,7 @@ def test_export_holds_no_secret_and_no_local_path(evaluated_out, tmp_path: Path)
 
 
 def test_exported_and_written_files_get_the_users_umask(evaluated_out, tmp_path: Path) -> None:
-    from espzoo._fs import write_text
+    from espzoo.utils.fs import write_text
 
     out, _, _ = evaluated_out
     previous = os.umask(0o022)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from _hubtools import ESPZOO, SPEECH, client_env, subset
 
-from espzoo.export import ExportOptions, export
-from espzoo.mirror import MirrorServer
+from espzoo.publish.hub_layout import ExportOptions, export
+from espzoo.serve.server import MirrorServer
 
 REPO = "espzoo-test/tiny-char"
 
@@ -168,7 +168,7 @@ def test_a_second_run_on_a_busy_or_unfinished_out_touches_nothing(served: str, d
     args = ["finetune", REPO, "--train", str(data["train"]), "--valid", str(data["dev"]), "--out", str(out),
             "--max-epoch", "1", "--json"]  # --json: no progress lines, the error alone on stderr
     # Another run holds OUT (here a process holding its lock, as a running `espzoo finetune` does).
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom espzoo.trainer import lock_out\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom espzoo.train.outdir import lock_out\n"
                                "with lock_out(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)",
                                str(out)], stdout=subprocess.PIPE, text=True)
     try:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import yaml
+from _paths import SPEECH_ROOT
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 
 
 @pytest.mark.parametrize(("lang", "counts"), [("en", (130, 10, 10)), ("es", (90, 15, 15))])
@@ -67,7 +68,7 @@ def test_tiny_repo_checkpoint_loads_strictly_into_the_model_espnet_builds(tiny_r
 
     import torch
 
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     _, config = _config(tiny_repo_char)
     config["normalize_conf"]["stats_file"] = str(tiny_repo_char / config["normalize_conf"]["stats_file"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from espzoo._fs import atomic_write, replace_dir, write_text
+from espzoo.utils.fs import atomic_write, replace_dir, write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

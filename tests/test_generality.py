@@ -11,48 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _models import FAMILIES, family_config
-from test_upstreams import (
-    _tiny_hubert_shapes,
-    _tiny_wavlm_shapes,
-    _tiny_whisper_shapes,
-    _tiny_xls_r_shapes,
-    _wavlm_config,
-    _whisper_config,
+from _models import (
+    FAMILIES,
+    family_config,
+    family_experiment,
 )
+from _paths import SPEECH_ROOT
 
-from espzoo import _asr_train
-from espzoo._upstreams import install_bridges, training_gap
-from espzoo.model import MissingPackageError, ModelConfigError, build_model, training_args
-from espzoo.transfer import TransferOptions, plan_transfer
-from espzoo.vocab import read_texts
+from espzoo.errors import MissingPackageError, ModelConfigError
+from espzoo.models.build import build_model, training_args
+from espzoo.models.upstreams import install_bridges, training_gap
+from espzoo.train import asr_train as _asr_train
+from espzoo.transfer.plan import TransferOptions, plan_transfer
+from espzoo.transfer.vocab import read_texts
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 ES_TEXT = SPEECH / "es" / "train" / "text"
-
-
-def _experiment(family: str, folder: Path) -> Path:
-    reference = None
-    if family == "whisper":  # a Whisper encoder with ESPnet's transformer decoder and its own (char) tokens
-        config = _whisper_config(folder)
-        config.update(decoder="transformer", token_type="char",
-                      decoder_conf={"attention_heads": 2, "linear_units": 64, "num_blocks": 1})
-        reference = _tiny_whisper_shapes(51865)
-        reference = {k: v for k, v in reference.items() if k.startswith("encoder.")}
-    elif family.startswith("s3prl_"):
-        config = _wavlm_config(folder)
-        upstream, shapes = {"s3prl_wavlm": ("wavlm_large", _tiny_wavlm_shapes),
-                            "s3prl_hubert": ("hubert_base", _tiny_hubert_shapes),
-                            "s3prl_xls_r": ("xls_r_300m", _tiny_xls_r_shapes)}[family]
-        config["frontend_conf"]["frontend_conf"]["upstream"] = upstream
-        reference = shapes()
-    else:
-        config = family_config(family, folder)
-    torch.manual_seed(1)
-    model = build_model(config, reference=reference)
-    torch.save(model.state_dict(), folder / "model.pth")
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return folder
 
 
 def test_every_family_plans_a_new_bpe_vocabulary(tmp_path: Path) -> None:
@@ -62,7 +36,7 @@ def test_every_family_plans_a_new_bpe_vocabulary(tmp_path: Path) -> None:
         folder = tmp_path / family
         folder.mkdir()
         try:
-            exp = _experiment(family, folder)
+            exp = family_experiment(family, folder)
             plan = plan_transfer(str(exp), TransferOptions(vocab="bpe:40"), texts=texts, workdir=folder / "vocab")
             actions = {r.action for r in plan.rows}
             transplanted = sum(r.action == "transplant" for r in plan.rows)

@@ -19,9 +19,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from _hubtools import ESPZOO, REPO_ROOT, SPEECH, subset
+from _hubtools import ESPZOO, SPEECH, subset
+from _paths import REPO_ROOT
 
-from espzoo._espnet_compat import espnet_release
+from espzoo.models.compat import espnet_release
 
 DEMO = REPO_ROOT / "zoo" / "assets" / "pretrained" / "espzoo-demo" / "tiny-en-char"
 LOADER = Path(__file__).resolve().parent / "espnet_load.py"
@@ -103,9 +104,9 @@ def test_the_plan_follows_the_models_own_loader_value_for_value() -> None:
     """loader_renames (no table of names) puts each tensor where ESPnet's own strict load_state_dict puts it."""
     import torch
 
-    from espzoo.bundle import open_bundle
-    from espzoo.model import build_model, loader_renames
-    from espzoo.transfer import load_checkpoint
+    from espzoo.models.build import build_model, loader_renames
+    from espzoo.models.bundle import open_bundle
+    from espzoo.transfer.sources import load_checkpoint
 
     bundle = open_bundle(DEMO)
     state = dict(load_checkpoint(Path(bundle.checkpoint)))
@@ -180,7 +181,7 @@ def finetuned_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_finetuned_model_keeps_the_pretrained_names(finetuned_demo: Path) -> None:
     import torch
 
-    from espzoo.bundle import open_bundle
+    from espzoo.models.bundle import open_bundle
 
     pretrained = torch.load(open_bundle(DEMO).checkpoint, map_location="cpu", weights_only=True)
     for name in ("model.pth", *(p.name for p in (finetuned_demo / "espnet").glob("*epoch.pth"))):
@@ -254,7 +255,7 @@ def test_a_checkpoint_an_older_espnet_saved_loads_whole_finetunes_and_decodes(na
     purpose), one epoch trains on it, the result decodes and keeps the checkpoint's tensor names."""
     import torch
 
-    from espzoo.bundle import open_bundle
+    from espzoo.models.bundle import open_bundle
 
     repo = VINTAGE / name
     excluded = _saved_unused(name)
@@ -287,8 +288,8 @@ def test_a_tensor_the_models_loader_discards_is_not_unused() -> None:
     in both generations): the plan follows it instead of calling it a lost pretrained tensor."""
     import torch
 
-    from espzoo._espnet import import_asr_task
-    from espzoo.model import loader_renames
+    from espzoo.models.build import loader_renames
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()
     if RENAMES_ON_LOAD:

@@ -1,4 +1,4 @@
-"""The huggingface_hub boundary (espzoo._hf): every private name it relies on still exists, nothing else reaches
+"""The huggingface_hub boundary (espzoo.hub.hf): every private name it relies on still exists, nothing else reaches
 past it, its light re-implementations agree with huggingface_hub's own, and process-wide settings are restored."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from espzoo import _hf
+from espzoo.hub import hf as _hf
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("module", "name"), _hf.PRIVATE_NAMES, ids=[f"{m}.{n}" for m, n in _hf.PRIVATE_NAMES])
 def test_every_private_name_still_exists(module: str, name: str) -> None:
-    assert hasattr(importlib.import_module(module), name), f"huggingface_hub moved {module}.{name}: update espzoo._hf"
+    assert hasattr(importlib.import_module(module), name), f"huggingface_hub moved {module}.{name}: update hub.hf"
 
 
 def test_the_installed_major_version_is_the_one_pinned() -> None:
@@ -65,16 +65,17 @@ def test_cache_layout_rules_agree_with_huggingface_hub(tmp_path: Path) -> None:
 def test_download_chunk_size_is_set_only_inside_espzoo_calls(tmp_path: Path) -> None:
     from huggingface_hub import constants
 
-    from espzoo import hub
+    from espzoo.hub import session as hub_session
 
     default = constants.DOWNLOAD_CHUNK_SIZE
-    hub._Session("espnet/x", tmp_path, "http://127.0.0.1:9", None, retries=0, backoff=0)  # set it process-wide before
+    # a session used to set it process-wide; it sets it only around its own calls now
+    hub_session.Session("espnet/x", tmp_path, "http://127.0.0.1:9", None, retries=0, backoff=0)
     assert constants.DOWNLOAD_CHUNK_SIZE == default
-    with _hf.download_chunk_size(hub.DOWNLOAD_CHUNK):
-        assert constants.DOWNLOAD_CHUNK_SIZE == hub.DOWNLOAD_CHUNK
-        with _hf.download_chunk_size(hub.DOWNLOAD_CHUNK):  # nested (hub.read inside a pull): still set
+    with _hf.download_chunk_size(hub_session.DOWNLOAD_CHUNK):
+        assert constants.DOWNLOAD_CHUNK_SIZE == hub_session.DOWNLOAD_CHUNK
+        with _hf.download_chunk_size(hub_session.DOWNLOAD_CHUNK):  # nested (hub.read inside a pull): still set
             pass
-        assert constants.DOWNLOAD_CHUNK_SIZE == hub.DOWNLOAD_CHUNK
+        assert constants.DOWNLOAD_CHUNK_SIZE == hub_session.DOWNLOAD_CHUNK
     assert constants.DOWNLOAD_CHUNK_SIZE == default
 
 

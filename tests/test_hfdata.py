@@ -1,4 +1,4 @@
-"""Hugging Face datasets as training and test data (espzoo.hfdata through espzoo.data.prepare).
+"""Hugging Face datasets as training and test data (espzoo.data.hfdata through espzoo.data.convert.prepare).
 
 The datasets are built here from the committed Spanish speech (zoo/assets/speech/es): parquet files written with
 pyarrow (several files, several row groups), a folder written by the `datasets` library's own save_to_disk, and a
@@ -18,12 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from _hubtools import ESPZOO, PYTHON, client_env, run_client, sha256_of
+from _paths import SPEECH_ROOT
 
-from espzoo.data import DataError, prepare
-from espzoo.hfdata import parse_spec, select_split
-from espzoo.mirror import MirrorServer, add_from_cache
+from espzoo.data.convert import prepare
+from espzoo.data.hfdata import parse_spec, select_split
+from espzoo.errors import DataError
+from espzoo.hub import session as hub_session
+from espzoo.serve.add import add_from_cache
+from espzoo.serve.server import MirrorServer
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "es"
+SPEECH = SPEECH_ROOT / "es"
 REPO = "espzoo-test/tiny-char"
 DATASET = "espzoo-test/es-speech"
 CARD = """---
@@ -190,7 +194,8 @@ def test_a_vocabulary_from_any_dataset_form(kaldi: dict[str, Path], tmp_path: Pa
     --train (the usual names, else `text_column`); a text-only split needs no audio column."""
     import datasets
 
-    from espzoo.vocab import VocabularyError, build_vocabulary, read_texts
+    from espzoo.errors import VocabularyError
+    from espzoo.transfer.vocab import build_vocabulary, read_texts
 
     rows = rows_of(kaldi["train"])
     rows[2]["sentence"] = "  " + rows[2]["sentence"].replace(" ", "   ") + " "  # spacing, as a Kaldi line reads it
@@ -222,7 +227,7 @@ def test_a_vocabulary_from_any_dataset_form(kaldi: dict[str, Path], tmp_path: Pa
 def test_s2t_extend_learns_from_a_dataset_as_from_its_kaldi_dir(tiny_s2t: Path, kaldi: dict[str, Path],
                                                                tmp_path: Path) -> None:
     """OWSM's `--vocab extend:N:TEXT` reads TEXT by the same rule: a dataset's transcript column (named here)."""
-    from espzoo.transfer import TransferOptions, plan_transfer
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     words = write_parquet([{"words": r["sentence"]} for r in rows_of(kaldi["train"])], tmp_path / "pq", files=1)
     from_kaldi = plan_transfer(str(tiny_s2t), TransferOptions(vocab=f"extend:6:{kaldi['train']}"),
@@ -337,16 +342,16 @@ def test_a_config_folder_at_a_tag(served: dict, kaldi: dict[str, Path], tmp_path
 def test_a_hub_dataset_comes_in_parallel_ranges_and_a_killed_pull_resumes(served: dict, kaldi: dict[str, Path],
                                                                           tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A split's large files are fetched as parallel byte ranges (espzoo.fetch, as a model's checkpoint is), into
+    """A split's large files are fetched as parallel byte ranges (espzoo.hub.fetch, as a model's checkpoint is), into
     the blobs huggingface_hub would write; a partial file a killed pull left is finished from where it stopped."""
-    from espzoo import fetch, hub
-    from espzoo.hfdata import open_table
-    from espzoo.vocab import read_texts
+    from espzoo.data.hfdata import open_table
+    from espzoo.hub import fetch
+    from espzoo.transfer.vocab import read_texts
 
     for key, value in client_env(served["url"], tmp_path / "hf").items():
         monkeypatch.setenv(key, value)
     shards = sorted((served["repo"] / "data").glob("train-*.parquet"))
-    monkeypatch.setattr(hub, "PARALLEL_MIN", min(f.stat().st_size for f in shards))
+    monkeypatch.setattr(hub_session, "PARALLEL_MIN", min(f.stat().st_size for f in shards))
     server: MirrorServer = served["server"]
     server.reset()
 

@@ -15,10 +15,16 @@ import pytest
 from _hubtools import ESPZOO, client_env, make_espnet_repo, sha256_of
 from typer.testing import CliRunner
 
-from espzoo import catalog_refresh, hub
-from espzoo.catalog import Catalog, shipped_catalog_path
+from espzoo import errors
+from espzoo.catalog.catalog import Catalog
+from espzoo.catalog.entries import shipped_catalog_path
 from espzoo.cli.main import app
-from espzoo.mirror import Faults, MirrorServer
+from espzoo.hub import cache as hub_cache
+from espzoo.hub import download as hub_download
+from espzoo.hub import refresh as catalog_refresh
+from espzoo.hub import session as hub_session
+from espzoo.serve.faults import Faults
+from espzoo.serve.server import MirrorServer
 
 CHAR, BPE, NOMETA = "espzoo-test/tiny-char", "espzoo-test/tiny-bpe", "espzoo-test/tiny-nometa"
 BIG = "espzoo-test/asr_big"
@@ -65,7 +71,7 @@ def espzoo(args: list[str], hf_home: Path, endpoint: str, timeout: float = 120, 
 
 
 def test_pull_fetches_what_a_finetune_needs(mirror: MirrorServer, mirror_root: Path):
-    snaps = {repo: hub.pull(repo, progress=False) for repo in (CHAR, BPE, NOMETA)}
+    snaps = {repo: hub_download.pull(repo, progress=False) for repo in (CHAR, BPE, NOMETA)}
     assert snaps[CHAR].files == [
         "README.md", "data/token_list/char/tokens.txt", "exp/asr_stats_raw_char/train/feats_stats.npz",
         "exp/asr_train_asr_conformer_raw_char/config.yaml",
@@ -85,26 +91,26 @@ def test_pull_fetches_what_a_finetune_needs(mirror: MirrorServer, mirror_root: P
             assert sha256_of(snap.path / rel) == sha256_of(source / rel), rel
         on_disk = sorted(p.relative_to(snap.path).as_posix() for p in snap.path.rglob("*") if p.is_file())
         assert on_disk == snap.files
-    everything = hub.pull(NOMETA, all_files=True, progress=False)
+    everything = hub_download.pull(NOMETA, all_files=True, progress=False)
     assert {"conf/decode_asr.yaml", "exp/asr_train_conformer_tiny_raw_en_char_sp/valid.acc.best.pth"} <= set(
         everything.files)
 
 
 def test_file_selection_rules():
-    assert hub.best_checkpoint(["e/checkpoint.pth", "e/3epoch.pth", "e/valid.loss.best.pth",
+    assert hub_session.best_checkpoint(["e/checkpoint.pth", "e/3epoch.pth", "e/valid.loss.best.pth",
                                 "e/valid.acc.best.pth", "e/valid.acc.ave_10best.pth"]) == "e/valid.acc.ave_10best.pth"
-    assert hub.best_checkpoint(["e/3epoch.pth", "e/valid.loss.best.pth"]) == "e/valid.loss.best.pth"
+    assert hub_session.best_checkpoint(["e/3epoch.pth", "e/valid.loss.best.pth"]) == "e/valid.loss.best.pth"
     listing = ["README.md", "exp/lm_train/config.yaml", "exp/lm_train/valid.loss.ave.pth",
                "exp/asr_x/config.yaml", "exp/asr_x/valid.acc.ave.pth", "data/token_list/bpe_unigram50/bpe.model",
                "exp/asr_x/images/acc.png"]
-    chosen = hub.select_files(listing, lambda path: "bpemodel: data/token_list/bpe_unigram50/bpe.model\n")
+    chosen = hub_session.select_files(listing, lambda path: "bpemodel: data/token_list/bpe_unigram50/bpe.model\n")
     assert chosen == ["README.md", "data/token_list/bpe_unigram50/bpe.model", "exp/asr_x/config.yaml",
                       "exp/asr_x/valid.acc.ave.pth"]
     tts_meta = "files:\n  model_file: exp/tts/train.loss.ave.pth\nyaml_files:\n  train_config: exp/tts/config.yaml\n"
-    with pytest.raises(hub.NotAsrModel, match="names no ASR model"):
-        hub.select_files(["meta.yaml", "exp/tts/config.yaml", "exp/tts/train.loss.ave.pth"], lambda p: tts_meta)
-    with pytest.raises(hub.NotAsrModel, match="not an ESPnet ASR model"):
-        hub.select_files(["README.md", "model.safetensors"], lambda p: None)
+    with pytest.raises(errors.NotAsrModelError, match="names no ASR model"):
+        hub_session.select_files(["meta.yaml", "exp/tts/config.yaml", "exp/tts/train.loss.ave.pth"], lambda p: tts_meta)
+    with pytest.raises(errors.NotAsrModelError, match="not an ESPnet ASR model"):
+        hub_session.select_files(["README.md", "model.safetensors"], lambda p: None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,11 +118,11 @@ def test_file_selection_rules():
 
 
 def test_cached_pinned_pull_makes_zero_requests(mirror: MirrorServer, tmp_path: Path):
-    first = hub.pull(CHAR, progress=False)
+    first = hub_download.pull(CHAR, progress=False)
     mirror.reset()
-    again = hub.pull(f"{CHAR}@{first.commit}", progress=False)
+    again = hub_download.pull(f"{CHAR}@{first.commit}", progress=False)
     assert mirror.stats.requests == 0 and again.files == first.files
-    hub.pull(CHAR, progress=False)  # a branch must be resolved: one model-info request, no file request
+    hub_download.pull(CHAR, progress=False)  # a branch must be resolved: one model-info request, no file request
     assert [e["path"] for e in mirror.stats.log] == [f"/api/models/{CHAR}"]
     # The console script, in its own process, pinned to the cached commit: zero requests too.
     mirror.reset()
@@ -132,16 +138,16 @@ def test_lock_file_pins_the_commit(mirror_root: Path, tmp_path: Path, monkeypatc
     server = serve(root, monkeypatch, tmp_path / "hf")
     lock = tmp_path / "espzoo.lock"
     try:
-        first = hub.pull(CHAR, lock_file=lock, progress=False)
-        assert hub.read_lock(lock)[CHAR]["commit"] == first.commit
+        first = hub_download.pull(CHAR, lock_file=lock, progress=False)
+        assert hub_cache.read_lock(lock)[CHAR]["commit"] == first.commit
         (root / CHAR / "README.md").write_text((root / CHAR / "README.md").read_text() + "\nA new line.\n")
         assert server.revision(CHAR).commit != first.commit  # main moved
         server.reset()
-        pinned = hub.pull(CHAR, lock_file=lock, progress=False)
+        pinned = hub_download.pull(CHAR, lock_file=lock, progress=False)
         assert pinned.commit == first.commit and server.stats.requests == 0
-        moved = hub.pull(f"{CHAR}@main", lock_file=lock, progress=False)
+        moved = hub_download.pull(f"{CHAR}@main", lock_file=lock, progress=False)
         assert moved.commit == server.revision(CHAR).commit
-        assert hub.read_lock(lock)[CHAR]["commit"] == moved.commit
+        assert hub_cache.read_lock(lock)[CHAR]["commit"] == moved.commit
     finally:
         server.stop()
 
@@ -153,21 +159,21 @@ def test_pull_by_tag_and_offline_by_tag(mirror_root: Path, tmp_path: Path, monke
     (root / CHAR / "README.md").write_text("---\ntags: [espnet]\n---\nmain moved on\n")
     server = serve(root, monkeypatch, tmp_path / "hf")
     try:
-        tagged = hub.pull(f"{CHAR}@v1.0", progress=False)
-        main = hub.pull(CHAR, progress=False)
+        tagged = hub_download.pull(f"{CHAR}@v1.0", progress=False)
+        main = hub_download.pull(CHAR, progress=False)
         assert tagged.commit == server.revision(CHAR, "v1.0").commit != main.commit
         ref = tmp_path / "hf" / "hub" / f"models--{CHAR.replace('/', '--')}" / "refs" / "v1.0"
         assert ref.read_text() == tagged.commit
     finally:
         server.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    offline = hub.pull(f"{CHAR}@v1.0", progress=False)
+    offline = hub_download.pull(f"{CHAR}@v1.0", progress=False)
     assert offline.offline and offline.commit == tagged.commit
 
 
 def test_offline_uses_the_cache_and_says_so(mirror: MirrorServer, tmp_path: Path):
     home = tmp_path / "hf"
-    snap = hub.pull(CHAR, progress=False)
+    snap = hub_download.pull(CHAR, progress=False)
     offline = espzoo(["pull", CHAR, "--json"], home, mirror.url, HF_HUB_OFFLINE="1")
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout)["commit"] == snap.commit and "HF_HUB_OFFLINE" in offline.stderr
@@ -189,11 +195,11 @@ def test_offline_uses_the_cache_and_says_so(mirror: MirrorServer, tmp_path: Path
 
 
 def test_offline_partial_snapshot_is_reported(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch):
-    hub.pull(NOMETA, progress=False)
+    hub_download.pull(NOMETA, progress=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.pull(NOMETA, progress=False).offline
-    with pytest.raises(hub.NotCached, match="only partly cached"):
-        hub.pull(NOMETA, all_files=True, progress=False)
+    assert hub_download.pull(NOMETA, progress=False).offline
+    with pytest.raises(errors.NotCachedError, match="only partly cached"):
+        hub_download.pull(NOMETA, all_files=True, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,32 +208,33 @@ def test_offline_partial_snapshot_is_reported(mirror: MirrorServer, monkeypatch:
 
 def test_server_errors_are_retried_then_reported(mirror: MirrorServer):
     mirror.faults = Faults(fail_first=2)
-    snap = hub.pull(CHAR, backoff=0.01, progress=False)
+    snap = hub_download.pull(CHAR, backoff=0.01, progress=False)
     statuses = [e["status"] for e in mirror.stats.log]
     assert statuses[:3] == [500, 500, 200] and snap.commit == mirror.revision(CHAR).commit
     mirror.reset()
     mirror.faults = Faults(fail_first=1000)
-    with pytest.raises(hub.HubUnavailable, match=r"kept failing .* \(HTTP 500, 3 tries\)"):
-        hub.pull(BPE, retries=2, backoff=0.01, progress=False)
+    with pytest.raises(errors.HubUnavailableError, match=r"kept failing .* \(HTTP 500, 3 tries\)"):
+        hub_download.pull(BPE, retries=2, backoff=0.01, progress=False)
     assert mirror.stats.requests == 3
 
 
 def test_slow_hub_times_out(mirror: MirrorServer):
     mirror.faults = Faults(delay=2.0)
     started = time.monotonic()
-    with pytest.raises(hub.HubUnavailable, match="kept failing"):
-        hub.pull(CHAR, timeout=0.3, retries=1, backoff=0.01, progress=False)
+    with pytest.raises(errors.HubUnavailableError, match="kept failing"):
+        hub_download.pull(CHAR, timeout=0.3, retries=1, backoff=0.01, progress=False)
     assert time.monotonic() - started < 10
 
 
 def test_errors_are_one_clear_sentence(mirror: MirrorServer, mirror_root: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch):
-    with pytest.raises(hub.RepoNotFound, match="espnet/bn_openslr5 does not exist .* did you mean espnet/bn_openslr53"):
-        hub.pull("espnet/bn_openslr5", progress=False)
-    with pytest.raises(hub.RevisionNotFound, match="has no revision 'v9'"):
-        hub.pull(f"{CHAR}@v9", progress=False)
-    with pytest.raises(hub.HubError, match="not a repo reference"):
-        hub.pull("no-slash", progress=False)
+    did_you_mean = "espnet/bn_openslr5 does not exist .* did you mean espnet/bn_openslr53"
+    with pytest.raises(errors.RepoNotFoundError, match=did_you_mean):
+        hub_download.pull("espnet/bn_openslr5", progress=False)
+    with pytest.raises(errors.RevisionNotFoundError, match="has no revision 'v9'"):
+        hub_download.pull(f"{CHAR}@v9", progress=False)
+    with pytest.raises(errors.HubError, match="not a repo reference"):
+        hub_download.pull("no-slash", progress=False)
     root = tmp_path / "root"
     shutil.copytree(mirror_root / CHAR, root / "espzoo-test/gated")
     (root / "espzoo-test/gated/.espzoo-gated").write_text("")
@@ -236,12 +243,12 @@ def test_errors_are_one_clear_sentence(mirror: MirrorServer, mirror_root: Path, 
     (root / "espnet/tts_model/meta.yaml").write_text("files:\n  model_file: exp/tts/model.pth\n")
     server = serve(root, monkeypatch, tmp_path / "hf2")
     try:
-        with pytest.raises(hub.GatedRepo, match="set HF_TOKEN"):
-            hub.pull("espzoo-test/gated", progress=False)
+        with pytest.raises(errors.GatedRepoError, match="set HF_TOKEN"):
+            hub_download.pull("espzoo-test/gated", progress=False)
         monkeypatch.setenv("HF_TOKEN", "hf_anything")
-        assert hub.pull("espzoo-test/gated", progress=False).files
-        with pytest.raises(hub.NotAsrModel, match="names no ASR model"):
-            hub.pull("espnet/tts_model", progress=False)
+        assert hub_download.pull("espzoo-test/gated", progress=False).files
+        with pytest.raises(errors.NotAsrModelError, match="names no ASR model"):
+            hub_download.pull("espnet/tts_model", progress=False)
     finally:
         server.stop()
 
@@ -300,7 +307,7 @@ def test_ctrl_c_during_a_pull_of_a_file_under_the_parallel_size_ends_it_at_once(
     the partial file (issue 27: 2)."""
     home = tmp_path / "hf"
     digest = sha256_of(big_root / BIG / BIG_CKPT)
-    assert (big_root / BIG / BIG_CKPT).stat().st_size < hub.PARALLEL_MIN
+    assert (big_root / BIG / BIG_CKPT).stat().st_size < hub_session.PARALLEL_MIN
     big_mirror.faults = Faults(rate=300_000)
     proc = subprocess.Popen([ESPZOO, "pull", BIG], env=client_env(big_mirror.url, home), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -320,7 +327,7 @@ def test_ctrl_c_during_a_pull_of_a_file_under_the_parallel_size_ends_it_at_once(
     assert waited < 3.0, f"the pull ended {waited:.1f} s after Ctrl-C"
     assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
     big_mirror.faults = Faults()
-    snap = hub.pull(BIG, progress=False)
+    snap = hub_download.pull(BIG, progress=False)
     assert sha256_of(snap.path / BIG_CKPT) == digest
 
 
@@ -347,7 +354,7 @@ def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorSe
     assert 2_000_000 < killed_at < total
     big_mirror.faults = Faults()
     big_mirror.reset()
-    snap = hub.pull(BIG, progress=False)
+    snap = hub_download.pull(BIG, progress=False)
     assert any(note.startswith("resumed") for note in snap.notes), snap.notes
     assert sha256_of(snap.path / BIG_CKPT) == digest
     assert not list(blobs.glob("*.incomplete"))
@@ -359,14 +366,14 @@ def test_download_killed_midfile_completes_on_the_next_pull(big_mirror: MirrorSe
 
 def test_cut_connection_resumes_where_it_stopped(big_mirror: MirrorServer, big_root: Path):
     big_mirror.faults = Faults(drop_after=3_000_000)
-    snap = hub.pull(BIG, progress=False)
+    snap = hub_download.pull(BIG, progress=False)
     assert sha256_of(snap.path / BIG_CKPT) == sha256_of(big_root / BIG / BIG_CKPT)
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     gets = [e for e in big_mirror.stats.log if e["path"] == f"/lfs/{digest}"]
     # Cut after 3 MB; the client asks for the rest only (64 KiB pieces: at most one piece is fetched twice).
     assert [g["range"] is None for g in gets] == [True, False]
     resumed_at = int(gets[1]["range"].split("=")[1].rstrip("-"))
-    assert 3_000_000 - hub.DOWNLOAD_CHUNK <= resumed_at <= 3_000_000
+    assert 3_000_000 - hub_session.DOWNLOAD_CHUNK <= resumed_at <= 3_000_000
 
 
 def test_four_processes_pulling_at_once_share_one_copy(big_mirror: MirrorServer, big_root: Path, tmp_path: Path):
@@ -389,8 +396,8 @@ def test_four_processes_pulling_at_once_share_one_copy(big_mirror: MirrorServer,
 
 
 def test_verify_finds_and_fixes_a_corrupted_blob(mirror: MirrorServer, mirror_root: Path, tmp_path: Path):
-    snap = hub.pull(CHAR, progress=False)
-    assert hub.verify(CHAR).ok
+    snap = hub_download.pull(CHAR, progress=False)
+    assert hub_cache.verify(CHAR).ok
     ckpt = "exp/asr_train_asr_conformer_raw_char/valid.acc.ave_2best.pth"
     blob = (snap.path / ckpt).resolve()
     os.chmod(blob, 0o644)
@@ -401,13 +408,13 @@ def test_verify_finds_and_fixes_a_corrupted_blob(mirror: MirrorServer, mirror_ro
     offline = espzoo(["verify", CHAR], tmp_path / "hf", "http://127.0.0.1:9", HF_HUB_OFFLINE="1")
     assert offline.returncode == 1 and "1 of 6 cached files do not match" in offline.stderr, offline.stderr
     assert "CORRUPTED" in offline.stdout
-    report = hub.verify(CHAR)
+    report = hub_cache.verify(CHAR)
     assert [c.path for c in report.bad] == [ckpt]
     fixed = CliRunner().invoke(app, ["verify", CHAR, "--fix", "--json"])
     assert fixed.exit_code == 0, fixed.output
     assert [f["path"] for f in json.loads(fixed.stdout)["files"] if f["fixed"]] == [ckpt]
     assert sha256_of(snap.path / ckpt) == sha256_of(mirror_root / CHAR / ckpt)
-    assert hub.verify(CHAR).ok
+    assert hub_cache.verify(CHAR).ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,8 +423,8 @@ def test_verify_finds_and_fixes_a_corrupted_blob(mirror: MirrorServer, mirror_ro
 
 def test_ls_and_rm(mirror: MirrorServer):
     runner = CliRunner()
-    snap = hub.pull(CHAR, progress=False)
-    hub.pull(BPE, progress=False)
+    snap = hub_download.pull(CHAR, progress=False)
+    hub_download.pull(BPE, progress=False)
     listed = runner.invoke(app, ["ls", "--json"])
     assert listed.exit_code == 0, listed.output
     rows = {r["repo_id"]: r for r in json.loads(listed.stdout)}
@@ -433,7 +440,7 @@ def test_ls_and_rm(mirror: MirrorServer):
 def test_info_shows_the_bundle_of_a_pulled_repo(mirror: MirrorServer):
     runner = CliRunner()
     assert runner.invoke(app, ["info", CHAR]).exit_code == 1  # neither in the catalog nor pulled yet
-    snap = hub.pull(CHAR, progress=False)
+    snap = hub_download.pull(CHAR, progress=False)
     requests = mirror.stats.requests
     shown = runner.invoke(app, ["info", CHAR, "--json"])
     assert shown.exit_code == 0, shown.output
@@ -494,13 +501,13 @@ def test_progress_bars_are_drawn_with_rich(big_mirror: MirrorServer, capsys: pyt
     from espzoo.cli.hub import download_bars  # the library reports progress; the CLI draws it
 
     with download_bars(enabled=True) as progress:
-        hub.pull(BIG, progress=progress)
+        hub_download.pull(BIG, progress=progress)
     err = capsys.readouterr().err
     assert "downloading" in err and "31.5/31.5 MB" in err and "files" in err
 
 
 # ---------------------------------------------------------------------------------------------
-# Large LFS files in parallel byte ranges (espzoo.fetch)
+# Large LFS files in parallel byte ranges (espzoo.hub.fetch)
 
 
 def _blob_gets(server: MirrorServer, digest: str) -> list[dict]:
@@ -515,12 +522,12 @@ def test_parallel_pull_lands_a_byte_identical_blob_where_huggingface_hub_puts_it
         big_mirror: MirrorServer, big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from huggingface_hub import scan_cache_dir
 
-    from espzoo import fetch
+    from espzoo.hub import fetch
 
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     size = (big_root / BIG / BIG_CKPT).stat().st_size
-    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
-    snap = hub.pull(BIG, all_files=True, progress=False)
+    monkeypatch.setattr(hub_session, "PARALLEL_MIN", 1_000_000)
+    snap = hub_download.pull(BIG, all_files=True, progress=False)
     parts = _blob_gets(big_mirror, digest)
     # One ranged GET per part, the parts tiling the file.
     assert sorted(e["range"] for e in parts) == sorted(
@@ -530,9 +537,9 @@ def test_parallel_pull_lands_a_byte_identical_blob_where_huggingface_hub_puts_it
     assert sha256_of(link) == digest and link.resolve() == blobs / digest
     assert not [p.name for p in blobs.iterdir() if "incomplete" in p.name or p.name.endswith(".parts")]
     # The same file pulled by huggingface_hub alone: the same blob name, relative link and mode.
-    monkeypatch.setattr(hub, "PARALLEL_MIN", 1 << 62)
+    monkeypatch.setattr(hub_session, "PARALLEL_MIN", 1 << 62)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_alone"))
-    alone = hub.pull(BIG, all_files=True, progress=False)
+    alone = hub_download.pull(BIG, all_files=True, progress=False)
     assert os.readlink(alone.path / BIG_CKPT) == os.readlink(link)
     assert (alone.path / BIG_CKPT).resolve().stat().st_mode == link.resolve().stat().st_mode
     # `hf cache` sees it like any other download.
@@ -545,13 +552,13 @@ def test_parallel_pull_lands_a_byte_identical_blob_where_huggingface_hub_puts_it
 
 def test_parallel_part_cut_midway_retries_from_where_it_stopped(big_mirror: MirrorServer, big_root: Path,
                                                                 monkeypatch: pytest.MonkeyPatch):
-    from espzoo import fetch
+    from espzoo.hub import fetch
 
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     size = (big_root / BIG / BIG_CKPT).stat().st_size
-    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
+    monkeypatch.setattr(hub_session, "PARALLEL_MIN", 1_000_000)
     big_mirror.faults = Faults(drop_after=3_000_000)  # the first part served is cut after 3 MB
-    snap = hub.pull(BIG, progress=False)
+    snap = hub_download.pull(BIG, progress=False)
     assert sha256_of(snap.path / BIG_CKPT) == digest
     gets = _blob_gets(big_mirror, digest)
     starts = {p.start for p in fetch.split(size, fetch.PARTS)}
@@ -564,7 +571,7 @@ def test_parallel_part_cut_midway_retries_from_where_it_stopped(big_mirror: Mirr
 
 def test_killed_parallel_pull_resumes_each_part_on_the_next_pull(big_mirror: MirrorServer, big_root: Path,
                                                                   tmp_path: Path):
-    from espzoo import fetch
+    from espzoo.hub import fetch
 
     home = tmp_path / "hf"
     digest = sha256_of(big_root / BIG / BIG_CKPT)
@@ -583,7 +590,7 @@ def test_killed_parallel_pull_resumes_each_part_on_the_next_pull(big_mirror: Mir
     assert 9_000_000 <= recorded < size, "the parallel download never got going"
     big_mirror.faults = Faults()
     big_mirror.reset()
-    snap = hub.pull(BIG, progress=False)  # the default threshold: the resume is espzoo.cache's, for any size
+    snap = hub_download.pull(BIG, progress=False)  # default threshold: the resume is espzoo.hub.cache's, any size
     assert any(note.startswith("resumed") for note in snap.notes), snap.notes
     assert sha256_of(snap.path / BIG_CKPT) == digest
     assert not partial.exists() and not fetch.state_path(partial).exists()
@@ -595,12 +602,12 @@ def test_killed_parallel_pull_resumes_each_part_on_the_next_pull(big_mirror: Mir
 
 def test_server_without_range_support_gets_a_whole_download(big_mirror: MirrorServer, big_root: Path,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from espzoo import fetch
+    from espzoo.hub import fetch
 
     digest = sha256_of(big_root / BIG / BIG_CKPT)
-    monkeypatch.setattr(hub, "PARALLEL_MIN", 1_000_000)
+    monkeypatch.setattr(hub_session, "PARALLEL_MIN", 1_000_000)
     big_mirror.faults = Faults(ignore_range=1)
-    snap = hub.pull(BIG, progress=False)
+    snap = hub_download.pull(BIG, progress=False)
     assert sha256_of(snap.path / BIG_CKPT) == digest
     gets = _blob_gets(big_mirror, digest)
     # One ranged probe, answered with the whole file and dropped; then huggingface_hub's plain GET.
@@ -618,7 +625,7 @@ def test_parallel_pull_on_a_full_disk_is_one_sentence_and_leaves_no_partial(big_
 
     home = tmp_path / "hf"
     code = (f"from espzoo import hub\nhub.PARALLEL_MIN = 1_000_000\ntry:\n    hub.pull({BIG!r}, progress=False)\n"
-            "except hub.DiskFull as exc:\n    print(exc)\n    raise SystemExit(1)\n")
+            "except errors.HubDiskFullError as exc:\n    print(exc)\n    raise SystemExit(1)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=client_env(big_mirror.url, home), capture_output=True,
                           text=True, timeout=120, preexec_fn=limit_file_size)
     assert proc.returncode == 1 and proc.stdout.startswith("no room to write espzoo-test/asr_big"), proc.stderr

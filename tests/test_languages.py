@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from espzoo.catalog import CatalogError
-from espzoo.languages import Language, LanguageError, Languages, owsm_token, resolve, table, token_holds
+from espzoo.catalog.languages import Language, Languages, owsm_token, resolve, table, token_holds
+from espzoo.errors import CatalogError, LanguageError
 
 SPANISH = Language("spa", "es", "Spanish")
 

@@ -14,8 +14,11 @@ import yaml
 from _hubtools import ESPZOO, SPEECH, client_env, subset
 from _tiny_out import audio_files, build_tiny_out
 
-from espzoo.lora import AdapterConfig, AdapterError, LoRALinear, apply_adapters, merged_state
-from espzoo.mirror import MirrorServer
+from espzoo.errors import AdapterError
+from espzoo.lora.config import AdapterConfig
+from espzoo.lora.layer import LoRALinear, apply_adapters
+from espzoo.lora.weights import merged_state
+from espzoo.serve.server import MirrorServer
 
 REPO = "espzoo-test/tiny-char"
 RANK, ALPHA = 4, 8.0
@@ -83,7 +86,7 @@ def test_merging_twice_is_impossible() -> None:
 def test_averaging_lora_checkpoints_averages_their_merged_models() -> None:
     """mean(B) @ mean(A) != mean(B @ A): ESPnet's per-tensor average would give a model none of the checkpoints
     agreed on. The average here is the mean of the merged models; frozen tensors stay bit for bit."""
-    from espzoo.lora import average_states
+    from espzoo.lora.weights import average_states
 
     torch.manual_seed(0)
     config = AdapterConfig(rank=2, alpha=6.0)
@@ -105,7 +108,7 @@ def test_averaging_lora_checkpoints_averages_their_merged_models() -> None:
     # The averaged adapter loads into a model whose layers take the rank from the tensors, scaled as trained.
     model = torch.nn.Module()
     model.m = torch.nn.Linear(4, 5)
-    from espzoo.lora import stored_ranks
+    from espzoo.lora.weights import stored_ranks
 
     apply_adapters(model, AdapterConfig(rank=2, alpha=6.0, targets=("m",)), stored_ranks(averaged))
     model.load_state_dict({k: v for k, v in averaged.items() if k.startswith("m.")}, strict=False)
@@ -116,7 +119,7 @@ def test_averaging_lora_checkpoints_averages_their_merged_models() -> None:
 def test_an_adapter_keeps_what_its_base_does_not_have(tmp_path: Path) -> None:
     """adapter.pth: the adapters, what trained fully, and whatever the plan did not load unchanged from the base
     (a new vocabulary's transplanted rows, new normalization stats), so that base + adapter is the model."""
-    from espzoo.lora import adapter_state, loaded_from_base
+    from espzoo.lora.weights import adapter_state, loaded_from_base
 
     state = {k: torch.zeros(1) for k in ("enc.w.weight", "enc.w.lora_A", "enc.w.lora_B", "ctc.ctc_lo.weight",
                                          "decoder.embed.0.weight", "normalize.mean")}
@@ -260,8 +263,9 @@ def test_merged_export_is_the_base_plus_the_folded_delta(finetuned: dict, merged
 
 def test_merged_and_adapter_decode_the_same(finetuned: dict, merged: Path, data: dict[str, Path], monkeypatch,
                                             capsys) -> None:
-    from espzoo._espnet import import_asr_task
-    from espzoo.evaluate import DecodeOptions, load_audio, load_recognizer, transcribe
+    from espzoo.decode.recognizer import DecodeOptions, load_recognizer
+    from espzoo.decode.runner import load_audio, transcribe
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()  # ESPnet's import chain, offline (g2p_en's NLTK check satisfied)
     from espnet2.bin.asr_inference import Speech2Text
@@ -505,9 +509,10 @@ def test_s2t_lora_changes_the_model_exports_merged_and_decodes_the_same(tiny_s2t
     """The tiny OWSM model from the mirror: a LoRA fine-tune of 2 epochs with --lang spa changes the model
     (adapters only); the merged export loads in ESPnet's own s2t_inference from its files alone and gives the
     transcripts espzoo gives decoding with the adapter, whose logits it matches."""
-    from test_s2t import _espnet_transcripts
+    from _hubtools import espnet_transcripts
 
-    from espzoo.evaluate import DecodeOptions, load_audio, load_recognizer
+    from espzoo.decode.recognizer import DecodeOptions, load_recognizer
+    from espzoo.decode.runner import load_audio
 
     root = tmp_path / "root"
     shutil.copytree(tiny_s2t, root / "espzoo-test" / "tiny-owsm")
@@ -537,7 +542,7 @@ def test_s2t_lora_changes_the_model_exports_merged_and_decodes_the_same(tiny_s2t
         ours = espzoo(["transcribe", str(out), *map(str, audio), "--lang", "spa", "--json"], url, hf_home)
         assert ours.returncode == 0, ours.stderr[-3000:]
         with_adapter = [r["text"] for r in json.loads(ours.stdout)]
-        assert with_adapter == _espnet_transcripts(export, "s2t", "<spa>", audio)
+        assert with_adapter == espnet_transcripts(export, "s2t", "<spa>", audio)
     finally:
         server.stop()
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from _hubtools import ESPZOO, client_env, make_espnet_repo, run_client, sha256_of
 
-from espzoo.mirror import Faults, MirrorServer, add_from_cache, git_blob_sha1
+from espzoo.serve.add import add_from_cache
+from espzoo.serve.faults import Faults
+from espzoo.serve.server import MirrorServer
+from espzoo.serve.sources import git_blob_sha1
 
 REPO = "espzoo-test/asr_big"
 

@@ -1,4 +1,4 @@
-"""espzoo.model: ESPnet builds every test architecture from a config dict, on CPU and on the meta device."""
+"""espzoo.models.build: ESPnet builds every test architecture from a config dict, on CPU and on the meta device."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 from _models import ARCHITECTURES, EN_CHARS, FAMILIES, VOCAB_AXES, config_for, family_config
 
-from espzoo.model import (
-    MissingPackageError,
-    ModelConfigError,
-    build_model,
-    describe_target,
-    model_token_list,
-    target_shapes,
-    training_args,
-)
+from espzoo.errors import MissingPackageError, ModelConfigError
+from espzoo.models.build import build_model, describe_target, model_token_list, target_shapes, training_args
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

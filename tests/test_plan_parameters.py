@@ -17,7 +17,7 @@ OFFLINE = "http://127.0.0.1:9"
 def espnet_counts(config: dict, freeze: tuple[str, ...]) -> dict[str, int]:
     """What ESPnet's trainer would train: the built model's parameters (each shared one once), those under a
     --freeze_param prefix frozen."""
-    from espzoo.model import build_model
+    from espzoo.models.build import build_model
 
     model = build_model(dict(config), device="meta")
     total = frozen = 0
@@ -32,7 +32,7 @@ def espnet_counts(config: dict, freeze: tuple[str, ...]) -> dict[str, int]:
 @pytest.mark.parametrize("freeze", [(), ("encoder", "decoder")])
 def test_plan_counts_what_trains(variant: str, freeze: tuple[str, ...], request: pytest.FixtureRequest,
                                  tmp_path: Path) -> None:
-    from espzoo.transfer import TransferOptions, plan_transfer
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     repo = request.getfixturevalue({"asr": "tiny_repo_char", "s2t": "tiny_s2t", "s2t_ctc": "tiny_s2t_ctc"}[variant])
     if variant == "s2t_ctc" and "decoder" in freeze:
@@ -52,7 +52,7 @@ def test_plan_prints_the_count_and_lora_takes_it_over(tiny_repo_char: Path, tmp_
                             capture_output=True, text=True, timeout=300)
     assert people.returncode == 0, people.stderr[-2000:]
     line = next(x for x in people.stderr.splitlines() if x.startswith("trainable "))
-    from espzoo.transfer import TransferOptions, plan_transfer
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     counts = plan_transfer(str(tiny_repo_char), TransferOptions(freeze=("encoder",))).summary()["parameters"]
     assert f"trainable {counts['trainable']:,} of {counts['total']:,}" in line

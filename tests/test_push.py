@@ -13,8 +13,9 @@ import pytest
 from _hubtools import ESPZOO, client_env, run_client, run_espzoo
 from _tiny_out import build_tiny_out
 
-from espzoo.export import ExportOptions, export
-from espzoo.mirror import MirrorError, MirrorServer
+from espzoo.errors import MirrorError
+from espzoo.publish.hub_layout import ExportOptions, export
+from espzoo.serve.server import MirrorServer
 
 TOKEN = "hf_espzoo_test_write_token"
 
@@ -110,7 +111,7 @@ def test_a_private_repo_is_served_only_with_the_token(exported, mirror: MirrorSe
     """Served to the server's upload token only; to anyone else it is not there at all (the answer a missing repo
     gets: its existence is not told); its marker holds no token, and after a restart with a new --token the new
     token reads it and the old one does not (issue 27: 5, 11)."""
-    from espzoo.mirror import GATED_MARKER
+    from espzoo.serve.sources import GATED_MARKER
 
     _, folder = exported
     assert _push([str(folder), "me/secret", "--private"], mirror.url, tmp_path / "home").returncode == 0

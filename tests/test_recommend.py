@@ -12,9 +12,12 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from espzoo.catalog import Catalog, CatalogError, merge_entries, parse_size, shipped_catalog_path, size_label
+from espzoo.catalog.catalog import Catalog
+from espzoo.catalog.entries import parse_size, shipped_catalog_path, size_label
+from espzoo.catalog.recommendation import RecommendOptions, finetune_command, recommend
+from espzoo.catalog.rows import merge_entries
 from espzoo.cli.main import app
-from espzoo.recommend import RecommendOptions, finetune_command, recommend
+from espzoo.errors import CatalogError
 
 runner = CliRunner()
 SIX = ["eng", "spa", "por", "msa", "deu", "jpn"]

@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 import yaml
 
-from espzoo import bundle, evaluate, hub, repo, trainer, transfer
-from espzoo.data import Dataset
+from espzoo import repo
+from espzoo.data.sources import Dataset
+from espzoo.decode import recognizer as decode_recognizer
 from espzoo.errors import BundleError, EspzooError
+from espzoo.hub import session as hub_session
+from espzoo.models import bundle
+from espzoo.train import driver as train_driver
+from espzoo.train import options as train_options
+from espzoo.transfer import sources as transfer_sources
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
 
@@ -96,7 +102,7 @@ def test_every_caller_agrees_on_each_repo_layout(layout: Layout, tmp_path: Path)
     root = _write(tmp_path / "repo", layout.files)
 
     # hub, on the remote listing: downloads exactly one checkpoint, the same one
-    selected = hub.select_files(list(layout.files), lambda rel: (root / rel).read_text(encoding="utf-8"))
+    selected = hub_session.select_files(list(layout.files), lambda rel: (root / rel).read_text(encoding="utf-8"))
     assert [f for f in selected if repo.is_checkpoint(f)] == [layout.checkpoint]
 
     # bundle, on the pulled folder: everything it uses was downloaded
@@ -109,22 +115,22 @@ def test_every_caller_agrees_on_each_repo_layout(layout: Layout, tmp_path: Path)
 
     # transfer: the repo folder and its training folder name the same weights
     config_dir = opened.config_path.parent
-    assert transfer.open_source(str(root)).checkpoint == root / layout.checkpoint
-    assert transfer.open_source(str(config_dir)).checkpoint == root / layout.checkpoint
+    assert transfer_sources.open_source(str(root)).checkpoint == root / layout.checkpoint
+    assert transfer_sources.open_source(str(config_dir)).checkpoint == root / layout.checkpoint
 
     # the trainer's pick among an ESPnet output folder holding these checkpoints, trained with these criteria
-    criteria = opened.config.get("best_model_criterion") or trainer.best_model_criterion(
-        opened.config, trainer.TrainOptions())
-    assert trainer._averaged_checkpoint(config_dir, {"best_model_criterion": criteria}) == root / layout.checkpoint
+    criteria = opened.config.get("best_model_criterion") or train_options.best_model_criterion(
+        opened.config, train_options.TrainOptions())
+    assert train_driver._averaged_checkpoint(config_dir, {"best_model_criterion": criteria}) == root / layout.checkpoint
 
     # finetune prepares data at the rate the trainer then checks: no refusal
-    rate = repo.config_sample_rate(transfer.open_source(str(root)).config or {})
+    rate = repo.config_sample_rate(transfer_sources.open_source(str(root)).config or {})
     assert rate == layout.rate
     data = Dataset(name="train", dir=tmp_path, num_utterances=1, total_seconds=1.0, sample_rate=rate)
-    trainer._check_sample_rate(opened.resolved_config(), data, data)
+    train_options._check_sample_rate(opened.resolved_config(), data, data)
 
     if layout.task == "asr":  # evaluate decodes ASR models only
-        located = evaluate.locate_model(root)
+        located = decode_recognizer.locate_model(root)
         assert located.checkpoint == root / layout.checkpoint and located.sample_rate == layout.rate
 
 
@@ -141,10 +147,7 @@ def test_repeated_tokens_are_refused_naming_the_file(tmp_path: Path) -> None:
     ("22k", 22050), ("8000", 8000), ("44.1k", 44100), ("fast", None), (None, None), (True, None), (0, None),
 ])
 def test_one_reader_of_sample_rates(value: object, rate: int | None) -> None:
-    from espzoo.catalog import parse_sample_rate
-
     assert repo.parse_sample_rate(value) == rate
-    assert bundle.parse_rate is repo.parse_sample_rate and parse_sample_rate is repo.parse_sample_rate
 
 
 def test_meta_yaml_of_another_task_is_named_in_the_error() -> None:

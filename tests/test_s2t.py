@@ -1,4 +1,4 @@
-"""S2T (OWSM, OWSM-CTC) models: the rules in espzoo.s2t checked against ESPnet's own S2T code, a new language
+"""S2T (OWSM, OWSM-CTC) models: the rules in espzoo.models.s2t checked against ESPnet's own S2T code, a new language
 token with every pretrained row kept, and the whole path as a user runs it: pull from the mirror, plan,
 fine-tune 2 epochs on the shipped Spanish speech with --lang spa, evaluate, export, and ESPnet's own S2T
 inference loading the export from its files alone and giving the same text."""
@@ -8,16 +8,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from _hubtools import ESPZOO, SPEECH, client_env, subset
+from _hubtools import ESPZOO, SPEECH, client_env, espnet_transcripts, subset
 
-from espzoo import s2t
-from espzoo.mirror import MirrorServer
+from espzoo import errors, tasks
+from espzoo.models import s2t as models_s2t
+from espzoo.models.espnet_env import task_class
+from espzoo.serve.server import MirrorServer
+from espzoo.tasks import task_of
+from espzoo.transfer import s2t_vocab as transfer_s2t_vocab
 
 VOCAB_KEYS = {
     "s2t": {"decoder.embed.0.weight": 0, "decoder.output_layer.weight": 0, "decoder.output_layer.bias": 0,
@@ -35,27 +38,32 @@ def espzoo(args: list[str], endpoint: str, hf_home: Path, timeout: float = 900) 
 # ------------------------------------------------------------------------------------------- rules, no model
 
 
-def test_config_task_tells_the_three_tasks_apart() -> None:
-    assert s2t.config_task({"encoder": "conformer", "model_conf": {"ctc_weight": 0.3}}) == "asr"
-    assert s2t.config_task({"preprocessor": "s2t", "model_conf": {}}) == "s2t"
-    assert s2t.config_task({"model_conf": {"sym_na": "<na>"}}) == "s2t"
-    assert s2t.config_task({"preprocessor": "s2t_ctc"}) == "s2t_ctc"
-    assert s2t.config_task({"model": "espnet_ctc", "promptencoder": "transformer"}) == "s2t_ctc"
+def test_task_of_tells_the_tasks_apart() -> None:
+    assert task_of({"encoder": "conformer", "model_conf": {"ctc_weight": 0.3}}) is tasks.ASR
+    assert task_of({"preprocessor": "s2t", "model_conf": {}}) is tasks.S2T
+    assert task_of({"model_conf": {"sym_na": "<na>"}}) is tasks.S2T
+    assert task_of({"preprocessor": "s2t_ctc"}) is tasks.S2T_CTC
+    assert task_of({"model": "espnet_ctc", "promptencoder": "transformer"}) is tasks.S2T_CTC
+    transducer = {"encoder_conf": {"body_conf": [{"block_type": "conformer"}]}, "token_list": []}
+    assert task_of(transducer) is tasks.ASR_TRANSDUCER
+    families = [t.family for t in (tasks.ASR, tasks.ASR_TRANSDUCER, tasks.S2T, tasks.S2T_CTC)]
+    assert families == ["asr", "asr", "s2t", "s2t"]
 
 
 def test_training_text_forms() -> None:
-    prompt = s2t.Prompt.for_language("es")
-    assert prompt == s2t.Prompt("<spa>", "<asr>")
+    prompt = models_s2t.Prompt.for_language("es")
+    assert prompt == models_s2t.Prompt("<spa>", "<asr>")
     config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
-    assert s2t.training_text("hola", 1.2345, prompt, config, "s2t") == "<spa><asr><0.00> hola<1.22>"
+    assert models_s2t.training_text("hola", 1.2345, prompt, config, tasks.S2T) == "<spa><asr><0.00> hola<1.22>"
     # Longer than the padded length: the end timestamp stays inside the block (speech is trimmed there too).
-    assert s2t.training_text("hola", 9.0, prompt, config, "s2t") == "<spa><asr><0.00> hola<4.00>"
-    assert s2t.training_text("hola", 1.0, prompt, {"preprocessor": "s2t_ctc"}, "s2t_ctc") == "<spa><asr> hola"
+    assert models_s2t.training_text("hola", 9.0, prompt, config, tasks.S2T) == "<spa><asr><0.00> hola<4.00>"
+    ctc_config = {"preprocessor": "s2t_ctc"}
+    assert models_s2t.training_text("hola", 1.0, prompt, ctc_config, tasks.S2T_CTC) == "<spa><asr> hola"
 
 
 def test_unknown_language_is_one_sentence() -> None:
-    with pytest.raises(s2t.S2TError, match="ISO 639-3"):
-        s2t.language_token("not a language")
+    with pytest.raises(errors.S2TError, match="ISO 639-3"):
+        transfer_s2t_vocab.language_token("not a language")
 
 
 # ------------------------------------------------------------------------------------------- with the models
@@ -64,9 +72,9 @@ def test_unknown_language_is_one_sentence() -> None:
 def test_espnet_preprocessor_reads_the_written_text(tiny_s2t: Path) -> None:
     """ESPnet's S2TPreprocessor (training mode, both time branches) on espzoo's text: <spa><asr> first, then
     timestamps or exactly one <notimestamps>, never two."""
-    from espzoo.bundle import open_bundle
+    from espzoo.models.bundle import open_bundle
 
-    s2t.espnet_task("s2t")
+    task_class(tasks.S2T)
     from espnet2.train.preprocessor import S2TPreprocessor
 
     bundle = open_bundle(tiny_s2t)
@@ -74,7 +82,7 @@ def test_espnet_preprocessor_reads_the_written_text(tiny_s2t: Path) -> None:
     tokens = bundle.token_list
     pre = S2TPreprocessor(train=True, token_type="bpe", token_list=tokens, bpemodel=config["bpemodel"],
                           **config["preprocessor_conf"])
-    text = s2t.training_text("el gato come", 1.5, s2t.Prompt("<spa>"), config, "s2t")
+    text = models_s2t.training_text("el gato come", 1.5, models_s2t.Prompt("<spa>"), config, "s2t")
     seen = set()
     for seed in range(20):
         np.random.seed(seed)
@@ -84,7 +92,7 @@ def test_espnet_preprocessor_reads_the_written_text(tiny_s2t: Path) -> None:
         assert ids[:2] == ["<spa>", "<asr>"]
         assert ids.count("<notimestamps>") <= 1
         seen.add(ids[2] == "<notimestamps>")
-        assert ids[2] == "<notimestamps>" or s2t._TIME.match(ids[2])
+        assert ids[2] == "<notimestamps>" or models_s2t._TIME.match(ids[2])
     assert seen == {True, False}  # both branches of time_apply_prob ran
 
 
@@ -92,7 +100,7 @@ def test_add_user_symbols_keeps_every_piece_id(tiny_s2t: Path, tmp_path: Path) -
     import sentencepiece as spm
 
     model = next(tiny_s2t.rglob("bpe.model"))
-    new = s2t.add_user_symbols(model, ["<top>"], tmp_path / "bpe.model")
+    new = transfer_s2t_vocab.add_user_symbols(model, ["<top>"], tmp_path / "bpe.model")
     old_sp, new_sp = spm.SentencePieceProcessor(model_file=str(model)), spm.SentencePieceProcessor(model_file=str(new))
     assert new_sp.get_piece_size() == old_sp.get_piece_size() + 1
     assert all(old_sp.id_to_piece(i) == new_sp.id_to_piece(i) for i in range(old_sp.get_piece_size()))
@@ -108,8 +116,9 @@ def test_new_language_token_keeps_every_pretrained_row(
 ) -> None:
     import torch
 
-    from espzoo.bundle import load_state_dict, open_bundle
-    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
+    from espzoo.models.bundle import load_state_dict, open_bundle
+    from espzoo.transfer.apply import apply_plan
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     repo = request.getfixturevalue("tiny_s2t" if variant == "s2t" else "tiny_s2t_ctc")
     bundle = open_bundle(repo)
@@ -121,7 +130,7 @@ def test_new_language_token_keeps_every_pretrained_row(
     result = apply_plan(plan, tmp_path / "init")
     old, new = load_state_dict(bundle.checkpoint), torch.load(result.checkpoint, weights_only=True)
     assert set(new) == set(old)
-    languages = [old_tokens.index(t) for t in s2t.language_tokens(old_tokens)]
+    languages = [old_tokens.index(t) for t in models_s2t.language_tokens(old_tokens)]
     for key, value in new.items():
         axis = VOCAB_KEYS[variant].get(key)
         if axis is None:
@@ -172,36 +181,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _espnet_transcripts(export: Path, variant: str, lang: str, audio: list[Path]) -> list[str]:
-    """ESPnet's own S2T inference from the exported files alone (its own loader; run in the repo folder)."""
-    script = f"""
-import json, sys, soundfile, numpy as np
-meta = __import__("yaml").safe_load(open("meta.yaml"))
-config, model = meta["yaml_files"]["s2t_train_config"], meta["files"]["s2t_model_file"]
-if {variant!r} == "s2t_ctc":
-    from espzoo._espnet_compat import s2t_ctc_greedy  # ESPnet's own greedy decoder of this release
-    s = s2t_ctc_greedy(config, model, lang_sym={lang!r}, task_sym="<asr>")
-    conf = s.preprocessor_conf
-    pad = lambda w: np.pad(w, (0, max(0, int(conf["fs"] * conf["speech_length"]) - len(w))))
-else:
-    from espnet2.bin.s2t_inference import Speech2Text as S
-    s = S(config, model, lang_sym={lang!r}, task_sym="<asr>", beam_size=4, ctc_weight=0.3)
-    pad = lambda w: w
-out = []
-for path in {[str(a) for a in audio]!r}:
-    wave, _ = soundfile.read(path, dtype="float32")
-    out.append(s(pad(wave))[0][3])
-print("<<R>>" + json.dumps(out))
-"""
-    from espzoo._espnet import espnet_env
-
-    proc = subprocess.run([sys.executable, "-c", script], cwd=export,
-                          env=espnet_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("<<R>>"))
-    return [t.strip() for t in json.loads(line[5:])]
-
-
 @pytest.mark.slow
 def test_pull_plan_finetune_evaluate_export(
     served: tuple[str, str, Path], data: dict[str, Path], tmp_path: Path
@@ -227,7 +206,7 @@ def test_pull_plan_finetune_evaluate_export(
     written = (out / "data" / "train_s2t" / "text").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
     assert written.startswith("<spa><asr>") and (variant == "s2t_ctc" or "<0.00> " in written)
     train_conf = yaml.safe_load((out / "conf" / "train.yaml").read_text())
-    assert s2t.config_task(train_conf) == variant
+    assert task_of(train_conf).name == variant
 
     ev = espzoo(["evaluate", str(out), "--data", str(data["test"]), "--json", "--rows"], served_at, hf_home)
     assert ev.returncode == 0, ev.stderr[-3000:]
@@ -244,7 +223,7 @@ def test_pull_plan_finetune_evaluate_export(
     ours = espzoo(["transcribe", str(export), *map(str, audio), "--lang", "spa", "--json"], served_at, hf_home)
     assert ours.returncode == 0, ours.stderr[-3000:]
     texts = [r["text"] for r in json.loads(ours.stdout)]
-    assert texts == _espnet_transcripts(export, variant, "<spa>", audio)
+    assert texts == espnet_transcripts(export, variant, "<spa>", audio)
 
 
 @pytest.mark.slow
@@ -252,9 +231,10 @@ def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp
     import sentencepiece as spm
     import torch
 
-    from espzoo.bundle import load_state_dict, open_bundle
-    from espzoo.transfer import TransferOptions, apply_plan, plan_transfer
-    from espzoo.vocab import pretrained_vocabulary, spell
+    from espzoo.models.bundle import load_state_dict, open_bundle
+    from espzoo.transfer.apply import apply_plan
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
+    from espzoo.transfer.vocab import pretrained_vocabulary, spell
 
     text = subset(SPEECH / "train", tmp_path / "train", 40)
     bundle = open_bundle(tiny_s2t)
@@ -278,22 +258,23 @@ def test_vocab_extend_appends_pieces_and_keeps_every_old_row(tiny_s2t: Path, tmp
     assert [t["token"] for t in plan.new_tokens()] == list(pieces)
     for key, axis in VOCAB_KEYS["s2t"].items():
         assert torch.equal(new[key].narrow(axis, 0, len(old_tokens)), old[key]), key
-        for offset, piece in enumerate(pieces):  # composed: the old pieces that spell it (espzoo.vocab.spell)
+        for offset, piece in enumerate(pieces):  # composed: the old pieces that spell it (espzoo.transfer.vocab.spell)
             spelled = spell(piece, old_vocabulary) or tuple(range(len(old_tokens)))
             expected = old[key].index_select(axis, torch.tensor(spelled)).mean(dim=axis)
             assert torch.allclose(new[key].select(axis, len(old_tokens) + offset), expected), (key, piece)
 
 
 def test_bad_language_options_are_one_sentence(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
-    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+    from espzoo.errors import TransferError
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
-    with pytest.raises(s2t.S2TError, match="--lang-init needs --lang"):
+    with pytest.raises(errors.S2TError, match="--lang-init needs --lang"):
         plan_transfer(str(tiny_s2t), TransferOptions(lang_init="spa"))
-    with pytest.raises(s2t.S2TError, match="no <deu> token"):
+    with pytest.raises(errors.S2TError, match="no <deu> token"):
         plan_transfer(str(tiny_s2t), TransferOptions(lang="top", lang_init="deu"), workdir=tmp_path)
-    with pytest.raises(s2t.S2TError, match="already knows <spa>"):
+    with pytest.raises(errors.S2TError, match="already knows <spa>"):
         plan_transfer(str(tiny_s2t), TransferOptions(lang="es", lang_init="eng"))
-    with pytest.raises(s2t.S2TError, match="extend:N"):
+    with pytest.raises(errors.S2TError, match="extend:N"):
         plan_transfer(str(tiny_s2t), TransferOptions(vocab="bpe:30"))
     with pytest.raises(TransferError, match="applies to S2T"):
         plan_transfer(str(tiny_repo_char), TransferOptions(lang="spa"))
@@ -334,7 +315,7 @@ def test_new_language_finetune_decodes_with_its_token(
     ours = espzoo(["transcribe", str(export), *map(str, audio), "--json"], served_at, hf_home)  # no --lang
     assert ours.returncode == 0, ours.stderr[-3000:]
     texts = [r["text"] for r in json.loads(ours.stdout)]
-    assert texts == _espnet_transcripts(export, variant, "<top>", audio)
+    assert texts == espnet_transcripts(export, variant, "<top>", audio)
     assert all("<" not in t for t in texts)
 
     # The export served by the mirror and pulled back by repo id keeps its prompt (its espzoo record travels).
@@ -348,33 +329,34 @@ def test_new_language_finetune_decodes_with_its_token(
 
 
 def test_translation_prompt_and_ctc_text() -> None:
-    assert s2t.translation_task("en") == "<st_eng>" and s2t.translation_task("English") == "<st_eng>"
-    st = s2t.Prompt.for_language("spa", s2t.translation_task("eng"))
-    assert st.translates and not s2t.Prompt("<spa>").translates
+    assert models_s2t.translation_task("en") == "<st_eng>" and models_s2t.translation_task("English") == "<st_eng>"
+    st = models_s2t.Prompt.for_language("spa", models_s2t.translation_task("eng"))
+    assert st.translates and not models_s2t.Prompt("<spa>").translates
     config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
-    assert s2t.training_text("the cat", 1.0, st, config, "s2t") == "<spa><st_eng><0.00> the cat<1.00>"
-    assert s2t.ctc_text("the cat", st, "s2t") == "<na>"  # no source transcript: out of the CTC loss
-    assert s2t.ctc_text("the cat", st, "s2t_ctc") == "the cat"  # OWSM-CTC's CTC output is the translation
-    assert s2t.ctc_text("el gato", s2t.Prompt("<spa>"), "s2t") == "el gato"
+    assert models_s2t.training_text("the cat", 1.0, st, config, "s2t") == "<spa><st_eng><0.00> the cat<1.00>"
+    assert models_s2t.ctc_text("the cat", st, "s2t") == "<na>"  # no source transcript: out of the CTC loss
+    assert models_s2t.ctc_text("the cat", st, "s2t_ctc") == "the cat"  # OWSM-CTC's CTC output is the translation
+    assert models_s2t.ctc_text("el gato", models_s2t.Prompt("<spa>"), "s2t") == "el gato"
 
 
 def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
     """--lang spa --target-lang eng: the prompt <spa><st_eng>, which ESPnet's S2TPreprocessor reads as language and
     task; a target the model cannot translate into, or --target-lang without --lang, is one sentence."""
-    from espzoo.bundle import open_bundle
-    from espzoo.transfer import TransferError, TransferOptions, plan_transfer
+    from espzoo.errors import TransferError
+    from espzoo.models.bundle import open_bundle
+    from espzoo.transfer.plan import TransferOptions, plan_transfer
 
     plan = plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="eng"), workdir=tmp_path)
     assert plan.to_json()["summary"]["language"]["prompt"] == ["<spa>", "<st_eng>"]
     assert plan.vocabulary.tokens == open_bundle(tiny_s2t).token_list  # nothing added
-    with pytest.raises(s2t.S2TError, match=r"no task token <st_deu>.*<st_eng>"):
+    with pytest.raises(errors.S2TError, match=r"no task token <st_deu>.*<st_eng>"):
         plan_transfer(str(tiny_s2t), TransferOptions(lang="spa", target_lang="deu"), workdir=tmp_path)
-    with pytest.raises(s2t.S2TError, match="--target-lang needs --lang"):
+    with pytest.raises(errors.S2TError, match="--target-lang needs --lang"):
         plan_transfer(str(tiny_s2t), TransferOptions(target_lang="eng"), workdir=tmp_path)
     with pytest.raises(TransferError, match="applies to S2T"):
         plan_transfer(str(tiny_repo_char), TransferOptions(target_lang="eng"))
 
-    s2t.espnet_task("s2t")
+    task_class(tasks.S2T)
     from espnet2.train.preprocessor import S2TPreprocessor
 
     bundle = open_bundle(tiny_s2t)
@@ -383,8 +365,8 @@ def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_ch
                           **config["preprocessor_conf"])
     prompt = plan.language.prompt
     np.random.seed(0)
-    out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": s2t.training_text(
-        "the cat eats", 1.0, prompt, config, "s2t"), "text_prev": "<na>", "text_ctc": s2t.ctc_text(
+    out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": models_s2t.training_text(
+        "the cat eats", 1.0, prompt, config, "s2t"), "text_prev": "<na>", "text_ctc": models_s2t.ctc_text(
         "the cat eats", prompt, "s2t")})
     assert [bundle.token_list[i] for i in out["text"][:2]] == ["<spa>", "<st_eng>"]
     # ESPnetS2TModel._calc_ctc_loss drops a sample whose text_ctc holds <na> (sentencepiece puts a "▁" before it)

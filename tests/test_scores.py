@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 from _tiny_out import build_tiny_out, small_data_dir
 
+from espzoo.decode.html_report import worst_first, write_html_report
+from espzoo.decode.recognizer import DecodeOptions
+from espzoo.decode.report import EvalReport, compare, evaluate, load_result, scored
+from espzoo.decode.scores import bootstrap_ci, paired_difference, real_speakers, text_normalizer
+from espzoo.decode.scoring import error_rates
 from espzoo.errors import EmptyReferenceError, NotComparableError, ReportDirError
-from espzoo.evaluate import (
-    DecodeOptions,
-    EvalReport,
-    compare,
-    error_rates,
-    evaluate,
-    load_result,
-    scored,
-)
-from espzoo.html_report import worst_first, write_html_report
-from espzoo.scores import bootstrap_ci, paired_difference, real_speakers, text_normalizer
 
 CASED = ["¿La puerta está abierta?", "¡Hola, señor García!", "«Buenos días», dijo   ella."]
 PLAIN = ["LA PUERTA ESTÁ ABIERTA", "HOLA SEÑOR GARCÍA", "BUENOS DÍAS DIJO ELLA"]
@@ -132,7 +126,7 @@ def test_compare_two_runs_on_the_same_data() -> None:
 
 
 def test_result_json_has_everything_a_script_needs(tmp_path: Path) -> None:
-    from espzoo.evaluate import write_report
+    from espzoo.decode.report import write_report
 
     report = _report(["u1", "u2", "u3"], CASED, SAID)
     data = report.to_dict(rows=False)
@@ -320,8 +314,8 @@ def test_export_writes_a_model_index_the_hub_reads(tiny_out: Path, tmp_path: Pat
 
     from huggingface_hub import ModelCard, metadata_load
 
-    from espzoo.evaluate import write_report
-    from espzoo.export import ExportOptions, export
+    from espzoo.decode.report import write_report
+    from espzoo.publish.hub_layout import ExportOptions, export
 
     out = tmp_path / "out"
     shutil.copytree(tiny_out, out, ignore=shutil.ignore_patterns("eval"))
@@ -353,8 +347,8 @@ def test_export_writes_a_model_index_the_hub_reads(tiny_out: Path, tmp_path: Pat
 
 def test_before_after_on_the_new_domain_and_a_general_set(tiny_out: Path, tmp_path: Path) -> None:
     """What `espzoo finetune --guard` runs after training: the pretrained and the fine-tuned model on both sets."""
-    from espzoo.evaluate import before_after
-    from espzoo.export import export
+    from espzoo.decode.report import before_after
+    from espzoo.publish.hub_layout import export
 
     pretrained = Path(__file__).resolve().parent.parent / "zoo/assets/pretrained/espzoo-demo/tiny-en-char"
     out = tmp_path / "out"

@@ -1,4 +1,4 @@
-"""espzoo.trainer: real ESPnet training runs (tiny conformer, committed speech), stop/resume, OUT, refusals."""
+"""espzoo.train: real ESPnet training runs (tiny conformer, committed speech), stop/resume, OUT, refusals."""
 
 from __future__ import annotations
 
@@ -18,26 +18,28 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from _paths import SPEECH_ROOT
 
-from espzoo._tiny import TINY_ASR_CONFIG
-from espzoo.data import Dataset, prepare
-from espzoo.trainer import (
+from espzoo.data.convert import prepare
+from espzoo.data.sources import Dataset
+from espzoo.errors import TrainError
+from espzoo.models.tiny import TINY_ASR_CONFIG
+from espzoo.train import child as train_child
+from espzoo.train.driver import run
+from espzoo.train.log import iter_epochs, parse_results_line
+from espzoo.train.options import (
     RUN_KEYS,
     EpochReport,
-    TrainError,
     TrainOptions,
     apply_override,
     estimate_steps_per_epoch,
-    iter_epochs,
-    parse_results_line,
-    run,
     text_shapes,
     write_train_config,
 )
-from espzoo.vocab import Vocabulary
+from espzoo.transfer.vocab import Vocabulary
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech" / "en"
-ENCODER = dict(TINY_ASR_CONFIG["encoder_conf"])  # the one tiny architecture (espzoo._tiny)
+SPEECH = SPEECH_ROOT / "en"
+ENCODER = dict(TINY_ASR_CONFIG["encoder_conf"])  # the one tiny architecture (espzoo.models.tiny)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _subset(source: Path, dest: Path, count: int) -> Path:
 def _build_model(config: dict[str, Any]) -> Any:
     import torch
 
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     asr_task = import_asr_task()
     args = asr_task.get_parser().parse_args(["--token_list", "unused"])
@@ -129,9 +131,11 @@ def _run(tiny: Tiny, out: Path, **kwargs: Any) -> Any:
 
 RUNNER = """
 import json, sys
-from espzoo.data import load_dataset
-from espzoo.trainer import TrainInterrupted, TrainOptions, run
-from espzoo.vocab import Vocabulary
+from espzoo.data.sources import load_dataset
+from espzoo.errors import TrainInterrupted
+from espzoo.train.driver import run
+from espzoo.train.options import TrainOptions
+from espzoo.transfer.vocab import Vocabulary
 spec = json.loads(sys.argv[1])
 try:
     run(spec["base"], vocabulary=Vocabulary(spec["tokens"], "char"), init_checkpoint=spec["init"],
@@ -381,11 +385,12 @@ def test_stop_signal_ends_the_child_group(sig: signal.Signals, monkeypatch: pyte
     """Ctrl-C (SIGINT) or a scheduler's SIGTERM to espzoo stops the training process group and says how to resume."""
     import threading
 
-    from espzoo import trainer
-    from espzoo.trainer import TrainInterrupted, _supervise
+    pass
+    from espzoo.errors import TrainInterrupted
+    from espzoo.train.child import _supervise
 
     # The background `sleep` ignores SIGINT (as sh makes it), so the stop must escalate; don't wait 30 s for it.
-    monkeypatch.setattr(trainer, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(train_child, "STOP_GRACE_S", 1.0)
 
     child = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), sig))
@@ -436,7 +441,7 @@ def test_trainer_dies_with_a_killed_espzoo(tiny: Tiny, tmp_path: Path) -> None:
 
 HOLDER = """
 import sys, time
-from espzoo.trainer import lock_out
+from espzoo.train.outdir import lock_out
 with lock_out(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -460,7 +465,7 @@ def test_a_second_run_on_a_locked_out_is_refused_and_touches_nothing(tiny: Tiny,
     finally:
         holder.kill()
         holder.wait()
-    from espzoo.trainer import lock_out
+    from espzoo.train.outdir import lock_out
 
     with lock_out(out), lock_out(out):  # free again once the holder is gone; re-entrant within one process
         pass
@@ -528,10 +533,11 @@ def test_a_silent_child_is_stopped_as_stalled_but_a_slow_busy_one_is_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No wall-clock limit on training: only a log that stays silent for stall_s stops the child."""
-    from espzoo import trainer
-    from espzoo.trainer import _LogFollower, _supervise
+    pass
+    from espzoo.train.child import _supervise
+    from espzoo.train.log import _LogFollower
 
-    monkeypatch.setattr(trainer, "STOP_GRACE_S", 1.0)  # the background sleep ignores SIGINT: escalate sooner
+    monkeypatch.setattr(train_child, "STOP_GRACE_S", 1.0)  # the background sleep ignores SIGINT: escalate sooner
 
     log = tmp_path / "busy.log"
     with log.open("wb") as f:  # talks every 0.3 s for 4 s: longer than stall_s in all, never silent that long
@@ -555,7 +561,7 @@ def test_a_silent_child_is_stopped_as_stalled_but_a_slow_busy_one_is_not(
 
 
 def test_redaction_of_command_lines_and_configs() -> None:
-    from espzoo._redact import REDACTED, redact
+    from espzoo.utils.redact import REDACTED, redact
 
     token = "hf_" + "x9" * 12
     argv = ["espzoo", "finetune", "m", "--conf", f"hf_token={token}", "--hub-token", token, "--conf",
@@ -623,7 +629,8 @@ def _cpu_seconds_of(pid: int) -> float:
 
 
 def test_a_warm_started_child_imports_before_it_is_told_anything_and_an_unused_one_is_stopped(tmp_path: Path) -> None:
-    from espzoo.trainer import lock_out, warm_start
+    from espzoo.train.child import warm_start
+    from espzoo.train.outdir import lock_out
 
     out = tmp_path / "exp"
     marker = f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}"
@@ -719,8 +726,9 @@ def test_a_transfer_error_in_the_training_child_is_espzoos_one_sentence(tiny_rep
 
 def test_in_standby_runs_in_the_child_raises_its_errors_here_and_falls_back_to_this_process(tmp_path: Path) -> None:
     from espzoo.errors import VocabularyError
-    from espzoo.trainer import in_standby, lock_out, warm_start
-    from espzoo.vocab import parse_vocab_spec
+    from espzoo.train.child import in_standby, warm_start
+    from espzoo.train.outdir import lock_out
+    from espzoo.transfer.vocab import parse_vocab_spec
 
     out = tmp_path / "exp"
     marker = f"--espzoo-standby --output_dir {out.resolve() / 'espnet'}"

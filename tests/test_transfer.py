@@ -10,21 +10,16 @@ import pytest
 import torch
 import yaml
 from _models import ARCHITECTURES, VOCAB_AXES, config_for, espnet_model, make_experiment
+from _paths import SPEECH_ROOT
 from typer.testing import CliRunner
 
-from espzoo.transfer import (
-    ACTIONS,
-    TransferError,
-    TransferOptions,
-    TransferSpec,
-    apply_plan,
-    make_plan,
-    parse_spec,
-    plan_transfer,
-)
-from espzoo.vocab import read_texts
+from espzoo.errors import TransferError
+from espzoo.transfer.apply import apply_plan
+from espzoo.transfer.plan import ACTIONS, TransferOptions, make_plan, plan_transfer
+from espzoo.transfer.spec import TransferSpec, parse_spec
+from espzoo.transfer.vocab import read_texts
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 ES_TEXT = SPEECH / "es" / "train" / "text"
 
 
@@ -224,7 +219,7 @@ def test_names_matching_nothing_are_errors_naming_the_closest(
 
 
 def test_untrusted_pickles_are_refused(tmp_path: Path, target_config: dict) -> None:
-    from espzoo.bundle import UnsafeCheckpointError
+    from espzoo.errors import UnsafeCheckpointError
 
     class Payload:
         def __reduce__(self):
@@ -484,7 +479,7 @@ def test_plan_cli_bad_input_is_one_sentence(args: list[str], message: str, pretr
 def test_plan_for_a_hub_layout_folder_and_a_repo_id_from_the_mirror(
     tiny_repo_char: Path, mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from espzoo.mirror import MirrorServer
+    from espzoo.serve.server import MirrorServer
 
     local = plan_transfer(str(tiny_repo_char), TransferOptions(vocab=f"char:{ES_TEXT}", excludes=("decoder",)))
     assert {r.action for r in local.rows} == {"load", "transplant", "exclude"}

@@ -10,12 +10,22 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from _models import EN_CHARS, config_for
+from _models import (
+    EN_CHARS,
+    tiny_wavlm_shapes,
+    tiny_whisper_shapes,
+    tiny_xls_r_shapes,
+    wavlm_config,
+    whisper_config,
+)
+from _paths import SPEECH_ROOT
 
-from espzoo.model import ModelConfigError, build_model, describe_target
-from espzoo.transfer import TransferError, TransferOptions, apply_plan, plan_transfer
+from espzoo.errors import ModelConfigError, TransferError
+from espzoo.models.build import build_model, describe_target
+from espzoo.transfer.apply import apply_plan
+from espzoo.transfer.plan import TransferOptions, plan_transfer
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 ES_TEXT = SPEECH / "es" / "train" / "text"
 
 
@@ -46,32 +56,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return attempts
 
 
-def _whisper_config(folder: Path, tokens: list[str] | None = None) -> dict[str, Any]:
-    config = config_for("conformer", folder, tokens, frontend=None, normalize=None, specaug=None, input_size=1,
-                        encoder="whisper", decoder="whisper", token_type="whisper_multilingual")
-    config["encoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
-    config["decoder_conf"] = {"whisper_model": "tiny", "dropout_rate": 0.0}
-    config["bpemodel"] = "whisper_multilingual"  # ESPnet's Whisper tokenizer takes its model type from here
-    config["normalize_conf"] = {}
-    config["model_conf"] = {"ctc_weight": 0.3, "sym_sos": "<sos/eos>", "sym_eos": "<sos/eos>"}
-    return config
-
-
-def _tiny_whisper_shapes(vocab: int) -> dict[str, tuple[int, ...]]:
-    """A Whisper of the `tiny` class (6 heads) at 1/8 of its width and half its depth."""
-    from whisper.model import ModelDimensions, Whisper
-
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=48, n_audio_head=6, n_audio_layer=2,
-                           n_vocab=vocab, n_text_ctx=448, n_text_state=48, n_text_head=6, n_text_layer=2)
-    model = Whisper(dims)  # small; Whisper itself cannot be built on the meta device (a sparse buffer)
-    return {f"encoder.encoders.{k[len('encoder.'):]}" if k.startswith("encoder.") else
-            f"decoder.decoders.{k[len('decoder.'):]}": tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def _whisper_experiment(folder: Path) -> Path:
-    config = _whisper_config(folder)
+    config = whisper_config(folder)
     torch.manual_seed(3)
-    model = build_model(config, reference=_tiny_whisper_shapes(len(EN_CHARS)))
+    model = build_model(config, reference=tiny_whisper_shapes(len(EN_CHARS)))
     torch.save(model.state_dict(), folder / "model.pth")
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
@@ -82,7 +70,7 @@ def test_whisper_builds_from_the_checkpoints_dimensions_without_downloading(no_n
     pretrained = torch.load(exp / "model.pth", weights_only=True)
     assert pretrained["encoder.encoders.ln_post.weight"].shape == (48,)  # the tiny-class model at 48 wide
     shapes = {k: tuple(v.shape) for k, v in pretrained.items()}
-    target = describe_target(_whisper_config(tmp_path / "t"), reference=shapes)
+    target = describe_target(whisper_config(tmp_path / "t"), reference=shapes)
     assert target.shapes == {k: tuple(v.shape) for k, v in pretrained.items()}
     plan = plan_transfer(str(exp), TransferOptions(vocab="keep"))
     assert {r.action for r in plan.rows} == {"load"}
@@ -105,58 +93,11 @@ def test_whisper_tokenizer_models_keep_their_vocabulary(no_network: list, tmp_pa
     assert plan.vocabulary.token_type == "whisper_multilingual" and {r.action for r in plan.rows} == {"load"}
 
 
-def _wavlm_config(folder: Path) -> dict[str, Any]:
-    config = config_for("conformer", folder, frontend="s3prl", normalize=None, specaug=None, preencoder="linear")
-    config["frontend_conf"] = {"frontend_conf": {"upstream": "wavlm_large"}, "multilayer_feature": True}
-    config["preencoder_conf"] = {"input_size": 48, "output_size": 20}
-    config["normalize_conf"] = {}
-    return config
-
-
-def _tiny_hubert_shapes() -> dict[str, tuple[int, ...]]:
-    """A HuBERT of the hubert_base class (12 heads) with 2 layers, 48 wide, 32 conv channels, 10 classes."""
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-
-    from espzoo._s3prl import ARCHITECTURES
-
-    cfg = dict(ARCHITECTURES["hubert_base_ls960.pt"][1], encoder_layers=2, encoder_embed_dim=48,
-               encoder_ffn_embed_dim=64, final_dim=16, conv_pos=16, conv_pos_groups=4,
-               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
-    model = HubertModel(HubertConfig(**cfg), HubertPretrainingConfig(), [list("abcdefghij")])
-    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _tiny_wavlm_shapes() -> dict[str, tuple[int, ...]]:
-    """A WavLM of the wavlm_large class (layer-norm first, 16 heads) with 2 layers, 48 wide, 32 conv channels."""
-    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
-
-    from espzoo._s3prl import ARCHITECTURES
-
-    cfg = dict(ARCHITECTURES["wavlm_large.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
-               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2", conv_pos=16, conv_pos_groups=4)
-    model = WavLM(WavLMConfig(cfg))  # small; its weight-normed positional conv cannot be built on the meta device
-    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _tiny_xls_r_shapes() -> dict[str, tuple[int, ...]]:
-    """A wav2vec 2.0 of the XLS-R class (layer-norm extractor with conv bias, a quantizer) with 2 layers, 48 wide,
-    32 conv channels, a 2 x 8-entry codebook."""
-    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
-
-    from espzoo._s3prl import ARCHITECTURES
-
-    cfg = dict(ARCHITECTURES["xlsr2_300m.pt"][1], encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=64,
-               final_dim=16, latent_vars=8, conv_pos=16, conv_pos_groups=4,
-               conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2")
-    model = Wav2Vec2Model(Wav2Vec2Config(**{k: v for k, v in cfg.items() if k in Wav2Vec2Config.__dataclass_fields__}))
-    return {f"frontend.upstream.upstream.model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_network: list, tmp_path: Path) -> None:
     folder = tmp_path / "pre"
-    config = _wavlm_config(folder)
+    config = wavlm_config(folder)
     torch.manual_seed(3)
-    built = build_model(config, reference=_tiny_wavlm_shapes())
+    built = build_model(config, reference=tiny_wavlm_shapes())
     torch.save(built.state_dict(), folder / "model.pth")
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     pretrained = torch.load(folder / "model.pth", weights_only=True)
@@ -177,7 +118,7 @@ def test_an_ssl_front_end_builds_from_the_checkpoint_without_downloading(no_netw
 
 
 def test_an_upstream_espzoo_cannot_build_offline_is_one_sentence(no_network: list, tmp_path: Path) -> None:
-    config = _wavlm_config(tmp_path)
+    config = wavlm_config(tmp_path)
     config["frontend_conf"]["frontend_conf"]["upstream"] = "apc"  # an RNN upstream espzoo has no table entry for
     with pytest.raises(ModelConfigError, match=r"s3prl upstream .*could not be downloaded .*builds only") as err:
         build_model(config, device="meta")
@@ -189,10 +130,10 @@ def test_wav2vec2_class_upstreams_build_from_the_checkpoint(no_network: list, tm
     """wav2vec 2.0 and XLS-R: the checkpoint's shapes (a quantizer, conv bias, the extractor's norm) win over the
     named size's, and every upstream weight is the checkpoint's after ESPnet's strict load."""
     folder = tmp_path / "pre"
-    config = _wavlm_config(folder)
+    config = wavlm_config(folder)
     config["frontend_conf"]["frontend_conf"]["upstream"] = upstream
     torch.manual_seed(5)
-    built = build_model(config, reference=_tiny_xls_r_shapes())
+    built = build_model(config, reference=tiny_xls_r_shapes())
     state = built.state_dict()
     assert state["frontend.upstream.upstream.model.quantizer.vars"].shape == (1, 16, 8)
     assert "frontend.upstream.upstream.model.feature_extractor.conv_layers.0.0.bias" in state

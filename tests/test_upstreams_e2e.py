@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _hubtools import ESPZOO, client_env
-from test_finetune import SPEECH, subset
-from test_generality import _experiment
-from test_upstreams import _tiny_wavlm_shapes, _wavlm_config
+from _hubtools import ESPZOO, SPEECH, client_env, subset
+from _models import family_experiment, tiny_wavlm_shapes, wavlm_config
 
-from espzoo.mirror import MirrorServer
-from espzoo.model import build_model
+from espzoo.models.build import build_model
+from espzoo.serve.server import MirrorServer
 
 
 def _offline_env(home: Path) -> dict[str, str]:
@@ -34,12 +32,12 @@ def _publish(family: str, repo: Path) -> None:
     exp = repo / "exp" / "asr_train_raw_en_char"
     exp.mkdir(parents=True)
     if family == "s3prl_wavlm":
-        config = _wavlm_config(exp)
+        config = wavlm_config(exp)
         torch.manual_seed(3)
-        torch.save(build_model(config, reference=_tiny_wavlm_shapes()).state_dict(), exp / "valid.acc.ave.pth")
+        torch.save(build_model(config, reference=tiny_wavlm_shapes()).state_dict(), exp / "valid.acc.ave.pth")
         (exp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     else:  # a Whisper encoder with ESPnet's decoder and tokens
-        _experiment("whisper", exp)
+        family_experiment("whisper", exp)
         (exp / "model.pth").rename(exp / "valid.acc.ave.pth")
     (repo / "meta.yaml").write_text(yaml.safe_dump({"espnet": "202511", "files": {
         "asr_model_file": "exp/asr_train_raw_en_char/valid.acc.ave.pth"}, "yaml_files": {

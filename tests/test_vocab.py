@@ -1,4 +1,4 @@
-"""espzoo.vocab: ESPnet's token-list conventions (differential against espnet2.bin.tokenize_text), spec strings,
+"""espzoo.transfer.vocab: ESPnet's token-list conventions (differential against espnet2.bin.tokenize_text), specs,
 the old->new map and the overlap report, and the errors a user can cause."""
 
 from __future__ import annotations
@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _paths import SPEECH_ROOT
 
-from espzoo.vocab import (
+from espzoo.errors import VocabularyError
+from espzoo.transfer.vocab import (
     SPACE,
     WORD_START,
     VocabSpec,
-    VocabularyError,
     build_vocabulary,
     parse_vocab_spec,
     pretrained_vocabulary,
@@ -20,14 +21,14 @@ from espzoo.vocab import (
     token_map,
 )
 
-SPEECH = Path(__file__).resolve().parent.parent / "zoo" / "assets" / "speech"
+SPEECH = SPEECH_ROOT
 ES_TEXT = SPEECH / "es" / "train" / "text"
 EN_TEXT = SPEECH / "en" / "train" / "text"
 
 
 def espnet_token_list(text: Path, token_type: str, tmp_path: Path, bpemodel: Path | None = None) -> list[str]:
     """What asr.sh writes: tokenize_text --field 2- --write_vocabulary true with ESPnet's three symbols."""
-    from espzoo._espnet import import_asr_task
+    from espzoo.models.espnet_env import import_asr_task
 
     import_asr_task()  # the offline NLTK setup espnet2.text needs
     from espnet2.bin.tokenize_text import tokenize
@@ -163,7 +164,8 @@ def test_overlap_from_english_chars_to_spanish_bpe(tmp_path: Path) -> None:
 
 
 def test_odd_unit_counts_encodings_and_broken_models_are_one_sentence(tmp_path: Path) -> None:
-    from espzoo.vocab import VocabularyError, build_vocabulary, parse_vocab_spec, tokenize
+    from espzoo.errors import VocabularyError
+    from espzoo.transfer.vocab import build_vocabulary, parse_vocab_spec, tokenize
 
     for spec in ("bpe:\u00b2", "bpe:3000000000", "unigram:0"):
         with pytest.raises(VocabularyError, match="must be a positive integer up to 1000000"):

@@ -1,16 +1,47 @@
 """espzoo: fine-tune ESPnet's pretrained speech models from the Hugging Face Hub on your own data.
 
-The public API, in the order data flows (catalog -> hub -> bundle -> transfer -> trainer -> evaluate; README.md):
+The flow, scripted without the CLI (each name is imported on first use: `import espzoo` loads neither torch nor
+ESPnet, so `espzoo search` stays fast):
 
-    from espzoo import Catalog
-    Catalog.load().search("bengali", task="asr")
+    import espzoo
+    espzoo.Catalog.load().search("bengali", task="asr")             # what exists
+    snap = espzoo.pull("espnet/bn_openslr53")                        # cached, pinned, offline afterwards
+    plan = espzoo.plan(snap.repo_id, espzoo.TransferOptions(vocab="data/train/text"))  # what will load
+    result = espzoo.train.recipe(espzoo.FinetuneRequest(...))            # ESPnet's own trainer
+    report = espzoo.decode("exp/bn_ft", "data/test")               # WER/CER
+    espzoo.transcribe("exp/bn_ft", ["audio.wav"])
+    espzoo.publish("exp/bn_ft", "hub_repo/"); espzoo.publish.upload(...)
 
-Heavy modules (torch, espnet) are imported lazily by the functions that need them, so that
-`import espzoo` and `espzoo search` stay fast.
+The subpackages, in the order data flows (README.md, "Layout"): catalog -> hub -> models -> data -> lora ->
+transfer -> train -> decode -> publish, with serve (the HF-compatible mirror) beside hub; tasks (one row per ESPnet
+task), repo (what an ESPnet repo is), errors and utils underneath them all.
 """
 
-from espzoo.catalog import Catalog, CatalogEntry, CatalogError
+from espzoo.utils.lazy import attach
 
 __version__ = "0.1.0"
 
-__all__ = ["Catalog", "CatalogEntry", "CatalogError", "__version__"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "Catalog": "catalog.catalog",
+        "CatalogEntry": "catalog.entries",
+        "recommend": "catalog.recommendation",
+        "pull": "hub.download",
+        "open_bundle": "models.bundle",
+        "TransferOptions": "transfer.plan",
+        "plan": "transfer.plan:plan_transfer",
+        "FinetuneRequest": "train.recipe",
+        "finetune": "train.recipe",
+        "TrainOptions": "train.options",
+        "evaluate": "decode.report",
+        "transcribe": "decode.runner",
+        "DecodeOptions": "decode.recognizer",
+        "export": "publish.hub_layout",
+        "ExportOptions": "publish.hub_layout",
+        "push": "publish.upload",
+        "PushOptions": "publish.upload",
+        "EspzooError": "errors",
+    },
+)
+__all__ += ["__version__"]

@@ -13,6 +13,7 @@ Nothing here imports anything heavy: `espzoo search` and `--help` load this modu
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +71,7 @@ class EvaluateError(EspzooError, ValueError):
 
 
 class NormalizerError(EvaluateError):
-    """A text normalizer espzoo does not know, or the whisper-normalizer package missing (espzoo.scores)."""
+    """A text normalizer espzoo does not know, or the whisper-normalizer package missing (espzoo.decode.scores)."""
 
 
 class EmptyReferenceError(EvaluateError):
@@ -99,3 +100,100 @@ class MirrorError(EspzooError):
     def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.commit = status, code, message, commit
+
+
+class UpstreamUnavailableError(RuntimeError):
+    """An upstream espzoo cannot build from its architecture, and s3prl could not download it."""
+
+
+class UnsafeCheckpointError(BundleError):
+    """A checkpoint whose pickle would build arbitrary objects (run code) instead of only tensors."""
+
+
+class NotCachedError(HubError):
+    """The revision asked for is not in the cache (and the Hub cannot or may not be asked)."""
+
+
+class ModelNotFoundError(EvaluateError):
+    """The model named is not an experiment dir, a model folder or a repo id."""
+
+
+class AudioFileMissingError(EspzooError, FileNotFoundError):
+    """Audio named for transcription that does not exist (still a FileNotFoundError for callers)."""
+
+
+class AudioError(EvaluateError):
+    """An audio file that cannot be read."""
+
+
+class DecodeWorkerError(EvaluateError):
+    """A decoding worker process died (killed, out of memory) before it finished."""
+
+
+class RangeError(http.client.HTTPException):
+    """A part's request was not answered with the bytes asked for (a transient failure: retried, then reported)."""
+
+
+class RepoNotFoundError(HubError):
+    pass
+
+
+class RevisionNotFoundError(HubError):
+    pass
+
+
+class GatedRepoError(HubError):
+    pass
+
+
+class HubUnavailableError(HubError):
+    pass
+
+
+class HubDiskFullError(HubError):
+    pass
+
+
+class NotAsrModelError(HubError):
+    pass
+
+
+class UnreachableError(HubError):
+    """The Hub could not be reached at all (refused, DNS, offline mode): the cache may answer instead."""
+
+    def __init__(self, endpoint: str, reason: str):
+        super().__init__(f"cannot reach the Hub at {endpoint} ({reason}); check the network or HF_ENDPOINT, "
+                         "or pull while online once so the cache can answer.")
+        self.reason = reason
+
+
+class LanguageError(CatalogError):
+    """A language that cannot be resolved; the message names the closest matches."""
+
+
+class AdapterError(TransferError):
+    """An adapter setting or file that cannot be used."""
+
+
+class AdapterExportError(ExportError):
+    """An experiment whose adapters cannot be exported as asked."""
+
+
+class MissingPackageError(ModelConfigError):
+    """The config's architecture needs an optional package that is not installed."""
+
+
+class OutInUseError(TrainError):
+    """Another espzoo run holds OUT's lock."""
+
+
+class TrainDiskFullError(TrainError):
+    """A write into OUT failed for lack of space (or a file size limit)."""
+
+
+class NodeLostError(TrainError):
+    """Another node or process of a distributed run died; this one stopped instead of waiting."""
+
+
+class S2TError(BundleError):
+    """An S2T model, language or prompt that cannot be used as asked (the message says what to fix)."""

@@ -6,7 +6,7 @@ checkpoint, `finetune` prepares data at the rate the trainer will check, `catalo
 
     best_checkpoint(["exp/a/valid.loss.ave.pth", "exp/a/valid.acc.best.pth"])   # -> "exp/a/valid.acc.best.pth"
     choose_config(candidates)                 # the training config among YAMLs that look like one
-    meta_files(yaml.safe_load(meta_text))     # task, config and checkpoint that meta.yaml names (asr_* or s2t_*)
+    meta_files(load_yaml(meta_text))     # task, config and checkpoint that meta.yaml names (asr_* or s2t_*)
     locate("/home/u/recipe/exp/x/bpe.model", listing)   # the repo's own path for a path a config holds
     parse_token_list(text, where)             # ESPnet's reader (one token a line, trailing blanks dropped)
     config_sample_rate(config)                # frontend_conf.fs, else preprocessor_conf.fs, else 16000
@@ -27,6 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from espzoo.errors import BundleError
+from espzoo.tasks import FAMILIES
+from espzoo.utils.yaml_io import load_yaml
 
 # Files ESPnet's ASR/S2T recipes ship; these names are conventions, found by content when meta.yaml is absent.
 STATS_NAME = "feats_stats.npz"
@@ -35,7 +37,6 @@ TOKENS_NAME = "tokens.txt"
 CONFIG_NAME = "config.yaml"
 MODEL_NAME = "model.pth"  # espzoo finetune's OUT/model.pth: the n-best average, the experiment's model
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
-TASKS = ("asr", "s2t")  # the model kinds espzoo opens; meta.yaml names their files asr_* / s2t_*
 # espzoo's LoRA adapter-only export (espzoo.lora): these two files, applied to the base model the config names.
 ADAPTER_CONFIG_NAME = "adapter_config.yaml"
 ADAPTER_NAME = "adapter.pth"
@@ -115,30 +116,13 @@ def looks_like_train_config(config: Any) -> bool:
     return ("encoder" in config or body) and "token_list" in config
 
 
-def espnet_task_of_config(config: Mapping[str, Any]) -> str:
-    """Which ESPnet task trained the model of `config`: "s2t_ctc" (OWSM-CTC: espnet2.tasks.s2t_ctc), "s2t" (OWSM:
-    espnet2.tasks.s2t; their preprocessor and special symbols) or "asr" (asr_transducer configs included)."""
-    preprocessor = config.get("preprocessor")
-    if preprocessor == "s2t_ctc" or config.get("model") == "espnet_ctc" or "promptencoder" in config:
-        return "s2t_ctc"
-    model_conf = config.get("model_conf") or {}
-    if preprocessor == "s2t" or "sym_na" in model_conf or "sym_sop" in model_conf:
-        return "s2t"
-    return "asr"
-
-
-def task_of_config(config: Mapping[str, Any]) -> str:
-    """The repo family: "s2t" for both S2T tasks (their meta.yaml keys are s2t_*), else "asr"."""
-    return "asr" if espnet_task_of_config(config) == "asr" else "s2t"
-
-
 def config_rank(path: str | PurePosixPath, *, checkpoint_beside: bool, collect_stats: bool = False) -> tuple[Any, ...]:
     """Sort key among training-config candidates: lower wins. A collect_stats run saves the same config beside
     the stats (it loses); a config with a checkpoint beside it, in an asr/s2t folder, shallow, wins."""
     p = PurePosixPath(path)
     leaf = p.parent.name
     foreign = is_language_model(p) or leaf.startswith(_FOREIGN_TASKS)
-    return (collect_stats, foreign, not checkpoint_beside, not leaf.startswith(TASKS), len(p.parts), str(p))
+    return (collect_stats, foreign, not checkpoint_beside, not leaf.startswith(FAMILIES), len(p.parts), str(p))
 
 
 def choose_config(candidates: Iterable[tuple[P, bool, bool]]) -> P | None:
@@ -173,7 +157,7 @@ def meta_files(meta: Any, where: str = "meta.yaml") -> MetaFiles:
     if not isinstance(yaml_files, Mapping):
         yaml_files = {}
     kinds = tuple(sorted({str(k).removesuffix("_model_file").removesuffix("_file") for k in files}))
-    for task in TASKS:
+    for task in FAMILIES:
         if f"{task}_model_file" in files or f"{task}_train_config" in yaml_files:
             config, checkpoint = yaml_files.get(f"{task}_train_config"), files.get(f"{task}_model_file")
             return MetaFiles(task, str(config) if config else None, str(checkpoint) if checkpoint else None, kinds)
@@ -341,7 +325,7 @@ def parse_front_matter(text: str) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(text[3:end])
+        data = load_yaml(text[3:end])
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
