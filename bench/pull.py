@@ -98,10 +98,10 @@ def run_pull(hf_home: Path, parallel: bool, files: list[str]) -> tuple[float, st
         "import time, huggingface_hub\n"
         "from huggingface_hub import HfApi, hf_hub_download, snapshot_download\n"
         "from huggingface_hub.hf_api import RepoFile\n"
-        "from espzoo import fetch, hub\n"
-        f"hub.PARALLEL_MIN = {'hub.PARALLEL_MIN' if parallel else '1 << 62'}\n"
+        "from espzoo.hub import download, session\n"
+        f"session.PARALLEL_MIN = {'session.PARALLEL_MIN' if parallel else '1 << 62'}\n"
         "started = time.perf_counter()\n"
-        f"snap = hub.pull({REPO!r}, all_files=True, progress=False)\n"
+        f"snap = download.pull({REPO!r}, all_files=True, progress=False)\n"
         "print(time.perf_counter() - started, snap.commit, len(snap.files))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, HF_HOME=str(hf_home)), check=True,

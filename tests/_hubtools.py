@@ -210,8 +210,8 @@ CV_HEADER = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", 
 
 
 def es_files(n: int, split: str = "train") -> list[Path]:
-    rows = (SPEECH / "es" / split / "wav.scp").read_text().splitlines()[:n]
-    return [SPEECH / "es" / split / line.split()[1] for line in rows]
+    rows = (SPEECH_ROOT / "es" / split / "wav.scp").read_text().splitlines()[:n]
+    return [SPEECH_ROOT / "es" / split / line.split()[1] for line in rows]
 
 
 def as_mp3_48k(source: Path, target: Path) -> None:
