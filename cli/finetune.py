@@ -164,7 +164,7 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
     }
-    from espzoo.train import curves
+    from espzoo.decode import curves
 
     drawn = curves.find(result.out)  # ESPnet's per-epoch plots and TensorBoard logs, kept in OUT
     summary["curves"] = drawn.to_json()

@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "zoo"
 
 # The units of the library, lowest first: a unit imports only units before it (and itself). The subpackages
-# follow the flow (catalog -> hub -> models -> data -> lora -> transfer -> train -> decode -> publish), serve
-# (the mirror) sits beside hub and after it; the root modules are facts every layer uses.
+# follow the flow (catalog -> hub -> models -> data -> lora -> transfer -> decode -> train -> publish); serve
+# (the mirror) sits beside hub and after it; decode comes before train because the recipe decodes too (it aligns
+# long recordings with the pretrained model before training); the root modules are facts every layer uses.
 LAYERS = ("errors", "tasks", "utils", "repo", "catalog", "hub", "serve", "models", "data", "lora", "transfer",
-          "train", "decode", "publish")
+          "decode", "train", "publish")
 MAX_LINES = 700
 
 

@@ -12,9 +12,9 @@ ESPnet, so `espzoo search` stays fast):
     espzoo.transcribe("exp/bn_ft", ["audio.wav"])
     espzoo.publish("exp/bn_ft", "hub_repo/"); espzoo.publish.upload(...)
 
-The subpackages, in the order data flows (README.md, "Layout"): catalog -> hub -> models -> data -> lora ->
-transfer -> train -> decode -> publish, with serve (the HF-compatible mirror) beside hub; tasks (one row per ESPnet
-task), repo (what an ESPnet repo is), errors and utils underneath them all.
+The subpackages, in the order they import each other (README.md, "Layout"): catalog -> hub -> models -> data ->
+lora -> transfer -> decode -> train -> publish, with serve (the HF-compatible mirror) beside hub; tasks (one row
+per ESPnet task), repo (what an ESPnet repo is), errors and utils underneath them all.
 """
 
 from espzoo.utils.lazy import attach

@@ -115,10 +115,10 @@ def _aligned(row: UtteranceResult) -> str:
 
 
 def _curves(report: EvalReport) -> list[tuple[str, str]]:
-    """(name, data URI) of the experiment's training curves (espzoo.train.curves), none for other models."""
+    """(name, data URI) of the experiment's training curves (espzoo.decode.curves), none for other models."""
     if report.experiment is None:
         return []
-    from espzoo.train import curves
+    from espzoo.decode import curves
 
     return [
         (image.stem, "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode("ascii"))

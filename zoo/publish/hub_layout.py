@@ -34,13 +34,13 @@ from typing import Any
 
 import yaml
 
+from espzoo.decode import curves
 from espzoo.errors import ExportError
 from espzoo.models.bundle import resolve_config_paths
 from espzoo.models.compat import inference_class
 from espzoo.models.s2t import PROVENANCE_SECTION
 from espzoo.repo import STATS_NAME, config_sample_rate, parse_token_list, stats_reference
 from espzoo.tasks import task_of
-from espzoo.train import curves
 from espzoo.utils.fs import public_mode, replace_dir
 from espzoo.utils.redact import public
 from espzoo.utils.yaml_io import load_yaml
@@ -115,7 +115,7 @@ class _Experiment:
     token_list: list[str]
     provenance: dict[str, Any]
     results: list[dict[str, Any]]  # OUT/eval/*/result.json, without per-utterance rows
-    images: list[Path] = field(default_factory=list)  # ESPnet's per-epoch plots for the card (espzoo.train.curves)
+    images: list[Path] = field(default_factory=list)  # ESPnet's per-epoch plots for the card (espzoo.decode.curves)
 
 
 def _read_experiment(root: Path) -> _Experiment:

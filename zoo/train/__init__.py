@@ -1,5 +1,5 @@
 """Training with ESPnet's own trainer: the options and the ESPnet command line made of them, the child process and
-its supervision, OUT (lock, resume, assembly), the curves, and the fine-tuning recipe that puts it all together.
+its supervision, OUT (lock, resume, assembly), and the fine-tuning recipe that puts it all together.
 """
 
 from espzoo.utils.lazy import attach, faces

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from espzoo.data.sources import Dataset
+from espzoo.decode import curves
 from espzoo.errors import TrainError
 from espzoo.models.s2t import extra_data_files
 from espzoo.repo import config_sample_rate
-from espzoo.train import curves
 from espzoo.transfer.vocab import Vocabulary
 from espzoo.utils.fs import write_text
 from espzoo.utils.yaml_io import load_yaml
@@ -338,7 +338,7 @@ def espnet_args(
         for entry in extra_data_files(data.dir):  # an S2T model's text_prev / text_ctc (espzoo.models.s2t)
             args += [f"--{mode}_data_path_and_name_and_type", entry]
         args += [f"--{mode}_shape_file", str(data.speech_shape), f"--{mode}_shape_file", str(text_shape)]
-    args += [*curves.espnet_args(), "--use_wandb", "false"]  # ESPnet's plots and TensorBoard logs (espzoo.train.curves)
+    args += [*curves.espnet_args(), "--use_wandb", "false"]  # ESPnet's plots and TensorBoard logs (decode.curves)
     args += ["--ngpu", str(options.ngpu)]
     if options.ngpu > 1 or options.num_nodes > 1 or options.dist_launcher:
         args += ["--multiprocessing_distributed", "true"]
