@@ -158,8 +158,8 @@ def test_speed_perturbed_data_is_what_espnet_trained_on(everything: dict) -> Non
     assert len(utts) == 36 and sum(u.startswith(("sp0.9-", "sp1.1-")) for u in utts) == 24
     for run in (out, out / "warmup"):
         config = yaml.safe_load((run / "espnet" / "config.yaml").read_text(encoding="utf-8"))
-        assert f"{out.resolve() / 'data' / 'train_sp' / 'wav.scp'},speech,sound" in config[
-            "train_data_path_and_name_and_type"]
+        entry = [str(out.resolve() / "data" / "train_sp" / "wav.scp"), "speech", "sound"]
+        assert entry in config["train_data_path_and_name_and_type"]
 
 
 def test_specaug_and_noise_are_in_espnets_config_of_the_run(everything: dict) -> None:
@@ -238,3 +238,29 @@ def test_augment_none_writes_the_config_a_run_without_it_writes(
         assert "exclude_weight_decay: false" in espnet_config and "freeze_param: []" in espnet_config
         assert not (out / "warmup").exists() and not (out / "data" / "train_sp").exists()
     assert configs[0] == configs[1]
+
+
+def test_a_warmup_on_a_checkpoint_an_older_espnet_saved_keeps_its_names(data: dict[str, Path], tmp_path: Path) -> None:
+    """The demo model was saved by ESPnet 202511: on 202611 its subsampling tensors load under new names. The
+    warm-up's run saves under the installed names (its last epoch starts the second run), the second run's models
+    are saved under the pretrained names again, and ESPnet loads the result strictly; on both generations."""
+    import sys
+
+    import torch
+    from _paths import REPO_ROOT
+
+    from espzoo.models.bundle import open_bundle
+
+    demo = REPO_ROOT / "zoo" / "assets" / "pretrained" / "espzoo-demo" / "tiny-en-char"
+    out = tmp_path / "exp"
+    done = espzoo(*_base(demo, data, out), "--max-epoch", "2", "--warmup-frozen", "1", "--lr-decay", "0.9")
+    assert done.returncode == 0, done.stderr[-3000:]
+    pretrained = list(torch.load(open_bundle(demo).checkpoint, map_location="cpu", weights_only=True))
+    assert list(torch.load(out / "model.pth", map_location="cpu", weights_only=True)) == pretrained
+    loader = Path(__file__).resolve().parent / "espnet_load.py"
+    wav = next(iter((SPEECH / "test" / "audio").iterdir()))
+    loaded = subprocess.run([sys.executable, str(loader), "--cwd", str(out), "--config", str(out / "config.yaml"),
+                             "--model", str(out / "model.pth"), str(wav)], capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert result["missing"] == [] and result["unexpected"] == [], result
