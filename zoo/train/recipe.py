@@ -148,7 +148,7 @@ def _train(
         valid=prepared.valid,
         out=request.out,
         options=_with_saved_names(options, prepared.init_checkpoint),
-        plan={**prepared.plan.to_json(), "recipe": prepared.recipe},
+        plan=_PlanWithRecipe(prepared.plan, prepared.recipe),
         provenance=provenance,
         on_epoch=on_epoch,
         on_stage=on_stage,
@@ -159,6 +159,18 @@ def _train(
         normalize = warm.normalize if warm.normalize == "collected" else result.normalize
         result = replace(result, epochs=result.epochs + n, history=history, normalize=normalize)
     return replace(result, recipe=prepared.recipe)
+
+
+@dataclass(frozen=True)
+class _PlanWithRecipe:
+    """plan.json's content: the plan, and what augmentation and schedule were on (made when OUT is assembled, not
+    before the first step: an OWSM plan's JSON is large)."""
+
+    plan: TransferPlan
+    recipe: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "recipe": self.recipe}
 
 
 WARMUP_DIR = "warmup"  # OUT/warmup: the frozen warm-up's own ESPnet run (--warmup-frozen)
