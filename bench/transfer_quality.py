@@ -55,6 +55,14 @@ Measured 2026-11-30 on 2 shared cores (load 10-18), test CER mean ± sd over see
     espnet-way  43.3 ± 7.7   18.7 ± 3.6   14.0 ± 2.5
     compose     17.9 ± 1.0   13.6 ± 0.8   12.3 ± 1.0   (not beyond the spread at epoch 32; ratio 0.88)
   so the new model is the better start for compose at every point (beyond both spreads), not for head-drop at 8.
+Measured 2026-12-08 (issue 26) at small scale only, on 2 shared cores (load 6-9): not convergence numbers, and the
+speed variants see 3x the steps per epoch. --variants parts --seeds 0 1 --points 4 8 --lrs --lr 8e-3
+--warmup-frozen 2 (546 s; seed 0's espnet-way and compose equal main's bench to the digit):
+    espnet-way       79.3 ± 14.9   43.7 ± 6.1        compose+specaug  42.6 ± 3.4   27.1 ± 1.9
+    compose          32.3 ± 0.6    22.4 ± 0.6        compose+warmup   41.7 ± 0.4   22.7 ± 0.5
+    compose+speed    13.3 ± 0.7     8.6 ± 1.0        compose+lrdecay  32.9 ± 1.7   24.1 ± 0.6
+    compose+all      30.9 ± 1.5    10.0 ± 1.0
+  The convergence comparison (5 seeds, --points 32 64) that must choose finetune's defaults has not been run.
 """
 
 from __future__ import annotations
