@@ -8,6 +8,12 @@
     espzoo finetune espnet/bn_openslr53 ... --ngpu 4 --use-amp    # ESPnet's DDP, one process per GPU
     espzoo finetune espnet/bn_openslr53 ... --conf optim_conf.lr=1e-4 --conf encoder_conf.dropout_rate=0.2
     espzoo finetune espnet/bn_openslr53 ... --lora 8 --lora-alpha 16   # LoRA adapters on a frozen model
+    espzoo finetune espnet/bn_openslr53 ... --augment speed,specaug --warmup-frozen 2 --lr-decay 0.9
+
+--augment (default none): speed[=0.9/1.0/1.1] perturbs the training set as asr.sh does, specaug adds ESPnet's
+SpecAugment when the pretrained config has none, noise:DIR mixes in the recordings of DIR; `all` is speed,specaug.
+--warmup-frozen N trains the new and transplanted layers alone for the first N of --max-epoch epochs (the
+transferred body frozen), then everything; --lr-decay D gives encoder block i of L the rate lr * D^(L-i).
 
 --train/--valid take a Kaldi data dir (wav.scp, text), a CSV/TSV/JSONL manifest or a Hugging Face dataset (parquet
 files, a save_to_disk folder, hf:ORG/NAME[:CONFIG][@REV]:SPLIT; --text-column/--audio-column name unusual columns).
@@ -86,11 +92,22 @@ def finetune(
         typer.Option("--guard", help="A second (general) data set: the pretrained and the fine-tuned model are "
                      "evaluated on it and on --valid, to show the gain and what was forgotten."),
     ] = None,
+    augment: Annotated[
+        str, typer.Option(help="none, all, or speed[=0.9/1.0/1.1], specaug, noise:DIR, comma-separated.")
+    ] = "none",
+    warmup_frozen: Annotated[
+        int, typer.Option(help="First N epochs: only new and transplanted layers train, the transferred body frozen.")
+    ] = 0,
+    lr_decay: Annotated[
+        float, typer.Option(help="Layer-wise lr decay for the encoder (block i of L learns at lr*D^(L-i)); 1: off.")
+    ] = 1.0,
     json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on your data. Example: espzoo finetune ORG/NAME --train d/train --valid d/dev --out exp/ft"""
+    from espzoo.train.augment import parse_augment
     from espzoo.train.options import TrainOptions
     from espzoo.train.recipe import FinetuneRequest
+    from espzoo.train.schedule import ScheduleOptions
 
     training = TrainOptions(
         max_epoch=max_epoch, lr=lr, warmup_steps=warmup_steps, batch_bins=batch_bins, accum_grad=accum_grad,
@@ -102,7 +119,8 @@ def finetune(
     request = FinetuneRequest(
         model=model, train=train, valid=valid, out=out, transfer=transfer, training=training,
         skip_bad=skip_bad, allow_pipes=allow_pipes, command=["espzoo", *sys.argv[1:]],
-        audio_column=audio_column, text_column=text_column,
+        audio_column=audio_column, text_column=text_column, augment=parse_augment(augment),
+        schedule=ScheduleOptions(warmup_frozen=warmup_frozen, lr_decay=lr_decay),
     )
     if guard is not None and not guard.exists() and not str(guard).startswith("hf:"):
         from espzoo.errors import DataError
@@ -152,9 +170,11 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
     progress = _Progress(request.training.max_epoch, quiet=quiet)
     if dry_run:
         prepared = prepare_finetune(request, on_stage=progress.stage, on_note=progress.note)
+        if not quiet:
+            info(recipe_line(prepared.recipe))
         return {"out": str(Path(request.out).resolve()), "init_checkpoint": str(prepared.init_checkpoint),
                 "train": prepared.train.num_utterances, "valid": prepared.valid.num_utterances,
-                "plan": prepared.plan.to_json()["summary"],
+                "plan": prepared.plan.to_json()["summary"], "recipe": prepared.recipe,
                 **({"adapters": prepared.adapters.to_json()} if prepared.adapters else {})}
     with progress:  # a TrainInterrupted (Ctrl-C) exits 130 with the library's "continue with --resume" sentence
         result = finetune(request, on_stage=progress.stage, on_epoch=progress.epoch, on_note=progress.note)
@@ -163,6 +183,7 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
         "out": str(result.out), "model": str(result.model), "config": str(result.config), "epochs": result.epochs,
         "averaged": result.averaged, "normalize": result.normalize, "seconds": round(result.seconds, 1),
         "valid_acc": last.valid_acc if last else None, "valid_loss": last.valid_loss if last else None,
+        "recipe": result.recipe,
     }
     from espzoo.decode import curves
 
@@ -173,12 +194,20 @@ def _run(request: Any, *, dry_run: bool, quiet: bool) -> dict[str, Any]:
     if not quiet:
         info(f"done: {result.model} (average of {result.averaged}, {result.epochs} epochs, "
              f"{result.seconds:.0f} s); evaluate with: espzoo evaluate {request.out} --data DIR")
+        info(recipe_line(result.recipe))
         shown = curves.find(request.out)  # named as the user wrote OUT
         if shown.images:
             info(f"curves: {shown.images[0].parent}/*.png")
         if shown.tensorboard:
             info(f"watch them with: tensorboard --logdir {shown.tensorboard}")
     return summary
+
+
+def recipe_line(recipe: dict[str, Any]) -> str:
+    """What was on: `augmentation: speed 0.9/1/1.1, specaug; schedule: none` (and the notes on it)."""
+    line = f"augmentation: {recipe.get('augment', 'none')}; schedule: {recipe.get('schedule', 'none')}"
+    notes = recipe.get("notes") or []
+    return line + "".join(f"\n  {n}" for n in notes)
 
 
 class _Progress:

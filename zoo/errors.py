@@ -66,6 +66,14 @@ class TrainInterrupted(TrainError):
     exit_code = 130  # as a shell reports a process ended by SIGINT
 
 
+class AugmentError(EspzooError, ValueError):
+    """An --augment spec that does not parse, or a noise folder that cannot be used (espzoo.train.augment)."""
+
+
+class ScheduleError(EspzooError, ValueError):
+    """A fine-tuning schedule that cannot work: --warmup-frozen, --lr-decay (espzoo.train.schedule)."""
+
+
 class EvaluateError(EspzooError, ValueError):
     """A model or audio that evaluate/transcribe cannot use."""
 

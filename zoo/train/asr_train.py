@@ -32,6 +32,7 @@ from typing import Any
 MAX_LISTED = 8
 LORA_OPTION = "--espzoo_lora"  # PATH of an adapter_config.yaml (espzoo.lora)
 SAVED_NAMES_OPTION = "--espzoo_saved_names"  # PATH of OUT/init/saved_names.json (espzoo.transfer.apply_plan)
+LR_GROUPS_OPTION = "--espzoo_lr_groups"  # PATH of OUT/init/lr_groups.json (espzoo.train.schedule, --lr-decay)
 PARENT_FD_ENV = "ESPZOO_PARENT_FD"  # espzoo.train.PARENT_FD_ENV (not imported: it would import the data modules)
 REFUSAL = "espzoo: refusing to train: "  # espzoo.train.REFUSAL: the parent shows the rest of this line
 STANDBY = "--espzoo-standby"  # espzoo.train.STANDBY: import ESPnet, then wait for the arguments on GO_FD_ENV
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv = argv[2:]
     argv, adapters = _pop_option(argv, LORA_OPTION)
     argv, saved_names = _pop_option(argv, SAVED_NAMES_OPTION)
+    argv, lr_groups = _pop_option(argv, LR_GROUPS_OPTION)
     install_bridges()  # ESPnet builds the model again below, in this process
     config = _config_of(argv)
     if gap := training_gap(config):  # the model builds with a stand-in for a package only its training needs
@@ -276,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ[lora_config.ENV] = adapters
         task = lora_espnet_tasks.adapted_task(task)
         lora_weights.use_exact_averaging()  # before _safe_resume_and_average wraps it: LoRA's n-best average is exact
+    if lr_groups:  # --lr-decay: ESPnet's own optimizer parameter groups, one per learning rate (train.lr_groups)
+        from espzoo.train import lr_groups as lr_groups_module
+
+        os.environ[lr_groups_module.ENV] = lr_groups
+        task = lr_groups_module.grouped_task(task)
     args = task.get_parser().parse_args(argv)
     checkpoint = Path(args.output_dir) / "checkpoint.pth"
     if args.resume and checkpoint.exists():

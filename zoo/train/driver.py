@@ -185,6 +185,8 @@ def _run(
         args += ["--espzoo_lora", str(Path(options.adapters).resolve())]  # read by espzoo.train.asr_train
     if options.saved_names:
         args += ["--espzoo_saved_names", str(Path(options.saved_names).resolve())]  # read by espzoo.train.asr_train
+    if options.lr_groups:  # --lr-decay's factors, set on the parameters as ESPnet builds the model (train.lr_groups)
+        args += ["--espzoo_lr_groups", str(Path(options.lr_groups).resolve())]  # read by espzoo.train.asr_train
     stage("train")
     follower = _train(args, work, on_epoch, started, resuming, options.stall_s, secondary=work != out)
     if work != out:  # another node: node 0 averages and writes OUT

@@ -81,6 +81,7 @@ class TrainOptions:
     # OUT/init/saved_names.json (espzoo.transfer.apply_plan): the averaged model is saved under the pretrained
     # checkpoint's tensor names, which every ESPnet release that loaded the pretrained model loads
     saved_names: str | None = None
+    lr_groups: str | None = None  # OUT/init/lr_groups.json (espzoo.train.schedule): --lr-decay's per-parameter rates
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class TrainResult:
     seconds: float
     seconds_to_first_step: float | None  # from run() until ESPnet started the first epoch
     notes: tuple[str, ...] = ()  # things the user should know (e.g. an incomplete epoch checkpoint left out)
+    recipe: dict[str, Any] = field(default_factory=dict)  # what augmentation and schedule were on (train.recipe)
 
 
 def default_batch_bins(options: TrainOptions) -> int:

@@ -26,16 +26,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from espzoo.data.augment import noise_list, speed_perturb
 from espzoo.data.convert import MAX_SECONDS, prepare
 from espzoo.data.sources import Dataset
 from espzoo.errors import DataError, S2TError, TransferError
 from espzoo.models.s2t import PROVENANCE_SECTION, preprocessor_settings, write_training_data
 from espzoo.repo import SAVED_NAMES_NAME, config_sample_rate
 from espzoo.tasks import task_of
+from espzoo.train.augment import AugmentOptions, augment_config, check_augment
 from espzoo.train.child import in_standby, warm_start
 from espzoo.train.driver import run
 from espzoo.train.options import EpochReport, TrainOptions, TrainResult, check_options, node_workdir
 from espzoo.train.outdir import check_out_dir, disk_full_is_one_sentence, lock_out
+from espzoo.train.schedule import ScheduleOptions, check_schedule, frozen_body, lr_groups_config, write_lr_groups
 from espzoo.transfer.apply import apply_plan
 from espzoo.transfer.plan import TransferOptions, TransferPlan, plan_transfer, unused_problem
 from espzoo.transfer.sources import Source, open_source
@@ -58,6 +61,8 @@ class FinetuneRequest:
     command: list[str] | None = None  # the command line, for provenance
     audio_column: str | None = None  # a manifest's or Hugging Face dataset's columns, when not the usual names
     text_column: str | None = None
+    augment: AugmentOptions = field(default_factory=AugmentOptions)  # --augment (espzoo.train.augment)
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)  # --warmup-frozen, --lr-decay (train.schedule)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class Prepared:
     init_checkpoint: Path
     config: dict[str, Any]  # the adapted training config (new vocabulary, init checkpoint)
     adapters: Any = None  # espzoo.lora.AdapterSummary with --lora
+    recipe: dict[str, Any] = field(default_factory=dict)  # what augmentation and schedule are on (recipe_summary)
+    frozen_body: tuple[str, ...] = ()  # --warmup-frozen: the modules the warm-up freezes
+    lr_groups: Path | None = None  # --lr-decay: OUT/init/lr_groups.json
 
 
 def finetune(
@@ -118,23 +126,99 @@ def _train(
     if prompt is not None:  # an S2T model: decoding uses the same prompt (espzoo.models.s2t)
         task = task_of(prepared.config)
         provenance[PROVENANCE_SECTION] = {"task": prompt.task, "lang": prompt.lang, "espnet_task": task.name}
+    provenance["recipe"] = prepared.recipe
     stats_file = None
     if request.transfer.stats == "pretrained":
         stats_file = (prepared.config.get("normalize_conf") or {}).get("stats_file")
-    return run(
+    options = _with_adapters(request, prepared.adapters is not None)
+    if prepared.lr_groups is not None:
+        options = replace(options, lr_groups=str(prepared.lr_groups))
+    init_checkpoint, warm = prepared.init_checkpoint, None
+    if request.schedule.warmup_frozen:  # two ESPnet runs: N epochs with the body frozen, then all of it
+        warm, init_checkpoint, stats_file = _warm_up(request, prepared, options, stats_file, provenance,
+                                                     on_epoch=on_epoch, on_stage=on_stage)
+        options = replace(options, max_epoch=options.max_epoch - request.schedule.warmup_frozen)
+        on_epoch = _shifted(on_epoch, request.schedule.warmup_frozen, request.training.max_epoch)
+    result = run(
         prepared.config,
         vocabulary=prepared.plan.vocabulary,
-        init_checkpoint=prepared.init_checkpoint,
+        init_checkpoint=init_checkpoint,
         stats_file=stats_file,
         train=prepared.train,
         valid=prepared.valid,
         out=request.out,
-        options=_with_saved_names(_with_adapters(request, prepared.adapters is not None), prepared.init_checkpoint),
-        plan=prepared.plan,
+        options=_with_saved_names(options, prepared.init_checkpoint),
+        plan=_PlanWithRecipe(prepared.plan, prepared.recipe),
         provenance=provenance,
         on_epoch=on_epoch,
         on_stage=on_stage,
     )
+    if warm is not None:  # the whole run's epochs and history, the warm-up's first
+        n = request.schedule.warmup_frozen
+        history = [*warm.history, *(replace(r, epoch=r.epoch + n) for r in result.history)]
+        normalize = warm.normalize if warm.normalize == "collected" else result.normalize
+        result = replace(result, epochs=result.epochs + n, history=history, normalize=normalize)
+    return replace(result, recipe=prepared.recipe)
+
+
+@dataclass(frozen=True)
+class _PlanWithRecipe:
+    """plan.json's content: the plan, and what augmentation and schedule were on (made when OUT is assembled, not
+    before the first step: an OWSM plan's JSON is large)."""
+
+    plan: TransferPlan
+    recipe: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "recipe": self.recipe}
+
+
+WARMUP_DIR = "warmup"  # OUT/warmup: the frozen warm-up's own ESPnet run (--warmup-frozen)
+
+
+def _warm_up(
+    request: FinetuneRequest,
+    prepared: Prepared,
+    options: TrainOptions,
+    stats_file: str | None,
+    provenance: dict[str, Any],
+    *,
+    on_epoch: Callable[[EpochReport], None] | None,
+    on_stage: Callable[[str], None] | None,
+) -> tuple[TrainResult, Path, str | None]:
+    """The first --warmup-frozen epochs, in OUT/warmup, with the transferred body frozen by ESPnet's freeze_param:
+    (its result, its last epoch's model, which OUT's run starts from, and the stats that run uses). A resumed
+    run whose warm-up finished keeps it."""
+    n = request.schedule.warmup_frozen
+    warm = Path(request.out).expanduser().resolve() / WARMUP_DIR
+    config = dict(prepared.config)
+    config["freeze_param"] = list(dict.fromkeys([*(config.get("freeze_param") or []), *prepared.frozen_body]))
+    # Its last epoch is what the next run continues from, not an average; names as the installed ESPnet has them.
+    warm_options = replace(options, max_epoch=n, keep_nbest=1, patience=None, saved_names=None)
+    finished = warm / "model.pth"
+    if request.training.resume and finished.is_file():
+        from espzoo.train.options import _normalize_source
+        from espzoo.utils.yaml_io import load_yaml
+
+        done = load_yaml((warm / "conf" / "train.yaml").read_text(encoding="utf-8"))
+        result = TrainResult(out=warm, model=finished, config=warm / "config.yaml", epochs=n, averaged="",
+                             normalize=_normalize_source(done, warm), history=[], seconds=0.0,
+                             seconds_to_first_step=None)
+    else:
+        result = run(config, vocabulary=prepared.plan.vocabulary, init_checkpoint=prepared.init_checkpoint,
+                     stats_file=stats_file, train=prepared.train, valid=prepared.valid, out=warm,
+                     options=warm_options, plan=None, provenance=provenance, on_epoch=on_epoch, on_stage=on_stage)
+    collected = warm / "stats" / "train" / "feats_stats.npz"
+    last = warm / "espnet" / f"{n}epoch.pth"
+    return result, last, str(collected) if collected.is_file() else stats_file
+
+
+def _shifted(on_epoch: Callable[[EpochReport], None] | None, by: int, total: int
+             ) -> Callable[[EpochReport], None] | None:
+    """The epochs of the run after the warm-up, numbered as epochs of the whole run."""
+    if on_epoch is None:
+        return None
+    return lambda report: on_epoch(replace(report, epoch=report.epoch + by, max_epoch=total))
 
 
 def prepare_finetune(
@@ -175,6 +259,8 @@ def _resolve(request: FinetuneRequest, stage: Callable[[str], None]) -> Source:
     created (resolving writes to the HF cache only)."""
     parse_vocab_spec(request.transfer.vocab)
     check_options(request.training)
+    check_schedule(request.schedule, request.training.max_epoch, lora=bool(request.transfer.lora))
+    check_augment(request.augment)
     stage("model")
     source = open_source(request.model)
     if source.adapter is not None:  # an adapter-only export continues as it is: --lora may not change it
@@ -227,10 +313,36 @@ def _prepare(
             in_standby(child, _continue_adapter, init_dir / "init.pth", source.adapter, adapters)
     # libyaml's safe loader where PyYAML has it: an OWSM config's 50k tokens load in 0.3 s instead of 2.6 s.
     config = load_yaml((init_dir / "config.yaml").read_text(encoding="utf-8"))
+    train, config, recipe = _augmented(request, train, config, out, rate)
+    body = tuple(frozen_body(plan)) if request.schedule.warmup_frozen else ()
+    lr_groups = None
+    if request.schedule.lr_decay != 1.0:
+        lr_groups = write_lr_groups(plan, request.schedule.lr_decay, init_dir)
+        config = lr_groups_config(config)
+    recipe["schedule"] = request.schedule.describe()
+    if body:
+        recipe["frozen_during_warmup"] = list(body)
     prompt = plan.language.prompt if plan.language is not None else None
     if prompt is not None:  # S2T: text with the prompt, text.prev and text.ctc, as its preprocessor reads
         train, valid = (write_training_data(d, config, prompt, out / "data" / f"{d.name}_s2t") for d in (train, valid))
-    return Prepared(source, train, valid, plan, init_dir / "init.pth", config, adapters)
+    return Prepared(source, train, valid, plan, init_dir / "init.pth", config, adapters, recipe, body, lr_groups)
+
+
+def _augmented(request: FinetuneRequest, train: Dataset, config: dict[str, Any], out: Path, rate: int
+               ) -> tuple[Dataset, dict[str, Any], dict[str, Any]]:
+    """--augment: the training set speed-perturbed (OUT/data/train_sp, as asr.sh names it), the config with
+    ESPnet's SpecAug and noise; and what was on, for the plan, provenance and the final message."""
+    augment = request.augment
+    recipe: dict[str, Any] = {"augment": augment.describe()}
+    if augment.speed:
+        before = train.num_utterances
+        train = speed_perturb(train, augment.speed, out / "data" / "train_sp", out / "data" / "audio")
+        recipe["speed_perturb"] = {"factors": list(augment.speed), "utterances": [before, train.num_utterances]}
+    noise = noise_list(augment.noise, out / "data" / "noise", rate) if augment.noise else None
+    config, notes = augment_config(config, augment, noise)
+    if notes:
+        recipe["notes"] = notes
+    return train, config, recipe
 
 
 def _plan_adapters(request: FinetuneRequest, plan: TransferPlan, source: Source, out: Path, resuming: bool) -> Any:
