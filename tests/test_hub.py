@@ -577,7 +577,8 @@ def test_killed_parallel_pull_resumes_each_part_on_the_next_pull(big_mirror: Mir
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     size = (big_root / BIG / BIG_CKPT).stat().st_size
     big_mirror.faults = Faults(rate=2_000_000)  # 4 parts at 2 MB/s each: time to kill it part way
-    code = f"from espzoo import hub; hub.PARALLEL_MIN = 1_000_000; hub.pull({BIG!r}, progress=False)"
+    code = (f"from espzoo.hub import download, session; session.PARALLEL_MIN = 1_000_000; "
+            f"download.pull({BIG!r}, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=client_env(big_mirror.url, home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = fetch.partial_path(home / "hub" / f"models--{BIG.replace('/', '--')}" / "blobs" / digest)
@@ -624,7 +625,8 @@ def test_parallel_pull_on_a_full_disk_is_one_sentence_and_leaves_no_partial(big_
         resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000))
 
     home = tmp_path / "hf"
-    code = (f"from espzoo import hub\nhub.PARALLEL_MIN = 1_000_000\ntry:\n    hub.pull({BIG!r}, progress=False)\n"
+    code = (f"from espzoo import errors\nfrom espzoo.hub import download, session\nsession.PARALLEL_MIN = 1_000_000\n"
+            f"try:\n    download.pull({BIG!r}, progress=False)\n"
             "except errors.HubDiskFullError as exc:\n    print(exc)\n    raise SystemExit(1)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=client_env(big_mirror.url, home), capture_output=True,
                           text=True, timeout=120, preexec_fn=limit_file_size)
@@ -637,7 +639,8 @@ def test_parallel_pulls_at_once_fetch_the_file_once(big_mirror: MirrorServer, bi
     home = tmp_path / "hf"
     digest = sha256_of(big_root / BIG / BIG_CKPT)
     size = (big_root / BIG / BIG_CKPT).stat().st_size
-    code = f"from espzoo import hub; hub.PARALLEL_MIN = 1_000_000; print(hub.pull({BIG!r}, progress=False).path)"
+    code = (f"from espzoo.hub import download, session; session.PARALLEL_MIN = 1_000_000; "
+            f"print(download.pull({BIG!r}, progress=False).path)")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=client_env(big_mirror.url, home),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=240) for p in procs]
