@@ -251,12 +251,17 @@ class DecodeOptions:
     jobs: int | None = None  # worker processes, each with its own model; None: cores, capped by memory
     batch_seconds: float = 120.0  # ctc-greedy: padded audio per encoder batch
     pad_guards: bool = True  # ctc-greedy: keep padding out of the STFT and conformer convolutions (see greedy_ctc)
+    # Long recordings (espzoo.longform): audio longer than this many seconds is cut at pauses into windows of at most
+    # this length, decoded window by window and stitched; None: longform.DEFAULT_MAX_SEGMENT. Shorter audio: as before.
+    max_segment: float | None = None
 
     def __post_init__(self) -> None:
         if self.decode not in DECODE_MODES:
             raise EvaluateError(f"decode mode {self.decode!r} is unknown; use one of {', '.join(DECODE_MODES)}.")
         if self.jobs is not None and self.jobs < 1:
             raise EvaluateError(f"jobs={self.jobs}: pass 1 or more worker processes.")
+        if self.max_segment is not None and not 1.0 <= self.max_segment <= MAX_DECODE_SECONDS:
+            raise EvaluateError(f"max_segment={self.max_segment:g} s: pass between 1 and {MAX_DECODE_SECONDS:g} s.")
 
 
 @dataclass
@@ -668,8 +673,7 @@ def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float |
         seconds = ((last if last is not None else info.frames) - first) / info.samplerate
         if seconds > MAX_DECODE_SECONDS:  # attention over the whole file: 2 h asked for 518 GB
             raise AudioError(f"{path} lasts {seconds:.0f} s, over the {MAX_DECODE_SECONDS:.0f} s espzoo decodes in "
-                             "one piece; cut it into shorter files first (e.g. ffmpeg -i IN -f segment "
-                             "-segment_time 30 OUT%03d.wav).")
+                             "one piece; transcribe/evaluate cut it at pauses (--max-segment).")
         wave, rate = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
         raise AudioError(f"cannot read audio {path} ({error}); check the path or convert it to WAV/FLAC.") from error
@@ -740,11 +744,11 @@ def decode(
     """
     if isinstance(utterances, (str, Path)) and _is_data_set(Path(utterances)):
         with prepared_utterances(utterances, recognizer.sample_rate) as items:
-            return _decode_here(recognizer, items, progress).hypotheses
+            return _decode(recognizer, recognizer.model, recognizer.options, items, progress).hypotheses
     if isinstance(utterances, (str, Path)):
         utterances = [utterances]
     items = [u if isinstance(u, Utterance) else Utterance(Path(u).stem, Path(u)) for u in utterances]
-    return _decode_here(recognizer, items, progress).hypotheses
+    return _decode(recognizer, recognizer.model, recognizer.options, items, progress).hypotheses
 
 
 @dataclass(frozen=True)
@@ -1302,6 +1306,15 @@ def _decode(
     A model already loaded decodes here unless more jobs are asked for explicitly: loading it again in
     each worker costs more than it saves on a few utterances.
     """
+    from espzoo.longform import expand  # long recordings: windows in, one transcript per input out (issue 23)
+
+    expansion = expand(items, options.max_segment)
+    return expansion.stitch(_decode_items(model, files, options, expansion.items, progress))
+
+
+def _decode_items(
+    model: object, files: ModelFiles, options: DecodeOptions, items: list[Utterance], progress: Progress | None
+) -> Decoded:
     if isinstance(model, Recognizer) and options.jobs is None:
         return _decode_here(model, items, progress)
     jobs = default_jobs(files, options, len(items))
