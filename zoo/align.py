@@ -92,12 +92,15 @@ def _model(recognizer: Recognizer) -> Any:
 
 def ctc_log_probs(recognizer: Recognizer, wave: np.ndarray) -> tuple[torch.Tensor, float]:
     """The CTC log-probabilities of `wave` (frames x vocabulary) and the seconds each frame covers."""
+    import warnings
+
     import torch
 
     model = _model(recognizer)
     speech = torch.as_tensor(wave, dtype=torch.float32)[None].to(recognizer.options.device)
     lengths = torch.tensor([len(wave)], dtype=torch.long, device=recognizer.options.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # ESPnet 202511's torch.cuda.amp.autocast
         encoded, _ = model.encode(speech, lengths)
         if isinstance(encoded, tuple):
             encoded = encoded[0]
