@@ -248,13 +248,23 @@ def transcribe(
 
         print_timed(model, files, options, format)
         return
-    with _progress("transcribing", quiet=json or len(files) < 2) as progress:
+    with _progress("transcribing", quiet=json or (len(files) < 2 and not _long(files))) as progress:
         texts = run_transcription(model, files, options=options, progress=progress)
     if json:
         print_json([{"path": str(f), "text": t} for f, t in zip(files, texts, strict=True)])
         return
     for path, text in zip(files, texts, strict=True):
         typer.echo(f"{path}\t{text}")
+
+
+def _long(files: list[Path]) -> bool:
+    """Audio over a minute in all (long-form decoding reports seconds of audio done; espzoo.longform)."""
+    from espzoo.longform import duration
+
+    try:
+        return sum(duration(f) for f in files) > 60.0
+    except Exception:  # noqa: BLE001 - a missing or unreadable file is named when it is decoded
+        return False
 
 
 class _progress:

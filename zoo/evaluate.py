@@ -1309,7 +1309,7 @@ def _decode(
     from espzoo.longform import expand  # long recordings: windows in, one transcript per input out (issue 23)
 
     expansion = expand(items, options.max_segment)
-    return expansion.stitch(_decode_items(model, files, options, expansion.items, progress))
+    return expansion.stitch(_decode_items(model, files, options, expansion.items, expansion.progress(progress)))
 
 
 def _decode_items(

@@ -206,6 +206,19 @@ class Expansion:
                 texts[piece.item].append(text.strip())
         return replace(decoded, hypotheses=[" ".join(t) for t in texts])
 
+    def progress(self, report: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
+        """`report` fed in whole seconds of audio instead of items when long files were cut (windows are of
+        similar length, so done windows / all windows stands for the share of the audio)."""
+        if report is None or not self.long:
+            return report
+        total = sum((p.end - p.start) for p in self.pieces if p.end > 0) + 0.0
+        seconds = int(round(total))
+
+        def in_seconds(done: int, count: int) -> None:
+            report(int(round(seconds * done / max(1, count))), seconds)
+
+        return in_seconds
+
     def windows_of(self, item: int) -> list[tuple[float, float]]:
         """The windows of input `item` ((0, 0) for an input decoded whole)."""
         return [(p.start, p.end) for p in self.pieces if p.item == item]
