@@ -66,7 +66,7 @@ def test_cuts_recover_the_clips(cut: tuple[CutReport, Path], long_set: tuple[Pat
     segments = (out / "segments").read_text().splitlines()
     assert len(segments) == 60 and (out / "dropped.txt").read_text() == ""
     spoken = sum(e - s for j in joined for s, e in zip(j.starts, j.ends, strict=True))
-    assert abs(report.seconds_kept - spoken) < 10
+    assert spoken - 5 < report.seconds_kept < spoken + 60 * 2 * 0.3  # the speech, with margins of up to 0.3 s
 
 
 def test_speech_the_transcript_lacks_is_dropped_and_listed(long_set: tuple[Path, list[Joined]],
