@@ -193,3 +193,14 @@ def test_cli_formats_and_bad_input(tmp_path: Path, joined: Joined) -> None:
         done = _espzoo(*args)
         assert done.returncode != 0 and said in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_windows_decode_in_worker_processes_as_here(joined: Joined) -> None:
+    from espzoo.evaluate import transcribe
+
+    short = clips("en", "test")[0][1]
+    options = DecodeOptions(decode="ctc-greedy")
+    here = transcribe(load_recognizer(DEMO, options), [short, joined.path, short])
+    in_workers = transcribe(DEMO, [short, joined.path, short], options=DecodeOptions(decode="ctc-greedy", jobs=2))
+    assert in_workers == here and len(here) == 3 and here[0] == here[2]
+    assert len(here[1].split()) > 5 * len(here[0].split())  # the long file's windows, stitched in order
