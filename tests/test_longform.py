@@ -204,3 +204,23 @@ def test_windows_decode_in_worker_processes_as_here(joined: Joined) -> None:
     in_workers = transcribe(DEMO, [short, joined.path, short], options=DecodeOptions(decode="ctc-greedy", jobs=2))
     assert in_workers == here and len(here) == 3 and here[0] == here[2]
     assert len(here[1].split()) > 5 * len(here[0].split())  # the long file's windows, stitched in order
+
+
+def test_vad_lanes_find_what_silero_finds_on_the_whole_file(joined: Joined, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    import espzoo.longform as longform
+
+    wave, rate = soundfile.read(str(joined.path), dtype="float32")
+    theirs = get_speech_timestamps(torch.from_numpy(wave), load_silero_vad(), sampling_rate=rate, return_seconds=True,
+                                   min_silence_duration_ms=300, speech_pad_ms=250)
+    one_lane = longform.speech_probabilities(joined.path)
+    monkeypatch.setattr(longform, "STREAM_CHUNKS", 100)  # 3.2 s lanes: 18 of them on this file, run as one batch
+    lanes = longform.speech_probabilities(joined.path)
+    assert len(lanes) == len(one_lane) == -(-len(wave) // 512)
+    assert np.mean((np.array(lanes) > 0.5) != (np.array(one_lane) > 0.5)) < 0.02
+    ours = speech_segments(joined.path)
+    assert len(ours) == len(theirs) == len(joined.starts)
+    for (start, end), found in zip(ours, theirs, strict=True):
+        assert abs(start - found["start"]) <= 0.15 and abs(end - found["end"]) <= 0.15

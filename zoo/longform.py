@@ -103,30 +103,60 @@ def _vad_model() -> Any:
     return _VAD["model"]
 
 
+# The detector is sequential (a state carried chunk to chunk) and costs ~2 ms a call on one CPU thread whatever the
+# batch (2.2 ms for 1 row, 4.7 ms for 32): the file is read STREAMS lanes at a time, each lane STREAM_CHUNKS chunks
+# (30.7 s) run as one batch row, started WARMUP_CHUNKS chunks (2 s) early so that its state has settled on the audio
+# before the chunks it reports (measured with a lane every 3.2 s: the speech/non-speech decision of 1.4% of chunks
+# differs from one pass over the whole file with 1 s of warm-up, 0.7% with 2 s, 0.4% with 4 s).
+# Memory: STREAMS lanes of audio (16 min at 16 kHz: 63 MB), whatever the file's length.
+STREAMS = 32
+STREAM_CHUNKS = 960
+WARMUP_CHUNKS = 64
+
+
 def speech_probabilities(path: Path, *, progress: Callable[[float], None] | None = None) -> list[float]:
-    """silero-vad's speech probability of each 32 ms chunk of `path`, computed block by block (state carried)."""
+    """silero-vad's speech probability of each 32 ms chunk of `path` (as its own loop over the whole file gives
+    them, up to the lanes' warm-up: see STREAMS), reading the file block by block."""
     import numpy as np
     import torch
 
     model = _vad_model()
-    model.reset_states()
+    group = STREAMS * STREAM_CHUNKS * VAD_CHUNK  # samples reported per batch
+    warm = WARMUP_CHUNKS * VAD_CHUNK
     probabilities: list[float] = []
-    carry = np.zeros(0, dtype=np.float32)
+    history = np.zeros(warm, dtype=np.float32)  # the audio just before the pending samples (silence at the start)
+    pending = np.zeros(0, dtype=np.float32)
     seconds = 0.0
+
+    def run(audio: np.ndarray) -> None:
+        nonlocal history, seconds
+        chunks = -(-len(audio) // VAD_CHUNK)
+        padded = np.zeros(chunks * VAD_CHUNK, dtype=np.float32)
+        padded[: len(audio)] = audio
+        lanes = -(-chunks // STREAM_CHUNKS)
+        with_history = np.concatenate([history, padded])
+        rows = np.zeros((lanes, (WARMUP_CHUNKS + STREAM_CHUNKS) * VAD_CHUNK), dtype=np.float32)
+        for lane in range(lanes):
+            piece = with_history[lane * STREAM_CHUNKS * VAD_CHUNK : (lane * STREAM_CHUNKS + WARMUP_CHUNKS
+                                                                    + STREAM_CHUNKS) * VAD_CHUNK]
+            rows[lane, : len(piece)] = piece
+        batch = torch.from_numpy(rows).view(lanes, -1, VAD_CHUNK)
+        model.reset_states()  # the state takes the batch size of the first call
+        out = torch.stack([model(batch[:, t], VAD_RATE)[:, 0] for t in range(batch.size(1))], dim=1)
+        probabilities.extend(out[:, WARMUP_CHUNKS:].reshape(-1)[:chunks].tolist())
+        history = with_history[-warm:]
+        seconds += len(audio) / VAD_RATE
+        if progress:
+            progress(seconds)
+
     with torch.inference_mode():
         for block in read_blocks(path, VAD_RATE):
-            block = np.concatenate([carry, block]) if len(carry) else block
-            whole = len(block) // VAD_CHUNK * VAD_CHUNK
-            chunks = torch.from_numpy(block[:whole]).view(-1, VAD_CHUNK)
-            probabilities.extend(float(model(chunk[None], VAD_RATE)) for chunk in chunks)
-            carry = block[whole:]
-            seconds += whole / VAD_RATE
-            if progress:
-                progress(seconds)
-        if len(carry):
-            chunk = torch.zeros(1, VAD_CHUNK)
-            chunk[0, : len(carry)] = torch.from_numpy(carry)
-            probabilities.append(float(model(chunk, VAD_RATE)))
+            pending = np.concatenate([pending, block])
+            while len(pending) >= group:
+                run(pending[:group])
+                pending = pending[group:]
+        if len(pending):
+            run(pending)
     return probabilities
 
 
