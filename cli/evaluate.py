@@ -58,6 +58,14 @@ DecodeModeOpt = Annotated[
     typer.Option("--decode", help="beam (ESPnet's beam search), ctc-greedy (batched, fast) or auto (ctc-greedy for "
                  "CTC-only models)."),
 ]
+MaxSegmentOpt = Annotated[
+    float | None,
+    typer.Option("--max-segment", min=1.0, max=300.0, help="Audio longer than this many seconds is cut at pauses "
+                 "(voice-activity detection) and decoded window by window (default 20)."),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="txt (path<TAB>text), json (segments and words with times), srt or vtt.")
+]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Drop unusable utterances instead of stopping.")]
 RowsOpt = Annotated[bool, typer.Option("--rows", help="Also show (or, with --json, include) every utterance.")]
 ModelsArg = Annotated[
@@ -103,6 +111,7 @@ def evaluate(
     force: ForceOpt = False,
     compare: CompareOpt = None,
     rows: RowsOpt = False,
+    max_segment: MaxSegmentOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Decode a data set and print WER and CER. Example: espzoo evaluate exp/bn_ft --data data/test"""
@@ -119,7 +128,8 @@ def evaluate(
         raise EvaluateError("--out-dir holds one evaluation; with two models, drop it (an experiment dir's results "
                             "go to OUT/eval/<data>).")
     options = DecodeOptions(
-        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang,
+        max_segment=max_segment,
     )
     if report is not None:
         check_report_dir(report, force=force)  # before decoding, which takes the time
@@ -222,6 +232,8 @@ def transcribe(
     jobs: JobsOpt = None,
     decode: DecodeModeOpt = "auto",
     lang: LangOpt = None,
+    max_segment: MaxSegmentOpt = None,
+    format: FormatOpt = "txt",
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
@@ -229,15 +241,31 @@ def transcribe(
     from espzoo.decode.runner import transcribe as run_transcription
 
     options = DecodeOptions(
-        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang
+        beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang,
+        max_segment=max_segment,
     )
-    with _progress("transcribing", quiet=json or len(files) < 2) as progress:
+    if format != "txt":  # times: decoded and aligned here (issue 23; espzoo.decode.align); --json stays path and text
+        from espzoo.cli.align import print_timed
+
+        print_timed(model, files, options, format)
+        return
+    with _progress("transcribing", quiet=json or (len(files) < 2 and not _long(files))) as progress:
         texts = run_transcription(model, files, options=options, progress=progress)
     if json:
         print_json([{"path": str(f), "text": t} for f, t in zip(files, texts, strict=True)])
         return
     for path, text in zip(files, texts, strict=True):
         typer.echo(f"{path}\t{text}")
+
+
+def _long(files: list[Path]) -> bool:
+    """Audio over a minute in all (long-form decoding reports seconds of audio done; espzoo.decode.longform)."""
+    from espzoo.decode.longform import duration
+
+    try:
+        return sum(duration(f) for f in files) > 60.0
+    except Exception:  # noqa: BLE001 - a missing or unreadable file is named when it is decoded
+        return False
 
 
 class _progress:

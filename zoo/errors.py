@@ -78,6 +78,14 @@ class EvaluateError(EspzooError, ValueError):
     """A model or audio that evaluate/transcribe cannot use."""
 
 
+class NoSpeechError(EvaluateError):
+    """A long recording in which the voice-activity detector finds no speech (espzoo.decode.longform)."""
+
+
+class AlignError(EvaluateError):
+    """A transcript that cannot be aligned to its recording (decode.align): empty, or longer than the audio allows."""
+
+
 class NormalizerError(EvaluateError):
     """A text normalizer espzoo does not know, or the whisper-normalizer package missing (espzoo.decode.scores)."""
 

@@ -39,6 +39,9 @@ class ModelFiles:
     provenance: Path | None = None
 
 
+# The longest audio decoded in one piece: the encoder's attention grows with the square of its length (300 s of a
+# 4-head conformer: about 1 GB a layer; 2 h: 518 GB). Longer recordings are cut at pauses (espzoo.decode.longform).
+MAX_DECODE_SECONDS = 300.0
 DECODE_MODES = ("auto", "beam", "ctc-greedy")
 
 
@@ -61,12 +64,18 @@ class DecodeOptions:
     jobs: int | None = None  # worker processes, each with its own model; None: cores, capped by memory
     batch_seconds: float = 120.0  # ctc-greedy: padded audio per encoder batch
     pad_guards: bool = True  # ctc-greedy: keep padding out of the STFT and conformer convolutions (see greedy_ctc)
+    # Long recordings (espzoo.decode.longform): audio longer than this many seconds is cut at pauses into windows of
+    # at most this length, decoded window by window and stitched; None: longform.DEFAULT_MAX_SEGMENT. Shorter
+    # audio: as before.
+    max_segment: float | None = None
 
     def __post_init__(self) -> None:
         if self.decode not in DECODE_MODES:
             raise EvaluateError(f"decode mode {self.decode!r} is unknown; use one of {', '.join(DECODE_MODES)}.")
         if self.jobs is not None and self.jobs < 1:
             raise EvaluateError(f"jobs={self.jobs}: pass 1 or more worker processes.")
+        if self.max_segment is not None and not 1.0 <= self.max_segment <= MAX_DECODE_SECONDS:
+            raise EvaluateError(f"max_segment={self.max_segment:g} s: pass between 1 and {MAX_DECODE_SECONDS:g} s.")
 
 
 @dataclass

@@ -17,18 +17,21 @@ if TYPE_CHECKING:
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from espzoo.decode.recognizer import DecodeOptions, ModelFiles, Recognizer, decode_mode, load_recognizer, locate_model
+from espzoo.decode.recognizer import (
+    MAX_DECODE_SECONDS,
+    DecodeOptions,
+    ModelFiles,
+    Recognizer,
+    decode_mode,
+    load_recognizer,
+    locate_model,
+)
 from espzoo.decode.scoring import _is_data_set
 from espzoo.errors import AudioError, AudioFileMissingError, DecodeWorkerError
 
 if TYPE_CHECKING:
 
     from espzoo.hub.session import Snapshot
-
-
-# The longest audio decoded in one piece: the encoder's attention grows with the square of its length (300 s of a
-# 4-head conformer: about 1 GB a layer; 2 h: 518 GB). Longer recordings are to be cut first.
-MAX_DECODE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,7 @@ def load_audio(path: Path, sample_rate: int, *, start: float = 0.0, end: float |
         seconds = ((last if last is not None else info.frames) - first) / info.samplerate
         if seconds > MAX_DECODE_SECONDS:  # attention over the whole file: 2 h asked for 518 GB
             raise AudioError(f"{path} lasts {seconds:.0f} s, over the {MAX_DECODE_SECONDS:.0f} s espzoo decodes in "
-                             "one piece; cut it into shorter files first (e.g. ffmpeg -i IN -f segment "
-                             "-segment_time 30 OUT%03d.wav).")
+                             "one piece; transcribe/evaluate cut it at pauses (--max-segment).")
         wave, rate = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
         raise AudioError(f"cannot read audio {path} ({error}); check the path or convert it to WAV/FLAC.") from error
@@ -120,11 +122,11 @@ def decode(
     """
     if isinstance(utterances, (str, Path)) and _is_data_set(Path(utterances)):
         with prepared_utterances(utterances, recognizer.sample_rate) as items:
-            return _decode_here(recognizer, items, progress).hypotheses
+            return _decode(recognizer, recognizer.model, recognizer.options, items, progress).hypotheses
     if isinstance(utterances, (str, Path)):
         utterances = [utterances]
     items = [u if isinstance(u, Utterance) else Utterance(Path(u).stem, Path(u)) for u in utterances]
-    return _decode_here(recognizer, items, progress).hypotheses
+    return _decode(recognizer, recognizer.model, recognizer.options, items, progress).hypotheses
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,15 @@ def _decode(
     A model already loaded decodes here unless more jobs are asked for explicitly: loading it again in
     each worker costs more than it saves on a few utterances.
     """
+    from espzoo.decode.longform import expand  # long recordings: windows in, one transcript per input out (issue 23)
+
+    expansion = expand(items, options.max_segment)
+    return expansion.stitch(_decode_items(model, files, options, expansion.items, expansion.progress(progress)))
+
+
+def _decode_items(
+    model: object, files: ModelFiles, options: DecodeOptions, items: list[Utterance], progress: Progress | None
+) -> Decoded:
     if isinstance(model, Recognizer) and options.jobs is None:
         return _decode_here(model, items, progress)
     jobs = default_jobs(files, options, len(items))

@@ -285,9 +285,15 @@ def _prepare(
     longest = MAX_SECONDS
     if task_of(source.config or {}).prompted:
         longest = min(longest, float(preprocessor_settings(source.config or {})["speech_length"]))
-    train = prepare(request.train, out / "data" / "train", sample_rate=rate, name="train", max_seconds=longest,
+    # Long recordings with one transcript each (issue 23): aligned by the pretrained model, cut into utterances.
+    from espzoo.train.longdata import cut_if_long
+
+    train_data, valid_data = (cut_if_long(model, data, out / "data" / f"{name}_long", max_seconds=longest,
+                                          note=note, child=Path(request.out).expanduser().resolve())
+                              for name, data in (("train", request.train), ("valid", request.valid)))
+    train = prepare(train_data, out / "data" / "train", sample_rate=rate, name="train", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
-    valid = prepare(request.valid, out / "data" / "valid", sample_rate=rate, name="valid", max_seconds=longest,
+    valid = prepare(valid_data, out / "data" / "valid", sample_rate=rate, name="valid", max_seconds=longest,
                     skip_bad=request.skip_bad, allow_pipes=request.allow_pipes, **columns)
     for dataset in (train, valid):
         if dataset.skipped_note():
