@@ -99,3 +99,8 @@ class MirrorError(EspzooError):
     def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.commit = status, code, message, commit
+
+
+class LanguageModelError(EspzooError, ValueError):
+    """A language model that cannot be trained or decoded with (espzoo.lm): no usable text, a vocabulary that is
+    not the model's, a weight out of range, an LM folder without its files."""

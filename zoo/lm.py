@@ -1,0 +1,548 @@
+"""Language models beside an ASR model: find them, check them, decode with them, train them with ESPnet's LM task.
+
+Where an LM lives (one `LanguageModel` whichever it is):
+
+* an experiment dir OUT: `OUT/lm/` (`config.yaml`, `model.pth`, `decode.yaml` with the chosen `lm_weight`), written
+  by `train_lm` (`espzoo lm train OUT --text TEXT`, or `finetune --lm-text`);
+* a Hub repo or an export: the files its `meta.yaml` names (`files.lm_file`, `yaml_files.lm_train_config`, as
+  ESPnet's packer writes them), with `decode.yaml` beside the config when espzoo exported it;
+* any folder passed as `--lm DIR`: one of the above, or a folder with an LM `config.yaml` and one `.pth`.
+
+Decoding fuses the LM the way ESPnet's recipes do: `Speech2Text(lm_train_config=..., lm_weight=W)`, ESPnet's own
+scorer in its beam search (CTC-only models too: CTC prefix scores plus the LM, no attention decoder). The LM's
+weights are loaded by espzoo with a weights-only load (hub checkpoints are untrusted), never by ESPnet's unpickler.
+
+Training is ESPnet's own LM task (`python -m espnet2.bin.lm_train`, its trainer, its config), on the ASR model's
+own tokens (its token list, its tokenizer: char, BPE, or a fine-tune's new vocabulary), so the LM scores exactly
+the tokens the decoder proposes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from espzoo._fs import replace_dir, write_text
+from espzoo.errors import LanguageModelError, TrainError
+
+LM_DIR = "lm"  # OUT/lm
+CONFIG_NAME = "config.yaml"
+MODEL_NAME = "model.pth"
+DECODE_NAME = "decode.yaml"  # {lm_weight: W}: the weight to decode with by default
+RECORD_NAME = "espzoo_lm.json"  # what train_lm did: text, lines, tokens, epochs, perplexity, init
+DEFAULT_WEIGHT = 0.3
+MAX_WEIGHT = 10.0
+ARCHITECTURES = ("lstm", "transformer")
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A token-level ESPnet LM: its training config (token list inline), its checkpoint, its default weight."""
+
+    config_path: Path
+    checkpoint: Path
+    config: dict[str, Any]  # token_list inlined
+    weight: float | None  # the shipped decode weight (decode.yaml), None: not said
+    source: str  # where it was found, for messages and --json
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.config.get("token_list") or [])
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.source, "config": str(self.config_path), "file": str(self.checkpoint),
+                "type": self.config.get("lm"), "vocab_size": len(self.tokens)}
+
+
+# --------------------------------------------------------------------------------------------------- finding
+
+
+def meta_lm_paths(meta: Any) -> tuple[str | None, str | None]:
+    """(lm_train_config, lm_file) as a parsed meta.yaml writes them (None where it names none)."""
+    if not isinstance(meta, Mapping):
+        return None, None
+    files = meta.get("files") if isinstance(meta.get("files"), Mapping) else {}
+    yaml_files = meta.get("yaml_files") if isinstance(meta.get("yaml_files"), Mapping) else {}
+    config, checkpoint = yaml_files.get("lm_train_config"), files.get("lm_file")
+    return (str(config) if config else None, str(checkpoint) if checkpoint else None)
+
+
+def model_lm(root: Path, kind: str) -> LanguageModel | None:
+    """The LM that comes with a model: OUT/lm for an experiment dir, else what the folder's meta.yaml names."""
+    root = Path(root)
+    if kind == "experiment":
+        folder = root / LM_DIR
+        return _lm_folder(folder) if (folder / CONFIG_NAME).is_file() else None
+    return _meta_lm(root)
+
+
+def open_lm(path: str | Path) -> LanguageModel:
+    """The LM in `path`: an LM folder (config.yaml and a .pth), an OUT with OUT/lm, or a repo/export folder whose
+    meta.yaml names one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LanguageModelError(f"--lm {path}: no such folder; pass an LM folder, an experiment dir with lm/, a "
+                                 "model folder whose meta.yaml names an LM, or `none`.")
+    if (path / LM_DIR / CONFIG_NAME).is_file():
+        return _lm_folder(path / LM_DIR)
+    meta = _meta_lm(path)
+    if meta is not None:
+        return meta
+    if (path / CONFIG_NAME).is_file():
+        return _lm_folder(path)
+    raise LanguageModelError(f"--lm {path} holds no language model (no config.yaml with a .pth, no lm/, no "
+                             "lm_file in meta.yaml); train one with `espzoo lm train`.")
+
+
+def _meta_lm(root: Path) -> LanguageModel | None:
+    from espzoo.repo import locate
+
+    meta_path = root / "meta.yaml"
+    if not meta_path.is_file():
+        return None
+    config, checkpoint = meta_lm_paths(_read_yaml(meta_path))
+    if not config or not checkpoint:
+        return None
+    present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()]
+    config_rel, checkpoint_rel = locate(config, present), locate(checkpoint, present)
+    if config_rel is None or checkpoint_rel is None:
+        missing = config if config_rel is None else checkpoint
+        raise LanguageModelError(f"{meta_path} names the LM file {missing}, which is not in {root}; pull the repo "
+                                 "again without --no-lm, or decode with --lm none.")
+    return _lm(root / config_rel, root / checkpoint_rel, root, source=str(root))
+
+
+def _lm_folder(folder: Path) -> LanguageModel:
+    config = folder / CONFIG_NAME
+    if (folder / MODEL_NAME).is_file():
+        checkpoint = folder / MODEL_NAME
+    else:
+        from espzoo.repo import best_checkpoint
+
+        found = best_checkpoint(sorted(p.name for p in folder.glob("*.pth")))
+        if found is None:
+            raise LanguageModelError(f"{folder} has an LM config but no checkpoint (.pth); train it again with "
+                                     "`espzoo lm train`.")
+        checkpoint = folder / found
+    return _lm(config, checkpoint, folder, source=str(folder))
+
+
+def _lm(config_path: Path, checkpoint: Path, root: Path, *, source: str) -> LanguageModel:
+    config = _read_yaml(config_path)
+    if not isinstance(config, dict) or "lm" not in config:
+        raise LanguageModelError(f"{config_path} is not an ESPnet LM training config (no `lm:` key); pass the "
+                                 "config ESPnet's lm_train wrote.")
+    tokens = config.get("token_list")
+    if isinstance(tokens, str):  # a path, relative to the repo root (ESPnet recipes) or to the config's folder
+        candidates = [root / tokens, config_path.parent / tokens, root / Path(tokens).name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise LanguageModelError(f"{config_path} names the token list {tokens}, which is not in {root}; pull the "
+                                     "repo's token list too.")
+        tokens = [line.strip() for line in found.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not isinstance(tokens, list) or not tokens:
+        raise LanguageModelError(f"{config_path} has no token_list; pass the config ESPnet's lm_train wrote.")
+    config = dict(config, token_list=[str(t) for t in tokens])
+    return LanguageModel(config_path, checkpoint, config, _decode_weight(config_path.parent, root), source)
+
+
+def _decode_weight(folder: Path, root: Path) -> float | None:
+    """decode.yaml beside the LM config (espzoo's), else a recipe decode config in the repo (conf/decode*.yaml)."""
+    candidates = [folder / DECODE_NAME, *sorted(root.glob("conf/decode*.yaml")), *sorted(root.glob("decode*.yaml"))]
+    for path in candidates:
+        data = _read_yaml(path) if path.is_file() else None
+        if isinstance(data, Mapping) and isinstance(data.get("lm_weight"), (int, float)):
+            return float(data["lm_weight"])
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- decoding
+
+
+def parse_weights(text: str | float | Sequence[float]) -> tuple[float, ...]:
+    """`0.3` or `0,0.1,0.3,0.5` (a sweep) as weights; each must be a number from 0 to MAX_WEIGHT."""
+    items = [text] if isinstance(text, (int, float)) else (text.split(",") if isinstance(text, str) else list(text))
+    weights = []
+    for item in items:
+        try:
+            value = float(str(item).strip())
+        except ValueError:
+            raise LanguageModelError(f"--lm-weight {item!r} is not a number; pass one like 0.3, or a list like "
+                                     "0,0.1,0.3,0.5.") from None
+        check_weight(value)
+        weights.append(value)
+    if not weights:
+        raise LanguageModelError("--lm-weight is empty; pass one like 0.3, or a list like 0,0.1,0.3,0.5.")
+    return tuple(weights)
+
+
+def check_weight(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_WEIGHT):
+        raise LanguageModelError(f"--lm-weight {value:g} is out of range; pass a weight from 0 to {MAX_WEIGHT:g} "
+                                 f"(0 turns the LM off, {DEFAULT_WEIGHT:g} is the usual start).")
+    return value
+
+
+def decode_lm(root: Path, kind: str, choice: str | None) -> LanguageModel | None:
+    """The LM to decode with: `choice` None or "auto" is the model's own (None when it has none), "none" none,
+    anything else a folder (open_lm)."""
+    if choice is not None and choice.strip().lower() == "none":
+        return None
+    if choice is None or choice.strip().lower() == "auto":
+        return model_lm(root, kind)
+    return open_lm(choice)
+
+
+def check_vocabulary(lm: LanguageModel, tokens: Sequence[str], model: str) -> None:
+    """Refuse an LM whose tokens are not the model's: fusing it would score other tokens than those proposed."""
+    lm_tokens = lm.tokens
+    if len(lm_tokens) != len(tokens):
+        raise LanguageModelError(
+            f"The LM {lm.source} has a vocabulary of {len(lm_tokens)} tokens but the model {model} has "
+            f"{len(tokens)}; train an LM on the model's own tokens with `espzoo lm train {model} --text TEXT`.")
+    differ = sum(a != b for a, b in zip(lm_tokens, tokens))
+    if differ:
+        raise LanguageModelError(
+            f"The LM {lm.source} has {len(lm_tokens)} tokens like the model {model}, but {differ} of them differ; "
+            f"train an LM on the model's own tokens with `espzoo lm train {model} --text TEXT`.")
+
+
+def weight_in_use(lm: LanguageModel | None, option: float | None) -> float:
+    """The option, else the LM's shipped decode weight, else DEFAULT_WEIGHT (0 without an LM)."""
+    if lm is None:
+        return 0.0
+    if option is not None:
+        return check_weight(option)
+    return lm.weight if lm.weight is not None else DEFAULT_WEIGHT
+
+
+def write_config(lm: LanguageModel, folder: Path) -> Path:
+    """The LM config with its token list inline, for Speech2Text(lm_train_config=...) to build the LM from."""
+    path = folder / "lm_config.yaml"
+    path.write_text(yaml.safe_dump(dict(lm.config, bpemodel=None), allow_unicode=True, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+def load_into(speech2text: Any, lm: LanguageModel) -> None:
+    """Load the LM's weights (weights-only) into the scorer Speech2Text built from its config."""
+    from espzoo.bundle import load_state_dict
+
+    scorer = speech2text.beam_search.full_scorers.get("lm") if speech2text.beam_search is not None else None
+    if scorer is None:
+        raise LanguageModelError(f"ESPnet's beam search built no LM scorer for {lm.source}; decode with --lm none.")
+    state = load_state_dict(lm.checkpoint)  # refuses a pickle that would run code
+    inner = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")} or state
+    missing, unexpected = scorer.load_state_dict(inner, strict=False)
+    if missing or unexpected:
+        names = ", ".join((list(missing) + list(unexpected))[:4])
+        raise LanguageModelError(f"The LM checkpoint {lm.checkpoint} does not fit its config {lm.config_path} "
+                                 f"({names}); pass the checkpoint trained with that config.")
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class LMTrainOptions:
+    """A small LM for CPUs: one LSTM layer of 256 units, or a 2-layer transformer (d=128), a few epochs."""
+
+    arch: str = "lstm"
+    layers: int | None = None  # None: 1 for lstm, 2 for transformer
+    units: int = 256
+    max_epoch: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
+    dropout: float = 0.1
+    seed: int = 0
+    valid_share: float = 0.1  # held out of TEXT for ESPnet's validation (and the best-epoch choice)
+    valid_text: str | None = None  # a separate validation text instead
+    text_column: str | None = None
+    init: str = "auto"  # auto: the model's own LM when its tokens are the model's; none: from scratch; or a DIR
+    weight: float | None = None  # decode weight written into decode.yaml (default DEFAULT_WEIGHT)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise LanguageModelError(f"LM architecture {self.arch!r} is unknown; use one of {', '.join(ARCHITECTURES)}.")
+        if self.max_epoch < 1 or self.batch_size < 1 or self.units < 1 or (self.layers is not None and self.layers < 1):
+            raise LanguageModelError("--epochs, --batch-size, --units and --layers take 1 or more.")
+        if not 0.0 < self.valid_share < 1.0:
+            raise LanguageModelError(f"valid share {self.valid_share} must lie between 0 and 1 (0.1 holds out 10%).")
+        if self.weight is not None:
+            check_weight(self.weight)
+
+
+@dataclass(frozen=True)
+class LMTrainResult:
+    path: Path  # the LM folder written
+    lines: int  # training lines used
+    tokens: int  # tokens in them
+    dropped: int  # lines with no token of the model's vocabulary
+    epochs: int
+    perplexity: float | None  # the best epoch's validation perplexity
+    init: str | None  # the LM fine-tuned from, None: from scratch
+    weight: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "path": str(self.path)}
+
+
+def train_lm(model: str | Path, text: str | Path, out: str | Path | None = None,
+             options: LMTrainOptions | None = None) -> LMTrainResult:
+    """Train a token-level LM on the model's own tokens with ESPnet's LM task; write it to `out` (default: OUT/lm
+    when `model` is an experiment dir). The folder is replaced whole once training succeeded."""
+    import time
+
+    from espzoo.evaluate import locate_model
+    from espzoo.vocab import read_texts
+
+    options = options or LMTrainOptions()
+    started = time.monotonic()
+    files = locate_model(model)
+    if files.kind not in ("experiment", "hub"):
+        raise LanguageModelError(f"{model} is an adapter; export it merged (espzoo export --merge) and train the LM "
+                                 "for that.")
+    if out is None:
+        if files.kind != "experiment":
+            raise LanguageModelError(f"{model} is not an experiment dir; pass --out DIR for the LM folder.")
+        out = files.root / LM_DIR
+    out = Path(out).resolve()
+    config = files.config
+    tokens = _tokens_of(config)
+    texts = read_texts(Path(text), options.text_column)
+    ids, dropped = tokenize_for(texts, config, tokens)
+    if not ids:
+        raise LanguageModelError(f"{text} has no tokens of the model's vocabulary ({len(tokens)} "
+                                 f"{config.get('token_type', '')} tokens); give text in the model's language "
+                                 "and script.")
+    if options.valid_text:
+        valid_ids, _ = tokenize_for(read_texts(Path(options.valid_text), options.text_column), config, tokens)
+        train_ids = ids
+    else:
+        every = max(2, round(1 / options.valid_share))
+        valid_ids = [row for i, row in enumerate(ids) if i % every == every - 1] or ids[-1:]
+        train_ids = [row for i, row in enumerate(ids) if i % every != every - 1] or ids
+    if not valid_ids:
+        raise LanguageModelError(f"{options.valid_text} has no tokens of the model's vocabulary; give text in the "
+                                 "model's language and script.")
+    init = _init_lm(files.root, files.kind, files.source, tokens, options.init)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".lm-train-", dir=out.parent))
+    try:
+        lm_config = _train_config(config, tokens, options, init, work, train_ids, valid_ids, texts_raw=texts)
+        log = work / "train.log"
+        _run_lm_train(work / "train_config.yaml", lm_config, log)
+        best = work / "espnet" / "valid.loss.best.pth"
+        if not best.exists():
+            raise TrainError(f"ESPnet's lm_train saved no best checkpoint; see its log {log}.")
+        result_dir = work / "result"
+        result_dir.mkdir()
+        from espzoo.bundle import load_state_dict
+
+        import torch
+
+        torch.save(load_state_dict(best.resolve()), result_dir / MODEL_NAME)  # plain tensors, no training state
+        saved = _read_yaml(work / "espnet" / "config.yaml")
+        saved = _portable_config(saved if isinstance(saved, dict) else lm_config)
+        if config.get("bpemodel") and Path(str(config["bpemodel"])).is_file():
+            shutil.copyfile(str(config["bpemodel"]), result_dir / "bpe.model")
+            saved["bpemodel"] = "bpe.model"
+        write_text(result_dir / CONFIG_NAME, yaml.safe_dump(saved, allow_unicode=True, sort_keys=False))
+        weight = options.weight if options.weight is not None else DEFAULT_WEIGHT
+        write_text(result_dir / DECODE_NAME, yaml.safe_dump({"lm_weight": weight}))
+        shutil.copyfile(log, result_dir / "train.log")
+        epochs, perplexity = _log_summary(log)
+        result = LMTrainResult(result_dir, len(train_ids), sum(len(r) for r in train_ids), dropped, epochs,
+                               perplexity, init.source if init else None, weight, 0.0)
+        write_text(result_dir / RECORD_NAME, json.dumps(
+            {**result.to_dict(), "text": str(text), "path": None, "seconds": None}, indent=2, ensure_ascii=False))
+        replace_dir(result_dir, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return LMTrainResult(out, result.lines, result.tokens, dropped, epochs, perplexity, result.init, weight,
+                         time.monotonic() - started)
+
+
+def set_weight(model_or_lm: str | Path, weight: float) -> Path:
+    """Write `weight` as the default decode weight of OUT/lm (or of an LM folder); returns the decode.yaml."""
+    check_weight(weight)
+    path = Path(model_or_lm)
+    folder = path / LM_DIR if (path / LM_DIR / CONFIG_NAME).is_file() else path
+    if not (folder / CONFIG_NAME).is_file():
+        raise LanguageModelError(f"{path} holds no LM (no lm/config.yaml); train one with `espzoo lm train`.")
+    return write_text(folder / DECODE_NAME, yaml.safe_dump({"lm_weight": float(weight)}))
+
+
+def _tokens_of(config: Mapping[str, Any]) -> list[str]:
+    tokens = config.get("token_list")
+    if isinstance(tokens, str):
+        tokens = [line.strip() for line in Path(tokens).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [str(t) for t in tokens or []]
+
+
+def tokenize_for(texts: Sequence[str], config: Mapping[str, Any], tokens: Sequence[str]) -> tuple[list[list[int]], int]:
+    """Each text as the model's token ids (ESPnet's tokenizer and cleaner, as its preprocessor does), with `<unk>`
+    left out of the count of usable tokens; lines with none are dropped (their count is returned)."""
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.cleaner import TextCleaner
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    bpemodel = config.get("bpemodel")
+    tokenizer = build_tokenizer(token_type=str(config.get("token_type") or "char"),
+                                bpemodel=str(bpemodel) if bpemodel else None,
+                                non_linguistic_symbols=config.get("non_linguistic_symbols"),
+                                g2p_type=config.get("g2p"))
+    cleaner = TextCleaner(config.get("cleaner"))
+    unk = "<unk>" if "<unk>" in tokens else str(tokens[1] if len(tokens) > 1 else tokens[0])
+    converter = TokenIDConverter(list(tokens), unk_symbol=unk)
+    unk_id = converter.tokens2ids([unk])[0]
+    rows, dropped = [], 0
+    for text in texts:
+        ids = converter.tokens2ids(tokenizer.text2tokens(cleaner(text.strip())))
+        if any(i != unk_id for i in ids):
+            rows.append(ids)
+        else:
+            dropped += 1
+    return rows, dropped
+
+
+def _init_lm(root: Path, kind: str, source: str, tokens: Sequence[str], choice: str) -> LanguageModel | None:
+    choice = (choice or "auto").strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "auto":
+        lm = model_lm(root, kind)
+        if lm is None or lm.tokens != list(tokens):
+            return None  # nothing to start from, or another vocabulary (a fine-tune's new tokens): from scratch
+        return lm
+    lm = open_lm(choice)
+    check_vocabulary(lm, tokens, source)
+    return lm
+
+
+def _train_config(config: Mapping[str, Any], tokens: list[str], options: LMTrainOptions, init: LanguageModel | None,
+                  work: Path, train_ids: list[list[int]], valid_ids: list[list[int]], *, texts_raw: Sequence[str]
+                  ) -> dict[str, Any]:
+    """ESPnet's lm_train config: the model's tokens and tokenizer, our data files and shapes, a small LM."""
+    data = {}
+    for name, rows in (("train", train_ids), ("valid", valid_ids)):
+        folder = work / "data" / name
+        folder.mkdir(parents=True)
+        # The text ESPnet's preprocessor tokenizes: the model's tokens joined back, so what it reads is exactly
+        # what was counted here (ESPnet's tokenizers round-trip their own tokens' text).
+        keys = [f"{name}_{i:06d}" for i in range(len(rows))]
+        (folder / "text").write_text("".join(f"{k} {_ids_text(r, tokens, config)}\n" for k, r in zip(keys, rows)),
+                                     encoding="utf-8")
+        (folder / "shape").write_text("".join(f"{k} {len(r) + 1}\n" for k, r in zip(keys, rows)), encoding="utf-8")
+        data[name] = folder
+    if init is not None:  # fine-tune: the LM's own architecture, its weights (checked, plain tensors) as init
+        from espzoo.bundle import load_state_dict
+
+        import torch
+
+        clean = work / "init_lm.pth"
+        torch.save(load_state_dict(init.checkpoint), clean)
+        lm, lm_conf, init_param = init.config["lm"], init.config.get("lm_conf") or {}, [str(clean)]
+    elif options.arch == "lstm":
+        lm, init_param = "seq_rnn", []
+        lm_conf = {"unit": options.units, "nlayers": options.layers or 1, "rnn_type": "lstm",
+                   "dropout_rate": options.dropout}
+    else:
+        lm, init_param = "transformer", []
+        lm_conf = {"pos_enc": None, "embed_unit": 128, "att_unit": 128, "head": 2, "unit": options.units,
+                   "layer": options.layers or 2, "dropout_rate": options.dropout}
+    bpemodel = config.get("bpemodel")
+    return {
+        "lm": lm, "lm_conf": lm_conf, "init_param": init_param,
+        "token_list": list(tokens), "token_type": str(config.get("token_type") or "char"),
+        "bpemodel": str(bpemodel) if bpemodel else None,
+        "non_linguistic_symbols": config.get("non_linguistic_symbols"), "cleaner": config.get("cleaner"),
+        "g2p": config.get("g2p"),
+        "train_data_path_and_name_and_type": [[str(data["train"] / "text"), "text", "text"]],
+        "valid_data_path_and_name_and_type": [[str(data["valid"] / "text"), "text", "text"]],
+        "train_shape_file": [str(data["train"] / "shape")], "valid_shape_file": [str(data["valid"] / "shape")],
+        "output_dir": str(work / "espnet"), "ngpu": 0, "seed": options.seed, "num_workers": 0,
+        "max_epoch": options.max_epoch, "batch_type": "folded", "batch_size": options.batch_size,
+        "optim": "adam", "optim_conf": {"lr": options.lr}, "scheduler": None,
+        "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1,
+        "use_tensorboard": False, "use_matplotlib": False, "log_interval": 50, "patience": None,
+    }
+
+
+def _ids_text(ids: list[int], tokens: Sequence[str], config: Mapping[str, Any]) -> str:
+    token_type = str(config.get("token_type") or "char")
+    pieces = [tokens[i] for i in ids]
+    if token_type == "char":
+        return "".join(" " if p == "<space>" else p for p in pieces)
+    if token_type == "bpe":
+        return "".join(pieces).replace("\u2581", " ").strip()
+    return " ".join(pieces)
+
+
+def _run_lm_train(conf_path: Path, lm_config: dict[str, Any], log: Path) -> None:
+    """`python -m espnet2.bin.lm_train --config CONF` as a child process, its output in `log`."""
+    from espzoo._espnet import espnet_env
+
+    write_text(conf_path, yaml.safe_dump(lm_config, allow_unicode=True, sort_keys=False))
+    env = espnet_env()
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS") or str(max(1, min(4, os.cpu_count() or 1)))
+    with log.open("wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "espnet2.bin.lm_train", "--config", str(conf_path)],
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+    if code != 0:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:])
+        raise TrainError(f"ESPnet's lm_train failed (exit {code}). Its last lines:\n{tail}")
+
+
+def _log_summary(log: Path) -> tuple[int, float | None]:
+    from espzoo.trainer import parse_results_line
+
+    epochs, best = 0, None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        parsed = parse_results_line(line)
+        if parsed is None:
+            continue
+        epoch, results = parsed
+        epochs = max(epochs, epoch)
+        ppl = (results.get("valid") or {}).get("ppl")
+        if isinstance(ppl, (int, float)) and (best is None or ppl < best):
+            best = float(ppl)
+    return epochs, best
+
+
+def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The saved LM config without this run's temporary paths (they mean nothing once the LM is moved)."""
+    config = dict(config)
+    for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type", "train_shape_file",
+                "valid_shape_file", "init_param"):
+        config[key] = []
+    config["output_dir"] = "."
+    config["bpemodel"] = None
+    return config
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise LanguageModelError(f"{path} cannot be read as YAML ({err}); replace it with the file ESPnet wrote.")\
+            from None
