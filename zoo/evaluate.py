@@ -251,8 +251,15 @@ class DecodeOptions:
     jobs: int | None = None  # worker processes, each with its own model; None: cores, capped by memory
     batch_seconds: float = 120.0  # ctc-greedy: padded audio per encoder batch
     pad_guards: bool = True  # ctc-greedy: keep padding out of the STFT and conformer convolutions (see greedy_ctc)
+    # Language model (espzoo.lm): None/"auto" the model's own when it has one, "none" none, else a folder.
+    lm: str | None = None
+    lm_weight: float | None = None  # None: the LM's shipped decode weight, else espzoo.lm.DEFAULT_WEIGHT
 
     def __post_init__(self) -> None:
+        if self.lm_weight is not None:
+            from espzoo.lm import check_weight
+
+            check_weight(self.lm_weight)
         if self.decode not in DECODE_MODES:
             raise EvaluateError(f"decode mode {self.decode!r} is unknown; use one of {', '.join(DECODE_MODES)}.")
         if self.jobs is not None and self.jobs < 1:
@@ -268,11 +275,12 @@ class Recognizer:
     model: ModelFiles
     options: DecodeOptions
     ctc_weight: float  # the one in use: the option, else the model's
+    lm: dict[str, Any] | None = None  # espzoo.lm: the LM fused in the beam search ({path, ..., weight}), None: none
 
     @property
     def mode(self) -> str:
         """The decoding in use: "beam" or "ctc-greedy" (see DecodeOptions.decode)."""
-        return decode_mode(self.model.config, self.options)
+        return "beam" if self.lm is not None else decode_mode(self.model.config, self.options)
 
     def __call__(self, wave: np.ndarray) -> str:
         if self.mode == "ctc-greedy":
@@ -510,6 +518,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     from espzoo._upstreams import offline_upstreams, upstreams_in
     from espzoo.bundle import load_state_dict
 
+    lm = _decode_lm(files, options)  # espzoo.lm hook: the LM to fuse, checked against the model's tokens
     state = load_state_dict(files.checkpoint)  # weights_only: refuses a pickle that would run code
     reference = {key: tuple(value.shape) for key, value in state.items()}
     with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet(), offline_upstreams(
@@ -528,10 +537,55 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             minlenratio=options.minlenratio,
             penalty=options.penalty,
             nbest=1,
+            **(_lm_arguments(lm, Path(tmp)) if lm else {}),
         )
     _load_weights(speech2text.asr_model, files, state)
     speech2text.asr_model.to(options.device).eval()
-    return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
+    if lm:
+        from espzoo.lm import load_into
+
+        load_into(speech2text, lm[0])  # weights-only, never ESPnet's unpickler
+    return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight,
+                      lm=dict(lm[0].describe(), weight=lm[1]) if lm else None)
+
+
+# --- language model hook (espzoo.lm) -------------------------------------------------------------------------
+
+
+def _decode_lm(files: ModelFiles, options: DecodeOptions) -> tuple[Any, float] | None:
+    """(LanguageModel, weight) to fuse, or None: no LM, `--lm none`, a weight of 0, an S2T model, or ctc-greedy
+    asked for by name (it has no search to fuse an LM in)."""
+    from espzoo.lm import check_vocabulary, decode_lm, weight_in_use
+
+    if files.kind == "adapter" or config_task(files.config) != "asr":
+        if options.lm not in (None, "auto", "none"):
+            raise EvaluateError(f"--lm applies to ASR models; {files.source} is not one (drop --lm).")
+        return None
+    lm = decode_lm(files.root, files.kind, options.lm)
+    if lm is None:
+        return None
+    if options.decode == "ctc-greedy":
+        if options.lm in (None, "auto"):
+            return None  # greedy asked for by name: the model's own LM stays out, as before
+        raise EvaluateError("--decode ctc-greedy has no search to fuse an LM in; drop --decode or pass --lm none.")
+    weight = weight_in_use(lm, options.lm_weight)
+    if weight == 0.0:
+        return None
+    check_vocabulary(lm, list(files.config.get("token_list") or []), files.source)
+    return lm, weight
+
+
+def lm_in_use(files: ModelFiles, options: DecodeOptions) -> dict[str, Any] | None:
+    """What `--json` says about the LM a decode with these options uses ({path, config, file, type, vocab_size,
+    weight}), or None."""
+    found = _decode_lm(files, options)
+    return dict(found[0].describe(), weight=found[1]) if found else None
+
+
+def _lm_arguments(lm: tuple[Any, float], folder: Path) -> dict[str, Any]:
+    from espzoo.lm import write_config
+
+    return {"lm_train_config": str(write_config(lm[0], folder)), "lm_file": None, "lm_weight": lm[1]}
 
 
 def _s2t_recognizer(files: ModelFiles, options: DecodeOptions) -> Recognizer:
@@ -884,7 +938,7 @@ def _decode_in_workers(
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     worker_options = replace(options, jobs=1, threads=options.threads or max(1, cores // jobs))
-    mode = decode_mode(files.config, options)
+    mode = "beam" if lm_in_use(files, options) else decode_mode(files.config, options)  # espzoo.lm hook
     units = _units(items, files.sample_rate, mode, options.batch_seconds)
     started = time.perf_counter()
     merged = _Merge(len(items), progress)
@@ -1009,6 +1063,7 @@ class EvalReport:
     resampled: str = "utterances"  # what the bootstrap drew: "utterances" or "speakers"
     experiment: Path | None = None  # the model's OUT, when it is one (its training curves go in the HTML report)
     baseline: dict[str, Any] | None = None  # a comparison with another model on the same data (Comparison.to_dict)
+    lm: dict[str, Any] | None = None  # the LM fused in the search (espzoo.lm: path, type, vocab_size, weight)
 
     @property
     def utterances(self) -> int:
@@ -1042,6 +1097,9 @@ class EvalReport:
         }
         if self.prompt:
             data["prompt"] = self.prompt
+        if self.lm:  # only with an LM: a decode without one reports exactly what it did before
+            data["lm"] = self.lm
+            data["lm_weight"] = self.lm.get("weight")
         if self.baseline:
             data["baseline"] = self.baseline
         data["per_utterance"] = [
@@ -1140,6 +1198,7 @@ def evaluate(
         jobs=decoded.jobs,
         prompt=[prompt.lang, prompt.task] if prompt else None,
         experiment=files.root if files.kind == "experiment" else None,
+        lm=model.lm if isinstance(model, Recognizer) else lm_in_use(files, options),
         **scores,
     )
     if report.out_dir:
@@ -1273,7 +1332,7 @@ def load_result(path: str | Path) -> EvalReport:
         ) if normalized else None,
         ci95=_intervals95([(r.word, r.char) for r in rows], groups),
         resampled="speakers" if groups else "utterances",
-        baseline=data.get("baseline"),
+        baseline=data.get("baseline"), lm=data.get("lm"),
     )
 
 

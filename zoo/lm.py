@@ -474,7 +474,7 @@ def _train_config(config: Mapping[str, Any], tokens: list[str], options: LMTrain
         "valid_data_path_and_name_and_type": [[str(data["valid"] / "text"), "text", "text"]],
         "train_shape_file": [str(data["train"] / "shape")], "valid_shape_file": [str(data["valid"] / "shape")],
         "output_dir": str(work / "espnet"), "ngpu": 0, "seed": options.seed, "num_workers": 0,
-        "max_epoch": options.max_epoch, "batch_type": "folded", "batch_size": options.batch_size,
+        "max_epoch": options.max_epoch, "batch_type": "folded", "batch_size": options.batch_size, "fold_length": [150],
         "optim": "adam", "optim_conf": {"lr": options.lr}, "scheduler": None,
         "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1,
         "use_tensorboard": False, "use_matplotlib": False, "log_interval": 50, "patience": None,
@@ -523,9 +523,9 @@ def _log_summary(log: Path) -> tuple[int, float | None]:
             continue
         epoch, results = parsed
         epochs = max(epochs, epoch)
-        ppl = (results.get("valid") or {}).get("ppl")
-        if isinstance(ppl, (int, float)) and (best is None or ppl < best):
-            best = float(ppl)
+        loss = (results.get("valid") or {}).get("loss")  # nats per token: the perplexity is exp(loss)
+        if isinstance(loss, (int, float)) and (best is None or math.exp(loss) < best):
+            best = math.exp(loss)
     return epochs, best
 
 
