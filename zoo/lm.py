@@ -187,6 +187,35 @@ def parse_weights(text: str | float | Sequence[float]) -> tuple[float, ...]:
     return tuple(weights)
 
 
+def single_weight(text: str | None) -> float | None:
+    """One --lm-weight (transcribe): None when not given."""
+    if text is None:
+        return None
+    weights = parse_weights(text)
+    if len(weights) > 1:
+        raise LanguageModelError(f"--lm-weight {text} names {len(weights)} weights; transcribe takes one (sweep "
+                                 "weights with evaluate).")
+    return weights[0]
+
+
+def sweep(model: str | Path, data: str | Path, weights: Sequence[float], *, options: Any = None,
+          out_dir: str | Path | None = None, **evaluate_args: Any) -> list[Any]:
+    """Evaluate `model` on `data` once per LM weight (0: without the LM), in order; returns the EvalReports.
+    Each result goes to `out_dir/lm_weight_W/` when `out_dir` is given, else nowhere (OUT/eval stays as it was)."""
+    from dataclasses import replace
+
+    from espzoo.evaluate import DecodeOptions, evaluate
+
+    options = options or DecodeOptions()
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="espzoo-sweep-") as scratch:
+        for weight in weights:
+            check_weight(weight)
+            where = Path(out_dir or scratch) / f"lm_weight_{weight:g}"
+            reports.append(evaluate(model, data, where, options=replace(options, lm_weight=weight), **evaluate_args))
+    return reports
+
+
 def check_weight(value: float) -> float:
     if not (math.isfinite(value) and 0.0 <= value <= MAX_WEIGHT):
         raise LanguageModelError(f"--lm-weight {value:g} is out of range; pass a weight from 0 to {MAX_WEIGHT:g} "
@@ -211,7 +240,7 @@ def check_vocabulary(lm: LanguageModel, tokens: Sequence[str], model: str) -> No
         raise LanguageModelError(
             f"The LM {lm.source} has a vocabulary of {len(lm_tokens)} tokens but the model {model} has "
             f"{len(tokens)}; train an LM on the model's own tokens with `espzoo lm train {model} --text TEXT`.")
-    differ = sum(a != b for a, b in zip(lm_tokens, tokens))
+    differ = sum(a != b for a, b in zip(lm_tokens, tokens, strict=True))
     if differ:
         raise LanguageModelError(
             f"The LM {lm.source} has {len(lm_tokens)} tokens like the model {model}, but {differ} of them differ; "
@@ -230,7 +259,11 @@ def weight_in_use(lm: LanguageModel | None, option: float | None) -> float:
 def write_config(lm: LanguageModel, folder: Path) -> Path:
     """The LM config with its token list inline, for Speech2Text(lm_train_config=...) to build the LM from."""
     path = folder / "lm_config.yaml"
-    path.write_text(yaml.safe_dump(dict(lm.config, bpemodel=None), allow_unicode=True, sort_keys=False),
+    lm_conf = dict(lm.config.get("lm_conf") or {})
+    if "dropout_rate" in lm_conf:  # no dropout when decoding (and no torch warning about a 1-layer LSTM's)
+        lm_conf["dropout_rate"] = 0.0
+    config = dict(lm.config, bpemodel=None, lm_conf=lm_conf)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
                     encoding="utf-8")
     return path
 
@@ -274,7 +307,8 @@ class LMTrainOptions:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise LanguageModelError(f"LM architecture {self.arch!r} is unknown; use one of {', '.join(ARCHITECTURES)}.")
+            raise LanguageModelError(f"LM architecture {self.arch!r} is unknown; use one of "
+                                     f"{', '.join(ARCHITECTURES)}.")
         if self.max_epoch < 1 or self.batch_size < 1 or self.units < 1 or (self.layers is not None and self.layers < 1):
             raise LanguageModelError("--epochs, --batch-size, --units and --layers take 1 or more.")
         if not 0.0 < self.valid_share < 1.0:
@@ -349,9 +383,9 @@ def train_lm(model: str | Path, text: str | Path, out: str | Path | None = None,
             raise TrainError(f"ESPnet's lm_train saved no best checkpoint; see its log {log}.")
         result_dir = work / "result"
         result_dir.mkdir()
-        from espzoo.bundle import load_state_dict
-
         import torch
+
+        from espzoo.bundle import load_state_dict
 
         torch.save(load_state_dict(best.resolve()), result_dir / MODEL_NAME)  # plain tensors, no training state
         saved = _read_yaml(work / "espnet" / "config.yaml")
@@ -443,14 +477,15 @@ def _train_config(config: Mapping[str, Any], tokens: list[str], options: LMTrain
         # The text ESPnet's preprocessor tokenizes: the model's tokens joined back, so what it reads is exactly
         # what was counted here (ESPnet's tokenizers round-trip their own tokens' text).
         keys = [f"{name}_{i:06d}" for i in range(len(rows))]
-        (folder / "text").write_text("".join(f"{k} {_ids_text(r, tokens, config)}\n" for k, r in zip(keys, rows)),
-                                     encoding="utf-8")
-        (folder / "shape").write_text("".join(f"{k} {len(r) + 1}\n" for k, r in zip(keys, rows)), encoding="utf-8")
+        lines = [f"{k} {_ids_text(r, tokens, config)}\n" for k, r in zip(keys, rows, strict=True)]
+        (folder / "text").write_text("".join(lines), encoding="utf-8")
+        shapes = [f"{k} {len(r) + 1}\n" for k, r in zip(keys, rows, strict=True)]
+        (folder / "shape").write_text("".join(shapes), encoding="utf-8")
         data[name] = folder
     if init is not None:  # fine-tune: the LM's own architecture, its weights (checked, plain tensors) as init
-        from espzoo.bundle import load_state_dict
-
         import torch
+
+        from espzoo.bundle import load_state_dict
 
         clean = work / "init_lm.pth"
         torch.save(load_state_dict(init.checkpoint), clean)
