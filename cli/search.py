@@ -113,6 +113,9 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
             return {"commit": cached.commit, "path": str(cached.path), "error": str(err)}
         facts = {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
                  "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
+        from espzoo.lm import lm_summary  # espzoo.lm hook: the LM meta.yaml names, torch-free
+
+        facts["language_model"] = lm_summary(cached.path)
         if bundle.task == "s2t":  # OWSM: languages and tasks from the token list (espzoo.s2t, torch-free)
             from espzoo.s2t import config_task, describe
 

@@ -220,11 +220,16 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         "espzoo": _version("espzoo"),
         "yaml_files": {config_key: str(exp / "config.yaml")},
     }
+    lm_card = ""
+    if whole:  # espzoo.lm hook: OUT/lm travels as exp/lm_train_<name>/, named in meta.yaml
+        from espzoo.lm import export_lm
+
+        lm_card = export_lm(experiment.root, dest, meta, name, config.get("bpemodel"))
     (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
     for image in experiment.images:  # where ESPnet's recipes upload them: exp/<name>/images/
         (dest / exp / "images").mkdir(exist_ok=True)
         shutil.copyfile(image, dest / exp / "images" / image.name)
-    card = model_card(experiment, options, exp, config)
+    card = model_card(experiment, options, exp, config) + lm_card
     if not whole and adapter is not None:
         card += (f"\n### LoRA adapter only\n\nThis repo holds a LoRA adapter (`{ADAPTER_NAME}`; rank {adapter.rank}, "
                  f"alpha {adapter.alpha or adapter.rank:g}, targets in `adapter_config.yaml`) for the base model "

@@ -167,6 +167,84 @@ def _decode_weight(folder: Path, root: Path) -> float | None:
     return None
 
 
+def repo_lm_files(listing: Sequence[str], read: Any) -> list[str]:
+    """The repo files of the LM its meta.yaml names (config, checkpoint, decode.yaml beside them, a token list the
+    config names by path): what `pull` fetches unless --no-lm. `read(path)` returns a small file's text."""
+    from espzoo.repo import locate
+
+    present = set(listing)
+    if "meta.yaml" not in present:
+        return []
+    try:
+        meta = yaml.safe_load(read("meta.yaml") or "")
+    except yaml.YAMLError:
+        return []
+    config, checkpoint = meta_lm_paths(meta)
+    found = {locate(config, present) if config else None, locate(checkpoint, present) if checkpoint else None}
+    found.discard(None)
+    wanted = {str(f) for f in found}
+    for path in list(wanted):
+        beside = str(Path(path).parent / DECODE_NAME)
+        if beside in present:
+            wanted.add(beside)
+    config_rel = locate(config, present) if config else None
+    if config_rel is not None:
+        try:
+            cfg = yaml.safe_load(read(config_rel) or "")
+        except yaml.YAMLError:
+            cfg = None
+        tokens = cfg.get("token_list") if isinstance(cfg, Mapping) else None
+        if isinstance(tokens, str) and (where := locate(tokens, present)) is not None:
+            wanted.add(where)
+    return sorted(wanted)
+
+
+def lm_summary(root: str | Path) -> str | None:
+    """One line for `espzoo info`: the LM a pulled repo or folder has (or names without holding it), None: none."""
+    root = Path(root)
+    config, checkpoint = meta_lm_paths(_read_yaml(root / "meta.yaml")) if (root / "meta.yaml").is_file() else (None,
+                                                                                                               None)
+    if not config or not checkpoint:
+        return None
+    try:
+        lm = _meta_lm(root)
+    except LanguageModelError:
+        return f"{checkpoint} (named in meta.yaml, not pulled: pull without --no-lm)"
+    if lm is None:
+        return None
+    weight = lm.weight if lm.weight is not None else DEFAULT_WEIGHT
+    return (f"{checkpoint} ({lm.config.get('lm')}, {len(lm.tokens)} tokens, decode weight {weight:g}"
+            f"{'' if lm.weight is not None else ' (default)'})")
+
+
+def export_lm(out: Path, dest: Path, meta: dict[str, Any], name: str, bpemodel: str | None) -> str:
+    """Copy OUT/lm into the export `dest` as ESPnet's recipes lay it out (`exp/lm_train_<name>/config.yaml`,
+    `valid.loss.best.pth`), name it in `meta` (files.lm_file, yaml_files.lm_train_config), and return the model
+    card's paragraph about it ("" when OUT has no LM). The checkpoint must hold only tensors."""
+    if not (Path(out) / LM_DIR / CONFIG_NAME).is_file():
+        return ""
+    from espzoo.export import check_weights_only
+
+    lm = _lm_folder(Path(out) / LM_DIR)
+    check_weights_only(lm.checkpoint)
+    folder = Path("exp") / f"lm_train_{name}"
+    (dest / folder).mkdir(parents=True)
+    checkpoint = folder / "valid.loss.best.pth"
+    shutil.copyfile(lm.checkpoint, dest / checkpoint)
+    config = dict(lm.config, bpemodel=bpemodel, output_dir=str(folder))
+    (dest / folder / CONFIG_NAME).write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
+                                             encoding="utf-8")
+    weight = lm.weight if lm.weight is not None else DEFAULT_WEIGHT
+    (dest / folder / DECODE_NAME).write_text(yaml.safe_dump({"lm_weight": weight}), encoding="utf-8")
+    meta.setdefault("files", {})["lm_file"] = str(checkpoint)
+    meta.setdefault("yaml_files", {})["lm_train_config"] = str(folder / CONFIG_NAME)
+    return (f"\n### Language model\n\nA token-level {config.get('lm')} LM on the model's own {len(lm.tokens)} tokens "
+            f"(`{checkpoint}`, trained by ESPnet's LM task), fused in the beam search with weight {weight:g} "
+            "(`espzoo evaluate`/`transcribe` do so by default; `--lm none` turns it off). With ESPnet alone: "
+            f"`Speech2Text(..., lm_train_config=\"{folder / CONFIG_NAME}\", lm_file=\"{checkpoint}\", "
+            f"lm_weight={weight:g})`.\n")
+
+
 # --------------------------------------------------------------------------------------------------- decoding
 
 
