@@ -60,7 +60,8 @@ def train(
 ) -> None:
     """Train a token-level LM with ESPnet's LM task on the model's own tokens. Example: espzoo lm train exp/es_ft
     --text data/train"""
-    from espzoo.lm import LMTrainOptions, single_weight, train_lm
+    from espzoo.lm import single_weight
+    from espzoo.lm_train import LMTrainOptions, train_lm
 
     options = LMTrainOptions(arch=arch, layers=layers, units=units, max_epoch=epochs, batch_size=batch_size, lr=lr,
                              valid_text=str(valid_text) if valid_text else None, text_column=text_column, init=init,
@@ -84,8 +85,8 @@ def set_weight(
     weight: Annotated[str, typer.Argument(help="The LM weight to decode with by default.", show_default=False)],
 ) -> None:
     """Record the LM weight evaluate/transcribe/export use by default. Example: espzoo lm set-weight exp/es_ft 0.3"""
-    from espzoo.lm import set_weight as write_weight
     from espzoo.lm import single_weight
+    from espzoo.lm_train import set_weight as write_weight
 
     value = single_weight(weight)
     info(f"wrote {write_weight(model, float(value or 0.0))}")
