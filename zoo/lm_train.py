@@ -196,10 +196,12 @@ def tokenize_for(texts: Sequence[str], config: Mapping[str, Any], tokens: Sequen
     unk = "<unk>" if "<unk>" in tokens else str(tokens[1] if len(tokens) > 1 else tokens[0])
     converter = TokenIDConverter(list(tokens), unk_symbol=unk)
     unk_id = converter.tokens2ids([unk])[0]
+    # A text's bare word boundaries (char <space>, a lone BPE "▁") say nothing about the language: not usable.
+    unusable = {unk_id, *(i for i, t in enumerate(tokens) if t in ("<space>", "\u2581", "<blank>", "<sos/eos>"))}
     rows, dropped = [], 0
     for text in texts:
         ids = converter.tokens2ids(tokenizer.text2tokens(cleaner(text.strip())))
-        if any(i != unk_id for i in ids):
+        if any(i not in unusable for i in ids):
             rows.append(ids)
         else:
             dropped += 1
