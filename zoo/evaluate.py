@@ -563,6 +563,9 @@ def _decode_lm(files: ModelFiles, options: DecodeOptions) -> tuple[Any, float] |
         return None
     lm = decode_lm(files.root, files.kind, options.lm)
     if lm is None:
+        if options.lm_weight and options.lm is None:
+            raise EvaluateError(f"--lm-weight {options.lm_weight:g} needs an LM, and {files.source} has none; train "
+                                f"one with `espzoo lm train {files.source} --text TEXT` or pass --lm DIR.")
         return None
     if options.decode == "ctc-greedy":
         if options.lm in (None, "auto"):
