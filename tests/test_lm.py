@@ -218,3 +218,14 @@ def test_library_checks() -> None:
         from espzoo.lm import open_lm
 
         open_lm("/nonexistent/lm")
+
+
+def test_an_lm_weight_for_a_model_without_an_lm_is_one_sentence(tmp_path: Path) -> None:
+    from _tiny_out import build_tiny_out
+
+    from espzoo.errors import EvaluateError
+    from espzoo.evaluate import DecodeOptions, evaluate
+
+    plain = build_tiny_out(tmp_path / "out")
+    with pytest.raises(EvaluateError, match="needs an LM"):
+        evaluate(plain, TEST, tmp_path / "eval", options=DecodeOptions(lm_weight=0.3, jobs=1))
