@@ -183,6 +183,9 @@ def _tokens_of(config: Mapping[str, Any]) -> list[str]:
 def tokenize_for(texts: Sequence[str], config: Mapping[str, Any], tokens: Sequence[str]) -> tuple[list[list[int]], int]:
     """Each text as the model's token ids (ESPnet's tokenizer and cleaner, as its preprocessor does), with `<unk>`
     left out of the count of usable tokens; lines with none are dropped (their count is returned)."""
+    from espzoo._espnet import import_asr_task
+
+    import_asr_task()  # the offline NLTK setup first: ESPnet 202511's text chain imports g2p_en, which downloads
     from espnet2.text.build_tokenizer import build_tokenizer
     from espnet2.text.cleaner import TextCleaner
     from espnet2.text.token_id_converter import TokenIDConverter
