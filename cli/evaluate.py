@@ -28,6 +28,7 @@ import typer
 
 from espzoo.cli._options import DATA_HELP, AudioColumnOpt, JsonOpt, LangOpt, TextColumnOpt
 from espzoo.cli._output import info, print_json, print_table
+from espzoo.cli.lm import LmOpt, LmWeightOpt, print_sweep
 
 ModelArg = Annotated[
     str,
@@ -112,6 +113,8 @@ def evaluate(
     compare: CompareOpt = None,
     rows: RowsOpt = False,
     max_segment: MaxSegmentOpt = None,
+    lm: LmOpt = None,
+    lm_weight: LmWeightOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Decode a data set and print WER and CER. Example: espzoo evaluate exp/bn_ft --data data/test"""
@@ -127,10 +130,26 @@ def evaluate(
     if len(model) == 2 and out_dir is not None:
         raise EvaluateError("--out-dir holds one evaluation; with two models, drop it (an experiment dir's results "
                             "go to OUT/eval/<data>).")
+    from espzoo.models.lm import parse_weights
+
+    weights = parse_weights(lm_weight) if lm_weight is not None else (None,)
     options = DecodeOptions(
         beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang,
         max_segment=max_segment,
+        lm=lm, lm_weight=weights[0],
     )
+    if len(weights) > 1:  # LM hook: a weight sweep, one row per weight
+        from espzoo.decode.report import sweep
+
+        if len(model) > 1 or compare is not None or report is not None:
+            raise EvaluateError("--lm-weight with several weights sweeps one model; drop the second model, --compare "
+                                "and --report.")
+        with _progress("sweeping LM weights", quiet=json) as progress:
+            reports = sweep(model[0], data, weights, options=options, out_dir=out_dir, skip_bad=skip_bad,
+                            audio_column=audio_column, text_column=text_column, normalizer=normalizer,
+                            progress=progress)
+        print_sweep(reports, weights, json=json, rows=rows)
+        return
     if report is not None:
         check_report_dir(report, force=force)  # before decoding, which takes the time
     before = load_result(compare) if compare is not None else None
@@ -186,6 +205,8 @@ def _print_report(report: Any, *, rows: bool, titled: bool) -> None:
     how = "greedy CTC" if report.decode == "ctc-greedy" else (
         f"beam {report.beam_size}, ctc weight {report.ctc_weight:g}"
     )
+    if report.lm:
+        how += f", LM {report.lm['path']} weight {report.lm['weight']:g}"
     info(
         f"{report.model} on {report.data}: {how}, {report.jobs} job(s), "
         f"real-time factor {report.real_time_factor:.2f}"
@@ -234,15 +255,18 @@ def transcribe(
     lang: LangOpt = None,
     max_segment: MaxSegmentOpt = None,
     format: FormatOpt = "txt",
+    lm: LmOpt = None,
+    lm_weight: LmWeightOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Print one transcript per audio file: path<TAB>text. Example: espzoo transcribe exp/bn_ft a.wav"""
     from espzoo.decode.recognizer import DecodeOptions
     from espzoo.decode.runner import transcribe as run_transcription
+    from espzoo.models.lm import single_weight
 
     options = DecodeOptions(
         beam_size=beam, ctc_weight=ctc_weight, device=device, threads=threads, jobs=jobs, decode=decode, lang=lang,
-        max_segment=max_segment,
+        max_segment=max_segment, lm=lm, lm_weight=single_weight(lm_weight),
     )
     if format != "txt":  # times: decoded and aligned here (issue 23; espzoo.decode.align); --json stays path and text
         from espzoo.cli.align import print_timed

@@ -101,6 +101,11 @@ def finetune(
     lr_decay: Annotated[
         float, typer.Option(help="Layer-wise lr decay for the encoder (block i of L learns at lr*D^(L-i)); 1: off.")
     ] = 1.0,
+    lm_text: Annotated[
+        Path | None,
+        typer.Option("--lm-text", help="Then train an LM on the model's new tokens from this text (as `espzoo lm "
+                     "train OUT --text`) into OUT/lm, which evaluate/transcribe/export use by default."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on your data. Example: espzoo finetune ORG/NAME --train d/train --valid d/dev --out exp/ft"""
@@ -126,7 +131,19 @@ def finetune(
         from espzoo.errors import DataError
 
         raise DataError(f"--guard {guard} does not exist; pass a Kaldi dir, a manifest or a Hugging Face dataset.")
+    if lm_text is not None and not lm_text.exists() and not str(lm_text).startswith("hf:"):  # before training
+        from espzoo.errors import LanguageModelError
+
+        raise LanguageModelError(f"--lm-text {lm_text} does not exist; pass a text file, a Kaldi dir or a manifest.")
     summary = _run(request, dry_run=dry_run, quiet=json)
+    if lm_text is not None and not dry_run:  # LM hook: the LM on the fine-tuned model's own tokens
+        from espzoo.train.lm_train import train_lm
+
+        if not json:
+            info("[dim]training the LM on the model's tokens with ESPnet's lm_train[/dim]")
+        summary["lm"] = train_lm(request.out, lm_text).to_dict()
+        if not json:
+            info(f"LM: {summary['lm']['path']} (validation perplexity {summary['lm']['perplexity'] or 0:.2f})")
     if guard is not None and not dry_run:
         summary["guard"] = _guard(request, guard, quiet=json)
     if json:

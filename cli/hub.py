@@ -35,13 +35,18 @@ LockOpt = Annotated[
 FixOpt = Annotated[bool, typer.Option("--fix", help="Download corrupted or missing files again.")]
 
 
-def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, json: JsonOpt = False) -> None:
+NoLmOpt = Annotated[bool, typer.Option("--no-lm", help="Leave out the language model meta.yaml names.")]
+
+
+def pull(repo: RepoArg, all: AllOpt = False, lock: LockOpt = None, no_lm: NoLmOpt = False,
+         json: JsonOpt = False) -> None:
     """Download a model by revision into the HF cache. Example: espzoo pull espnet/bn_openslr53@main"""
     from espzoo.hub.download import pull as hub_pull
+    from espzoo.hub.session import select_files_without_lm
 
     with download_bars(enabled=False if json else None) as progress:
         snap = hub_pull(repo, all_files=all, lock_file=lock, progress=progress,
-                        notify=lambda note: info(f"note: {note}"))
+                        notify=lambda note: info(f"note: {note}"), select=select_files_without_lm if no_lm else None)
     if json:
         print_json(snap.to_json())
         return

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from espzoo import __version__
-from espzoo.cli import align, evaluate, export, finetune, hub, mirror, plan, push, recommend, search
+from espzoo.cli import align, evaluate, export, finetune, hub, lm, mirror, plan, push, recommend, search
 from espzoo.errors import EspzooError
 
 INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
@@ -58,7 +58,7 @@ app = typer.Typer(
 )
 
 # Each command group registers itself; adding a group is one line here.
-for module in (recommend, search, hub, plan, finetune, evaluate, align, export, push, mirror):
+for module in (recommend, search, hub, plan, finetune, evaluate, align, lm, export, push, mirror):
     module.register(app)
 
 

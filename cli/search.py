@@ -116,6 +116,9 @@ def _pulled_bundle(repo_id: str, revision: str | None) -> dict[str, object] | No
             return {"commit": cached.commit, "path": str(cached.path), "error": str(err)}
         facts = {"commit": cached.commit, "refs": cached.refs, "path": str(cached.path),
                  "checkpoint": str(bundle.checkpoint.relative_to(bundle.root)), **bundle.architecture()}
+        from espzoo.models.lm import lm_summary
+
+        facts["language_model"] = lm_summary(cached.path)
         if task_of(bundle.config).prompted:  # OWSM: languages and tasks from the token list (torch-free)
             from espzoo.models.s2t import describe
 

@@ -213,3 +213,8 @@ class NodeLostError(TrainError):
 
 class S2TError(BundleError):
     """An S2T model, language or prompt that cannot be used as asked (the message says what to fix)."""
+
+
+class LanguageModelError(EspzooError, ValueError):
+    """A language model that cannot be trained or decoded with (espzoo.models.lm): no usable text, a vocabulary that is
+    not the model's, a weight out of range, an LM folder without its files."""

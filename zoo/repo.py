@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+import yaml
+
 from espzoo.errors import BundleError
 from espzoo.tasks import FAMILIES
 from espzoo.utils.yaml_io import load_yaml
@@ -36,6 +38,8 @@ BPE_NAME = "bpe.model"
 TOKENS_NAME = "tokens.txt"
 CONFIG_NAME = "config.yaml"
 MODEL_NAME = "model.pth"  # espzoo finetune's OUT/model.pth: the n-best average, the experiment's model
+LM_DIR = "lm"  # OUT/lm: a language model beside the ASR model (its config.yaml and model.pth; espzoo.models.lm)
+LM_DECODE_NAME = "decode.yaml"  # beside an LM: {lm_weight: W}, the weight to decode with by default
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 # espzoo's LoRA adapter-only export (espzoo.lora): these two files, applied to the base model the config names.
 ADAPTER_CONFIG_NAME = "adapter_config.yaml"
@@ -334,3 +338,45 @@ def parse_front_matter(text: str) -> dict[str, Any]:
 def is_adapter_only(root: Path) -> bool:
     """Whether the folder is an adapter-only export (no torch needed to tell: transfer and evaluate ask first)."""
     return (Path(root) / ADAPTER_CONFIG_NAME).is_file() and (Path(root) / ADAPTER_NAME).is_file()
+
+
+def meta_lm_paths(meta: Any) -> tuple[str | None, str | None]:
+    """(lm_train_config, lm_file) as a parsed meta.yaml writes them (None where it names none)."""
+    if not isinstance(meta, Mapping):
+        return None, None
+    files = meta.get("files") if isinstance(meta.get("files"), Mapping) else {}
+    yaml_files = meta.get("yaml_files") if isinstance(meta.get("yaml_files"), Mapping) else {}
+    config, checkpoint = yaml_files.get("lm_train_config"), files.get("lm_file")
+    return (str(config) if config else None, str(checkpoint) if checkpoint else None)
+
+
+def repo_lm_files(listing: Sequence[str], read: Any) -> list[str]:
+    """The repo files of the LM its meta.yaml names (config, checkpoint, decode.yaml beside them, a token list the
+    config names by path): what `pull` fetches unless --no-lm. `read(path)` returns a small file's text."""
+    pass
+
+    present = set(listing)
+    if "meta.yaml" not in present:
+        return []
+    try:
+        meta = yaml.safe_load(read("meta.yaml") or "")
+    except yaml.YAMLError:
+        return []
+    config, checkpoint = meta_lm_paths(meta)
+    found = {locate(config, present) if config else None, locate(checkpoint, present) if checkpoint else None}
+    found.discard(None)
+    wanted = {str(f) for f in found}
+    for path in list(wanted):
+        beside = str(Path(path).parent / LM_DECODE_NAME)
+        if beside in present:
+            wanted.add(beside)
+    config_rel = locate(config, present) if config else None
+    if config_rel is not None:
+        try:
+            cfg = yaml.safe_load(read(config_rel) or "")
+        except yaml.YAMLError:
+            cfg = None
+        tokens = cfg.get("token_list") if isinstance(cfg, Mapping) else None
+        if isinstance(tokens, str) and (where := locate(tokens, present)) is not None:
+            wanted.add(where)
+    return sorted(wanted)

@@ -68,8 +68,15 @@ class DecodeOptions:
     # at most this length, decoded window by window and stitched; None: longform.DEFAULT_MAX_SEGMENT. Shorter
     # audio: as before.
     max_segment: float | None = None
+    # Language model (espzoo.models.lm): None/"auto" the model's own when it has one, "none" none, else a folder.
+    lm: str | None = None
+    lm_weight: float | None = None  # None: the LM's shipped decode weight, else models.lm.DEFAULT_WEIGHT
 
     def __post_init__(self) -> None:
+        if self.lm_weight is not None:
+            from espzoo.models.lm import check_weight
+
+            check_weight(self.lm_weight)
         if self.decode not in DECODE_MODES:
             raise EvaluateError(f"decode mode {self.decode!r} is unknown; use one of {', '.join(DECODE_MODES)}.")
         if self.jobs is not None and self.jobs < 1:
@@ -87,11 +94,12 @@ class Recognizer:
     model: ModelFiles
     options: DecodeOptions
     ctc_weight: float  # the one in use: the option, else the model's
+    lm: dict[str, Any] | None = None  # espzoo.models.lm: the LM fused in the beam search ({path, ..., weight}), or None
 
     @property
     def mode(self) -> str:
         """The decoding in use: "beam" or "ctc-greedy" (see DecodeOptions.decode)."""
-        return decode_mode(self.model.config, self.options)
+        return "beam" if self.lm is not None else decode_mode(self.model.config, self.options)
 
     def __call__(self, wave: np.ndarray) -> str:
         if self.mode == "ctc-greedy":
@@ -256,6 +264,7 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
     from espzoo.models.bundle import load_state_dict
     from espzoo.models.upstreams import offline_upstreams, upstreams_in
 
+    lm = _decode_lm(files, options)  # the LM to fuse (espzoo.models.lm), checked against the model's tokens
     state = load_state_dict(files.checkpoint)  # weights_only: refuses a pickle that would run code
     reference = {key: tuple(value.shape) for key, value in state.items()}
     with tempfile.TemporaryDirectory(prefix="espzoo-config-") as tmp, _quiet_espnet(), offline_upstreams(
@@ -274,10 +283,55 @@ def load_recognizer(model: str | Path | Snapshot | ModelFiles, options: DecodeOp
             minlenratio=options.minlenratio,
             penalty=options.penalty,
             nbest=1,
+            **(_lm_arguments(lm, Path(tmp)) if lm else {}),
         )
     _load_weights(speech2text.asr_model, files, state)
     speech2text.asr_model.to(options.device).eval()
-    return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight)
+    if lm:
+        from espzoo.models.lm import load_into
+
+        load_into(speech2text, lm[0])  # weights-only, never ESPnet's unpickler
+    return Recognizer(speech2text, files.sample_rate, files, options, ctc_weight,
+                      lm=dict(lm[0].describe(), weight=lm[1]) if lm else None)
+
+
+def _decode_lm(files: ModelFiles, options: DecodeOptions) -> tuple[Any, float] | None:
+    """(LanguageModel, weight) to fuse, or None: no LM, `--lm none`, a weight of 0, an S2T model, or ctc-greedy
+    asked for by name (it has no search to fuse an LM in)."""
+    from espzoo.models.lm import check_vocabulary, decode_lm, weight_in_use
+
+    if files.kind == "adapter" or task_of(files.config).prompted:
+        if options.lm not in (None, "auto", "none"):
+            raise EvaluateError(f"--lm applies to ASR models; {files.source} is not one (drop --lm).")
+        return None
+    lm = decode_lm(files.root, files.kind, options.lm)
+    if lm is None:
+        if options.lm_weight and options.lm is None:
+            raise EvaluateError(f"--lm-weight {options.lm_weight:g} needs an LM, and {files.source} has none; train "
+                                f"one with `espzoo lm train {files.source} --text TEXT` or pass --lm DIR.")
+        return None
+    if options.decode == "ctc-greedy":
+        if options.lm in (None, "auto"):
+            return None  # greedy asked for by name: the model's own LM stays out, as before
+        raise EvaluateError("--decode ctc-greedy has no search to fuse an LM in; drop --decode or pass --lm none.")
+    weight = weight_in_use(lm, options.lm_weight)
+    if weight == 0.0:
+        return None
+    check_vocabulary(lm, list(files.config.get("token_list") or []), files.source)
+    return lm, weight
+
+
+def lm_in_use(files: ModelFiles, options: DecodeOptions) -> dict[str, Any] | None:
+    """What `--json` says about the LM a decode with these options uses ({path, config, file, type, vocab_size,
+    weight}), or None."""
+    found = _decode_lm(files, options)
+    return dict(found[0].describe(), weight=found[1]) if found else None
+
+
+def _lm_arguments(lm: tuple[Any, float], folder: Path) -> dict[str, Any]:
+    from espzoo.models.lm import write_config
+
+    return {"lm_train_config": str(write_config(lm[0], folder)), "lm_file": None, "lm_weight": lm[1]}
 
 
 def _s2t_recognizer(files: ModelFiles, options: DecodeOptions) -> Recognizer:

@@ -25,9 +25,21 @@ from espzoo.utils.fs import public_mode, replace_dir
 if TYPE_CHECKING:
 
     from espzoo.hub.session import Snapshot
-from espzoo.decode.recognizer import DecodeOptions, Recognizer, _ctc_weight, decode_prompt, locate_model, model_language
+import shutil
+import tempfile
+
+from espzoo.decode.recognizer import (
+    DecodeOptions,
+    Recognizer,
+    _ctc_weight,
+    decode_prompt,
+    lm_in_use,
+    locate_model,
+    model_language,
+)
 from espzoo.decode.runner import Progress, _decode, prepared_utterances
 from espzoo.decode.scoring import Score, error_rates
+from espzoo.models.lm import check_weight
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class EvalReport:
     resampled: str = "utterances"  # what the bootstrap drew: "utterances" or "speakers"
     experiment: Path | None = None  # the model's OUT, when it is one (its training curves go in the HTML report)
     baseline: dict[str, Any] | None = None  # a comparison with another model on the same data (Comparison.to_dict)
+    lm: dict[str, Any] | None = None  # the LM fused in the search (espzoo.models.lm: path, type, vocab_size, weight)
 
     @property
     def utterances(self) -> int:
@@ -149,6 +162,9 @@ class EvalReport:
         }
         if self.prompt:
             data["prompt"] = self.prompt
+        if self.lm:  # only with an LM: a decode without one reports exactly what it did before
+            data["lm"] = self.lm
+            data["lm_weight"] = self.lm.get("weight")
         if self.baseline:
             data["baseline"] = self.baseline
         data["per_utterance"] = [
@@ -247,6 +263,7 @@ def evaluate(
         jobs=decoded.jobs,
         prompt=[prompt.lang, prompt.task] if prompt else None,
         experiment=files.root if files.kind == "experiment" else None,
+        lm=model.lm if isinstance(model, Recognizer) else lm_in_use(files, options),
         **scores,
     )
     if report.out_dir:
@@ -348,14 +365,13 @@ def load_result(path: str | Path) -> EvalReport:
         ) if normalized else None,
         ci95=_intervals95([(r.word, r.char) for r in rows], groups),
         resampled="speakers" if groups else "utterances",
-        baseline=data.get("baseline"),
+        baseline=data.get("baseline"), lm=data.get("lm"),
     )
 
 
 def write_report(report: EvalReport, out_dir: Path) -> Path:
     """ref.trn, hyp.trn, text and result.json, written to a temp folder that then replaces `out_dir`."""
     import json
-    import shutil
     import tempfile
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -410,3 +426,21 @@ def before_after(
         with_baseline(after, comparison)
         comparisons.append(comparison)
     return comparisons
+
+
+def sweep(model: str | Path, data: str | Path, weights: Sequence[float], *, options: Any = None,
+          out_dir: str | Path | None = None, **evaluate_args: Any) -> list[Any]:
+    """Evaluate `model` on `data` once per LM weight (0: without the LM), in order; returns the EvalReports.
+    Each result goes to `out_dir/lm_weight_W/` when `out_dir` is given, else nowhere (OUT/eval stays as it was)."""
+    from dataclasses import replace
+
+    from espzoo.decode.recognizer import DecodeOptions
+
+    options = options or DecodeOptions()
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="espzoo-sweep-") as scratch:
+        for weight in weights:
+            check_weight(weight)
+            where = Path(out_dir or scratch) / f"lm_weight_{weight:g}"
+            reports.append(evaluate(model, data, where, options=replace(options, lm_weight=weight), **evaluate_args))
+    return reports

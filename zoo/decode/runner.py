@@ -32,6 +32,7 @@ from espzoo.errors import AudioError, AudioFileMissingError, DecodeWorkerError
 if TYPE_CHECKING:
 
     from espzoo.hub.session import Snapshot
+from espzoo.decode.recognizer import lm_in_use
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def _decode_in_workers(
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     worker_options = replace(options, jobs=1, threads=options.threads or max(1, cores // jobs))
-    mode = decode_mode(files.config, options)
+    mode = "beam" if lm_in_use(files, options) else decode_mode(files.config, options)  # an LM needs the search
     units = _units(items, files.sample_rate, mode, options.batch_seconds)
     started = time.perf_counter()
     merged = _Merge(len(items), progress)

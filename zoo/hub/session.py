@@ -109,7 +109,12 @@ def _log_note(note: str) -> None:
     logging.getLogger("espzoo.hub").warning("note: %s", note)
 
 
-def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> list[str]:
+def select_files_without_lm(listing: Iterable[str], read: Callable[[str], str | None]) -> list[str]:
+    """select_files without the language model meta.yaml names (`pull --no-lm`)."""
+    return select_files(listing, read, lm=False)
+
+
+def select_files(listing: Iterable[str], read: Callable[[str], str | None], *, lm: bool = True) -> list[str]:
     """The repo files an ASR fine-tune needs. `read(path)` returns a small file's text (meta.yaml, the config).
 
     The same rules as `bundle.open_bundle` (espzoo.repo), applied to the Hub's listing: meta.yaml names the config
@@ -160,6 +165,10 @@ def select_files(listing: Iterable[str], read: Callable[[str], str | None]) -> l
             continue
         if "token_list" in path or name in (rules.TOKENS_NAME, rules.BPE_NAME) or fnmatch.fnmatch(name, "*bpe*.model"):
             wanted.add(path)
+    if lm:  # LM hook: the LM meta.yaml names (lm_file, lm_train_config), decoded with by default
+        from espzoo.repo import repo_lm_files
+
+        wanted |= set(repo_lm_files(files, read))
     return sorted(wanted)
 
 

@@ -38,8 +38,17 @@ from espzoo.decode import curves
 from espzoo.errors import ExportError
 from espzoo.models.bundle import resolve_config_paths
 from espzoo.models.compat import inference_class
+from espzoo.models.lm import DEFAULT_WEIGHT, lm_folder
 from espzoo.models.s2t import PROVENANCE_SECTION
-from espzoo.repo import STATS_NAME, config_sample_rate, parse_token_list, stats_reference
+from espzoo.repo import (
+    CONFIG_NAME,
+    LM_DECODE_NAME,
+    LM_DIR,
+    STATS_NAME,
+    config_sample_rate,
+    parse_token_list,
+    stats_reference,
+)
 from espzoo.tasks import task_of
 from espzoo.utils.fs import public_mode, replace_dir
 from espzoo.utils.redact import public
@@ -224,11 +233,16 @@ def _write_layout(experiment: _Experiment, dest: Path, options: ExportOptions) -
         "espzoo": _version("espzoo"),
         "yaml_files": {config_key: str(exp / "config.yaml")},
     }
+    lm_card = ""
+    if whole:  # LM hook: OUT/lm travels as exp/lm_train_<name>/, named in meta.yaml
+        pass
+
+        lm_card = export_lm(experiment.root, dest, meta, name, config.get("bpemodel"))
     (dest / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
     for image in experiment.images:  # where ESPnet's recipes upload them: exp/<name>/images/
         (dest / exp / "images").mkdir(exist_ok=True)
         shutil.copyfile(image, dest / exp / "images" / image.name)
-    card = model_card(experiment, options, exp, config)
+    card = model_card(experiment, options, exp, config) + lm_card
     if not whole and adapter is not None:
         card += (f"\n### LoRA adapter only\n\nThis repo holds a LoRA adapter (`{ADAPTER_NAME}`; rank {adapter.rank}, "
                  f"alpha {adapter.alpha or adapter.rank:g}, targets in `adapter_config.yaml`) for the base model "
@@ -536,3 +550,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ExportError(f"{path} is not valid JSON ({error}); fix or remove it.") from error
     return data if isinstance(data, dict) else {}
+
+
+def export_lm(out: Path, dest: Path, meta: dict[str, Any], name: str, bpemodel: str | None) -> str:
+    """Copy OUT/lm into the export `dest` as ESPnet's recipes lay it out (`exp/lm_train_<name>/config.yaml`,
+    `valid.loss.best.pth`), name it in `meta` (files.lm_file, yaml_files.lm_train_config), and return the model
+    card's paragraph about it ("" when OUT has no LM). The checkpoint must hold only tensors."""
+    if not (Path(out) / LM_DIR / CONFIG_NAME).is_file():
+        return ""
+    pass
+
+    lm = lm_folder(Path(out) / LM_DIR)
+    check_weights_only(lm.checkpoint)
+    folder = Path("exp") / f"lm_train_{name}"
+    (dest / folder).mkdir(parents=True)
+    checkpoint = folder / "valid.loss.best.pth"
+    shutil.copyfile(lm.checkpoint, dest / checkpoint)
+    config = dict(lm.config, bpemodel=bpemodel, output_dir=str(folder))
+    (dest / folder / CONFIG_NAME).write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
+                                             encoding="utf-8")
+    weight = lm.weight if lm.weight is not None else DEFAULT_WEIGHT
+    (dest / folder / LM_DECODE_NAME).write_text(yaml.safe_dump({"lm_weight": weight}), encoding="utf-8")
+    meta.setdefault("files", {})["lm_file"] = str(checkpoint)
+    meta.setdefault("yaml_files", {})["lm_train_config"] = str(folder / CONFIG_NAME)
+    return (f"\n### Language model\n\nA token-level {config.get('lm')} LM on the model's own {len(lm.tokens)} tokens "
+            f"(`{checkpoint}`, trained by ESPnet's LM task), fused in the beam search with weight {weight:g} "
+            "(`espzoo evaluate`/`transcribe` do so by default; `--lm none` turns it off). With ESPnet alone: "
+            f"`Speech2Text(..., lm_train_config=\"{folder / CONFIG_NAME}\", lm_file=\"{checkpoint}\", "
+            f"lm_weight={weight:g})`.\n")
