@@ -82,7 +82,7 @@ def test_espnet_preprocessor_reads_the_written_text(tiny_s2t: Path) -> None:
     tokens = bundle.token_list
     pre = S2TPreprocessor(train=True, token_type="bpe", token_list=tokens, bpemodel=config["bpemodel"],
                           **config["preprocessor_conf"])
-    text = models_s2t.training_text("el gato come", 1.5, models_s2t.Prompt("<spa>"), config, "s2t")
+    text = models_s2t.training_text("el gato come", 1.5, models_s2t.Prompt("<spa>"), config, tasks.S2T)
     seen = set()
     for seed in range(20):
         np.random.seed(seed)
@@ -333,10 +333,10 @@ def test_translation_prompt_and_ctc_text() -> None:
     st = models_s2t.Prompt.for_language("spa", models_s2t.translation_task("eng"))
     assert st.translates and not models_s2t.Prompt("<spa>").translates
     config = {"preprocessor": "s2t", "preprocessor_conf": {"speech_length": 4, "last_time_symbol": "<4.00>"}}
-    assert models_s2t.training_text("the cat", 1.0, st, config, "s2t") == "<spa><st_eng><0.00> the cat<1.00>"
-    assert models_s2t.ctc_text("the cat", st, "s2t") == "<na>"  # no source transcript: out of the CTC loss
-    assert models_s2t.ctc_text("the cat", st, "s2t_ctc") == "the cat"  # OWSM-CTC's CTC output is the translation
-    assert models_s2t.ctc_text("el gato", models_s2t.Prompt("<spa>"), "s2t") == "el gato"
+    assert models_s2t.training_text("the cat", 1.0, st, config, tasks.S2T) == "<spa><st_eng><0.00> the cat<1.00>"
+    assert models_s2t.ctc_text("the cat", st, tasks.S2T) == "<na>"  # no source transcript: out of the CTC loss
+    assert models_s2t.ctc_text("the cat", st, tasks.S2T_CTC) == "the cat"  # OWSM-CTC's CTC output is the translation
+    assert models_s2t.ctc_text("el gato", models_s2t.Prompt("<spa>"), tasks.S2T) == "el gato"
 
 
 def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_char: Path, tmp_path: Path) -> None:
@@ -366,8 +366,8 @@ def test_translation_plan_and_espnet_reads_its_text(tiny_s2t: Path, tiny_repo_ch
     prompt = plan.language.prompt
     np.random.seed(0)
     out = pre("u", {"speech": np.zeros(16000, dtype=np.float32), "text": models_s2t.training_text(
-        "the cat eats", 1.0, prompt, config, "s2t"), "text_prev": "<na>", "text_ctc": models_s2t.ctc_text(
-        "the cat eats", prompt, "s2t")})
+        "the cat eats", 1.0, prompt, config, tasks.S2T), "text_prev": "<na>", "text_ctc": models_s2t.ctc_text(
+        "the cat eats", prompt, tasks.S2T)})
     assert [bundle.token_list[i] for i in out["text"][:2]] == ["<spa>", "<st_eng>"]
     # ESPnetS2TModel._calc_ctc_loss drops a sample whose text_ctc holds <na> (sentencepiece puts a "▁" before it)
     assert bundle.token_list.index("<na>") in out["text_ctc"].tolist()
