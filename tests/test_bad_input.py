@@ -81,6 +81,12 @@ def work(mirror_root: Path, tiny_repo_char: Path, tiny_repo_bpe: Path, tmp_path_
     lines = (long / "wav.scp").read_text().splitlines()
     lines[0] = f"{lines[0].split()[0]} {w / 'long.flac'}"
     (long / "wav.scp").write_text("\n".join(lines) + "\n")
+    # As a manifest: a Kaldi dir without segments is cut at pauses by alignment (train.longdata); a manifest's
+    # utterances are taken as they are, so one over the limit is refused.
+    texts = dict(line.split(maxsplit=1) for line in (long / "text").read_text(encoding="utf-8").splitlines())
+    rows = [line.split(maxsplit=1) for line in lines]
+    (w / "long_audio.tsv").write_text("id\tpath\ttext\n" + "".join(f"{u}\t{a}\t{texts[u]}\n" for u, a in rows),
+                                      encoding="utf-8")
     # A long recording is cut at pauses (espzoo.decode.longform); one of silence only has nothing to cut.
     sf.write(str(w / "six_minutes.flac"), np.zeros(361 * rate, dtype="float32"), rate)
     (w / "not_a_dir").write_text("a file where OUT should go\n")
@@ -117,7 +123,7 @@ CASES = [
          "{w}/good", "--out", "{w}/o9", "--max-epoch", "1", "--json"], "repeats", ("o9",)),
     Case("a 1 MB transcript line", [*FT, "--train", "{w}/huge_text", "--out", "{w}/o12"],
          "[esf2-es0001]: the transcript holds 1,048,576 characters, over the ", ("o12",)),
-    Case("a recording longer than 60 s", [*FT, "--train", "{w}/long_audio", "--out", "{w}/o13"],
+    Case("a recording longer than 60 s", [*FT, "--train", "{w}/long_audio.tsv", "--out", "{w}/o13"],
          "[esf2-es0001]: the audio lasts 61.", ("o13",)),
     Case("OUT is a file", [*FT, "--train", "{w}/good", "--out", "{w}/not_a_dir"], "{w}/not_a_dir"),
     Case("an override that is not key=value", [*FT, "--train", "{w}/good", "--out", "{w}/o10", "--conf", "lr"],
