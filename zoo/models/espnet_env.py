@@ -7,12 +7,13 @@ holding placeholders that satisfy `nltk.data.find` (espzoo never uses g2p, so th
 
 from __future__ import annotations
 
+import importlib
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from espzoo.tasks import ASR, Task
+from espzoo.tasks import ASR, TASKS, Task
 from espzoo.utils.fs import atomic_write
 
 _NLTK_RESOURCES = ("taggers/averaged_perceptron_tagger_eng.zip", "corpora/cmudict.zip")
@@ -74,3 +75,32 @@ def task_class(task: Task) -> Any:
     module, cls = task.espnet_task
     with contextlib.redirect_stdout(io.StringIO()):  # flash_attn notes go to stdout
         return getattr(importlib.import_module(module), cls)
+
+
+class DerivedTasks:
+    """ESPnet task classes with some methods of espzoo's, one per row of espzoo.tasks (`<prefix><lora_name>`),
+    made on first use (ESPnet's import is heavy) and found again by name: DDP's spawned workers unpickle a task class
+    by its module and name, so the module that holds a `DerivedTasks` makes it its `__getattr__`."""
+
+    def __init__(self, module: str, prefix: str, methods: dict[str, Any]) -> None:
+        self.module, self.prefix, self.methods = module, prefix, methods
+        self.bases = {task.lora_name: task.espnet_task for task in TASKS}  # both S2T tasks name their class S2TTask
+        self.built: dict[str, type] = {}
+
+    def of(self, base_task: type) -> type | None:
+        """The class derived from `base_task`, None for a task espzoo has no row for."""
+        for key, where in self.bases.items():
+            if where == (base_task.__module__, base_task.__name__):
+                return self(f"{self.prefix}{key}")
+        return None
+
+    def __call__(self, name: str) -> type:
+        key = name.removeprefix(self.prefix)
+        if not name.startswith(self.prefix) or key not in self.bases:
+            raise AttributeError(name)
+        if name not in self.built:
+            module, task_name = self.bases[key]
+            base = getattr(importlib.import_module(module), task_name)
+            methods = {method: classmethod(function) for method, function in self.methods.items()}
+            self.built[name] = type(name, (base,), {**methods, "__module__": self.module, "__qualname__": name})
+        return self.built[name]

@@ -13,33 +13,17 @@ import json
 import os
 from typing import Any
 
-from espzoo.tasks import TASKS
+from espzoo.models.espnet_env import DerivedTasks
 
 ENV = "ESPZOO_LR_GROUPS"
-_TASKS = {task.lora_name: task.espnet_task for task in TASKS}
-_built: dict[str, type] = {}
 
 
 def grouped_task(base_task: type) -> type:
     """ESPnet task `base_task` whose built models carry the learning-rate factors of $ESPZOO_LR_GROUPS."""
-    for key, where in _TASKS.items():
-        if where == (base_task.__module__, base_task.__name__):
-            return __getattr__(f"LrGrouped{key}")
-    raise AttributeError(f"no layer-wise learning rates for {base_task.__module__}.{base_task.__name__}")
-
-
-def __getattr__(name: str) -> type:
-    key = name.removeprefix("LrGrouped")
-    if not name.startswith("LrGrouped") or key not in _TASKS:
-        raise AttributeError(name)
-    if name not in _built:
-        import importlib
-
-        module, task_name = _TASKS[key]
-        base = getattr(importlib.import_module(module), task_name)
-        _built[name] = type(name, (base,), {"build_model": classmethod(_build_model), "__module__": __name__,
-                                            "__qualname__": name})
-    return _built[name]
+    grouped = _GROUPED.of(base_task)
+    if grouped is None:
+        raise AttributeError(f"no layer-wise learning rates for {base_task.__module__}.{base_task.__name__}")
+    return grouped
 
 
 def mark(model: Any, scales: dict[str, float], lr: float) -> int:
@@ -61,3 +45,8 @@ def _build_model(cls: type, args: Any) -> Any:
             scales = json.load(f)["scales"]
         mark(model, scales, float((args.optim_conf or {}).get("lr", 1e-3)))
     return model
+
+
+# LrGrouped<Task>, found by name in DDP's spawned workers as `espzoo.train.lr_groups.LrGrouped...`
+_GROUPED = DerivedTasks(__name__, "LrGrouped", {"build_model": _build_model})
+__getattr__ = _GROUPED
